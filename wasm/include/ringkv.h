@@ -1,0 +1,108 @@
+/* ringkv.h: the public API of the ringkv core, the one header a user of the core needs.
+ *
+ * The core is sans-IO. It never touches storage, clocks or the network: the caller hands
+ * it bytes and the time, and it returns bytes and decisions. One ringkv_node holds what a
+ * node must keep between calls (configuration, HLC, dot counter, shard digests); all of it
+ * is derivable from what the Durable Object persists, so an instance can be dropped and
+ * rebuilt with RINGKV_OP_INIT at any time.
+ *
+ * Every operation is one call: a request message in, a reply message out, both encoded
+ * as in wasm/ringkv.proto (OP_X takes XRequest and returns XReply).
+ *
+ * Ownership: the request is borrowed for the call. The reply lives in the node's arena
+ * and stays valid until the next call on the same node; the caller copies it out. Nothing
+ * crosses the boundary to be freed later.
+ *
+ * Errors are return codes. Malformed input (a request, a peer's message, a client's
+ * token) returns an error code and never trips an assertion; an assertion failure is a
+ * bug in the core (in WASM it traps: drop the instance and rebuild it from storage).
+ */
+#ifndef RINGKV_H
+#define RINGKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RINGKV_PROTOCOL_VERSION 1u
+
+/* Limits. Units last; every decoder enforces them. */
+#define RINGKV_KEY_BYTES_MAX 1024u
+#define RINGKV_CONTENT_TYPE_BYTES_MAX 256u
+#define RINGKV_VALUE_BYTES_MAX (32u * 1024u * 1024u)   /* the shim's MAX_VALUE_BYTES is lower */
+#define RINGKV_CLUSTER_SIZE_MAX 1024u
+#define RINGKV_SHARDS_MAX 65536u
+#define RINGKV_SIBLINGS_MAX 1024u          /* per register, in any decoded message */
+#define RINGKV_CONTEXT_DOTS_MAX 256u       /* explicit dots in one context */
+#define RINGKV_ENTRIES_MAX 16384u          /* entries or keys in one message */
+#define RINGKV_MESSAGE_BYTES_MAX (64u * 1024u * 1024u)
+#define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
+
+/* Operations: RINGKV_OP_X takes an XRequest and returns an XReply (wasm/ringkv.proto). */
+enum ringkv_op {
+  RINGKV_OP_INIT = 1,         /* validate config, load node state and shard digests */
+  RINGKV_OP_PLACE = 2,        /* keys -> shard, replicas (rendezvous order), key hash */
+  RINGKV_OP_WRITE = 3,        /* a client PUT or DELETE at this node */
+  RINGKV_OP_READ = 4,         /* winner, siblings, context token of a stored register */
+  RINGKV_OP_MESSAGE_KEYS = 5, /* which local rows a Push needs loaded before OP_MERGE */
+  RINGKV_OP_MERGE = 6,        /* apply a Push (gossip, or a repair request/answer) */
+  RINGKV_OP_BUILD_PUSH = 7,   /* a gossip round: who gets which changed keys */
+  RINGKV_OP_AE_START = 8,     /* anti-entropy: the DigestRequest for a peer */
+  RINGKV_OP_AE_ANSWER = 9,    /* anti-entropy: answer a DigestRequest */
+  RINGKV_OP_AE_COMPARE = 10,  /* anti-entropy: differing shards from a DigestReply */
+  RINGKV_OP_AE_REPAIR = 11,   /* anti-entropy: the repair Push for differing shards */
+  RINGKV_OP_GC_QUERY = 12,    /* tombstone collection: ask the other replicas */
+  RINGKV_OP_GC_ANSWER = 13,   /* tombstone collection: answer a GcQuery */
+  RINGKV_OP_GC_DECIDE = 14,   /* tombstone collection: which keys to collect */
+  RINGKV_OP_EXPIRE = 15,      /* expired tombstones: digest contribution becomes 0 */
+};
+
+/* Return codes. The shim maps the client-caused ones to 4xx. */
+enum ringkv_code {
+  RINGKV_OK = 0,
+  RINGKV_E_DECODE = 1,       /* a request or message is not valid protobuf / breaks a limit */
+  RINGKV_E_PROTOCOL = 2,     /* a peer message carries an unknown protocol version */
+  RINGKV_E_TOKEN = 3,        /* context token malformed or bound to another key (400) */
+  RINGKV_E_SKEW = 4,         /* token's highest HLC beyond now + max skew (400) */
+  RINGKV_E_SIBLINGS = 5,     /* context write would leave > max_siblings (409) */
+  RINGKV_E_CLOCK = 6,        /* the HLC cannot advance (48-bit milliseconds exhausted) */
+  RINGKV_E_CONFIG = 7,       /* invalid configuration (InitReply.error says why) */
+  RINGKV_E_STATE = 8,        /* called before a successful OP_INIT */
+  RINGKV_E_OP = 9,           /* unknown operation */
+  RINGKV_E_NOMEM = 10,       /* the arena could not grow */
+  RINGKV_E_VALUE = 11,       /* value or content type too large, or a key out of range */
+};
+
+typedef struct ringkv_node ringkv_node;
+
+/* Creates a node with no configuration (every op but INIT and PLACE-after-INIT returns
+ * RINGKV_E_STATE until OP_INIT succeeds). Returns NULL when out of memory. */
+ringkv_node *ringkv_node_create(void);
+
+/* Frees the node and its arena. NULL is allowed. */
+void ringkv_node_destroy(ringkv_node *node);
+
+/* Runs one operation. `req` (req_len bytes) is borrowed for the call. On RINGKV_OK,
+ * *reply and *reply_len give the encoded reply, owned by the node and valid until the
+ * next call on it. On an error code, *reply is an empty reply except for OP_INIT, whose
+ * InitReply carries the reason. */
+int ringkv_call(ringkv_node *node, uint32_t op, const uint8_t *req, size_t req_len,
+                const uint8_t **reply, size_t *reply_len);
+
+/* A short static English name for a return code, for logs and JSON errors. */
+const char *ringkv_code_name(int code);
+
+/* Hashing as used for placement and token binding: xxh3-64 of the bytes, seed 0. */
+uint64_t ringkv_hash(const uint8_t *bytes, size_t len);
+
+/* The WebAssembly build exports a fixed-node wrapper of the calls above (one node per
+ * instance, one instance per Durable Object), used only by worker/core.ts:
+ *   uint8_t *ringkv_wasm_input(uint32_t len)   -> a core-owned input buffer of len bytes
+ *                                                (valid until the next input/call; NULL
+ *                                                when out of memory)
+ *   int32_t  ringkv_wasm_call(uint32_t op, uint32_t len)  -> a ringkv_code; the request
+ *                                                is the first len bytes of the input buffer
+ *   uint8_t *ringkv_wasm_output(void), uint32_t ringkv_wasm_output_len(void)
+ *                                             -> the last call's reply
+ */
+
+#endif

@@ -1,0 +1,134 @@
+// The one module that touches the core's WebAssembly memory (see wasm/include/ringkv.h).
+//
+// Ownership: for each call we copy the encoded request into the core's input buffer,
+// call, check the return code, and copy the reply out with .slice() before anything else
+// can run; views on memory are rebuilt after every call because the core may grow it.
+// Nothing allocated by the core is ever held by JS, and JS never frees core memory.
+import { decode, encode, type Message } from "./pb";
+
+/** Operation codes, as enum ringkv_op in ringkv.h; each maps to its proto message pair. */
+export const Op = {
+  Init: 1,
+  Place: 2,
+  Write: 3,
+  Read: 4,
+  MessageKeys: 5,
+  Merge: 6,
+  BuildPush: 7,
+  AeStart: 8,
+  AeAnswer: 9,
+  AeCompare: 10,
+  AeRepair: 11,
+  GcQuery: 12,
+  GcAnswer: 13,
+  GcDecide: 14,
+  Expire: 15,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+
+const MESSAGE_NAMES: Record<number, string> = {
+  [Op.Init]: "Init",
+  [Op.Place]: "Place",
+  [Op.Write]: "Write",
+  [Op.Read]: "Read",
+  [Op.MessageKeys]: "MessageKeys",
+  [Op.Merge]: "Merge",
+  [Op.BuildPush]: "BuildPush",
+  [Op.AeStart]: "AeStart",
+  [Op.AeAnswer]: "AeAnswer",
+  [Op.AeCompare]: "AeCompare",
+  [Op.AeRepair]: "AeRepair",
+  [Op.GcQuery]: "GcQuery",
+  [Op.GcAnswer]: "GcAnswer",
+  [Op.GcDecide]: "GcDecide",
+  [Op.Expire]: "Expire",
+};
+
+const CODE_NAMES = [
+  "ok",
+  "malformed message",
+  "unknown protocol version",
+  "invalid context token",
+  "context token from the future (clock skew)",
+  "too many siblings",
+  "clock exhausted",
+  "invalid configuration",
+  "core not initialised",
+  "unknown operation",
+  "out of memory",
+  "value out of range",
+];
+
+/** A non-zero return code from the core. */
+export class CoreError extends Error {
+  static readonly E_DECODE = 1;
+  static readonly E_PROTOCOL = 2;
+  static readonly E_TOKEN = 3;
+  static readonly E_SKEW = 4;
+  static readonly E_SIBLINGS = 5;
+  static readonly E_CLOCK = 6;
+  static readonly E_CONFIG = 7;
+  static readonly E_STATE = 8;
+  static readonly E_OP = 9;
+  static readonly E_NOMEM = 10;
+  static readonly E_VALUE = 11;
+
+  constructor(
+    readonly code: number,
+    readonly codeName: string,
+    detail?: string,
+  ) {
+    super(detail ? `${codeName}: ${detail}` : codeName);
+    this.name = "CoreError";
+  }
+}
+
+interface CoreExports {
+  memory: WebAssembly.Memory;
+  ringkv_wasm_input(len: number): number;
+  ringkv_wasm_call(op: number, len: number): number;
+  ringkv_wasm_output(): number;
+  ringkv_wasm_output_len(): number;
+}
+
+/** One core node: one WebAssembly instance with its own memory. */
+export class Core {
+  private readonly exports: CoreExports;
+
+  constructor(module: WebAssembly.Module) {
+    const instance = new WebAssembly.Instance(module, {});
+    this.exports = instance.exports as unknown as CoreExports;
+  }
+
+  /** Runs `op` on the encoded request bytes; returns the reply bytes (a copy). */
+  callRaw(op: OpCode, request: Uint8Array): { code: number; reply: Uint8Array } {
+    const x = this.exports;
+    const input = x.ringkv_wasm_input(request.length);
+    if (input === 0 && request.length > 0) throw new CoreError(CoreError.E_NOMEM, CODE_NAMES[CoreError.E_NOMEM]);
+    new Uint8Array(x.memory.buffer, input, request.length).set(request);
+    const code = x.ringkv_wasm_call(op, request.length);
+    // The call may have grown memory: take a fresh view.
+    const out = x.ringkv_wasm_output();
+    const len = x.ringkv_wasm_output_len();
+    const reply = new Uint8Array(x.memory.buffer, out, len).slice();
+    return { code, reply };
+  }
+
+  /** Encodes `request` as the op's Request message, calls, decodes its Reply message.
+   *  Throws CoreError on a non-zero return code. */
+  call(op: OpCode, request: Message): Message {
+    const name = MESSAGE_NAMES[op];
+    const { code, reply } = this.callRaw(op, encode(`${name}Request`, request));
+    if (code !== 0) {
+      let detail: string | undefined;
+      if (op === Op.Init && reply.length > 0) detail = decode("InitReply", reply).error;
+      throw new CoreError(code, CODE_NAMES[code] ?? `code ${code}`, detail);
+    }
+    return decode(`${name}Reply`, reply);
+  }
+
+  /** Bytes of linear memory, for tests that check memory stays bounded. */
+  memoryBytes(): number {
+    return this.exports.memory.buffer.byteLength;
+  }
+}
