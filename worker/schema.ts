@@ -83,6 +83,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["key",1,"bytes",0],
     ["meta",2,"bytes",0],
     ["values",3,"Value",1],
+    ["expired",4,"bool",0],
   ],
   Value: [
     ["dot",1,"Dot",0],
@@ -98,6 +99,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   PlaceRequest: [
     ["keys",1,"bytes",1],
+    ["shards",2,"uint32",1],
   ],
   Placement: [
     ["shard",1,"uint32",0],
@@ -116,6 +118,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["value",6,"bytes",0],
     ["contentType",7,"bytes",0],
     ["deleted",8,"bool",0],
+    ["expired",9,"bool",0],
   ],
   WriteReply: [
     ["node",1,"NodeState",0],
@@ -139,6 +142,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["maxHlc",5,"fixed64",0],
     ["siblings",6,"uint32",0],
     ["digest",7,"fixed64",0],
+    ["expired",8,"bool",0],
   ],
   ReadRequest: [
     ["key",1,"bytes",0],

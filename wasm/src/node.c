@@ -1,0 +1,1653 @@
+/* node.c: the node-level operations behind ringkv_call (see ringkv.h and ringkv.proto):
+ * configuration, placement, client writes and reads, gossip, anti-entropy and tombstone
+ * collection. Every request is decoded and validated before any state changes. */
+#include <stdlib.h>
+
+#include "hash.h"
+#include "hlc.h"
+#include "register.h"
+
+typedef struct {
+  uint32_t cluster_size;
+  uint32_t replicas;
+  uint32_t shards;
+  uint64_t max_clock_skew_ms;
+  uint64_t tombstone_grace_ms;
+  uint32_t max_siblings;
+  uint32_t fanout;
+} rk_config;
+
+struct ringkv_node {
+  rk_arena arena;
+  bool ready;
+  rk_config cfg;
+  uint32_t self;
+  uint64_t clock;
+  uint64_t counter;
+  uint64_t *shard_digest;        /* [cfg.shards], owned (malloc) */
+  bool digests_dirty;            /* shard digests changed during the current call */
+  const uint16_t *placement;     /* [cfg.shards * cfg.replicas], shared, never freed */
+  uint32_t *my_shards;           /* shards this node replicates, ascending, owned */
+  size_t my_shards_len;
+};
+
+#define TOKEN_BYTES_MAX (64u * 1024u)
+
+/* ---------------------------------------------------------------------------------------
+ * Small helpers */
+
+static void *vec_grow(rk_arena *a, void *arr, size_t len, size_t *cap, size_t elem) {
+  if (len < *cap) return arr;
+  size_t nc = *cap ? *cap * 2 : 8;
+  void *n = rk_realloc(a, arr, *cap * elem, nc * elem);
+  if (n != NULL) *cap = nc;
+  return n;
+}
+#define VEC_PUSH(a, arr, len, cap) \
+  (((arr) = vec_grow((a), (arr), (len), &(cap), sizeof *(arr))) != NULL ? &(arr)[(len)++] : NULL)
+
+/* Field loop over one message: `case N: ok = ...; break;` inside; unknown fields skip.
+ * Needs `int t_` and `bool ok = true` in scope; stops at the first failed read. After a
+ * nested loop, t_ holds the nested result until the outer loop reads its next tag. */
+#define FIELDS(bytes)                                        \
+  for (pb_rd r_ = pb_reader(bytes), *once_ = &r_; once_ != NULL; once_ = NULL)  \
+    for (uint32_t f_ = 0, wt_ = 0; ok && (t_ = pb_next(&r_, &f_, &wt_)) == 1;)  \
+      switch (f_)
+#define SKIP default: ok = pb_skip(&r_, wt_); break
+#define R (&r_)
+#define WT wt_
+
+static const uint64_t *hash_of_empty(void) {
+  static uint64_t h;
+  static bool done;
+  if (!done) {
+    h = rk_hash("", 0);
+    done = true;
+  }
+  return &h;
+}
+
+static bool key_valid(rk_slice key) { return key.len >= 1 && key.len <= RINGKV_KEY_BYTES_MAX; }
+
+static uint32_t shard_of(const ringkv_node *n, uint64_t key_hash) {
+  return (uint32_t)(key_hash % n->cfg.shards);
+}
+
+static const uint16_t *replicas_of(const ringkv_node *n, uint32_t shard) {
+  return n->placement + (size_t)shard * n->cfg.replicas;
+}
+
+static bool is_replica(const ringkv_node *n, uint32_t shard, uint32_t node) {
+  const uint16_t *r = replicas_of(n, shard);
+  for (uint32_t i = 0; i < n->cfg.replicas; i++) {
+    if (r[i] == node) return true;
+  }
+  return false;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Placement: rendezvous hashing of shards over node ids. Tables depend only on the
+ * configuration, so nodes with the same one (all of a simulated cluster) share them. */
+
+typedef struct placement_table {
+  struct placement_table *next;
+  uint32_t cluster_size, replicas, shards;
+  uint16_t table[];
+} placement_table;
+
+static placement_table *placement_tables;
+
+typedef struct {
+  uint64_t score;
+  uint32_t node;
+} scored;
+
+static int scored_cmp(const void *a, const void *b) {
+  const scored *x = a, *y = b;
+  if (x->score != y->score) return x->score > y->score ? -1 : 1;
+  return x->node < y->node ? -1 : x->node > y->node ? 1 : 0;
+}
+
+static uint64_t rendezvous_score(uint32_t shard, uint32_t node) {
+  uint8_t b[8];
+  rk_le32(b, shard);
+  rk_le32(b + 4, node);
+  return rk_hash(b, sizeof b);
+}
+
+static const uint16_t *placement_get(const rk_config *c) {
+  for (placement_table *t = placement_tables; t != NULL; t = t->next) {
+    if (t->cluster_size == c->cluster_size && t->replicas == c->replicas && t->shards == c->shards) {
+      return t->table;
+    }
+  }
+  size_t cells = (size_t)c->shards * c->replicas;
+  placement_table *t = malloc(sizeof *t + cells * sizeof(uint16_t));
+  scored *s = malloc(c->cluster_size * sizeof *s);
+  if (t == NULL || s == NULL) {
+    free(t);
+    free(s);
+    return NULL;
+  }
+  for (uint32_t shard = 0; shard < c->shards; shard++) {
+    for (uint32_t node = 0; node < c->cluster_size; node++) {
+      s[node].score = rendezvous_score(shard, node);
+      s[node].node = node;
+    }
+    if (c->replicas * 4 < c->cluster_size) {
+      /* Partial selection: R passes beat a sort when R is small. */
+      for (uint32_t i = 0; i < c->replicas; i++) {
+        uint32_t best = i;
+        for (uint32_t j = i + 1; j < c->cluster_size; j++) {
+          if (scored_cmp(&s[j], &s[best]) < 0) best = j;
+        }
+        scored tmp = s[i];
+        s[i] = s[best];
+        s[best] = tmp;
+      }
+    } else {
+      qsort(s, c->cluster_size, sizeof *s, scored_cmp);
+    }
+    for (uint32_t i = 0; i < c->replicas; i++) t->table[(size_t)shard * c->replicas + i] = (uint16_t)s[i].node;
+  }
+  free(s);
+  t->cluster_size = c->cluster_size;
+  t->replicas = c->replicas;
+  t->shards = c->shards;
+  t->next = placement_tables;
+  placement_tables = t;
+  return t->table;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Shared message parts */
+
+typedef struct {
+  rk_dot dot;
+  rk_slice value;
+} rk_value;
+
+typedef struct {
+  rk_slice key;
+  rk_slice meta;
+  rk_value *values;
+  size_t values_len;
+  bool expired;
+} rk_local;
+
+static int dot_read(rk_slice s, rk_dot *d) {
+  int t_;
+  bool ok = true;
+  d->node = 0;
+  d->counter = 0;
+  FIELDS(s) {
+    case 1: ok = pb_get_u32(R, WT, &d->node); break;
+    case 2: ok = pb_get_u64(R, WT, &d->counter); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  return RINGKV_OK;
+}
+
+static int value_read(rk_slice s, rk_value *v) {
+  int t_;
+  bool ok = true;
+  rk_slice d = {NULL, 0};
+  memset(v, 0, sizeof *v);
+  FIELDS(s) {
+    case 1: ok = pb_get_bytes(R, WT, &d); break;
+    case 2: ok = pb_get_bytes(R, WT, &v->value); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  return dot_read(d, &v->dot);
+}
+
+static int local_read(rk_arena *a, rk_slice s, rk_local *l) {
+  int t_;
+  bool ok = true;
+  size_t cap = 0;
+  rk_slice v;
+  memset(l, 0, sizeof *l);
+  FIELDS(s) {
+    case 1: ok = pb_get_bytes(R, WT, &l->key); break;
+    case 2: ok = pb_get_bytes(R, WT, &l->meta); break;
+    case 3: {
+      ok = pb_get_bytes(R, WT, &v);
+      if (!ok) break;
+      rk_value *slot = VEC_PUSH(a, l->values, l->values_len, cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      if (value_read(v, slot) != RINGKV_OK || l->values_len > RINGKV_SIBLINGS_MAX) ok = false;
+      break;
+    }
+    case 4: ok = pb_get_bool(R, WT, &l->expired); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || !key_valid(l->key)) return RINGKV_E_DECODE;
+  return RINGKV_OK;
+}
+
+/* Appends a decoded Local from a repeated field; used by every request carrying rows. */
+static int locals_push(rk_arena *a, pb_rd *r, uint32_t wt, rk_local **arr, size_t *len, size_t *cap) {
+  rk_slice s;
+  if (!pb_get_bytes(r, wt, &s) || *len >= RINGKV_ENTRIES_MAX) return RINGKV_E_DECODE;
+  rk_local *slot = VEC_PUSH(a, *arr, *len, *cap);
+  if (slot == NULL) return RINGKV_E_NOMEM;
+  return local_read(a, s, slot);
+}
+
+/* Attaches value bytes to the register's live siblings. Every live sibling must find its
+ * value (or have the empty value): a register is never shipped without its data. */
+static int reg_attach_values(rk_reg *reg, const rk_local *l) {
+  for (size_t i = 0; i < reg->sibs_len; i++) {
+    rk_sib *s = &reg->sibs[i];
+    if (s->deleted) continue;
+    bool found = false;
+    for (size_t j = 0; j < l->values_len; j++) {
+      if (rk_dot_cmp(l->values[j].dot, s->dot) == 0) {
+        s->value = l->values[j].value;
+        found = true;
+        break;
+      }
+    }
+    if (!found && s->value_hash != *hash_of_empty()) return RINGKV_E_DECODE;
+    if (found && s->value.len != 0 && rk_hash_slice(s->value) != s->value_hash) return RINGKV_E_DECODE;
+  }
+  return RINGKV_OK;
+}
+
+/* A remote register must carry every live sibling's value. */
+static bool reg_values_complete(const rk_reg *reg) {
+  for (size_t i = 0; i < reg->sibs_len; i++) {
+    const rk_sib *s = &reg->sibs[i];
+    if (!s->deleted && s->value.len == 0 && s->value_hash != *hash_of_empty()) return false;
+  }
+  return true;
+}
+
+static int local_reg(rk_arena *a, const rk_local *l, bool with_values, rk_reg *out) {
+  RK_TRY(rk_reg_decode(a, l->meta, out));
+  if (with_values) RK_TRY(reg_attach_values(out, l));
+  return RINGKV_OK;
+}
+
+static rk_slice reg_meta(rk_arena *a, const rk_reg *r, int *err) {
+  pb_enc e;
+  pb_enc_init(&e, a);
+  rk_reg_encode(&e, r, false);
+  if (e.err != 0) *err = e.err;
+  return pb_result(&e);
+}
+
+static bool expired_at(const ringkv_node *n, const rk_reg *r, uint64_t now_ms) {
+  if (!rk_reg_all_deleted(r)) return false;
+  uint64_t ms = rk_hlc_ms(rk_reg_max_hlc(r));
+  return rk_add_sat(ms, n->cfg.tombstone_grace_ms) < now_ms;
+}
+
+static void dot_write(pb_enc *e, uint32_t field, rk_dot d) {
+  size_t m = pb_begin(e, field);
+  pb_put_uint(e, 1, d.node);
+  pb_put_uint(e, 2, d.counter);
+  pb_end(e, m);
+}
+
+static void node_state_write(pb_enc *e, uint32_t field, const ringkv_node *n) {
+  size_t m = pb_begin(e, field);
+  pb_put_uint(e, 1, n->self);
+  pb_put_fixed64(e, 2, n->clock);
+  pb_put_uint(e, 3, n->counter);
+  pb_end(e, m);
+}
+
+static void key_info_write(pb_enc *e, uint32_t field, const rk_reg *r, uint64_t raw, bool expired) {
+  size_t m = pb_begin(e, field);
+  int w = rk_reg_winner(r);
+  if (w >= 0) {
+    pb_put_bool(e, 1, !r->sibs[w].deleted);
+    pb_put_fixed64(e, 2, r->sibs[w].hlc);
+    pb_put_uint(e, 3, r->sibs[w].dot.node);
+  }
+  pb_put_bool(e, 4, rk_reg_all_deleted(r));
+  pb_put_fixed64(e, 5, rk_reg_max_hlc(r));
+  pb_put_uint(e, 6, r->sibs_len);
+  pb_put_fixed64(e, 7, raw);
+  pb_put_bool(e, 8, expired);
+  pb_end(e, m);
+}
+
+static void token_write(pb_enc *e, uint64_t key_hash, uint64_t max_hlc, const rk_ctx *c) {
+  pb_put_fixed64(e, 1, key_hash);
+  pb_put_fixed64(e, 2, max_hlc);
+  size_t m = pb_begin(e, 3);
+  rk_ctx_encode(e, c);
+  pb_end_omit_empty(e, 3, m);
+}
+
+static rk_slice token_bytes(rk_arena *a, uint64_t key_hash, uint64_t max_hlc, const rk_ctx *c, int *err) {
+  pb_enc e;
+  pb_enc_init(&e, a);
+  token_write(&e, key_hash, max_hlc, c);
+  if (e.err != 0) *err = e.err;
+  return pb_result(&e);
+}
+
+typedef struct {
+  uint64_t key_hash;
+  uint64_t max_hlc;
+  rk_ctx ctx;
+} rk_token;
+
+/* Strict: bounded, known fields only, and canonical (a token is always the core's own
+ * bytes; anything else was made or altered elsewhere). */
+static int token_read(rk_arena *a, rk_slice s, rk_token *t) {
+  if (s.len > TOKEN_BYTES_MAX) return RINGKV_E_TOKEN;
+  int t_;
+  bool ok = true;
+  rk_slice ctx = {NULL, 0};
+  memset(t, 0, sizeof *t);
+  FIELDS(s) {
+    case 1: ok = pb_get_fixed64(R, WT, &t->key_hash); break;
+    case 2: ok = pb_get_fixed64(R, WT, &t->max_hlc); break;
+    case 3: ok = pb_get_bytes(R, WT, &ctx); break;
+    default: ok = false; break;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_TOKEN;
+  int rc = rk_ctx_decode(a, ctx, &t->ctx);
+  if (rc == RINGKV_E_NOMEM) return rc;
+  if (rc != RINGKV_OK) return RINGKV_E_TOKEN;
+  int err = 0;
+  rk_slice again = token_bytes(a, t->key_hash, t->max_hlc, &t->ctx, &err);
+  if (err != 0) return err;
+  if (!rk_slice_eq(again, s)) return RINGKV_E_TOKEN;
+  return RINGKV_OK;
+}
+
+/* Updates the shard digest by the key's change of contribution (sums mod 2^64). */
+static uint64_t shard_update(ringkv_node *n, uint32_t shard, uint64_t old_contrib, uint64_t new_contrib) {
+  n->shard_digest[shard] = n->shard_digest[shard] - old_contrib + new_contrib;
+  n->digests_dirty = true;
+  return n->shard_digest[shard];
+}
+
+static rk_slice finish(pb_enc *e, int *err) {
+  if (e->err != 0) *err = e->err;
+  return pb_result(e);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OP_INIT */
+
+static int config_read(rk_slice s, rk_config *c) {
+  int t_;
+  bool ok = true;
+  memset(c, 0, sizeof *c);
+  FIELDS(s) {
+    case 1: ok = pb_get_u32(R, WT, &c->cluster_size); break;
+    case 2: ok = pb_get_u32(R, WT, &c->replicas); break;
+    case 3: ok = pb_get_u32(R, WT, &c->shards); break;
+    case 4: ok = pb_get_u64(R, WT, &c->max_clock_skew_ms); break;
+    case 5: ok = pb_get_u64(R, WT, &c->tombstone_grace_ms); break;
+    case 6: ok = pb_get_u32(R, WT, &c->max_siblings); break;
+    case 7: ok = pb_get_u32(R, WT, &c->fanout); break;
+    SKIP;
+  }
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static const char *config_problem(const rk_config *c, uint32_t self) {
+  if (c->cluster_size < 1 || c->cluster_size > RINGKV_CLUSTER_SIZE_MAX) return "cluster_size must be 1..1024";
+  if (c->replicas < 1 || c->replicas > c->cluster_size) return "replicas must be 1..cluster_size";
+  if (c->shards < 1 || c->shards > RINGKV_SHARDS_MAX) return "shards must be 1..65536";
+  if (c->max_siblings < 1 || c->max_siblings > RINGKV_SIBLINGS_MAX) return "max_siblings must be 1..1024";
+  if (c->fanout < 1) return "fanout must be at least 1";
+  if (c->max_clock_skew_ms > RINGKV_HLC_MS_MAX) return "max_clock_skew_ms is too large";
+  if (c->tombstone_grace_ms > RINGKV_HLC_MS_MAX) return "tombstone_grace_ms is too large";
+  if (self >= c->cluster_size) return "node id must be below cluster_size";
+  return NULL;
+}
+
+static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_;
+  bool ok = true;
+  rk_slice cfg_bytes = {NULL, 0}, state_bytes = {NULL, 0}, s;
+  uint32_t *sd_shard = NULL;
+  uint64_t *sd_digest = NULL;
+  size_t sd_len = 0, sd_cap = 0, sd_cap2 = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &cfg_bytes); break;
+    case 2: ok = pb_get_bytes(R, WT, &state_bytes); break;
+    case 3: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      uint32_t shard = 0;
+      uint64_t digest = 0;
+      FIELDS(s) {
+        case 1: ok = pb_get_u32(R, WT, &shard); break;
+        case 2: ok = pb_get_fixed64(R, WT, &digest); break;
+        SKIP;
+      }
+      if (t_ < 0) ok = false;
+      size_t l2 = sd_len;
+      uint32_t *p1 = VEC_PUSH(a, sd_shard, sd_len, sd_cap);
+      uint64_t *p2 = VEC_PUSH(a, sd_digest, l2, sd_cap2);
+      if (p1 == NULL || p2 == NULL) return RINGKV_E_NOMEM;
+      *p1 = shard;
+      *p2 = digest;
+      break;
+    }
+    SKIP;
+  }
+  (void)0;
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_config cfg;
+  RK_TRY(config_read(cfg_bytes, &cfg));
+  uint32_t self = 0;
+  uint64_t clock = 0, counter = 0;
+  FIELDS(state_bytes) {
+    case 1: ok = pb_get_u32(R, WT, &self); break;
+    case 2: ok = pb_get_fixed64(R, WT, &clock); break;
+    case 3: ok = pb_get_u64(R, WT, &counter); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  const char *problem = config_problem(&cfg, self);
+  for (size_t i = 0; problem == NULL && i < sd_len; i++) {
+    if (sd_shard[i] >= cfg.shards) problem = "a persisted shard digest is out of range";
+  }
+  if (problem != NULL) {
+    pb_enc e;
+    pb_enc_init(&e, a);
+    rk_slice msg = {(const uint8_t *)problem, strlen(problem)};
+    pb_put_bytes(&e, 1, msg);
+    *reply = pb_result(&e);
+    return RINGKV_E_CONFIG;
+  }
+  const uint16_t *placement = placement_get(&cfg);
+  uint64_t *digests = calloc(cfg.shards, sizeof *digests);
+  uint32_t *mine = malloc(cfg.shards * sizeof *mine);
+  if (placement == NULL || digests == NULL || mine == NULL) {
+    free(digests);
+    free(mine);
+    return RINGKV_E_NOMEM;
+  }
+  for (size_t i = 0; i < sd_len; i++) digests[sd_shard[i]] = sd_digest[i];
+  free(n->shard_digest);
+  free(n->my_shards);
+  n->cfg = cfg;
+  n->self = self;
+  n->clock = clock;
+  n->counter = counter;
+  n->shard_digest = digests;
+  n->placement = placement;
+  n->my_shards = mine;
+  n->my_shards_len = 0;
+  for (uint32_t shard = 0; shard < cfg.shards; shard++) {
+    if (is_replica(n, shard, self)) mine[n->my_shards_len++] = shard;
+  }
+  n->ready = true;
+  reply->ptr = NULL;
+  reply->len = 0;
+  return RINGKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OP_PLACE */
+
+static void placement_write(pb_enc *e, const ringkv_node *n, uint32_t shard, uint64_t key_hash) {
+  size_t m = pb_begin(e, 1);
+  pb_put_uint(e, 1, shard);
+  uint32_t reps[RINGKV_CLUSTER_SIZE_MAX];
+  const uint16_t *r = replicas_of(n, shard);
+  for (uint32_t i = 0; i < n->cfg.replicas; i++) reps[i] = r[i];
+  /* Packed; but node 0 must stay visible, so replicas are always written. */
+  size_t bytes = 0;
+  for (uint32_t i = 0; i < n->cfg.replicas; i++) bytes += pb_varint_size(reps[i]);
+  pb_put_varint_raw(e, (2u << 3) | PB_LEN);
+  pb_put_varint_raw(e, bytes);
+  for (uint32_t i = 0; i < n->cfg.replicas; i++) pb_put_varint_raw(e, reps[i]);
+  pb_put_fixed64(e, 3, key_hash);
+  pb_end(e, m);
+}
+
+static int op_place(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  int t_, err = 0;
+  bool ok = true;
+  pb_enc e;
+  pb_enc_init(&e, &n->arena);
+  rk_slice key;
+  size_t count = 0;
+  /* Keys first, then shards, whatever order the fields came in. */
+  FIELDS(req) {
+    case 1:
+      ok = pb_get_bytes(R, WT, &key) && key.len <= RINGKV_KEY_BYTES_MAX && ++count <= RINGKV_ENTRIES_MAX;
+      if (ok) {
+        uint64_t h = rk_hash_slice(key);
+        placement_write(&e, n, shard_of(n, h), h);
+      }
+      break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  FIELDS(req) {
+    case 2: {
+      uint32_t shard;
+      if (WT == PB_LEN) {
+        rk_slice packed;
+        ok = pb_get_bytes(R, WT, &packed);
+        pb_rd in = pb_reader(packed);
+        while (ok && !pb_done(&in)) {
+          ok = pb_get_u32(&in, PB_VARINT, &shard) && shard < n->cfg.shards && ++count <= RINGKV_SHARDS_MAX;
+          if (ok) placement_write(&e, n, shard, 0);
+        }
+      } else {
+        ok = pb_get_u32(R, WT, &shard) && shard < n->cfg.shards && ++count <= RINGKV_SHARDS_MAX;
+        if (ok) placement_write(&e, n, shard, 0);
+      }
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OP_WRITE */
+
+typedef struct {
+  uint64_t now_ms;
+  rk_slice key, meta, token, value, content_type;
+  bool has_token, deleted, expired;
+} write_req;
+
+static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  write_req w;
+  memset(&w, 0, sizeof w);
+  FIELDS(req) {
+    case 1: ok = pb_get_u64(R, WT, &w.now_ms); break;
+    case 2: ok = pb_get_bytes(R, WT, &w.key); break;
+    case 3: ok = pb_get_bytes(R, WT, &w.meta); break;
+    case 4: ok = pb_get_bool(R, WT, &w.has_token); break;
+    case 5: ok = pb_get_bytes(R, WT, &w.token); break;
+    case 6: ok = pb_get_bytes(R, WT, &w.value); break;
+    case 7: ok = pb_get_bytes(R, WT, &w.content_type); break;
+    case 8: ok = pb_get_bool(R, WT, &w.deleted); break;
+    case 9: ok = pb_get_bool(R, WT, &w.expired); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!key_valid(w.key) || w.value.len > RINGKV_VALUE_BYTES_MAX ||
+      w.content_type.len > RINGKV_CONTENT_TYPE_BYTES_MAX ||
+      (w.deleted && (w.value.len != 0 || w.content_type.len != 0))) {
+    return RINGKV_E_VALUE;
+  }
+  rk_reg local;
+  RK_TRY(rk_reg_decode(a, w.meta, &local));
+  uint64_t key_hash = rk_hash_slice(w.key);
+  rk_token tok;
+  if (w.has_token) {
+    RK_TRY(token_read(a, w.token, &tok));
+    if (tok.key_hash != key_hash) return RINGKV_E_TOKEN;
+    if (tok.max_hlc > rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms)) return RINGKV_E_SKEW;
+  }
+
+  /* Which local versions this write supersedes, and the HLC floor they set. */
+  rk_sib *kept = rk_alloc_array(a, local.sibs_len + 1, sizeof *kept);
+  rk_dot *dropped = rk_alloc_array(a, local.sibs_len + 1, sizeof *dropped);
+  if (kept == NULL || dropped == NULL) return RINGKV_E_NOMEM;
+  size_t kept_len = 0, dropped_len = 0;
+  uint64_t floor = w.has_token ? tok.max_hlc : 0;
+  bool kept_own = false;
+  for (size_t i = 0; i < local.sibs_len; i++) {
+    const rk_sib *s = &local.sibs[i];
+    if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot)) {
+      dropped[dropped_len++] = s->dot;
+      floor = RK_MAX(floor, s->hlc);
+    } else {
+      kept[kept_len++] = *s;
+      if (s->dot.node == n->self) kept_own = true;
+    }
+  }
+  if (w.has_token && kept_len + 1 > n->cfg.max_siblings) return RINGKV_E_SIBLINGS;
+
+  uint64_t hlc;
+  RK_TRY(rk_hlc_tick(n->clock, w.now_ms, floor, &hlc));
+  rk_sib fresh;
+  memset(&fresh, 0, sizeof fresh);
+  fresh.dot.node = n->self;
+  fresh.dot.counter = n->counter + 1;
+  fresh.hlc = hlc;
+  fresh.deleted = w.deleted;
+  fresh.content_type = w.content_type;
+  fresh.value_hash = rk_hash_slice(w.value);
+
+  /* The new register: kept versions plus the new one, in dot order. */
+  rk_reg next;
+  next.sibs = rk_alloc_array(a, kept_len + 1, sizeof *next.sibs);
+  if (next.sibs == NULL) return RINGKV_E_NOMEM;
+  next.sibs_len = 0;
+  bool placed = false;
+  for (size_t i = 0; i < kept_len; i++) {
+    if (!placed && rk_dot_cmp(fresh.dot, kept[i].dot) < 0) {
+      next.sibs[next.sibs_len++] = fresh;
+      placed = true;
+    }
+    next.sibs[next.sibs_len++] = kept[i];
+  }
+  if (!placed) next.sibs[next.sibs_len++] = fresh;
+  rk_ctx joined;
+  if (w.has_token) {
+    RK_TRY(rk_ctx_join(a, &local.ctx, &tok.ctx, &joined));
+  } else {
+    joined = local.ctx;
+  }
+  /* This node made every dot of its own for this key, so its vector entry may cover
+   * them all. */
+  RK_TRY(rk_ctx_raise(a, &joined, n->self, fresh.dot.counter, &next.ctx));
+
+  /* The response context: what the client knew plus the new version, never a sibling it
+   * has not seen. */
+  rk_ctx known = w.has_token ? tok.ctx : local.ctx, answer;
+  if (kept_own) {
+    RK_TRY(rk_ctx_add(a, &known, fresh.dot, &answer));
+  } else {
+    RK_TRY(rk_ctx_raise(a, &known, n->self, fresh.dot.counter, &answer));
+  }
+  rk_slice token = token_bytes(a, key_hash, hlc, &answer, &err);
+  rk_slice meta = reg_meta(a, &next, &err);
+  if (err != 0) return err;
+
+  uint64_t old_raw = rk_reg_digest(a, w.key, &local);
+  uint64_t new_raw = rk_reg_digest(a, w.key, &next);
+  uint64_t old_contrib = w.expired ? 0 : old_raw;
+  uint32_t shard = shard_of(n, key_hash);
+
+  /* Commit the node state only now that nothing can fail but the reply encoding. */
+  n->clock = hlc;
+  n->counter = fresh.dot.counter;
+  uint64_t sd = shard_update(n, shard, old_contrib, new_raw);
+
+  pb_enc e;
+  pb_enc_init(&e, a);
+  node_state_write(&e, 1, n);
+  pb_put_bytes(&e, 2, meta);
+  dot_write(&e, 3, fresh.dot);
+  pb_put_fixed64(&e, 4, hlc);
+  pb_put_bytes(&e, 5, token);
+  pb_put_uint(&e, 6, next.sibs_len);
+  pb_put_fixed64(&e, 7, old_contrib);
+  pb_put_fixed64(&e, 8, new_raw);
+  for (size_t i = 0; i < dropped_len; i++) dot_write(&e, 9, dropped[i]);
+  pb_put_uint(&e, 10, shard);
+  pb_put_fixed64(&e, 11, sd);
+  key_info_write(&e, 12, &next, new_raw, false);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OP_READ */
+
+static void sib_meta_write(pb_enc *e, uint32_t field, const rk_sib *s) {
+  size_t m = pb_begin(e, field);
+  dot_write(e, 1, s->dot);
+  pb_put_fixed64(e, 2, s->hlc);
+  pb_put_bool(e, 3, s->deleted);
+  pb_put_bytes(e, 4, s->content_type);
+  pb_put_fixed64(e, 5, s->value_hash);
+  pb_end(e, m);
+}
+
+static int op_read(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  rk_slice key = {NULL, 0}, meta = {NULL, 0};
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &key); break;
+    case 2: ok = pb_get_bytes(R, WT, &meta); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!key_valid(key)) return RINGKV_E_VALUE;
+  rk_reg reg;
+  RK_TRY(rk_reg_decode(a, meta, &reg));
+  pb_enc e;
+  pb_enc_init(&e, a);
+  if (reg.sibs_len > 0) {
+    pb_put_bool(&e, 1, true);
+    pb_put_uint(&e, 2, (uint64_t)rk_reg_winner(&reg));
+    for (size_t i = 0; i < reg.sibs_len; i++) sib_meta_write(&e, 3, &reg.sibs[i]);
+    rk_slice token = token_bytes(a, rk_hash_slice(key), rk_reg_max_hlc(&reg), &reg.ctx, &err);
+    pb_put_bytes(&e, 4, token);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Push messages */
+
+typedef struct {
+  rk_slice key;
+  rk_slice reg;
+} rk_entry;
+
+typedef struct {
+  uint32_t from;
+  rk_entry *entries;
+  size_t entries_len;
+  uint32_t *shards;
+  size_t shards_len;
+} rk_push;
+
+static int version_check(uint32_t version) {
+  return version == RINGKV_PROTOCOL_VERSION ? RINGKV_OK : RINGKV_E_PROTOCOL;
+}
+
+typedef struct {
+  rk_arena *a;
+  rk_push *p;
+  size_t cap;
+  uint32_t limit;
+} shard_sink;
+
+static bool shard_sink_push(void *ctx, uint32_t v) {
+  shard_sink *s = ctx;
+  if (v >= s->limit || s->p->shards_len >= RINGKV_SHARDS_MAX) return false;
+  uint32_t *slot = VEC_PUSH(s->a, s->p->shards, s->p->shards_len, s->cap);
+  if (slot == NULL) return false;
+  *slot = v;
+  return true;
+}
+
+static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
+  rk_arena *a = &n->arena;
+  int t_;
+  bool ok = true;
+  uint32_t version = 0;
+  size_t cap = 0;
+  shard_sink sink = {a, p, 0, n->cfg.shards};
+  rk_slice ent;
+  memset(p, 0, sizeof *p);
+  FIELDS(s) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &p->from); break;
+    case 3: {
+      ok = pb_get_bytes(R, WT, &ent) && p->entries_len < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_entry *slot = VEC_PUSH(a, p->entries, p->entries_len, cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      memset(slot, 0, sizeof *slot);
+      FIELDS(ent) {
+        case 1: ok = pb_get_bytes(R, WT, &slot->key); break;
+        case 2: ok = pb_get_bytes(R, WT, &slot->reg); break;
+        SKIP;
+      }
+      if (t_ < 0 || !key_valid(slot->key)) ok = false;
+      break;
+    }
+    case 4: ok = pb_get_repeated_u32(R, WT, shard_sink_push, &sink); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(version_check(version));
+  if (p->from >= n->cfg.cluster_size) return RINGKV_E_DECODE;
+  return RINGKV_OK;
+}
+
+static int op_message_keys(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  int t_, err = 0;
+  bool ok = true;
+  rk_slice msg = {NULL, 0};
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_push p;
+  RK_TRY(push_read(n, msg, &p));
+  pb_enc e;
+  pb_enc_init(&e, &n->arena);
+  pb_put_uint(&e, 1, p.from);
+  for (size_t i = 0; i < p.entries_len; i++) pb_put_bytes_always(&e, 2, p.entries[i].key);
+  pb_put_packed_u32(&e, 3, p.shards, p.shards_len);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static int local_cmp_qsort(const void *x, const void *y) {
+  return rk_slice_cmp(((const rk_local *)x)->key, ((const rk_local *)y)->key);
+}
+
+static rk_local *local_find(rk_local *ls, size_t len, rk_slice key) {
+  size_t lo = 0, hi = len;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = rk_slice_cmp(ls[mid].key, key);
+    if (c == 0) return &ls[mid];
+    if (c < 0) lo = mid + 1; else hi = mid;
+  }
+  return NULL;
+}
+
+static void entry_write(pb_enc *e, uint32_t field, rk_slice key, const rk_reg *r) {
+  size_t m = pb_begin(e, field);
+  pb_put_bytes(e, 1, key);
+  size_t m2 = pb_begin(e, 2);
+  rk_reg_encode(e, r, true);
+  pb_end(e, m2);
+  pb_end(e, m);
+}
+
+static void push_header(pb_enc *e, const ringkv_node *n) {
+  pb_put_uint(e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(e, 2, n->self);
+}
+
+static bool sib_in(const rk_reg *r, rk_dot d) {
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (rk_dot_cmp(r->sibs[i].dot, d) == 0) return true;
+  }
+  return false;
+}
+
+/* Writes one Applied for a key going from `old` to `next` (next NULL: collected). */
+static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice key, const rk_reg *old,
+                          uint64_t old_contrib, const rk_reg *next, rk_slice next_meta, uint64_t new_raw,
+                          bool new_expired) {
+  uint32_t shard = shard_of(n, rk_hash_slice(key));
+  uint64_t new_contrib = new_expired ? 0 : new_raw;
+  uint64_t sd = shard_update(n, shard, old_contrib, next ? new_contrib : 0);
+  size_t m = pb_begin(e, field);
+  pb_put_bytes(e, 1, key);
+  pb_put_uint(e, 2, shard);
+  if (next != NULL) pb_put_bytes(e, 3, next_meta);
+  pb_put_fixed64(e, 4, old_contrib);
+  pb_put_fixed64(e, 5, next ? new_contrib : 0);
+  if (next != NULL) {
+    for (size_t i = 0; i < next->sibs_len; i++) {
+      const rk_sib *s = &next->sibs[i];
+      if (s->deleted || sib_in(old, s->dot)) continue;
+      size_t mv = pb_begin(e, 6);
+      dot_write(e, 1, s->dot);
+      pb_put_bytes(e, 2, s->value);
+      pb_end(e, mv);
+    }
+  }
+  for (size_t i = 0; i < old->sibs_len; i++) {
+    if (next == NULL || !sib_in(next, old->sibs[i].dot)) dot_write(e, 7, old->sibs[i].dot);
+  }
+  pb_put_fixed64(e, 8, sd);
+  if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired);
+  pb_end(e, m);
+}
+
+static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  uint64_t now_ms = 0;
+  rk_slice msg = {NULL, 0};
+  rk_local *locals = NULL;
+  size_t locals_len = 0, locals_cap = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u64(R, WT, &now_ms); break;
+    case 2: ok = pb_get_bytes(R, WT, &msg); break;
+    case 3: {
+      int rc = locals_push(a, R, WT, &locals, &locals_len, &locals_cap);
+      if (rc == RINGKV_E_NOMEM) return rc;
+      ok = rc == RINGKV_OK;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_push p;
+  RK_TRY(push_read(n, msg, &p));
+  qsort(locals, locals_len, sizeof *locals, local_cmp_qsort);
+  for (size_t i = 1; i < locals_len; i++) {
+    if (rk_slice_eq(locals[i - 1].key, locals[i].key)) return RINGKV_E_DECODE;
+  }
+  bool repair = p.shards_len > 0;
+
+  /* Validate the whole message before touching state: decode every register. */
+  rk_reg *remote = rk_alloc_array(a, p.entries_len + 1, sizeof *remote);
+  rk_reg *current = rk_alloc_array(a, locals_len + 1, sizeof *current);
+  if (remote == NULL || current == NULL) return RINGKV_E_NOMEM;
+  for (size_t i = 0; i < p.entries_len; i++) {
+    RK_TRY(rk_reg_decode(a, p.entries[i].reg, &remote[i]));
+    if (remote[i].sibs_len == 0 || !reg_values_complete(&remote[i])) return RINGKV_E_DECODE;
+    for (size_t j = 0; j < i; j++) {
+      if (rk_slice_eq(p.entries[j].key, p.entries[i].key)) return RINGKV_E_DECODE;
+    }
+  }
+  for (size_t i = 0; i < locals_len; i++) RK_TRY(local_reg(a, &locals[i], repair, &current[i]));
+
+  pb_enc e;
+  pb_enc_init(&e, a);
+  rk_slice empty = {NULL, 0};
+  rk_reg none;
+  memset(&none, 0, sizeof none);
+  for (size_t i = 0; i < p.entries_len; i++) {
+    rk_slice key = p.entries[i].key;
+    uint32_t shard = shard_of(n, rk_hash_slice(key));
+    if (!is_replica(n, shard, n->self)) continue;   /* not ours: ignore, never store */
+    const rk_reg *rr = &remote[i];
+    for (size_t k = 0; k < rr->sibs_len; k++) {
+      n->clock = rk_hlc_absorb(n->clock, rr->sibs[k].hlc, now_ms, n->cfg.max_clock_skew_ms);
+    }
+    rk_local *l = local_find(locals, locals_len, key);
+    size_t li = l ? (size_t)(l - locals) : 0;
+    const rk_reg *old = l ? &current[li] : &none;
+    /* A collected key stays collected: an expired tombstone never recreates it. */
+    if (old->sibs_len == 0 && expired_at(n, rr, now_ms)) continue;
+    rk_reg merged;
+    RK_TRY(rk_reg_merge(a, old, rr, &merged));
+    rk_slice old_meta = l ? l->meta : empty;
+    rk_slice new_meta = reg_meta(a, &merged, &err);
+    if (err != 0) return err;
+    if (rk_slice_eq(old_meta, new_meta) && old->sibs_len > 0) continue;
+    uint64_t old_raw = rk_reg_digest(a, key, old);
+    uint64_t old_contrib = (l && l->expired) ? 0 : old_raw;
+    uint64_t new_raw = rk_reg_digest(a, key, &merged);
+    bool new_expired = expired_at(n, &merged, now_ms);
+    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, new_expired);
+    if (l != NULL) {
+      current[li] = merged;
+      l->meta = new_meta;
+      l->expired = new_expired;
+    }
+  }
+  node_state_write(&e, 1, n);
+  pb_put_uint(&e, 4, p.entries_len);
+
+  if (repair) {
+    /* Answer with our registers in those shards whose state the requester lacks. */
+    pb_enc r;
+    pb_enc_init(&r, a);
+    push_header(&r, n);
+    for (size_t i = 0; i < locals_len; i++) {
+      rk_slice key = locals[i].key;
+      uint32_t shard = shard_of(n, rk_hash_slice(key));
+      bool asked = false;
+      for (size_t s = 0; s < p.shards_len && !asked; s++) asked = p.shards[s] == shard;
+      if (!asked || current[i].sibs_len == 0 || locals[i].expired) continue;
+      bool same = false;
+      for (size_t j = 0; j < p.entries_len; j++) {
+        if (rk_slice_eq(p.entries[j].key, key)) {
+          rk_slice theirs = reg_meta(a, &remote[j], &err);
+          same = rk_slice_eq(theirs, locals[i].meta);
+          break;
+        }
+      }
+      if (!same) {
+        /* Merged registers mix local and remote siblings; both carry their values. */
+        entry_write(&r, 3, key, &current[i]);
+      }
+    }
+    rk_slice answer = finish(&r, &err);
+    if (err != 0) return err;
+    pb_put_bytes(&e, 3, answer);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * OP_BUILD_PUSH */
+
+typedef struct {
+  uint32_t peer;
+  uint64_t acked;
+  pb_enc enc;
+  uint32_t entries;
+} peer_out;
+
+static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  uint64_t scanned = 0;
+  rk_slice *cands = NULL;
+  size_t cands_len = 0, cands_cap = 0;
+  peer_out *peers = NULL;
+  size_t peers_len = 0, peers_cap = 0;
+  rk_slice s;
+  FIELDS(req) {
+    case 1: {
+      ok = pb_get_bytes(R, WT, &s) && cands_len < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_slice *slot = VEC_PUSH(a, cands, cands_len, cands_cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      *slot = s;
+      break;
+    }
+    case 2: {
+      ok = pb_get_bytes(R, WT, &s) && peers_len < RINGKV_CLUSTER_SIZE_MAX;
+      if (!ok) break;
+      peer_out *slot = VEC_PUSH(a, peers, peers_len, peers_cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      memset(slot, 0, sizeof *slot);
+      FIELDS(s) {
+        case 1: ok = pb_get_u32(R, WT, &slot->peer); break;
+        case 2: ok = pb_get_u64(R, WT, &slot->acked); break;
+        SKIP;
+      }
+      if (t_ < 0 || slot->peer >= n->cfg.cluster_size || slot->peer == n->self) ok = false;
+      break;
+    }
+    case 3: ok = pb_get_u64(R, WT, &scanned); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* Peer lookup by id. */
+  int32_t *peer_index = rk_alloc_array(a, n->cfg.cluster_size, sizeof *peer_index);
+  if (peer_index == NULL) return RINGKV_E_NOMEM;
+  for (uint32_t i = 0; i < n->cfg.cluster_size; i++) peer_index[i] = -1;
+  for (size_t i = 0; i < peers_len; i++) {
+    if (peer_index[peers[i].peer] >= 0) return RINGKV_E_DECODE;
+    peer_index[peers[i].peer] = (int32_t)i;
+    pb_enc_init(&peers[i].enc, a);
+  }
+  uint32_t others = n->cfg.replicas - 1;
+  bool relay = others > n->cfg.fanout;
+  uint32_t *targets = rk_alloc_array(a, n->cfg.replicas + 1, sizeof *targets);
+  if (targets == NULL) return RINGKV_E_NOMEM;
+  for (size_t c = 0; c < cands_len; c++) {
+    rk_slice local_bytes = {NULL, 0};
+    uint64_t seq = 0;
+    bool from_client = false;
+    FIELDS(cands[c]) {
+      case 1: ok = pb_get_bytes(R, WT, &local_bytes); break;
+      case 2: ok = pb_get_u64(R, WT, &seq); break;
+      case 3: ok = pb_get_bool(R, WT, &from_client); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    rk_local l;
+    RK_TRY(local_read(a, local_bytes, &l));
+    if (l.meta.len == 0) continue;
+    if (!from_client && !relay) continue;   /* learned changes: anti-entropy covers them */
+    uint64_t key_hash = rk_hash_slice(l.key);
+    uint32_t shard = shard_of(n, key_hash);
+    const uint16_t *reps = replicas_of(n, shard);
+    uint32_t nt = 0;
+    for (uint32_t i = 0; i < n->cfg.replicas; i++) {
+      if (reps[i] != n->self) targets[nt++] = reps[i];
+    }
+    if (relay) {
+      /* A bounded random subset, seeded from the inputs so a replay chooses the same. */
+      uint64_t st = key_hash ^ (seq * UINT64_C(0x9E3779B97F4A7C15)) ^ n->self;
+      for (uint32_t i = 0; i < n->cfg.fanout && i < nt; i++) {
+        uint32_t j = i + (uint32_t)(rk_mix64(&st) % (nt - i));
+        uint32_t tmp = targets[i];
+        targets[i] = targets[j];
+        targets[j] = tmp;
+      }
+      nt = RK_MIN(nt, n->cfg.fanout);
+    }
+    rk_reg reg;
+    bool encoded = false;
+    pb_enc entry;
+    for (uint32_t i = 0; i < nt; i++) {
+      int32_t pi = peer_index[targets[i]];
+      if (pi < 0 || seq <= peers[pi].acked) continue;
+      if (!encoded) {
+        RK_TRY(local_reg(a, &l, true, &reg));
+        pb_enc_init(&entry, a);
+        entry_write(&entry, 3, l.key, &reg);
+        if (entry.err != 0) return entry.err;
+        encoded = true;
+      }
+      peer_out *po = &peers[pi];
+      if (po->enc.len == 0) push_header(&po->enc, n);
+      pb_put_raw(&po->enc, entry.buf, entry.len);
+      po->entries++;
+    }
+  }
+  pb_enc e;
+  pb_enc_init(&e, a);
+  for (size_t i = 0; i < peers_len; i++) {
+    size_t m = pb_begin(&e, 1);
+    pb_put_uint(&e, 1, peers[i].peer);
+    if (peers[i].enc.err != 0) return peers[i].enc.err;
+    pb_put_bytes(&e, 2, pb_result(&peers[i].enc));
+    pb_put_uint(&e, 3, RK_MAX(scanned, peers[i].acked));
+    pb_put_uint(&e, 4, peers[i].entries);
+    pb_end(&e, m);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Anti-entropy */
+
+static uint64_t shard_term(uint32_t shard, uint64_t digest) {
+  uint8_t b[12];
+  rk_le32(b, shard);
+  rk_le64(b + 4, digest);
+  return rk_hash(b, sizeof b);
+}
+
+/* The root over the shards this node shares with `peer`: a sum of per-shard hashes, so
+ * shards, not only their digests, are bound into it. */
+static uint64_t shared_root(const ringkv_node *n, uint32_t peer) {
+  uint64_t root = 0;
+  for (size_t i = 0; i < n->my_shards_len; i++) {
+    uint32_t s = n->my_shards[i];
+    if (is_replica(n, s, peer)) root += shard_term(s, n->shard_digest[s]);
+  }
+  return root;
+}
+
+static int peer_id_read(const ringkv_node *n, uint32_t peer) {
+  return peer < n->cfg.cluster_size && peer != n->self ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static int op_ae_start(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  int t_, err = 0;
+  bool ok = true;
+  uint32_t peer = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u32(R, WT, &peer); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(peer_id_read(n, peer));
+  pb_enc m;
+  pb_enc_init(&m, &n->arena);
+  push_header(&m, n);
+  pb_put_fixed64(&m, 3, shared_root(n, peer));
+  rk_slice msg = finish(&m, &err);
+  pb_enc e;
+  pb_enc_init(&e, &n->arena);
+  pb_put_bytes(&e, 1, msg);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static int message_field(rk_slice req, rk_slice *msg) {
+  int t_;
+  bool ok = true;
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, msg); break;
+    SKIP;
+  }
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  int t_, err = 0;
+  bool ok = true;
+  rk_slice msg = {NULL, 0};
+  RK_TRY(message_field(req, &msg));
+  uint32_t version = 0, from = 0;
+  uint64_t root = 0;
+  FIELDS(msg) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &from); break;
+    case 3: ok = pb_get_fixed64(R, WT, &root); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(version_check(version));
+  RK_TRY(peer_id_read(n, from));
+  pb_enc m;
+  pb_enc_init(&m, &n->arena);
+  push_header(&m, n);
+  if (shared_root(n, from) == root) {
+    pb_put_bool(&m, 3, true);
+  } else {
+    for (size_t i = 0; i < n->my_shards_len; i++) {
+      uint32_t s = n->my_shards[i];
+      if (!is_replica(n, s, from)) continue;
+      size_t mk = pb_begin(&m, 4);
+      pb_put_uint(&m, 1, s);
+      pb_put_fixed64(&m, 2, n->shard_digest[s]);
+      pb_end(&m, mk);
+    }
+  }
+  rk_slice out = finish(&m, &err);
+  pb_enc e;
+  pb_enc_init(&e, &n->arena);
+  pb_put_bytes(&e, 1, out);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  rk_slice msg = {NULL, 0}, sd;
+  uint32_t shards_max = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    case 2: ok = pb_get_u32(R, WT, &shards_max); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  uint32_t version = 0, from = 0;
+  bool equal = false;
+  uint32_t *diff = NULL;
+  size_t diff_len = 0, diff_cap = 0, seen = 0;
+  /* Validate the version before reading shard lists, then collect differences. */
+  FIELDS(msg) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &from); break;
+    case 3: ok = pb_get_bool(R, WT, &equal); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(version_check(version));
+  RK_TRY(peer_id_read(n, from));
+  if (!equal) {
+    FIELDS(msg) {
+      case 4: {
+        ok = pb_get_bytes(R, WT, &sd) && ++seen <= RINGKV_SHARDS_MAX;
+        if (!ok) break;
+        uint32_t shard = 0;
+        uint64_t digest = 0;
+          FIELDS(sd) {
+          case 1: ok = pb_get_u32(R, WT, &shard); break;
+          case 2: ok = pb_get_fixed64(R, WT, &digest); break;
+          SKIP;
+        }
+        if (!ok || t_ < 0 || shard >= n->cfg.shards) {
+          ok = false;
+          break;
+        }
+        if (!is_replica(n, shard, n->self) || !is_replica(n, shard, from)) break;
+        if (n->shard_digest[shard] != digest && diff_len < shards_max) {
+          uint32_t *slot = VEC_PUSH(a, diff, diff_len, diff_cap);
+          if (slot == NULL) return RINGKV_E_NOMEM;
+          *slot = shard;
+        }
+        break;
+      }
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  }
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_bool(&e, 1, diff_len == 0);
+  pb_put_packed_u32(&e, 2, diff, diff_len);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  uint32_t peer = 0;
+  rk_push want;
+  memset(&want, 0, sizeof want);
+  shard_sink sink = {a, &want, 0, n->cfg.shards};
+  rk_local *locals = NULL;
+  size_t locals_len = 0, locals_cap = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u32(R, WT, &peer); break;
+    case 2: ok = pb_get_repeated_u32(R, WT, shard_sink_push, &sink); break;
+    case 3: {
+      int rc = locals_push(a, R, WT, &locals, &locals_len, &locals_cap);
+      if (rc == RINGKV_E_NOMEM) return rc;
+      ok = rc == RINGKV_OK;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(peer_id_read(n, peer));
+  pb_enc m;
+  pb_enc_init(&m, a);
+  push_header(&m, n);
+  for (size_t i = 0; i < locals_len; i++) {
+    if (locals[i].expired || locals[i].meta.len == 0) continue;
+    uint32_t shard = shard_of(n, rk_hash_slice(locals[i].key));
+    bool asked = false;
+    for (size_t s = 0; s < want.shards_len && !asked; s++) asked = want.shards[s] == shard;
+    if (!asked) continue;
+    rk_reg reg;
+    RK_TRY(local_reg(a, &locals[i], true, &reg));
+    entry_write(&m, 3, locals[i].key, &reg);
+  }
+  pb_put_packed_u32(&m, 4, want.shards, want.shards_len);
+  rk_slice msg = finish(&m, &err);
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_bytes(&e, 1, msg);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Tombstone collection and expiry */
+
+typedef struct {
+  uint64_t now_ms;
+  rk_local *locals;
+  size_t locals_len;
+  rk_slice *extra;      /* GcAnswer: the message; GcDecide: the replies */
+  size_t extra_len;
+} rows_req;
+
+/* Field 1 is now_ms, or (GcAnswerRequest) the message; field 2 the rows; field 3 replies. */
+static int rows_req_read(ringkv_node *n, rk_slice req, bool field1_is_message, rows_req *out) {
+  rk_arena *a = &n->arena;
+  int t_;
+  bool ok = true;
+  size_t cap = 0, xcap = 0;
+  rk_slice s;
+  memset(out, 0, sizeof *out);
+  FIELDS(req) {
+    case 1:
+      if (!field1_is_message) {
+        ok = pb_get_u64(R, WT, &out->now_ms);
+      } else {
+        ok = pb_get_bytes(R, WT, &s);
+        rk_slice *slot = ok ? VEC_PUSH(a, out->extra, out->extra_len, xcap) : NULL;
+        if (ok && slot == NULL) return RINGKV_E_NOMEM;
+        if (ok) *slot = s;
+      }
+      break;
+    case 2: {
+      int rc = locals_push(a, R, WT, &out->locals, &out->locals_len, &cap);
+      if (rc == RINGKV_E_NOMEM) return rc;
+      ok = rc == RINGKV_OK;
+      break;
+    }
+    case 3:
+      ok = pb_get_bytes(R, WT, &s) && out->extra_len < RINGKV_CLUSTER_SIZE_MAX;
+      if (ok) {
+        rk_slice *slot = VEC_PUSH(a, out->extra, out->extra_len, xcap);
+        if (slot == NULL) return RINGKV_E_NOMEM;
+        *slot = s;
+      }
+      break;
+    SKIP;
+  }
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rows_req q;
+  RK_TRY(rows_req_read(n, req, false, &q));
+  pb_enc e;
+  pb_enc_init(&e, a);
+  for (size_t i = 0; i < q.locals_len; i++) {
+    rk_local *l = &q.locals[i];
+    rk_reg reg;
+    RK_TRY(local_reg(a, l, false, &reg));
+    if (l->expired || reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
+    uint64_t raw = rk_reg_digest(a, l->key, &reg);
+    applied_write(&e, 1, n, l->key, &reg, raw, &reg, l->meta, raw, true);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t digest) {
+  size_t m = pb_begin(e, field);
+  pb_put_bytes(e, 1, key);
+  pb_put_fixed64(e, 2, digest);
+  pb_end(e, m);
+}
+
+static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rows_req q;
+  RK_TRY(rows_req_read(n, req, false, &q));
+  pb_enc *per_peer = rk_zalloc(a, n->cfg.cluster_size * sizeof *per_peer);
+  if (per_peer == NULL) return RINGKV_E_NOMEM;
+  for (size_t i = 0; i < q.locals_len; i++) {
+    rk_local *l = &q.locals[i];
+    rk_reg reg;
+    RK_TRY(local_reg(a, l, false, &reg));
+    if (reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
+    uint64_t raw = rk_reg_digest(a, l->key, &reg);
+    const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
+    for (uint32_t r = 0; r < n->cfg.replicas; r++) {
+      if (reps[r] == n->self) continue;
+      pb_enc *pe = &per_peer[reps[r]];
+      if (pe->arena == NULL) {
+        pb_enc_init(pe, a);
+        push_header(pe, n);
+      }
+      key_digest_write(pe, 3, l->key, raw);
+    }
+  }
+  pb_enc e;
+  pb_enc_init(&e, a);
+  for (uint32_t p = 0; p < n->cfg.cluster_size; p++) {
+    if (per_peer[p].arena == NULL) continue;
+    rk_slice msg = finish(&per_peer[p], &err);
+    size_t m = pb_begin(&e, 1);
+    pb_put_uint(&e, 1, p);
+    pb_put_bytes(&e, 2, msg);
+    pb_end(&e, m);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* Reads a GcQuery/GcReply: version check, sender, and its KeyDigest list. */
+static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, rk_slice **keys,
+                           uint64_t **digests, size_t *len) {
+  rk_arena *a = &n->arena;
+  int t_;
+  bool ok = true;
+  uint32_t version = 0;
+  size_t cap = 0, cap2 = 0, len2 = 0;
+  rk_slice kd;
+  *keys = NULL;
+  *digests = NULL;
+  *len = 0;
+  *from = 0;
+  FIELDS(msg) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, from); break;
+    case 3: {
+      ok = pb_get_bytes(R, WT, &kd) && *len < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_slice *k = VEC_PUSH(a, *keys, *len, cap);
+      uint64_t *d = VEC_PUSH(a, *digests, len2, cap2);
+      if (k == NULL || d == NULL) return RINGKV_E_NOMEM;
+      k->ptr = NULL;
+      k->len = 0;
+      *d = 0;
+      FIELDS(kd) {
+        case 1: ok = pb_get_bytes(R, WT, k); break;
+        case 2: ok = pb_get_fixed64(R, WT, d); break;
+        SKIP;
+      }
+      if (t_ < 0 || !key_valid(*k)) ok = false;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(version_check(version));
+  return peer_id_read(n, *from);
+}
+
+static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rows_req q;
+  RK_TRY(rows_req_read(n, req, true, &q));
+  if (q.extra_len != 1) return RINGKV_E_DECODE;
+  uint32_t from;
+  rk_slice *keys;
+  uint64_t *digests;
+  size_t len;
+  RK_TRY(gc_message_read(n, q.extra[0], &from, &keys, &digests, &len));
+  qsort(q.locals, q.locals_len, sizeof *q.locals, local_cmp_qsort);
+  pb_enc m;
+  pb_enc_init(&m, a);
+  push_header(&m, n);
+  for (size_t i = 0; i < len; i++) {
+    rk_local *l = local_find(q.locals, q.locals_len, keys[i]);
+    uint64_t raw = 0;
+    if (l != NULL) {
+      rk_reg reg;
+      RK_TRY(local_reg(a, l, false, &reg));
+      raw = rk_reg_digest(a, keys[i], &reg);
+    }
+    key_digest_write(&m, 3, keys[i], raw);
+  }
+  rk_slice msg = finish(&m, &err);
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_bytes(&e, 1, msg);
+  *reply = finish(&e, &err);
+  return err;
+}
+
+static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rows_req q;
+  RK_TRY(rows_req_read(n, req, false, &q));
+  typedef struct {
+    uint32_t from;
+    rk_slice *keys;
+    uint64_t *digests;
+    size_t len;
+  } gc_reply;
+  gc_reply *replies = rk_alloc_array(a, q.extra_len + 1, sizeof *replies);
+  if (replies == NULL) return RINGKV_E_NOMEM;
+  for (size_t i = 0; i < q.extra_len; i++) {
+    gc_reply *g = &replies[i];
+    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &g->keys, &g->digests, &g->len));
+  }
+  pb_enc e;
+  pb_enc_init(&e, a);
+  for (size_t i = 0; i < q.locals_len; i++) {
+    rk_local *l = &q.locals[i];
+    rk_reg reg;
+    RK_TRY(local_reg(a, l, false, &reg));
+    if (reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
+    uint64_t raw = rk_reg_digest(a, l->key, &reg);
+    const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
+    bool all = true;
+    for (uint32_t r = 0; r < n->cfg.replicas && all; r++) {
+      if (reps[r] == n->self) continue;
+      bool agreed = false;
+      for (size_t j = 0; j < q.extra_len && !agreed; j++) {
+        if (replies[j].from != reps[r]) continue;
+        for (size_t k = 0; k < replies[j].len; k++) {
+          if (rk_slice_eq(replies[j].keys[k], l->key)) {
+            agreed = replies[j].digests[k] == raw || replies[j].digests[k] == 0;
+            break;
+          }
+        }
+      }
+      all = agreed;
+    }
+    if (!all) continue;
+    uint64_t contrib = l->expired ? 0 : raw;
+    rk_slice none = {NULL, 0};
+    applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Dispatch */
+
+ringkv_node *ringkv_node_create(void) {
+  ringkv_node *n = calloc(1, sizeof *n);
+  if (n != NULL) rk_arena_init(&n->arena);
+  return n;
+}
+
+void ringkv_node_destroy(ringkv_node *n) {
+  if (n == NULL) return;
+  rk_arena_free(&n->arena);
+  free(n->shard_digest);
+  free(n->my_shards);
+  free(n);
+}
+
+int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
+                const uint8_t **reply, size_t *reply_len) {
+  rk_arena_reset(&n->arena);
+  n->digests_dirty = false;
+  rk_slice in = {req, req_len};
+  rk_slice out = {NULL, 0};
+  int rc;
+  if (req_len > RINGKV_MESSAGE_BYTES_MAX) {
+    rc = RINGKV_E_DECODE;
+  } else if (op == RINGKV_OP_INIT) {
+    rc = op_init(n, in, &out);
+  } else if (!n->ready) {
+    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_EXPIRE ? RINGKV_E_STATE : RINGKV_E_OP;
+  } else {
+    /* Node state is only committed by operations that succeed: keep a copy to restore. */
+    uint64_t clock = n->clock, counter = n->counter;
+    switch (op) {
+      case RINGKV_OP_PLACE: rc = op_place(n, in, &out); break;
+      case RINGKV_OP_WRITE: rc = op_write(n, in, &out); break;
+      case RINGKV_OP_READ: rc = op_read(n, in, &out); break;
+      case RINGKV_OP_MESSAGE_KEYS: rc = op_message_keys(n, in, &out); break;
+      case RINGKV_OP_MERGE: rc = op_merge(n, in, &out); break;
+      case RINGKV_OP_BUILD_PUSH: rc = op_build_push(n, in, &out); break;
+      case RINGKV_OP_AE_START: rc = op_ae_start(n, in, &out); break;
+      case RINGKV_OP_AE_ANSWER: rc = op_ae_answer(n, in, &out); break;
+      case RINGKV_OP_AE_COMPARE: rc = op_ae_compare(n, in, &out); break;
+      case RINGKV_OP_AE_REPAIR: rc = op_ae_repair(n, in, &out); break;
+      case RINGKV_OP_GC_QUERY: rc = op_gc_query(n, in, &out); break;
+      case RINGKV_OP_GC_ANSWER: rc = op_gc_answer(n, in, &out); break;
+      case RINGKV_OP_GC_DECIDE: rc = op_gc_decide(n, in, &out); break;
+      case RINGKV_OP_EXPIRE: rc = op_expire(n, in, &out); break;
+      default: rc = RINGKV_E_OP; break;
+    }
+    if (rc != RINGKV_OK) {
+      n->clock = clock;
+      n->counter = counter;
+      /* A failure after digests moved (only out of memory gets that far) leaves them
+       * unknown: refuse further calls until the shim re-initialises from storage. */
+      if (n->digests_dirty) n->ready = false;
+    }
+  }
+  if (n->arena.failed && rc == RINGKV_OK) rc = RINGKV_E_NOMEM;
+  if (rc != RINGKV_OK && op != RINGKV_OP_INIT) {
+    out.ptr = NULL;
+    out.len = 0;
+  }
+  *reply = out.ptr;
+  *reply_len = out.len;
+  return rc;
+}
+
+const char *ringkv_code_name(int code) {
+  switch (code) {
+    case RINGKV_OK: return "ok";
+    case RINGKV_E_DECODE: return "malformed message";
+    case RINGKV_E_PROTOCOL: return "unknown protocol version";
+    case RINGKV_E_TOKEN: return "invalid context token";
+    case RINGKV_E_SKEW: return "context token is from the future (clock skew)";
+    case RINGKV_E_SIBLINGS: return "too many siblings: resolve first";
+    case RINGKV_E_CLOCK: return "clock exhausted";
+    case RINGKV_E_CONFIG: return "invalid configuration";
+    case RINGKV_E_STATE: return "node not initialised";
+    case RINGKV_E_OP: return "unknown operation";
+    case RINGKV_E_NOMEM: return "out of memory";
+    case RINGKV_E_VALUE: return "value, content type or key out of range";
+    default: return "unknown error";
+  }
+}
