@@ -50,8 +50,11 @@ typedef struct {
 } pb_rd;
 
 static inline pb_rd pb_reader(rk_slice s) {
-  pb_rd r = {s.ptr, s.ptr + s.len};
-  if (s.len == 0) r.p = r.end = NULL;
+  pb_rd r = {NULL, NULL};
+  if (s.len != 0) {   /* an empty slice may hold NULL: no pointer arithmetic on it */
+    r.p = s.ptr;
+    r.end = s.ptr + s.len;
+  }
   return r;
 }
 static inline bool pb_done(const pb_rd *r) { return r->p == r->end; }
