@@ -1,0 +1,75 @@
+// Tombstones: collected once every replica holds the same expired state; a partitioned
+// replica blocks collection until it has the tombstone; anti-entropy never brings a
+// collected key back.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startCluster, kvPath, waitFor, sleep } from "./helpers.mjs";
+
+let c;
+before(async () => {
+  c = await startCluster({ vars: { TOMBSTONE_GRACE_SECONDS: "1", FAULTS: "1", CACHE_TTL_SECONDS: "0" } });
+});
+after(async () => {
+  await c?.dispose();
+});
+
+const replicasOf = async (key) => (await c.req(`/v1/cluster/placement?key=${encodeURIComponent(key)}`)).json.replicas;
+const siblingsAt = (key, node) => c.req(kvPath(key, `?siblings=1&node=${node}`));
+const faults = (body) => c.req("/v1/admin/faults", { method: "POST", body: JSON.stringify(body) });
+
+async function statesOf(key) {
+  return Promise.all((await replicasOf(key)).map((n) => siblingsAt(key, n)));
+}
+
+test("a deleted key is collected on every replica once all of them hold the tombstone", async () => {
+  const keys = Array.from({ length: 10 }, (_, i) => `tomb/${i}`);
+  for (const k of keys) assert.equal((await c.req(kvPath(k), { method: "PUT", body: "v" })).status, 200);
+  for (const k of keys) assert.equal((await c.req(kvPath(k), { method: "DELETE" })).status, 200);
+  for (const k of keys) {
+    await waitFor(`${k} collected`, async () => (await statesOf(k)).every((s) => s.status === 404), { timeoutMs: 30_000 });
+  }
+  // Anti-entropy and gossip keep running: nothing comes back.
+  await waitFor("converged", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 30_000 });
+  await sleep(2000);
+  for (const k of keys) {
+    for (const s of await statesOf(k)) assert.equal(s.status, 404);
+    assert.equal((await c.req(kvPath(k))).status, 404);
+  }
+  assert.equal((await c.req("/v1/kv?prefix=tomb%2F")).json.keys.length, 0);
+  // A collected key can be written again.
+  assert.equal((await c.req(kvPath(keys[0]), { method: "PUT", body: "again" })).status, 200);
+  assert.equal((await c.req(kvPath(keys[0]))).text, "again");
+});
+
+test("a partitioned replica blocks collection until it has the tombstone", async () => {
+  const key = "tomb/partitioned";
+  const [a, b, cc] = await replicasOf(key);
+  assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "PUT", body: "live" })).status, 200);
+  await waitFor("replicated", async () => (await statesOf(key)).every((s) => s.status === 200), { timeoutMs: 30_000 });
+  const others = [0, 1, 2, 3, 4, 5, 6, 7].filter((n) => String(n) !== cc);
+  assert.equal((await faults({ partitions: [[Number(cc)], others] })).status, 200);
+  try {
+    assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "DELETE" })).status, 200);
+    await sleep(3500);
+    const during = await Promise.all([a, b, cc].map((n) => siblingsAt(key, n)));
+    assert.equal(during[0].status, 200, "the tombstone is kept while a replica is unreachable");
+    assert.equal(during[0].json.siblings[0].deleted, true);
+    assert.equal(during[1].status, 200);
+    assert.equal(during[2].status, 200);
+    assert.equal(during[2].json.siblings[0].deleted, false, "the partitioned replica still has the value");
+  } finally {
+    assert.equal((await faults({})).status, 200);
+  }
+  await waitFor("collected everywhere after healing", async () => (await statesOf(key)).every((s) => s.status === 404), { timeoutMs: 60_000 });
+  await sleep(1500);
+  for (const s of await statesOf(key)) assert.equal(s.status, 404, "the value did not come back");
+});
+
+test("faults: partition settings are validated; the routes 404 without FAULTS", async () => {
+  assert.equal((await faults({ drop: 2 })).status, 400);
+  assert.equal((await faults({ partitions: "x" })).status, 400);
+  assert.equal((await faults({ skew_ms: { a: 1 } })).status, 400);
+  assert.equal((await c.req("/v1/admin/faults", { method: "POST", body: "not json" })).status, 400);
+  assert.equal((await c.req("/v1/admin/faults", { method: "GET" })).status, 405);
+  assert.equal((await faults({})).status, 200);
+});

@@ -1,0 +1,133 @@
+// Configuration from the Worker's environment (wrangler vars and secrets), validated once
+// per isolate. The Worker and every node read the same variables; a bad value makes every
+// request answer 503 with the reason, never a half-working cluster.
+
+/** The validated configuration. Units last in names, as in the core. */
+export interface RingConfig {
+  clusterSize: number;
+  replicas: number;
+  shards: number;
+  gossipIntervalMs: number;
+  cacheTtlSeconds: number;
+  maxValueBytes: number;
+  maxClockSkewMs: number;
+  tombstoneGraceSeconds: number;
+  maxSiblings: number;
+  fanout: number;
+  apiToken: string | undefined;
+  adminToken: string | undefined;
+  tokenSecret: string;
+  tokenSecretIsDefault: boolean;
+  faultsEnabled: boolean;
+}
+
+/** The default secret used when TOKEN_SECRET is unset (development only; logged). */
+export const DEV_TOKEN_SECRET = "ringkv-dev-secret: set TOKEN_SECRET in production";
+
+// SQLite-backed Durable Objects cap a row at 2 MB: a value row holds the key too.
+const VALUE_BYTES_LIMIT = 2_000_000 - 4096;
+
+interface IntRule {
+  name: string;
+  fallback: number;
+  min: number;
+  max: number;
+}
+
+const RULES: IntRule[] = [
+  { name: "CLUSTER_SIZE", fallback: 8, min: 1, max: 1024 },
+  { name: "REPLICAS", fallback: 3, min: 1, max: 1024 },
+  { name: "SHARDS", fallback: 16384, min: 1, max: 65536 },
+  { name: "GOSSIP_INTERVAL_MS", fallback: 1000, min: 10, max: 3_600_000 },
+  { name: "CACHE_TTL_SECONDS", fallback: 5, min: 0, max: 86_400 },
+  { name: "MAX_VALUE_BYTES", fallback: 1_048_576, min: 1, max: VALUE_BYTES_LIMIT },
+  { name: "MAX_CLOCK_SKEW_MS", fallback: 60_000, min: 0, max: 86_400_000 },
+  { name: "TOMBSTONE_GRACE_SECONDS", fallback: 3600, min: 0, max: 10 * 365 * 86_400 },
+  { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 1024 },
+  { name: "FANOUT", fallback: 8, min: 1, max: 1024 },
+];
+
+function parseInt(env: Record<string, unknown>, rule: IntRule, errors: string[]): number {
+  const raw = env[rule.name];
+  if (raw === undefined || raw === null || raw === "") return rule.fallback;
+  const text = String(raw).trim();
+  if (!/^[0-9]{1,10}$/.test(text)) {
+    errors.push(`${rule.name}=${JSON.stringify(String(raw))} is not a non-negative integer`);
+    return rule.fallback;
+  }
+  const value = Number(text);
+  if (value < rule.min || value > rule.max) {
+    errors.push(`${rule.name}=${value} is out of range ${rule.min}..${rule.max}`);
+  }
+  return value;
+}
+
+function optionalSecret(env: Record<string, unknown>, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === null || raw === "") return undefined;
+  return String(raw);
+}
+
+/** Parses and validates the environment; returns the config or the reasons it is bad. */
+export function parseConfig(env: Record<string, unknown>): { config?: RingConfig; error?: string } {
+  const errors: string[] = [];
+  const v: Record<string, number> = {};
+  for (const rule of RULES) v[rule.name] = parseInt(env, rule, errors);
+  if (v.REPLICAS > v.CLUSTER_SIZE) {
+    errors.push(`REPLICAS=${v.REPLICAS} exceeds CLUSTER_SIZE=${v.CLUSTER_SIZE}`);
+  }
+  const tokenSecret = optionalSecret(env, "TOKEN_SECRET");
+  if (tokenSecret === undefined && env.ENVIRONMENT === "production") {
+    errors.push("TOKEN_SECRET is unset with ENVIRONMENT=production (context tokens would be forgeable)");
+  }
+  if (errors.length > 0) return { error: `bad configuration: ${errors.join("; ")}` };
+  const faults = optionalSecret(env, "FAULTS");
+  return {
+    config: {
+      clusterSize: v.CLUSTER_SIZE,
+      replicas: v.REPLICAS,
+      shards: v.SHARDS,
+      gossipIntervalMs: v.GOSSIP_INTERVAL_MS,
+      cacheTtlSeconds: v.CACHE_TTL_SECONDS,
+      maxValueBytes: v.MAX_VALUE_BYTES,
+      maxClockSkewMs: v.MAX_CLOCK_SKEW_MS,
+      tombstoneGraceSeconds: v.TOMBSTONE_GRACE_SECONDS,
+      maxSiblings: v.MAX_SIBLINGS,
+      fanout: v.FANOUT,
+      apiToken: optionalSecret(env, "API_TOKEN"),
+      adminToken: optionalSecret(env, "ADMIN_TOKEN"),
+      tokenSecret: tokenSecret ?? DEV_TOKEN_SECRET,
+      tokenSecretIsDefault: tokenSecret === undefined,
+      faultsEnabled: faults !== undefined && faults !== "0" && faults !== "false" && env.ENVIRONMENT !== "production",
+    },
+  };
+}
+
+/** The core's Config message for this configuration. */
+export function coreConfig(config: RingConfig): Record<string, unknown> {
+  return {
+    clusterSize: config.clusterSize,
+    replicas: config.replicas,
+    shards: config.shards,
+    maxClockSkewMs: BigInt(config.maxClockSkewMs),
+    tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n,
+    maxSiblings: config.maxSiblings,
+    fanout: config.fanout,
+  };
+}
+
+const warned = new Set<string>();
+
+/** Logs a warning once per isolate. */
+export function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  console.warn(`ringkv: ${message}`);
+}
+
+/** Warnings for an open or development configuration (logged once). */
+export function warnOpenConfig(config: RingConfig): void {
+  if (config.apiToken === undefined) warnOnce("API_TOKEN is unset: the data API is open to anyone");
+  if (config.adminToken === undefined) warnOnce("ADMIN_TOKEN is unset: the admin API is open (or guarded by API_TOKEN)");
+  if (config.tokenSecretIsDefault) warnOnce("TOKEN_SECRET is unset: context tokens use a development default secret");
+}

@@ -1,0 +1,601 @@
+// The Worker: the public HTTP API of SPEC.md. It authenticates, validates, places keys
+// with the core (OP_PLACE), signs and verifies context tokens, fronts reads with the
+// Cache API, and calls the nodes (Durable Objects) on internal paths it builds itself:
+// no client path ever reaches a node.
+//
+// Checks run in the order the SPEC fixes: 401, 405, 400 (key, context, query), 414, 413,
+// then the node's answer (409 for too many siblings).
+import wasmModule from "../build/ringkv.wasm";
+import { Core, CoreError, Op } from "./core";
+import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
+import { base64url, unbase64url, signToken, verifyToken, sameSecret } from "./tokens";
+import { NODE_ID_HEADER, REFUSED_HEADER, HttpError, normalizeFaults, prefixSuccessor } from "./node";
+
+export { RingNode } from "./node";
+
+type Msg = Record<string, any>;
+
+const KEY_BYTES_MAX = 1024;
+const CONTENT_TYPE_BYTES_MAX = 256;
+const LIST_LIMIT_MAX = 1000;
+const LIST_ROUNDS_MAX = 8;
+const NODE_TIMEOUT_MS = 15_000;
+const CACHE_ORIGIN = "https://ringkv.cache";
+const DEFAULT_CONTENT_TYPE = "application/octet-stream";
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+interface Setup {
+  config?: RingConfig;
+  error?: string;
+  core?: Core;
+}
+
+let setupCache: { envKey: string; setup: Setup } | undefined;
+
+const ENV_NAMES = [
+  "CLUSTER_SIZE", "REPLICAS", "SHARDS", "GOSSIP_INTERVAL_MS", "CACHE_TTL_SECONDS", "MAX_VALUE_BYTES",
+  "MAX_CLOCK_SKEW_MS", "TOMBSTONE_GRACE_SECONDS", "MAX_SIBLINGS", "FANOUT", "API_TOKEN", "ADMIN_TOKEN",
+  "TOKEN_SECRET", "FAULTS", "ENVIRONMENT",
+];
+
+/** Validates the configuration and builds the placement core, once per isolate (again
+ *  only if the variables change). */
+function setup(env: Msg): Setup {
+  const envKey = JSON.stringify(ENV_NAMES.map((name) => env[name] ?? null));
+  if (setupCache !== undefined && setupCache.envKey === envKey) return setupCache.setup;
+  const parsed = parseConfig(env);
+  const s: Setup = { config: parsed.config, error: parsed.error };
+  if (s.config !== undefined) {
+    try {
+      const core = new Core(wasmModule as WebAssembly.Module);
+      core.call(Op.Init, { config: coreConfig(s.config), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+      s.core = core;
+      warnOpenConfig(s.config);
+    } catch (err) {
+      s.error = `the core refused the configuration: ${(err as Error).message}`;
+    }
+  }
+  if (s.error !== undefined) warnOnce(s.error);
+  setupCache = { envKey, setup: s };
+  return s;
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "Content-Type": "application/json", "Cache-Control": "no-store", ...headers },
+  });
+}
+
+function fail(status: number, error: string): never {
+  throw new HttpError(status, error);
+}
+
+/** Places keys with the core; rebuilds the instance if it ever traps. */
+function place(s: Setup, keys: Uint8Array[]): Msg[] {
+  try {
+    return s.core!.call(Op.Place, { keys }).placements;
+  } catch (err) {
+    if (!(err instanceof CoreError)) {
+      setupCache = undefined;
+    }
+    if (err instanceof CoreError && err.code === CoreError.E_VALUE) fail(400, "bad key");
+    throw err;
+  }
+}
+
+function stub(env: Msg, node: number): any {
+  return env.NODE.get(env.NODE.idFromName(String(node)));
+}
+
+/** Calls a node on an internal path, with a time limit. Throws on network failure. */
+async function callNode(env: Msg, node: number, path: string, init: RequestInit = {}, timeoutMs?: number): Promise<Response> {
+  const headers = new Headers(init.headers ?? {});
+  headers.set(NODE_ID_HEADER, String(node));
+  const call = stub(env, node).fetch(`https://node${path}`, { ...init, headers }) as Promise<Response>;
+  // Client requests rely on the runtime's own limits; fan-out calls (status, listing)
+  // bound each node so one stuck node cannot hold the whole answer.
+  if (timeoutMs === undefined) return call;
+  let timer: any;
+  try {
+    return await Promise.race([
+      call,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`node ${node} timed out`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Tries the nodes in order; moves on when one throws or answers 5xx. Client errors
+ *  (4xx) are final. */
+async function callReplicas(env: Msg, nodes: number[], path: string, init: () => RequestInit): Promise<Response> {
+  let last: Response | undefined;
+  for (const node of nodes) {
+    try {
+      const response = await callNode(env, node, path, init());
+      if (response.status < 500) return response;
+      last = response;
+      console.warn(`ringkv: node ${node} answered ${response.status} on ${path}; trying the next replica`);
+    } catch (err) {
+      console.warn(`ringkv: node ${node} failed on ${path} (${(err as Error).message}); trying the next replica`);
+    }
+  }
+  if (last !== undefined) {
+    const text = await last.text();
+    return new Response(text, { status: last.status, headers: { "Content-Type": "application/json" } });
+  }
+  return json(503, { error: "no replica of this key is available" });
+}
+
+function bearer(request: Request): string | undefined {
+  const header = request.headers.get("Authorization");
+  if (header === null) return undefined;
+  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  return m === null ? undefined : m[1];
+}
+
+function parseNodeId(s: Setup, text: string | null): number | undefined {
+  if (text === null) return undefined;
+  if (!/^[0-9]{1,4}$/.test(text) || Number(text) >= s.config!.clusterSize) fail(400, "bad node id");
+  return Number(text);
+}
+
+// Writes that started in this isolate, per cache key: a read that began before a write
+// must not put its (older) answer into the cache.
+const writeGeneration = new Map<string, number>();
+let generation = 0;
+
+export default {
+  async fetch(request: Request, env: Msg, ctx: any): Promise<Response> {
+    try {
+      return await route(request, env, ctx);
+    } catch (err) {
+      if (err instanceof HttpError) return json(err.status, { error: err.message });
+      console.error(`ringkv: ${(err as Error).stack ?? err}`);
+      return json(500, { error: "internal error" });
+    }
+  },
+};
+
+async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
+  const s = setup(env);
+  if (s.error !== undefined) return json(503, { error: s.error });
+  const config = s.config!;
+  const url = new URL(request.url);
+  const path = url.pathname;
+  const method = request.method;
+
+  // 401 first: admin paths need ADMIN_TOKEN when set (else API_TOKEN when set).
+  const isAdmin = path.startsWith("/v1/admin/") || path === "/v1/admin";
+  const required = isAdmin ? config.adminToken ?? config.apiToken : config.apiToken;
+  if (required !== undefined) {
+    const given = bearer(request);
+    if (given === undefined || !sameSecret(given, required)) {
+      return json(401, { error: "missing or wrong bearer token" }, { "WWW-Authenticate": 'Bearer realm="ringkv"' });
+    }
+  }
+
+  if (path.startsWith("/v1/kv/")) return kv(request, env, ctx, s, url);
+  if (path === "/v1/kv") {
+    if (method !== "GET") return methodNotAllowed("GET");
+    return list(env, s, url);
+  }
+  if (path === "/v1/cluster") {
+    if (method !== "GET") return methodNotAllowed("GET");
+    return cluster(env, s);
+  }
+  if (path === "/v1/cluster/placement") {
+    if (method !== "GET") return methodNotAllowed("GET");
+    return placement(s, url);
+  }
+  let m = /^\/v1\/admin\/nodes\/([^/]*)\/keys$/.exec(path);
+  if (m !== null) {
+    if (method !== "GET") return methodNotAllowed("GET");
+    const node = parseNodeId(s, m[1])!;
+    const cursor = url.searchParams.get("cursor");
+    if (cursor !== null && cursor !== "" && unbase64url(cursor) === undefined) fail(400, "bad cursor");
+    const response = await callNode(env, node, `/internal/dump${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
+    return passJson(response);
+  }
+  if (config.faultsEnabled) {
+    if (path === "/v1/admin/faults") {
+      if (method !== "POST") return methodNotAllowed("POST");
+      return faults(request, env, s);
+    }
+    m = /^\/v1\/admin\/nodes\/([^/]*)\/crash$/.exec(path);
+    if (m !== null) {
+      if (method !== "POST") return methodNotAllowed("POST");
+      const node = parseNodeId(s, m[1])!;
+      try {
+        const response = await callNode(env, node, "/internal/crash", { method: "POST" });
+        await response.arrayBuffer();
+      } catch {
+        // ctx.abort() resets the object: the call fails by design.
+      }
+      return json(200, { crashed: String(node) });
+    }
+  }
+  return json(404, { error: "not found" });
+}
+
+function methodNotAllowed(allow: string): Response {
+  return json(405, { error: "method not allowed" }, { Allow: allow });
+}
+
+async function passJson(response: Response): Promise<Response> {
+  const text = await response.text();
+  return new Response(text, { status: response.status, headers: { "Content-Type": "application/json", "Cache-Control": "no-store" } });
+}
+
+/** Percent-decodes a key and checks it is UTF-8; 400 if not, 414 if longer than allowed
+ *  (the caller checks the length after the other 400s). */
+function decodeKeyText(raw: string): { text: string; bytes: Uint8Array } {
+  let text: string;
+  try {
+    text = decodeURIComponent(raw);
+  } catch {
+    fail(400, "bad key: invalid percent-encoding or UTF-8");
+  }
+  const bytes = utf8.encode(text);
+  if (bytes.length === 0) fail(400, "bad key: empty");
+  // decodeURIComponent refuses encoded lone surrogates, but a raw one could come in.
+  if (utf8Strict.decode(bytes) !== text) fail(400, "bad key: not UTF-8");
+  return { text, bytes };
+}
+
+function cacheUrl(keyText: string): string {
+  return `${CACHE_ORIGIN}/v1/kv/${encodeURIComponent(keyText)}`;
+}
+
+async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Promise<Response> {
+  const config = s.config!;
+  const method = request.method;
+  if (method !== "GET" && method !== "PUT" && method !== "DELETE") return methodNotAllowed("GET, PUT, DELETE");
+
+  // 400s: key, context, query.
+  const key = decodeKeyText(url.pathname.slice("/v1/kv/".length));
+  let tokenPayload: Uint8Array | undefined;
+  const contextText = request.headers.get("X-Ring-Context");
+  if (contextText !== null && method !== "GET") {
+    tokenPayload = await verifyToken(config.tokenSecret, contextText.trim());
+    if (tokenPayload === undefined) fail(400, "invalid context token");
+  }
+  const nodeParam = parseNodeId(s, url.searchParams.get("node"));
+  let siblings = false;
+  const siblingsParam = url.searchParams.get("siblings");
+  if (siblingsParam !== null) {
+    if (siblingsParam === "1" || siblingsParam === "true") siblings = true;
+    else if (siblingsParam !== "0" && siblingsParam !== "false" && siblingsParam !== "") fail(400, "bad query: siblings must be 1 or 0");
+  }
+  if (key.bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${key.bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
+  const [where] = place(s, [key.bytes]);
+  const replicas: number[] = where.replicas;
+  if (nodeParam !== undefined && method !== "GET" && !replicas.includes(nodeParam)) {
+    fail(400, `node ${nodeParam} is not a replica of this key (replicas: ${replicas.join(", ")})`);
+  }
+
+  // 413: the value, before reading more of it than allowed.
+  let value: Uint8Array | undefined;
+  let contentType = "";
+  if (method === "PUT") {
+    const declared = request.headers.get("Content-Length");
+    if (declared !== null && /^[0-9]+$/.test(declared) && Number(declared) > config.maxValueBytes) {
+      fail(413, `value too large: at most ${config.maxValueBytes} bytes`);
+    }
+    value = await readBody(request, config.maxValueBytes);
+    contentType = request.headers.get("Content-Type") ?? "";
+    if (utf8.encode(contentType).length > CONTENT_TYPE_BYTES_MAX) fail(413, `content type too long: at most ${CONTENT_TYPE_BYTES_MAX} bytes`);
+  }
+
+  const targets = nodeParam !== undefined ? [nodeParam] : replicas;
+  const keyHeader = base64url(key.bytes);
+  const cacheOn = config.cacheTtlSeconds > 0 && nodeParam === undefined;
+  const cacheKey = cacheUrl(key.text);
+
+  if (method === "PUT" || method === "DELETE") {
+    const deleted = method === "DELETE";
+    writeGeneration.set(cacheKey, ++generation);
+    const response = await callReplicas(env, targets, "/internal/write", () => {
+      const headers: Record<string, string> = { "X-Ring-Key": keyHeader };
+      if (tokenPayload !== undefined) headers["X-Ring-Token"] = base64url(tokenPayload);
+      if (deleted) headers["X-Ring-Deleted"] = "1";
+      else headers["X-Ring-Content-Type"] = contentType;
+      return { method: "POST", headers, body: deleted ? undefined : value };
+    });
+    if (config.cacheTtlSeconds > 0) {
+      try {
+        await (caches as any).default.delete(cacheKey);
+      } catch (err) {
+        warnOnce(`cache delete failed: ${(err as Error).message}`);
+      }
+    }
+    if (response.status !== 200) return passJson(response);
+    const r = (await response.json()) as Msg;
+    const context = await signToken(config.tokenSecret, unbase64url(r.token)!);
+    const body: Msg = { key: key.text, node: String(r.node), hlc: r.hlc, context };
+    if (!deleted) body.siblings = r.siblings;
+    return json(200, body);
+  }
+
+  // GET.
+  const plain = !siblings;
+  if (plain && cacheOn) {
+    try {
+      const hit = await (caches as any).default.match(cacheKey);
+      if (hit !== undefined) {
+        const headers = new Headers(hit.headers);
+        headers.set("X-Ring-Cache", "HIT");
+        return new Response(hit.body, { status: 200, headers });
+      }
+    } catch (err) {
+      warnOnce(`cache match failed: ${(err as Error).message}`);
+    }
+  }
+  const startGeneration = writeGeneration.get(cacheKey) ?? 0;
+  const response = await callReplicas(env, targets, `/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
+    method: "GET",
+    headers: { "X-Ring-Key": keyHeader },
+  }));
+  if (siblings) {
+    if (response.status !== 200) return passJson(response);
+    const r = (await response.json()) as Msg;
+    const context = await signToken(config.tokenSecret, unbase64url(r.token)!);
+    return json(200, {
+      key: key.text,
+      context,
+      siblings: r.siblings.map((x: Msg) => ({ ...x, node: String(x.node) })),
+    });
+  }
+  const tokenText = response.headers.get("X-Ring-Token");
+  const headers: Record<string, string> = { "X-Ring-Cache": "MISS" };
+  if (tokenText !== null) {
+    headers["X-Ring-Context"] = await signToken(config.tokenSecret, unbase64url(tokenText)!);
+    headers["X-Ring-Siblings"] = response.headers.get("X-Ring-Siblings") ?? "0";
+    headers["X-Ring-Node"] = response.headers.get("X-Ring-Node") ?? "";
+  }
+  if (response.status !== 200) {
+    const text = await response.text();
+    let error = "not found";
+    try {
+      error = JSON.parse(text).error ?? error;
+    } catch {
+      // keep the default
+    }
+    return json(response.status, { error }, headers);
+  }
+  const body = new Uint8Array(await response.arrayBuffer());
+  headers["Content-Type"] = response.headers.get("X-Ring-Content-Type") || DEFAULT_CONTENT_TYPE;
+  if (cacheOn) {
+    headers["Cache-Control"] = `max-age=${config.cacheTtlSeconds}`;
+    if ((writeGeneration.get(cacheKey) ?? 0) === startGeneration) {
+      const stored = new Response(body, { status: 200, headers: { ...headers } });
+      ctx.waitUntil(
+        (caches as any).default.put(cacheKey, stored).catch((err: Error) => warnOnce(`cache put failed: ${err.message}`)),
+      );
+    }
+  } else {
+    headers["Cache-Control"] = "no-store";
+  }
+  return new Response(body, { status: 200, headers });
+}
+
+/** Reads a request body, refusing (413) once it passes `max` bytes. */
+async function readBody(request: Request, max: number): Promise<Uint8Array> {
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      fail(413, `value too large: at most ${max} bytes`);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/** The live keys of the whole cluster, in byte order: every node's page merged, a key
+ *  live iff its copy with the highest winner (hlc, node) is live. */
+async function list(env: Msg, s: Setup, url: URL): Promise<Response> {
+  const config = s.config!;
+  const prefixText = url.searchParams.get("prefix") ?? "";
+  const prefix = utf8.encode(prefixText);
+  if (prefix.length > KEY_BYTES_MAX) fail(400, "bad query: prefix too long");
+  const cursorText = url.searchParams.get("cursor");
+  let after: Uint8Array | undefined;
+  if (cursorText !== null && cursorText !== "") {
+    after = unbase64url(cursorText);
+    if (after === undefined || after.length === 0 || after.length > KEY_BYTES_MAX) fail(400, "bad query: bad cursor");
+  }
+  let limit = LIST_LIMIT_MAX;
+  const limitText = url.searchParams.get("limit");
+  if (limitText !== null && limitText !== "") {
+    if (!/^[0-9]{1,4}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > LIST_LIMIT_MAX) {
+      fail(400, `bad query: limit must be 1..${LIST_LIMIT_MAX}`);
+    }
+    limit = Number(limitText);
+  }
+  const upper = prefixSuccessor(prefix);
+  const keys: string[] = [];
+  let cursor: Uint8Array | undefined = after;
+  let next: Uint8Array | null = null;
+  for (let round = 0; round < LIST_ROUNDS_MAX; round++) {
+    const want = limit - keys.length;
+    const pages = await Promise.all(
+      Array.from({ length: config.clusterSize }, async (_, node) => {
+        try {
+          const response = await callNode(env, node, "/internal/list", {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ prefix: base64url(prefix), after: cursor === undefined ? null : base64url(cursor), limit: want }),
+          }, NODE_TIMEOUT_MS);
+          if (response.status !== 200) return undefined;
+          return (await response.json()) as { rows: [string, boolean, string, number][]; full: boolean };
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    const failed = pages.filter((p) => p === undefined).length;
+    if (failed === config.clusterSize || (failed > 0 && failed >= config.replicas)) {
+      return json(503, { error: `${failed} node(s) did not answer: the listing would be incomplete` });
+    }
+    // Keys beyond the smallest last key of a full page may be missing from that node.
+    let bound: Uint8Array | undefined;
+    for (const page of pages) {
+      if (page === undefined || !page.full || page.rows.length === 0) continue;
+      const last = unbase64url(page.rows[page.rows.length - 1][0])!;
+      if (bound === undefined || compareBytes(last, bound) < 0) bound = last;
+    }
+    const best = new Map<string, { bytes: Uint8Array; hlc: string; node: number; live: boolean }>();
+    for (const page of pages) {
+      if (page === undefined) continue;
+      for (const [k, live, hlc, node] of page.rows) {
+        const bytes = unbase64url(k)!;
+        if (bound !== undefined && compareBytes(bytes, bound) > 0) continue;
+        if (upper !== undefined && compareBytes(bytes, upper) >= 0) continue;
+        const seen = best.get(k);
+        if (seen === undefined || hlc > seen.hlc || (hlc === seen.hlc && node > seen.node)) {
+          best.set(k, { bytes, hlc, node, live });
+        }
+      }
+    }
+    const ordered = [...best.values()].sort((a, b) => compareBytes(a.bytes, b.bytes));
+    let stopped = false;
+    for (const entry of ordered) {
+      if (entry.live) {
+        keys.push(utf8Strict.decode(entry.bytes));
+        if (keys.length === limit) {
+          next = entry.bytes;
+          stopped = true;
+          break;
+        }
+      }
+    }
+    if (stopped) break;
+    // Every node's page ended before `bound`: the listing is complete up to there.
+    next = bound ?? null;
+    if (bound === undefined) break;
+    cursor = bound;
+  }
+  return json(200, { keys, cursor: next === null ? null : base64url(next) });
+}
+
+/** The cluster's status: every node's counters, and whether all replicas of every shard
+ *  hold equal digests. */
+async function cluster(env: Msg, s: Setup): Promise<Response> {
+  const config = s.config!;
+  const statuses = await Promise.all(
+    Array.from({ length: config.clusterSize }, async (_, node) => {
+      try {
+        const response = await callNode(env, node, "/internal/status", {}, NODE_TIMEOUT_MS);
+        if (response.status === 503 && response.headers.get(REFUSED_HEADER) !== null) {
+          const text = await response.text();
+          let reason = text;
+          try {
+            reason = JSON.parse(text).error ?? text;
+          } catch {
+            // keep the text
+          }
+          return { error: `answered 503: ${reason}`, refused: `node ${node}: ${reason}` };
+        }
+        if (response.status !== 200) return { error: `answered ${response.status}: ${(await response.text()).slice(0, 200)}` };
+        return (await response.json()) as Msg;
+      } catch (err) {
+        return { error: (err as Error).message };
+      }
+    }),
+  );
+  // A node that refuses to serve (configuration mismatch) makes the whole answer a 503.
+  const refusal = statuses.find((st) => st.refused !== undefined);
+  if (refusal !== undefined) return json(503, { error: refusal.refused });
+  let converged = statuses.every((st) => st.error === undefined);
+  const samples = new Map<number, string>();
+  const digests: Map<number, string>[] = statuses.map(() => new Map());
+  statuses.forEach((st, node) => {
+    for (const [shard, digest, sample] of (st.shards ?? []) as [number, string, string][]) {
+      digests[node].set(shard, digest);
+      if (sample !== "" && !samples.has(shard)) samples.set(shard, sample);
+      if (sample === "") converged = false;
+    }
+  });
+  if (converged && samples.size > 0) {
+    const shards = [...samples.keys()];
+    const placements = place(s, shards.map((shard) => unbase64url(samples.get(shard)!)!));
+    for (let i = 0; i < shards.length && converged; i++) {
+      const replicas: number[] = placements[i].replicas;
+      const first = digests[replicas[0]].get(shards[i]) ?? "0";
+      for (const r of replicas) if ((digests[r].get(shards[i]) ?? "0") !== first) converged = false;
+    }
+  }
+  return json(200, {
+    size: config.clusterSize,
+    replicas: config.replicas,
+    nodes: statuses.map((st, node) =>
+      st.error !== undefined
+        ? { id: String(node), error: st.error }
+        : { id: String(node), keys: st.keys, digest: st.digest, gossip: st.gossip },
+    ),
+    converged,
+  });
+}
+
+function placement(s: Setup, url: URL): Response {
+  const text = url.searchParams.get("key");
+  if (text === null || text === "") fail(400, "bad query: key is required");
+  const bytes = utf8.encode(text);
+  if (bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
+  const [where] = place(s, [bytes]);
+  return json(200, { key: text, shard: where.shard, replicas: where.replicas.map((r: number) => String(r)) });
+}
+
+async function faults(request: Request, env: Msg, s: Setup): Promise<Response> {
+  let body: unknown;
+  try {
+    body = await request.json();
+  } catch {
+    fail(400, "faults: expected a JSON object");
+  }
+  const settings = normalizeFaults(body);
+  const answers = await Promise.all(
+    Array.from({ length: s.config!.clusterSize }, async (_, node) => {
+      try {
+        const response = await callNode(env, node, "/internal/faults", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        await response.arrayBuffer();
+        return response.status === 200;
+      } catch {
+        return false;
+      }
+    }),
+  );
+  const failed = answers.map((ok, node) => (ok ? -1 : node)).filter((n) => n >= 0);
+  return json(failed.length === 0 ? 200 : 503, {
+    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs },
+    failed_nodes: failed.map(String),
+  });
+}
