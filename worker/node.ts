@@ -186,6 +186,7 @@ export class RingNode extends DurableObject {
       expired INTEGER NOT NULL, siblings INTEGER NOT NULL, digest TEXT NOT NULL)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_shard ON keys(shard)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_client_seq ON keys(from_client, seq)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_expiry ON keys(all_deleted, expired, max_hlc)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS vals(key BLOB NOT NULL, node INTEGER NOT NULL,
       counter INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY(key, node, counter))`);
@@ -939,8 +940,17 @@ export class RingNode extends DurableObject {
     const candidates: Msg[] = [];
     let valueBytes = 0;
     if (minAck < seqAtScan) {
+      // Without relaying (REPLICAS - 1 <= FANOUT) only clients' writes are pushed, so only
+      // they are read: a backlog of learned changes must not hold a client's write back.
+      const relay = this.config!.replicas - 1 > this.config!.fanout;
       const rows = this.sql
-        .exec(`SELECT key, meta, expired, seq, from_client FROM keys WHERE seq > ? ORDER BY seq LIMIT ?`, minAck, PUSH_CANDIDATES_MAX)
+        .exec(
+          relay
+            ? `SELECT key, meta, expired, seq, from_client FROM keys WHERE seq > ? ORDER BY seq LIMIT ?`
+            : `SELECT key, meta, expired, seq, from_client FROM keys WHERE from_client = 1 AND seq > ? ORDER BY seq LIMIT ?`,
+          minAck,
+          PUSH_CANDIDATES_MAX,
+        )
         .toArray();
       for (const r of rows) {
         const key = bytesOf(r.key);

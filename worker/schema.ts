@@ -96,6 +96,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   InitReply: [
     ["error",1,"string",0],
+    ["peers",2,"uint32",1],
   ],
   PlaceRequest: [
     ["keys",1,"bytes",1],

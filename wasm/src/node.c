@@ -279,10 +279,27 @@ static rk_slice reg_meta(rk_arena *a, const rk_reg *r, int *err) {
   return pb_result(&e);
 }
 
+static bool hlc_expired(const ringkv_node *n, uint64_t hlc, uint64_t now_ms) {
+  return rk_add_sat(rk_hlc_ms(hlc), n->cfg.tombstone_grace_ms) < now_ms;
+}
+
 static bool expired_at(const ringkv_node *n, const rk_reg *r, uint64_t now_ms) {
-  if (!rk_reg_all_deleted(r)) return false;
-  uint64_t ms = rk_hlc_ms(rk_reg_max_hlc(r));
-  return rk_add_sat(ms, n->cfg.tombstone_grace_ms) < now_ms;
+  return rk_reg_all_deleted(r) && hlc_expired(n, rk_reg_max_hlc(r), now_ms);
+}
+
+/* Next to a live winner, a tombstone past its grace is dropped (its dot stays in the
+ * context, as if a write had superseded it). Otherwise a replica that collected the key
+ * and then took a new write would see the old tombstone come back from a replica that
+ * had not collected yet, and keep it forever. The winner never changes. */
+static void shed_expired_tombstones(const ringkv_node *n, rk_reg *r, uint64_t now_ms) {
+  int w = rk_reg_winner(r);
+  if (w < 0 || r->sibs[w].deleted) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (r->sibs[i].deleted && hlc_expired(n, r->sibs[i].hlc, now_ms)) continue;
+    r->sibs[kept++] = r->sibs[i];
+  }
+  r->sibs_len = kept;
 }
 
 static void dot_write(pb_enc *e, uint32_t field, rk_dot d) {
@@ -487,9 +504,24 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (is_replica(n, shard, self)) mine[n->my_shards_len++] = shard;
   }
   n->ready = true;
-  reply->ptr = NULL;
-  reply->len = 0;
-  return RINGKV_OK;
+  /* The peers this node shares a shard with: the only ones it gossips with. */
+  bool *shares = rk_zalloc(a, cfg.cluster_size);
+  uint32_t *peers = rk_alloc_array(a, cfg.cluster_size, sizeof *peers);
+  if (shares == NULL || peers == NULL) return RINGKV_E_NOMEM;
+  for (size_t i = 0; i < n->my_shards_len; i++) {
+    const uint16_t *r = replicas_of(n, mine[i]);
+    for (uint32_t j = 0; j < cfg.replicas; j++) shares[r[j]] = true;
+  }
+  size_t peers_len = 0;
+  for (uint32_t p = 0; p < cfg.cluster_size; p++) {
+    if (shares[p] && p != self) peers[peers_len++] = p;
+  }
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_packed_u32(&e, 2, peers, peers_len);
+  int err = 0;
+  *reply = finish(&e, &err);
+  return err;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -606,7 +638,8 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool kept_own = false;
   for (size_t i = 0; i < local.sibs_len; i++) {
     const rk_sib *s = &local.sibs[i];
-    if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot)) {
+    bool shed = !w.deleted && s->deleted && hlc_expired(n, s->hlc, w.now_ms);
+    if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot) || shed) {
       dropped[dropped_len++] = s->dot;
       floor = RK_MAX(floor, s->hlc);
     } else {
@@ -911,7 +944,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   rk_push p;
   RK_TRY(push_read(n, msg, &p));
-  qsort(locals, locals_len, sizeof *locals, local_cmp_qsort);
+  if (locals_len > 1) qsort(locals, locals_len, sizeof *locals, local_cmp_qsort);
   for (size_t i = 1; i < locals_len; i++) {
     if (rk_slice_eq(locals[i - 1].key, locals[i].key)) return RINGKV_E_DECODE;
   }
@@ -950,6 +983,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (old->sibs_len == 0 && expired_at(n, rr, now_ms)) continue;
     rk_reg merged;
     RK_TRY(rk_reg_merge(a, old, rr, &merged));
+    shed_expired_tombstones(n, &merged, now_ms);
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
     if (err != 0) return err;
@@ -978,7 +1012,8 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       uint32_t shard = shard_of(n, rk_hash_slice(key));
       bool asked = false;
       for (size_t s = 0; s < p.shards_len && !asked; s++) asked = p.shards[s] == shard;
-      if (!asked || current[i].sibs_len == 0 || locals[i].expired) continue;
+      /* Expired tombstones are sent too: a replica that missed the delete needs them. */
+      if (!asked || current[i].sibs_len == 0) continue;
       bool same = false;
       for (size_t j = 0; j < p.entries_len; j++) {
         if (rk_slice_eq(p.entries[j].key, key)) {
@@ -1312,7 +1347,7 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_enc_init(&m, a);
   push_header(&m, n);
   for (size_t i = 0; i < locals_len; i++) {
-    if (locals[i].expired || locals[i].meta.len == 0) continue;
+    if (locals[i].meta.len == 0) continue;
     uint32_t shard = shard_of(n, rk_hash_slice(locals[i].key));
     bool asked = false;
     for (size_t s = 0; s < want.shards_len && !asked; s++) asked = want.shards[s] == shard;
@@ -1494,7 +1529,7 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   uint64_t *digests;
   size_t len;
   RK_TRY(gc_message_read(n, q.extra[0], &from, &keys, &digests, &len));
-  qsort(q.locals, q.locals_len, sizeof *q.locals, local_cmp_qsort);
+  if (q.locals_len > 1) qsort(q.locals, q.locals_len, sizeof *q.locals, local_cmp_qsort);
   pb_enc m;
   pb_enc_init(&m, a);
   push_header(&m, n);

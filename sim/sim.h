@@ -1,0 +1,119 @@
+/* sim.h: the deterministic cluster simulator: N nodes, each a ringkv_node driven exactly as
+ * the Durable Object drives it (worker/node.ts), over a simulated network, with in-memory
+ * storage standing in for SQLite. One seed (splitmix64) fixes every choice.
+ *
+ * A run has two phases, as in TigerBeetle's VOPR: faults and client writes (loss,
+ * duplication, latency, partitions, restarts, clock skew), then heal and demand
+ * convergence, then check the oracles (byte-identical replicas, no lost write, monotonic
+ * clocks, consistent digests, contexts that only grow). */
+#ifndef SIM_H
+#define SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Deliberate mistakes in the simulated Durable Object, to show the oracles catch them. */
+enum { SIM_BREAK_NONE = 0, SIM_BREAK_ACK_ON_SEND = 1, SIM_BREAK_DROP_VALUE = 2 };
+enum { SIM_AE_TURN = 0, SIM_AE_TURN_RANDOM_START = 1, SIM_AE_RANDOM = 2 };
+enum { SIM_FROM_CLIENT_UNTIL_ACKED = 0, SIM_FROM_CLIENT_PLAIN = 1, SIM_FROM_CLIENT_STICKY = 2 };
+
+typedef struct {
+  uint64_t seed;
+  uint32_t nodes;
+  uint32_t replicas;
+  uint32_t shards;
+  uint32_t keys;               /* key universe; writes pick among them */
+  uint32_t writes;
+  uint32_t fanout;
+  uint32_t value_bytes;
+  double loss;                 /* per message leg, during the fault phase */
+  double heal_loss;            /* per message leg, after the heal */
+  double dup;                  /* probability that a leg is delivered twice */
+  uint32_t latency_rounds_max; /* each leg takes 0..max rounds */
+  bool partitions;
+  uint32_t partition_rounds_max; /* a partition lasts 2..max rounds */
+  bool restarts;
+  bool skew;
+  uint32_t fault_rounds;       /* writes are spread over these rounds */
+  uint32_t rounds_max;         /* bound on rounds after the heal */
+  uint32_t settle_rounds;      /* rounds run after convergence (must stay converged) */
+  uint64_t interval_ms;
+  uint64_t skew_ms_max;
+  uint64_t max_clock_skew_ms;
+  uint64_t tombstone_grace_ms;
+  uint32_t max_siblings;
+  double delete_ratio;
+  double context_ratio;
+  bool fresh_keys;             /* every write goes to a key never written before */
+  bool check_contexts;
+  uint32_t ae_backoff_rounds_max;
+  uint32_t ae_first_rounds;    /* rounds from a write (or difference) to the next AE */
+  uint32_t candidates_max;
+  uint32_t retry_quick;        /* failed pushes retried next round this many times */
+  uint32_t retry_rounds_max;   /* then 2, 4, ... up to this many rounds */
+  uint32_t ae_shards_max;
+  uint32_t series_rounds;      /* > 0: record per-round series for this many rounds */
+  bool constant_writes;        /* writes keep arriving every round for series_rounds */
+  int from_client_mode;        /* what a merge does to a row's from_client flag (README) */
+  int ae_pick;                 /* SIM_AE_*: how anti-entropy picks its peer */
+  bool peers_all;              /* peers = every other node (worker/node.ts), else only nodes
+                                  that share a shard */
+  bool ae_reset_on_learn;      /* an applied merge resets the anti-entropy interval */
+  uint32_t ae_quiet_rounds;    /* no anti-entropy within this many rounds of a change */
+  uint32_t ae_starve_rounds;   /* ... unless the last one is this old */
+  int64_t trace_key;           /* >= 0: log every change of this key to stderr */
+  int break_mode;              /* SIM_BREAK_*: oracle self-tests only */
+  bool verbose;
+} sim_opts;
+
+typedef struct {
+  bool ok;
+  char failed_check[64];
+  char failed_detail[512];
+  uint64_t acked_writes;
+  uint64_t rejected_writes;
+  uint64_t unique_updates;
+  uint64_t rounds_total;
+  int64_t rounds_to_converge;        /* after the last write; -1 when it never did */
+  int64_t rounds_after_heal;
+  uint64_t messages;
+  uint64_t bytes;
+  uint64_t bytes_push;
+  uint64_t bytes_ae;
+  uint64_t bytes_repair;
+  uint64_t bytes_gc;
+  uint64_t bytes_to_converge;        /* from the first write to convergence */
+  uint64_t converge_bytes_push;      /* the same, by kind */
+  uint64_t converge_bytes_ae;
+  uint64_t converge_bytes_repair;
+  uint64_t converge_bytes_gc;
+  uint64_t converge_messages;
+  uint64_t messages_lost;
+  uint64_t messages_duplicated;
+  uint64_t restarts;
+  uint64_t partitions;
+  uint64_t gc_collected;
+  uint64_t expired;
+  uint64_t entries_applied;
+  double entry_bytes_mean;           /* encoded Entry of a write (key + register + value) */
+  double bytes_per_update;
+  double optimum_bytes_per_update;   /* (R - 1) x entry_bytes_mean */
+  double ratio;
+  uint64_t idle_bytes_per_round;     /* traffic in the last settle round */
+  uint32_t checks_run;
+  /* Series (when series_rounds > 0): per round. */
+  uint32_t series_len;
+  uint64_t *series_bytes;
+  uint32_t *series_keys_min;
+  double *series_keys_mean;
+  uint32_t *series_keys_max;
+} sim_result;
+
+void sim_opts_default(sim_opts *o);
+/* Runs one simulation. Returns true when every oracle held. */
+bool sim_run(const sim_opts *o, sim_result *r);
+void sim_result_free(sim_result *r);
+void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r);
+
+#endif

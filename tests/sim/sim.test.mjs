@@ -1,0 +1,94 @@
+// The deterministic cluster simulator (sim/): every seed in sim/seeds.txt must end with all
+// oracles holding (convergence after the heal, byte-identical replicas, no lost write,
+// monotonic clocks, consistent digests, contexts that only grow); the same seed must give
+// the same output twice; and deliberately broken Durable Object loops must be caught.
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { execFileSync, spawnSync } from "node:child_process";
+import { join } from "node:path";
+
+const root = new URL("../../", import.meta.url).pathname;
+const sim = join(root, "build/sim");
+
+before(() => {
+  execFileSync("bash", [join(root, "sim/build.sh")], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+});
+
+function run(args) {
+  const r = spawnSync(sim, args, { cwd: root, encoding: "utf8", timeout: 60_000 });
+  const line = r.stdout.trim().split("\n").pop() ?? "";
+  let result = null;
+  try {
+    result = JSON.parse(line);
+  } catch {
+    // leave null: the assertion below reports stdout and stderr
+  }
+  return { status: r.status, result, stdout: r.stdout, stderr: r.stderr };
+}
+
+function seedLines() {
+  return readFileSync(join(root, "sim/seeds.txt"), "utf8")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"))
+    .map((l) => {
+      const known = l.match(/^known:(\S+)\s+(.*)$/);
+      return known ? { known: known[1], args: known[2].split(/\s+/) } : { known: null, args: l.split(/\s+/) };
+    });
+}
+
+for (const { known, args } of seedLines()) {
+  const name = `sim ${args.join(" ")}`;
+  const options = known ? { todo: `known core bug: ${known}` } : {};
+  test(name, options, () => {
+    const { status, result, stdout, stderr } = run(args);
+    assert.ok(result, `no JSON result\nstdout: ${stdout}\nstderr: ${stderr}`);
+    assert.equal(
+      result.ok,
+      true,
+      `seed ${result.seed}: check ${result.failed_check} failed: ${result.failed_detail}\nrerun: build/sim ${args.join(" ")}`,
+    );
+    assert.equal(result.oracles, "ok");
+    assert.equal(status, 0);
+    assert.ok(result.acked_writes > 0, "the workload acknowledged no write");
+    assert.ok(result.rounds_after_heal >= 1, "converged after the heal");
+  });
+}
+
+test("the same seed gives the same run, byte for byte", () => {
+  const args = ["--seed", "99", "--nodes", "8", "--replicas", "3", "--keys", "50", "--writes", "300", "--loss", "0.2",
+    "--dup", "0.05", "--latency", "2", "--partitions", "--restarts", "--skew"];
+  const a = run(args);
+  const b = run(args);
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(a.stdout, b.stdout);
+  const c = run(args.map((x) => (x === "99" ? "100" : x)));
+  assert.notEqual(a.stdout, c.stdout, "another seed gives another run");
+});
+
+test("the oracles catch a Durable Object that records acks without delivery", () => {
+  const { status, result } = run(["--seed", "1", "--loss", "0.3", "--rounds-max", "60", "--break", "ack-on-send"]);
+  assert.equal(status, 1);
+  assert.equal(result.ok, false);
+  assert.match(result.failed_check, /converged|no_lost_write|replicas_identical/);
+});
+
+test("the oracles catch a Durable Object that loses value rows", () => {
+  const { status, result } = run(["--seed", "1", "--loss", "0.1", "--break", "drop-value"]);
+  assert.equal(status, 1);
+  assert.equal(result.ok, false);
+});
+
+test("a small sweep writes its results and the figures draw from them", () => {
+  const dir = mkdtempSync(join(tmpdir(), "ringkv-sim-"));
+  const out = join(dir, "results.json");
+  const r = spawnSync(sim, ["--sweep", "--nodes-max", "16", "--sweep-seeds", "1", "--out", out], { cwd: root, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const results = JSON.parse(readFileSync(out, "utf8"));
+  assert.equal(results.sweep.rows.length, 4);
+  for (const row of results.sweep.rows) assert.ok(row.ok && row.rounds_to_converge >= 1);
+  execFileSync("node", [join(root, "sim/plots.mjs"), out, dir]);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith(".svg")).sort(), ["sim-bytes.svg", "sim-keys.svg", "sim-rounds.svg", "sim-traffic.svg"]);
+});
