@@ -1,0 +1,187 @@
+/* test_placement: key -> shard -> replicas through OP_PLACE: balance over many keys,
+ * distinct replicas in range, determinism, placement by shard, full replication. */
+#include "testlib.h"
+
+#define KEYS 100000
+#define BATCH 1000
+#define KEY_BYTES_MAX 24
+
+typedef struct {
+  uint32_t shard;
+  uint32_t replicas[64];
+  size_t n;
+  uint64_t key_hash;
+} placement;
+
+/* Places keys[0..n) with one OP_PLACE call. */
+static void place(ringkv_node *node, uint8_t keys[][KEY_BYTES_MAX], const size_t *lens, size_t n,
+                  placement *out) {
+  pb_enc e = tl_enc();
+  for (size_t i = 0; i < n; i++) pb_put_bytes_always(&e, 1, (rk_slice){keys[i], lens[i]});
+  rk_slice reply;
+  assert_int_equal(tl_call(node, RINGKV_OP_PLACE, tl_done(&e), &reply), RINGKV_OK);
+  pb_rd it = pb_reader(reply);
+  rk_slice p;
+  size_t i = 0;
+  while (tl_next_bytes(&it, 1, &p)) {
+    assert_true(i < n);
+    out[i].shard = (uint32_t)tl_u64(p, 1);
+    out[i].n = tl_repeated_u32(p, 2, out[i].replicas, 64);
+    out[i].key_hash = tl_fixed64(p, 3);
+    i++;
+  }
+  assert_int_equal(i, n);
+  tl_reset();
+}
+
+static void random_keys(tl_rng *rng, uint8_t keys[][KEY_BYTES_MAX], size_t *lens, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    lens[i] = 1 + (size_t)tl_below(rng, KEY_BYTES_MAX);
+    tl_bytes(rng, keys[i], lens[i]);
+  }
+}
+
+static void test_balance_and_shape(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  c.cluster_size = 32;
+  c.replicas = 3;
+  c.shards = 16384;
+  ringkv_node *node = tl_node(c, 0);
+  static uint8_t keys[BATCH][KEY_BYTES_MAX];
+  static size_t lens[BATCH];
+  static placement pl[BATCH], again[BATCH];
+  /* Shard -> its replica list, to check that placement depends on the shard only. */
+  static uint32_t shard_replicas[16384][3];
+  static bool shard_seen[16384];
+  memset(shard_seen, 0, sizeof shard_seen);
+  uint64_t count[32] = {0}, first[32] = {0};
+  tl_rng rng = {2024};
+  for (int batch = 0; batch < KEYS / BATCH; batch++) {
+    random_keys(&rng, keys, lens, BATCH);
+    place(node, keys, lens, BATCH, pl);
+    if (batch % 10 == 0) {
+      /* Deterministic: the same keys again give the same placements. */
+      place(node, keys, lens, BATCH, again);
+      for (size_t i = 0; i < BATCH; i++) {
+        assert_int_equal(pl[i].shard, again[i].shard);
+        assert_int_equal(pl[i].n, again[i].n);
+        assert_memory_equal(pl[i].replicas, again[i].replicas, pl[i].n * sizeof(uint32_t));
+      }
+    }
+    for (size_t i = 0; i < BATCH; i++) {
+      placement *p = &pl[i];
+      assert_true(p->key_hash == ringkv_hash(keys[i], lens[i]));
+      assert_true(p->shard < c.shards);
+      assert_int_equal(p->n, 3);
+      for (size_t r = 0; r < p->n; r++) {
+        assert_true(p->replicas[r] < c.cluster_size);
+        for (size_t s = 0; s < r; s++) assert_int_not_equal(p->replicas[r], p->replicas[s]);
+        count[p->replicas[r]]++;
+      }
+      first[p->replicas[0]]++;
+      if (shard_seen[p->shard]) {
+        assert_memory_equal(shard_replicas[p->shard], p->replicas, 3 * sizeof(uint32_t));
+      } else {
+        memcpy(shard_replicas[p->shard], p->replicas, 3 * sizeof(uint32_t));
+        shard_seen[p->shard] = true;
+      }
+    }
+  }
+  double mean = (double)KEYS * 3 / 32, max = 0, first_max = 0;
+  for (int i = 0; i < 32; i++) {
+    if ((double)count[i] > max) max = (double)count[i];
+    if ((double)first[i] > first_max) first_max = (double)first[i];
+  }
+  printf("placement: %d keys, N=32 R=3: most loaded node holds %.3f x the mean"
+         " (first replica: %.3f x)\n",
+         KEYS, max / mean, first_max / ((double)KEYS / 32));
+  assert_true(max <= 1.1 * mean);
+  ringkv_node_destroy(node);
+}
+
+static void test_full_replication(void **state) {
+  (void)state;
+  static const uint32_t sizes[] = {1, 3, 8, 32};
+  static uint8_t keys[BATCH][KEY_BYTES_MAX];
+  static size_t lens[BATCH];
+  static placement pl[BATCH];
+  tl_rng rng = {99};
+  for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    tl_config c = tl_default_config();
+    c.cluster_size = sizes[s];
+    c.replicas = sizes[s];
+    c.shards = 256;
+    c.fanout = 8;
+    ringkv_node *node = tl_node(c, 0);
+    random_keys(&rng, keys, lens, BATCH);
+    place(node, keys, lens, BATCH, pl);
+    for (size_t i = 0; i < BATCH; i++) {
+      assert_int_equal(pl[i].n, sizes[s]);
+      bool seen[64] = {false};
+      for (size_t r = 0; r < pl[i].n; r++) {
+        assert_true(pl[i].replicas[r] < sizes[s]);
+        assert_false(seen[pl[i].replicas[r]]);
+        seen[pl[i].replicas[r]] = true;
+      }
+    }
+    ringkv_node_destroy(node);
+  }
+}
+
+static void test_same_on_every_node(void **state) {
+  (void)state;
+  /* Placement is a function of the key and the config: every node computes the same. */
+  tl_config c = tl_default_config();
+  static uint8_t keys[BATCH][KEY_BYTES_MAX];
+  static size_t lens[BATCH];
+  static placement a[BATCH], b[BATCH];
+  tl_rng rng = {5};
+  random_keys(&rng, keys, lens, BATCH);
+  ringkv_node *n0 = tl_node(c, 0), *n5 = tl_node(c, 5);
+  place(n0, keys, lens, BATCH, a);
+  place(n5, keys, lens, BATCH, b);
+  for (size_t i = 0; i < BATCH; i++) {
+    assert_int_equal(a[i].shard, b[i].shard);
+    assert_int_equal(a[i].n, b[i].n);
+    assert_memory_equal(a[i].replicas, b[i].replicas, a[i].n * sizeof(uint32_t));
+  }
+  ringkv_node_destroy(n0);
+  ringkv_node_destroy(n5);
+}
+
+static void test_key_limits(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  ringkv_node *node = tl_node(c, 0);
+  static uint8_t big[RINGKV_KEY_BYTES_MAX + 1];
+  memset(big, 'k', sizeof big);
+  /* 1024 bytes is a key; 1025 bytes are not. */
+  pb_enc e = tl_enc();
+  pb_put_bytes_always(&e, 1, (rk_slice){big, RINGKV_KEY_BYTES_MAX});
+  assert_int_equal(tl_call(node, RINGKV_OP_PLACE, tl_done(&e), NULL), RINGKV_OK);
+  e = tl_enc();
+  pb_put_bytes_always(&e, 1, (rk_slice){big, RINGKV_KEY_BYTES_MAX + 1});
+  assert_int_not_equal(tl_call(node, RINGKV_OP_PLACE, tl_done(&e), NULL), RINGKV_OK);
+  /* Before OP_INIT a node refuses. */
+  ringkv_node *fresh = ringkv_node_create();
+  assert_non_null(fresh);
+  e = tl_enc();
+  pb_put_bytes_always(&e, 1, tl_str("k"));
+  assert_int_equal(tl_call(fresh, RINGKV_OP_PLACE, tl_done(&e), NULL), RINGKV_E_STATE);
+  ringkv_node_destroy(fresh);
+  ringkv_node_destroy(node);
+  tl_reset();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_balance_and_shape),
+      cmocka_unit_test(test_full_replication),
+      cmocka_unit_test(test_same_on_every_node),
+      cmocka_unit_test(test_key_limits),
+  };
+  int failed = cmocka_run_group_tests_name("placement", tests, NULL, NULL);
+  tl_free();
+  return failed;
+}
