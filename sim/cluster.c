@@ -79,7 +79,9 @@ typedef struct {
   bool ae_busy;
   uint64_t ae_next_round;      /* persisted by the DO (conf ae_next_ms) */
   uint32_t ae_backoff_rounds;  /* the current anti-entropy interval (conf ae_interval_ms) */
-  uint32_t ae_cursor;          /* the next peer in turn (conf ae_peer) */
+  uint32_t ae_cursor;          /* the next peer in turn (conf ae_cursor) */
+  uint32_t ae_agreed;          /* in memory: equal exchanges in a row, up to a full cycle
+                                  of peers (from then on each one doubles the interval) */
   int64_t last_change_round;   /* in memory: a write, an applied merge or a push sent */
   int64_t last_ae_round;       /* in memory */
   uint64_t lowest_ack;         /* in memory: the lowest ack over all peers at the last push */
@@ -91,9 +93,12 @@ typedef struct {
   uint32_t gc_replies_len;
   uint32_t *gc_keys;
   uint32_t gc_keys_len;
-  /* peers: nodes sharing at least one shard */
+  /* peers for pushes and acks (every other node, or nodes sharing a shard) */
   uint32_t *peers;
   uint32_t peers_len;
+  /* anti-entropy peers: the nodes sharing a shard (InitReply.peers), or every other node */
+  uint32_t *ae_peers;
+  uint32_t ae_peers_len;
   uint32_t *keys;          /* keys this node replicates */
   uint32_t keys_len;
 } node;
@@ -490,6 +495,7 @@ static void node_init_core(sim *s, node *n) {
   n->epoch++;
   /* What the Durable Object keeps only in memory is lost with the instance. */
   n->ae_busy = false;
+  n->ae_agreed = 0;
   n->gc_busy = false;
   for (uint32_t i = 0; i < n->gc_replies_len; i++) free(n->gc_replies[i]);
   n->gc_replies_len = 0;
@@ -883,6 +889,7 @@ static void client_write(sim *s, uint64_t write_index) {
   s->entry_count++;
   /* A write is a change, and resets the anti-entropy interval (resetAntiEntropy). */
   n->last_change_round = (int64_t)s->round;
+  n->ae_agreed = 0;
   if (!(n->ae_backoff_rounds == 1 && n->ae_next_round <= s->round + s->o->ae_first_rounds)) {
     n->ae_backoff_rounds = 1;
     n->ae_next_round = s->round + s->o->ae_first_rounds;
@@ -1007,7 +1014,7 @@ static void step_push(sim *s, node *n) {
 static void step_ae(sim *s, node *n) {
   const sim_opts *o = s->o;
   if (o->break_mode == SIM_BREAK_ACK_ON_SEND) return;
-  if (n->ae_busy || s->round < n->ae_next_round || n->peers_len == 0) return;
+  if (n->ae_busy || s->round < n->ae_next_round || n->ae_peers_len == 0) return;
   /* Quiet while changes flow (pushes do the work), unless anti-entropy starves. */
   int64_t quiet_at = n->last_change_round + (int64_t)o->ae_quiet_rounds;
   if ((int64_t)s->round < quiet_at && (int64_t)s->round - n->last_ae_round < (int64_t)o->ae_starve_rounds) {
@@ -1017,10 +1024,10 @@ static void step_ae(sim *s, node *n) {
   n->last_ae_round = (int64_t)s->round;
   uint32_t peer;
   if (o->ae_pick == SIM_AE_RANDOM) {
-    peer = n->peers[rnd_below(&s->net, n->peers_len)];
+    peer = n->ae_peers[rnd_below(&s->net, n->ae_peers_len)];
   } else {
-    peer = n->peers[n->ae_cursor % n->peers_len];
-    n->ae_cursor = (n->ae_cursor + 1) % n->peers_len;
+    peer = n->ae_peers[n->ae_cursor % n->ae_peers_len];
+    n->ae_cursor = (n->ae_cursor + 1) % n->ae_peers_len;
   }
   pb_enc e;
   pb_enc_init(&e, &s->ar);
@@ -1035,16 +1042,29 @@ static void step_ae(sim *s, node *n) {
   send_request(s, EV_AE_DIGEST_REQ, n, peer, msg, 0);
 }
 
-/* An anti-entropy exchange ended: equal doubles the interval (up to the maximum),
- * anything else (a difference, a lost message) resets it to one round. */
+/* An anti-entropy exchange ended. Equal: once the last full cycle of peers all agreed,
+ * every further agreement doubles the interval (up to the maximum). A difference (or a
+ * lost repair) resets it to one round and starts the count over. (--ae-backoff exchange,
+ * the old worker: every equal exchange doubles, every failure resets.) */
 static void ae_done(sim *s, node *n, bool equal) {
   n->ae_busy = false;
   if (equal) {
-    uint32_t next = n->ae_backoff_rounds * 2;
-    n->ae_backoff_rounds = next > s->o->ae_backoff_rounds_max ? s->o->ae_backoff_rounds_max : next;
+    if (s->o->ae_backoff_per_exchange || ++n->ae_agreed >= n->ae_peers_len) {
+      n->ae_agreed = n->ae_peers_len;
+      uint32_t next = n->ae_backoff_rounds * 2;
+      n->ae_backoff_rounds = next > s->o->ae_backoff_rounds_max ? s->o->ae_backoff_rounds_max : next;
+    }
   } else {
+    n->ae_agreed = 0;
     n->ae_backoff_rounds = 1;
   }
+  n->ae_next_round = s->round + n->ae_backoff_rounds;
+}
+
+/* The first digest exchange failed (lost, timed out): nothing learned, so neither an
+ * agreement nor a difference; the next peer comes at the current interval. */
+static void ae_failed(sim *s, node *n) {
+  n->ae_busy = false;
   n->ae_next_round = s->round + n->ae_backoff_rounds;
 }
 
@@ -1164,6 +1184,10 @@ static void on_fail(sim *s, node *n, const event *e) {
       break;
     }
     case EV_AE_DIGEST_REQ:
+      /* The second step (aux 1) fails after buckets were seen to differ: a difference. */
+      if (e->aux == 0 && !s->o->ae_backoff_per_exchange) ae_failed(s, n);
+      else ae_done(s, n, false);
+      break;
     case EV_AE_REPAIR_REQ:
       ae_done(s, n, false);
       break;
@@ -1249,6 +1273,19 @@ static void deliver(sim *s, event *e) {
       w_compare_reply cr;
       if (!w_dec_compare_reply(&s->ar, reply, &cr)) {
         decode_failed(s, to, "AeCompare");
+        return;
+      }
+      if (cr.buckets_len > 0 && e->aux == 0) {
+        /* Second level: the differing buckets' shard digests (aux 1 marks the step). */
+        pb_enc_init(&enc, &s->ar);
+        pb_put_uint(&enc, 1, e->peer);
+        pb_put_packed_u32(&enc, 2, cr.buckets, cr.buckets_len);
+        if (!core_call_ok(s, to, RINGKV_OP_AE_START, &enc, &reply)) return;
+        if (!w_dec_message_field(reply, &msg)) {
+          decode_failed(s, to, "AeStart");
+          return;
+        }
+        send_request(s, EV_AE_DIGEST_REQ, to, e->peer, msg, 1);
         return;
       }
       if (cr.equal || cr.shards_len == 0) {
@@ -1483,6 +1520,7 @@ static void setup(sim *s) {
     n->gc_replies = calloc(o->nodes, sizeof(uint8_t *));
     n->gc_reply_lens = calloc(o->nodes, sizeof(uint32_t));
     n->peers = malloc(o->nodes * sizeof(uint32_t));
+    n->ae_peers = malloc(o->nodes * sizeof(uint32_t));
     CHECK_ALLOC(n->shard_digest);
     CHECK_ALLOC(n->rows);
     CHECK_ALLOC(n->acked_seq);
@@ -1492,11 +1530,14 @@ static void setup(sim *s) {
     CHECK_ALLOC(n->gc_replies);
     CHECK_ALLOC(n->gc_reply_lens);
     CHECK_ALLOC(n->peers);
+    CHECK_ALLOC(n->ae_peers);
     for (uint32_t j = 0; j < o->nodes; j++)
       if (j != i && (o->peers_all || adj[(size_t)i * o->nodes + j])) n->peers[n->peers_len++] = j;
+    for (uint32_t j = 0; j < o->nodes; j++)
+      if (j != i && (o->ae_peers_all || adj[(size_t)i * o->nodes + j])) n->ae_peers[n->ae_peers_len++] = j;
     if (o->skew) n->skew_ms = (int64_t)rnd_below(&s->fault, 2 * o->skew_ms_max + 1) - (int64_t)o->skew_ms_max;
-    /* worker/node.ts starts at node 0; from a random place no peer is everyone's first. */
-    n->ae_cursor = o->ae_pick == SIM_AE_TURN_RANDOM_START ? (uint32_t)rnd_below(&s->net, n->peers_len ? n->peers_len : 1) : 0;
+    /* worker/node.ts starts at a random place, so no peer is everyone's first. */
+    n->ae_cursor = o->ae_pick == SIM_AE_TURN_RANDOM_START ? (uint32_t)rnd_below(&s->net, n->ae_peers_len ? n->ae_peers_len : 1) : 0;
     n->ae_backoff_rounds = 1;
     n->ae_next_round = 1;
   }
@@ -1914,6 +1955,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
     free(n->gc_replies);
     free(n->gc_reply_lens);
     free(n->peers);
+    free(n->ae_peers);
     free(n->keys);
   }
   free(s->nodes);

@@ -35,12 +35,15 @@ void sim_opts_default(sim_opts *o) {
   o->ae_backoff_rounds_max = 60;
   o->ae_first_rounds = 1;
   o->candidates_max = 512;
-  o->retry_quick = 0;
+  /* The policy of worker/node.ts (--policy do). */
+  o->retry_quick = 2;
   o->retry_rounds_max = 30;
-  o->ae_pick = SIM_AE_TURN;
+  o->ae_pick = SIM_AE_TURN_RANDOM_START;
   o->trace_key = -1;
   o->peers_all = true;
-  o->ae_quiet_rounds = 2;
+  o->ae_peers_all = false;
+  o->ae_backoff_per_exchange = false;
+  o->ae_quiet_rounds = 0;
   o->ae_starve_rounds = 30;
   o->ae_shards_max = 64;
 }
@@ -85,12 +88,14 @@ static void usage(void) {
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
           "           [--max-skew-ms MS] [--ae-first-rounds A] [--no-context-check] [--verbose]\n"
           "           [--partition-rounds P] [--from-client until-acked|plain|sticky]\n"
-          "           [--peers all|sharing] [--ae-pick turn|turn-random-start|random] [--ae-quiet-rounds Q]\n"
+          "           [--peers all|sharing] [--ae-peers all|sharing] [--ae-backoff cycle|exchange]\n"
+          "           [--ae-pick turn|turn-random-start|random] [--ae-quiet-rounds Q]\n"
           "           [--ae-starve-rounds S] [--ae-backoff-max B] [--retry-quick Q] [--retry-rounds-max M]\n"
           "           [--candidates-max C] [--ae-shards-max S] [--trace-key K]\n"
           "           [--break ack-on-send|drop-value]   (oracle self-tests)\n"
           "       sim --sweep [--seed S] [--sweep-seeds K] [--sweep-compare] [--out sim/results.json] [--nodes-max N]\n"
-          "   --policy do|recommended   the simulated Durable Object's policy (do: as worker/node.ts)\n");
+          "   --policy do|old   the simulated Durable Object's policy (do, the default: as worker/node.ts;\n"
+          "                     old: the worker before two-level anti-entropy; recommended = do)\n");
   exit(2);
 }
 
@@ -133,12 +138,16 @@ static void sweep_opts(sim_opts *o, const sim_opts *base, uint64_t seed, uint32_
   o->check_contexts = n <= 64;
 }
 
-/* The policy the simulator recommends for worker/node.ts (see sim/README.md). */
-static void policy_recommended(sim_opts *o) {
-  o->peers_all = false;
-  o->ae_pick = SIM_AE_TURN_RANDOM_START;
-  o->retry_quick = 2;
-  o->ae_quiet_rounds = 0;
+/* The policy of worker/node.ts before anti-entropy narrowed down in two levels (--policy
+ * old), for comparison: anti-entropy over every node in turn from node 0, paused for 2
+ * rounds after a change, its interval doubled on every equal exchange; pushes retried
+ * after 2, 4, 8, ... rounds. */
+static void policy_old(sim_opts *o) {
+  o->ae_peers_all = true;
+  o->ae_pick = SIM_AE_TURN;
+  o->ae_quiet_rounds = 2;
+  o->ae_backoff_per_exchange = true;
+  o->retry_quick = 0;
 }
 
 /* The simulated Durable Object's policy choices, for the record. */
@@ -146,9 +155,10 @@ static void policy_string(const sim_opts *o, char *out, size_t cap) {
   static const char *picks[] = {"turn", "turn-random-start", "random"};
   static const char *fc[] = {"until-acked", "plain", "sticky"};
   snprintf(out, cap,
-           "--peers %s --ae-pick %s --ae-quiet-rounds %u --ae-starve-rounds %u --ae-backoff-max %u "
-           "--retry-quick %u --retry-rounds-max %u --from-client %s --fanout %u%s",
-           o->peers_all ? "all" : "sharing", picks[o->ae_pick], o->ae_quiet_rounds, o->ae_starve_rounds,
+           "--peers %s --ae-peers %s --ae-pick %s --ae-quiet-rounds %u --ae-starve-rounds %u --ae-backoff %s "
+           "--ae-backoff-max %u --retry-quick %u --retry-rounds-max %u --from-client %s --fanout %u%s",
+           o->peers_all ? "all" : "sharing", o->ae_peers_all ? "all" : "sharing", picks[o->ae_pick],
+           o->ae_quiet_rounds, o->ae_starve_rounds, o->ae_backoff_per_exchange ? "exchange" : "cycle",
            o->ae_backoff_rounds_max, o->retry_quick, o->retry_rounds_max, fc[o->from_client_mode], o->fanout,
            o->ae_reset_on_learn ? " --ae-reset-on-learn" : "");
 }
@@ -255,7 +265,7 @@ static int sweep(const sim_opts *base, const sim_opts *compare, uint32_t seeds, 
   if (seeds > 16) seeds = 16;
   if (!run_sweep(base, seeds, nodes_max, rows, &nrows, policy, sizeof(policy))) rc = 1;
   if (compare != NULL) {
-    printf("\nthe same under the recommended policy:\n");
+    printf("\nthe same under the old worker policy (--policy old):\n");
     if (!run_sweep(compare, seeds, nodes_max, rows_cmp, &nrows_cmp, policy_cmp, sizeof(policy_cmp))) rc = 1;
   }
 
@@ -306,7 +316,7 @@ static int sweep(const sim_opts *base, const sim_opts *compare, uint32_t seeds, 
   }
   fprintf(f, "{\n  \"seed\": %" PRIu64 ",\n  \"seeds\": %u,\n  \"loss\": 0.1,\n", seed, seeds);
   write_sweep_json(f, "sweep", policy, rows, nrows);
-  if (compare != NULL) write_sweep_json(f, "sweep_recommended", policy_cmp, rows_cmp, nrows_cmp);
+  if (compare != NULL) write_sweep_json(f, "sweep_old", policy_cmp, rows_cmp, nrows_cmp);
   fprintf(f, "  \"traffic\": {\"nodes\": %u, \"replicas\": %u, \"writes\": %u, \"write_rounds\": %u, "
              "\"loss\": %g, \"bytes_per_round\": [", ot.nodes, ot.replicas, ot.writes, ot.fault_rounds, ot.loss);
   for (uint32_t i = 0; i < rt.series_len; i++) fprintf(f, "%s%" PRIu64, i ? "," : "", rt.series_bytes[i]);
@@ -351,8 +361,8 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--sweep-compare") == 0) sweep_compare = true;
     else if (strcmp(a, "--policy") == 0) {
       const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "recommended") == 0) policy_recommended(&o);
-      else if (strcmp(m, "do") != 0) usage();
+      if (strcmp(m, "old") == 0) policy_old(&o);
+      else if (strcmp(m, "do") != 0 && strcmp(m, "recommended") != 0) usage();
     }
     else if (strcmp(a, "--sweep-seeds") == 0) sweep_seeds = (uint32_t)strtoul(next_arg(argc, argv, &i), NULL, 10);
     else if (strcmp(a, "--nodes-max") == 0) nodes_max = (uint32_t)strtoul(next_arg(argc, argv, &i), NULL, 10);
@@ -412,6 +422,18 @@ int main(int argc, char **argv) {
       else usage();
     }
     FLAG("--ae-random", ae_pick, SIM_AE_RANDOM);
+    else if (strcmp(a, "--ae-peers") == 0) {
+      const char *m = next_arg(argc, argv, &i);
+      if (strcmp(m, "all") == 0) o.ae_peers_all = true;
+      else if (strcmp(m, "sharing") == 0) o.ae_peers_all = false;
+      else usage();
+    }
+    else if (strcmp(a, "--ae-backoff") == 0) {
+      const char *m = next_arg(argc, argv, &i);
+      if (strcmp(m, "exchange") == 0) o.ae_backoff_per_exchange = true;
+      else if (strcmp(m, "cycle") == 0) o.ae_backoff_per_exchange = false;
+      else usage();
+    }
     else if (strcmp(a, "--peers") == 0) {
       const char *m = next_arg(argc, argv, &i);
       if (strcmp(m, "all") == 0) o.peers_all = true;
@@ -425,7 +447,7 @@ int main(int argc, char **argv) {
   }
   if (do_sweep) {
     sim_opts rec = o;
-    policy_recommended(&rec);
+    policy_old(&rec);
     return sweep(&o, sweep_compare ? &rec : NULL, sweep_seeds, out, nodes_max);
   }
   if (o.nodes == 0 || o.replicas == 0 || o.replicas > o.nodes || o.shards == 0 || o.keys == 0) usage();

@@ -110,7 +110,7 @@ function chart({ title, xlabel, ylabel, xlog2 = false, ylog = false, series, ban
 const sweep = results.sweep.rows;
 const r3 = sweep.filter((r) => r.replicas === 3);
 const rN = sweep.filter((r) => r.replicas === r.nodes);
-const rec = results.sweep_recommended?.rows ?? [];
+const rec = results.sweep_old?.rows ?? [];
 const rec3 = rec.filter((r) => r.replicas === 3);
 const recN = rec.filter((r) => r.replicas === r.nodes);
 const loss = `${Math.round((results.loss ?? 0.1) * 100)}% loss`;
@@ -123,8 +123,8 @@ const roundsSeries = [
 ];
 if (rec.length > 0) {
   roundsSeries.push(
-    { name: "R = 3, recommended", points: rec3.map((r) => [r.nodes, r.rounds_to_converge]), color: COLORS[2], dash: true },
-    { name: "R = N, recommended", points: recN.map((r) => [r.nodes, r.rounds_to_converge]), color: COLORS[3], dash: true },
+    { name: "R = 3, old worker policy", points: rec3.map((r) => [r.nodes, r.rounds_to_converge]), color: COLORS[2], dash: true },
+    { name: "R = N, old worker policy", points: recN.map((r) => [r.nodes, r.rounds_to_converge]), color: COLORS[3], dash: true },
   );
 }
 roundsSeries.push({ name: "target log2(N)+3", points: r3.map((r) => [r.nodes, r.target_rounds]), dash: true, color: "#7f7f7f", markers: false });

@@ -57,8 +57,12 @@ typedef struct {
   bool constant_writes;        /* writes keep arriving every round for series_rounds */
   int from_client_mode;        /* what a merge does to a row's from_client flag (README) */
   int ae_pick;                 /* SIM_AE_*: how anti-entropy picks its peer */
-  bool peers_all;              /* peers = every other node (worker/node.ts), else only nodes
-                                  that share a shard */
+  bool peers_all;              /* peers for pushes and acks = every other node
+                                  (worker/node.ts), else only nodes that share a shard */
+  bool ae_peers_all;           /* anti-entropy peers = every other node (the old worker),
+                                  else the nodes sharing a shard (InitReply.peers) */
+  bool ae_backoff_per_exchange; /* the interval doubles on every equal exchange (the old
+                                  worker), else only after a full cycle of equal peers */
   bool ae_reset_on_learn;      /* an applied merge resets the anti-entropy interval */
   uint32_t ae_quiet_rounds;    /* no anti-entropy within this many rounds of a change */
   uint32_t ae_starve_rounds;   /* ... unless the last one is this old */

@@ -420,9 +420,11 @@ bool w_dec_compare_reply(rk_arena *a, rk_slice b, w_compare_reply *o) {
   int t;
   memset(o, 0, sizeof(*o));
   u32_sink sink = {a, &o->shards, &o->shards_len, 0};
+  u32_sink bsink = {a, &o->buckets, &o->buckets_len, 0};
   while ((t = pb_next(&r, &f, &wt)) == 1) {
     bool ok = f == 1   ? pb_get_bool(&r, wt, &o->equal)
               : f == 2 ? pb_get_repeated_u32(&r, wt, u32_push, &sink)
+              : f == 3 ? pb_get_repeated_u32(&r, wt, u32_push, &bsink)
                        : pb_skip(&r, wt);
     if (!ok) return false;
   }

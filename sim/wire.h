@@ -131,6 +131,8 @@ typedef struct {
   bool equal;
   uint32_t *shards;
   size_t shards_len;
+  uint32_t *buckets;        /* the reply held bucket digests: the differing buckets */
+  size_t buckets_len;
 } w_compare_reply;
 
 /* Shapes of node-to-node messages the simulator inspects (for loading rows and metrics). */

@@ -40,12 +40,10 @@ const GC_KEYS_MAX = 128;
 const AE_SHARDS_MAX = 64;
 const AE_INTERVAL_MS_MAX = 60_000;
 const PEER_BACKOFF_MS_MAX = 30_000;
+// A failed push is retried at the next round this many times before backing off (2, 4,
+// 8, ... intervals): most failures are one lost message, and the back-off made the tail.
+const PEER_RETRY_QUICK = 2;
 const PEER_FETCH_TIMEOUT_MS = 10_000;
-// Anti-entropy waits for this many quiet intervals (no local change, nothing pushed):
-// while deltas flow, digests differ by design and a digest exchange would be wasted.
-const AE_QUIET_INTERVALS = 2;
-// ... but never longer than this since the last exchange.
-const AE_STARVE_MS_MAX = 30_000;
 const GC_RETRY_MS_MIN = 1000;
 const DUMP_KEYS_MAX = 100;
 const LIST_KEYS_MAX = 1000;
@@ -149,12 +147,16 @@ export class RingNode extends DurableObject {
   private lastRoundMs = 0;
   private aeNextMs = 0;
   private aeIntervalMs = 0;
-  private aePeer = 0;
+  // Anti-entropy peers: the nodes sharing a shard (InitReply.peers), visited in turn
+  // from a random start (aeCursor, persisted); aeAgreed counts equal exchanges in a row
+  // (up to the number of peers: a full cycle).
+  private aePeers: number[] = [];
+  private aeCursor = -1;
+  private aeAgreed = 0;
   private lowestAck = 0;
   private lastChangeMs = 0;
   private peers: PeerState[] | undefined;
   private readonly pendingStats = new Map<string, number>();
-  private lastAeMs = 0;
   private faults: Faults = { down: [], drop: 0, partitions: [], skewMs: {} };
 
   constructor(ctx: any, env: any) {
@@ -216,8 +218,7 @@ export class RingNode extends DurableObject {
     this.seq = Number(this.getConf("seq") ?? "0");
     this.aeIntervalMs = Number(this.getConf("ae_interval_ms") ?? String(c.gossipIntervalMs));
     this.aeNextMs = Number(this.getConf("ae_next_ms") ?? "0");
-    this.aePeer = Number(this.getConf("ae_peer") ?? "0");
-    this.lastAeMs = Date.now();
+    this.aeCursor = Number(this.getConf("ae_cursor") ?? "-1");
     const faults = this.getConf("faults");
     if (faults !== undefined) this.faults = JSON.parse(faults);
     const id = this.getConf("node_id");
@@ -242,7 +243,7 @@ export class RingNode extends DurableObject {
       shards.push({ shard: row.shard, digest: BigInt("0x" + row.digest) });
     }
     try {
-      core.call(Op.Init, {
+      const init = core.call(Op.Init, {
         config: coreConfig(this.config!),
         node: {
           node: this.nodeId,
@@ -251,6 +252,7 @@ export class RingNode extends DurableObject {
         },
         shards,
       });
+      this.aePeers = init.peers;
     } catch (err) {
       this.error = `the core refused the configuration: ${(err as Error).message}`;
       console.error(`ringkv node: ${this.error}`);
@@ -482,6 +484,7 @@ export class RingNode extends DurableObject {
 
   private resetAntiEntropy(): void {
     const interval = this.config!.gossipIntervalMs;
+    this.aeAgreed = 0;
     if (this.aeIntervalMs === interval && this.aeNextMs <= Date.now() + interval) return;
     this.aeIntervalMs = interval;
     this.aeNextMs = Date.now() + interval;
@@ -995,9 +998,15 @@ export class RingNode extends DurableObject {
           peer.failures = 0;
           peer.retryAtMs = 0;
         } else {
+          // The next round for the first PEER_RETRY_QUICK failures in a row, then 2, 4,
+          // 8, ... intervals from this round's start, up to PEER_BACKOFF_MS_MAX.
           failed = true;
           peer.failures++;
-          peer.retryAtMs = Date.now() + Math.min(this.config!.gossipIntervalMs * 2 ** Math.min(peer.failures, 16), PEER_BACKOFF_MS_MAX);
+          const backoff = peer.failures - PEER_RETRY_QUICK;
+          peer.retryAtMs =
+            backoff <= 0
+              ? 0
+              : this.lastRoundMs + Math.min(this.config!.gossipIntervalMs * 2 ** Math.min(backoff, 16), PEER_BACKOFF_MS_MAX);
         }
         if (`${peer.ackedSeq}/${peer.failures}/${peer.retryAtMs}` !== before) plan.changed.push(peer);
       }),
@@ -1006,36 +1015,56 @@ export class RingNode extends DurableObject {
     return { pending: plan.truncated || failed || peers.some((p) => p.ackedSeq < this.seq), sent };
   }
 
-  /** Anti-entropy with one peer when due: root digest, then differing shards, then a
-   *  repair exchange of those shards' registers. */
+  /** Anti-entropy with one peer when due. The peers are the nodes sharing a shard with
+   *  this one, taken in turn. Root digest over the shared shards; on a difference the
+   *  peer answers bucket digests (64 shared shards each) and a second exchange asks the
+   *  differing buckets' shard digests (with at most 64 shared shards, the first answer
+   *  holds them already); then a repair exchange of the differing shards' registers.
+   *  The interval doubles (up to AE_INTERVAL_MS_MAX) only once the last full cycle of
+   *  peers all agreed; a difference (or a failure after one was seen) or a local write
+   *  resets it and starts the count over. A failed first exchange teaches nothing: it
+   *  changes neither. */
   private async antiEntropyStep(now: number): Promise<void> {
-    if (Date.now() < this.aeNextMs || this.config!.clusterSize < 2) return;
+    const peers = this.aePeers;
+    if (Date.now() < this.aeNextMs || peers.length === 0) return;
     const interval = this.config!.gossipIntervalMs;
-    const quietAtMs = this.lastChangeMs + AE_QUIET_INTERVALS * interval;
-    if (Date.now() < quietAtMs && Date.now() - this.lastAeMs < AE_STARVE_MS_MAX) {
-      this.aeNextMs = quietAtMs;
-      return;
-    }
-    this.lastAeMs = Date.now();
-    let peer = this.aePeer % this.config!.clusterSize;
-    if (peer === this.nodeId) peer = (peer + 1) % this.config!.clusterSize;
-    this.aePeer = peer + 1;
-    this.setConf("ae_peer", String(this.aePeer));
-    let equal = false;
+    if (this.aeCursor < 0 || !Number.isInteger(this.aeCursor)) this.aeCursor = Math.floor(Math.random() * peers.length);
+    const peer = peers[this.aeCursor % peers.length];
+    this.aeCursor = (this.aeCursor + 1) % peers.length;
+    this.setConf("ae_cursor", String(this.aeCursor));
+    let outcome: "equal" | "differ" | "unknown" = "differ";
     try {
       const start = this.call(Op.AeStart, { peer });
       const answer = await this.send(peer, "/internal/digest", start.message);
-      if (answer === undefined) return;
-      const compare = this.call(Op.AeCompare, { message: answer, shardsMax: AE_SHARDS_MAX });
-      equal = compare.equal;
-      if (equal || compare.shards.length === 0) return;
+      if (answer === undefined) {
+        outcome = "unknown";
+        return;
+      }
+      let compare = this.call(Op.AeCompare, { message: answer, shardsMax: AE_SHARDS_MAX });
+      if (compare.buckets.length > 0) {
+        const narrow = this.call(Op.AeStart, { peer, buckets: compare.buckets });
+        const shards = await this.send(peer, "/internal/digest", narrow.message);
+        if (shards === undefined) return;
+        compare = this.call(Op.AeCompare, { message: shards, shardsMax: AE_SHARDS_MAX });
+      }
+      if (compare.equal || compare.shards.length === 0) {
+        outcome = "equal";
+        return;
+      }
       const locals = new Map<string, Msg>();
       this.loadShards(compare.shards, locals);
       const repair = this.call(Op.AeRepair, { peer, shards: compare.shards, locals: [...locals.values()] });
       const back = await this.send(peer, "/internal/push", repair.message);
       if (back !== undefined && back.length > 0) this.mergePush(back);
     } finally {
-      this.aeIntervalMs = equal ? Math.min(this.aeIntervalMs * 2, AE_INTERVAL_MS_MAX) : interval;
+      if (outcome === "differ") {
+        this.aeAgreed = 0;
+        this.aeIntervalMs = interval;
+      } else if (outcome === "equal" && ++this.aeAgreed >= peers.length) {
+        // The last full cycle of peers all agreed: every further agreement doubles.
+        this.aeAgreed = peers.length;
+        this.aeIntervalMs = Math.min(this.aeIntervalMs * 2, AE_INTERVAL_MS_MAX);
+      }
       this.aeIntervalMs = Math.max(this.aeIntervalMs, interval);
       this.aeNextMs = Date.now() + this.aeIntervalMs;
       this.setConf("ae_interval_ms", String(this.aeIntervalMs));

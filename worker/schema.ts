@@ -44,12 +44,14 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["version",1,"uint32",0],
     ["from",2,"uint32",0],
     ["root",3,"fixed64",0],
+    ["buckets",4,"uint32",1],
   ],
   DigestReply: [
     ["version",1,"uint32",0],
     ["from",2,"uint32",0],
     ["equal",3,"bool",0],
     ["shards",4,"ShardDigest",1],
+    ["bucketDigests",5,"fixed64",1],
   ],
   KeyDigest: [
     ["key",1,"bytes",0],
@@ -210,6 +212,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   AeStartRequest: [
     ["peer",1,"uint32",0],
+    ["buckets",2,"uint32",1],
   ],
   AeStartReply: [
     ["message",1,"bytes",0],
@@ -227,6 +230,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   AeCompareReply: [
     ["equal",1,"bool",0],
     ["shards",2,"uint32",1],
+    ["buckets",3,"uint32",1],
   ],
   AeRepairRequest: [
     ["peer",1,"uint32",0],

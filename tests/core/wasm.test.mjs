@@ -225,6 +225,46 @@ test("a token for another key is refused", () => {
   );
 });
 
+test("anti-entropy narrows down in two levels: root, bucket digests, shard digests", () => {
+  const config = { ...CONFIG, clusterSize: 3, replicas: 2, shards: 4096 };
+  const a = node(0, config);
+  const b = node(1, config);
+  // A key on a shard both replicate, written at node 0 only.
+  let key;
+  let shard;
+  for (let i = 0; key === undefined; i++) {
+    const p = a.call(Op.Place, { keys: [utf8(`ae/${i}`)] }).placements[0];
+    if (p.replicas.includes(0) && p.replicas.includes(1)) [key, shard] = [utf8(`ae/${i}`), p.shard];
+  }
+  a.call(Op.Write, { nowMs: 1_700_000_000_000n, key, value: utf8("v"), contentType: utf8("text/plain") });
+  const shared = a.call(Op.Place, { shards: [...Array(config.shards).keys()] }).placements
+    .filter((p) => p.replicas.includes(0) && p.replicas.includes(1))
+    .map((p) => p.shard);
+  const buckets = Math.ceil(shared.length / 64);
+  assert.ok(buckets > 1);
+  // Root differs: every bucket's digest (protobufjs reads the packed fixed64s).
+  const start = a.call(Op.AeStart, { peer: 1 });
+  const answer = b.call(Op.AeAnswer, { message: start.message });
+  const reply = T("DigestReply").decode(answer.message);
+  assert.equal(reply.equal, false);
+  assert.equal(reply.shards.length, 0);
+  assert.equal(reply.bucketDigests.length, buckets);
+  assert.ok(answer.message.length < buckets * 8 + 16);
+  const first = a.call(Op.AeCompare, { message: answer.message, shardsMax: 64 });
+  assert.equal(first.equal, false);
+  assert.deepEqual(first.shards, []);
+  assert.deepEqual(first.buckets, [Math.floor(shared.indexOf(shard) / 64)]);
+  // The differing bucket: its shard digests, and exactly the written key's shard differs.
+  const second = a.call(Op.AeStart, { peer: 1, buckets: first.buckets });
+  const answer2 = b.call(Op.AeAnswer, { message: second.message });
+  assert.equal(T("DigestReply").decode(answer2.message).bucketDigests.length, 0);
+  const compare = a.call(Op.AeCompare, { message: answer2.message, shardsMax: 64 });
+  assert.deepEqual(compare.shards, [shard]);
+  assert.deepEqual(compare.buckets, []);
+  // A bucket beyond the list is refused.
+  assert.throws(() => a.call(Op.AeStart, { peer: 1, buckets: [buckets] }), (err) => err instanceof CoreError);
+});
+
 test("linear memory stays bounded over a million calls", () => {
   const core = node(0);
   const key = utf8("memory/key");

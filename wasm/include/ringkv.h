@@ -36,6 +36,8 @@
 #define RINGKV_ENTRIES_MAX 16384u          /* entries or keys in one message */
 #define RINGKV_MESSAGE_BYTES_MAX (64u * 1024u * 1024u)
 #define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
+#define RINGKV_AE_BUCKET_SHARDS 64u        /* shared shards per anti-entropy bucket */
+#define RINGKV_AE_BUCKETS_MAX 64u          /* buckets asked in one DigestRequest */
 
 /* Operations: RINGKV_OP_X takes an XRequest and returns an XReply (wasm/ringkv.proto). */
 enum ringkv_op {
@@ -48,7 +50,7 @@ enum ringkv_op {
   RINGKV_OP_BUILD_PUSH = 7,   /* a gossip round: who gets which changed keys */
   RINGKV_OP_AE_START = 8,     /* anti-entropy: the DigestRequest for a peer */
   RINGKV_OP_AE_ANSWER = 9,    /* anti-entropy: answer a DigestRequest */
-  RINGKV_OP_AE_COMPARE = 10,  /* anti-entropy: differing shards from a DigestReply */
+  RINGKV_OP_AE_COMPARE = 10,  /* anti-entropy: differing shards or buckets of a DigestReply */
   RINGKV_OP_AE_REPAIR = 11,   /* anti-entropy: the repair Push for differing shards */
   RINGKV_OP_GC_QUERY = 12,    /* tombstone collection: ask the other replicas */
   RINGKV_OP_GC_ANSWER = 13,   /* tombstone collection: answer a GcQuery */

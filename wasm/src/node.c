@@ -553,7 +553,7 @@ static int op_place(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Keys first, then shards, whatever order the fields came in. */
   FIELDS(req) {
     case 1:
-      ok = pb_get_bytes(R, WT, &key) && key.len <= RINGKV_KEY_BYTES_MAX && ++count <= RINGKV_ENTRIES_MAX;
+      ok = pb_get_bytes(R, WT, &key) && key_valid(key) && ++count <= RINGKV_ENTRIES_MAX;
       if (ok) {
         uint64_t h = rk_hash_slice(key);
         placement_write(&e, n, shard_of(n, h), h);
@@ -984,6 +984,10 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_reg merged;
     RK_TRY(rk_reg_merge(a, old, rr, &merged));
     shed_expired_tombstones(n, &merged, now_ms);
+    /* Only contradictory input (each side claims to have superseded the other's
+     * versions) merges to nothing: ignore such an entry rather than store a register
+     * without versions. */
+    if (merged.sibs_len == 0) continue;
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
     if (err != 0) return err;
@@ -1172,15 +1176,71 @@ static uint64_t shard_term(uint32_t shard, uint64_t digest) {
   return rk_hash(b, sizeof b);
 }
 
-/* The root over the shards this node shares with `peer`: a sum of per-shard hashes, so
- * shards, not only their digests, are bound into it. */
-static uint64_t shared_root(const ringkv_node *n, uint32_t peer) {
-  uint64_t root = 0;
+/* The shards this node shares with `peer`, ascending: both sides compute the same list.
+ * Anti-entropy cuts it into buckets of RINGKV_AE_BUCKET_SHARDS: bucket i is
+ * shared[i * 64 .. i * 64 + 63]. */
+typedef struct {
+  uint32_t *shards;
+  size_t len;
+  size_t buckets;
+} shared_set;
+
+static int shared_get(ringkv_node *n, uint32_t peer, shared_set *out) {
+  out->shards = rk_alloc_array(&n->arena, n->my_shards_len + 1, sizeof *out->shards);
+  out->len = 0;
+  out->buckets = 0;
+  if (out->shards == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < n->my_shards_len; i++) {
     uint32_t s = n->my_shards[i];
-    if (is_replica(n, s, peer)) root += shard_term(s, n->shard_digest[s]);
+    if (is_replica(n, s, peer)) out->shards[out->len++] = s;
   }
+  out->buckets = (out->len + RINGKV_AE_BUCKET_SHARDS - 1) / RINGKV_AE_BUCKET_SHARDS;
+  return RINGKV_OK;
+}
+
+/* A bucket's digest: a sum of per-shard hashes, so shards, not only their digests, are
+ * bound into it. The root is the sum over every bucket. */
+static uint64_t bucket_digest(const ringkv_node *n, const shared_set *sh, size_t bucket) {
+  uint64_t d = 0;
+  size_t lo = bucket * RINGKV_AE_BUCKET_SHARDS, hi = lo + RINGKV_AE_BUCKET_SHARDS;
+  if (hi > sh->len) hi = sh->len;
+  for (size_t i = lo; i < hi; i++) d += shard_term(sh->shards[i], n->shard_digest[sh->shards[i]]);
+  return d;
+}
+
+static uint64_t shared_root(const ringkv_node *n, const shared_set *sh) {
+  uint64_t root = 0;
+  for (size_t b = 0; b < sh->buckets; b++) root += bucket_digest(n, sh, b);
   return root;
+}
+
+/* Buckets named in a request: at most RINGKV_AE_BUCKETS_MAX, strictly ascending. */
+typedef struct {
+  uint32_t v[RINGKV_AE_BUCKETS_MAX];
+  size_t len;
+} bucket_list;
+
+static bool bucket_list_push(void *ctx, uint32_t v) {
+  bucket_list *b = ctx;
+  if (b->len >= RINGKV_AE_BUCKETS_MAX || (b->len > 0 && v <= b->v[b->len - 1])) return false;
+  b->v[b->len++] = v;
+  return true;
+}
+
+static int buckets_check(const bucket_list *b, const shared_set *sh) {
+  return b->len == 0 || b->v[b->len - 1] < sh->buckets ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static void shard_digests_write(pb_enc *m, const ringkv_node *n, const shared_set *sh, size_t bucket) {
+  size_t lo = bucket * RINGKV_AE_BUCKET_SHARDS, hi = lo + RINGKV_AE_BUCKET_SHARDS;
+  if (hi > sh->len) hi = sh->len;
+  for (size_t i = lo; i < hi; i++) {
+    uint32_t s = sh->shards[i];
+    size_t mk = pb_begin(m, 4);
+    pb_put_uint(m, 1, s);
+    pb_put_fixed64(m, 2, n->shard_digest[s]);
+    pb_end(m, mk);
+  }
 }
 
 static int peer_id_read(const ringkv_node *n, uint32_t peer) {
@@ -1191,16 +1251,23 @@ static int op_ae_start(ringkv_node *n, rk_slice req, rk_slice *reply) {
   int t_, err = 0;
   bool ok = true;
   uint32_t peer = 0;
+  bucket_list bl;
+  bl.len = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u32(R, WT, &peer); break;
+    case 2: ok = pb_get_repeated_u32(R, WT, bucket_list_push, &bl); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(peer_id_read(n, peer));
+  shared_set sh;
+  RK_TRY(shared_get(n, peer, &sh));
+  RK_TRY(buckets_check(&bl, &sh));
   pb_enc m;
   pb_enc_init(&m, &n->arena);
   push_header(&m, n);
-  pb_put_fixed64(&m, 3, shared_root(n, peer));
+  pb_put_fixed64(&m, 3, shared_root(n, &sh));
+  pb_put_packed_u32(&m, 4, bl.v, bl.len);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, &n->arena);
@@ -1226,28 +1293,39 @@ static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   RK_TRY(message_field(req, &msg));
   uint32_t version = 0, from = 0;
   uint64_t root = 0;
+  bucket_list bl;
+  bl.len = 0;
   FIELDS(msg) {
     case 1: ok = pb_get_u32(R, WT, &version); break;
     case 2: ok = pb_get_u32(R, WT, &from); break;
     case 3: ok = pb_get_fixed64(R, WT, &root); break;
+    case 4: ok = pb_get_repeated_u32(R, WT, bucket_list_push, &bl); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   RK_TRY(peer_id_read(n, from));
+  shared_set sh;
+  RK_TRY(shared_get(n, from, &sh));
+  RK_TRY(buckets_check(&bl, &sh));
   pb_enc m;
   pb_enc_init(&m, &n->arena);
   push_header(&m, n);
-  if (shared_root(n, from) == root) {
+  if (shared_root(n, &sh) == root) {
     pb_put_bool(&m, 3, true);
+  } else if (bl.len > 0) {
+    for (size_t i = 0; i < bl.len; i++) shard_digests_write(&m, n, &sh, bl.v[i]);
+  } else if (sh.buckets <= 1) {
+    /* One bucket: its shard digests straight away, not a round trip for one digest. */
+    if (sh.buckets == 1) shard_digests_write(&m, n, &sh, 0);
   } else {
-    for (size_t i = 0; i < n->my_shards_len; i++) {
-      uint32_t s = n->my_shards[i];
-      if (!is_replica(n, s, from)) continue;
-      size_t mk = pb_begin(&m, 4);
-      pb_put_uint(&m, 1, s);
-      pb_put_fixed64(&m, 2, n->shard_digest[s]);
-      pb_end(&m, mk);
+    /* Packed fixed64: every bucket's digest in bucket order. */
+    pb_put_varint_raw(&m, (5u << 3) | PB_LEN);
+    pb_put_varint_raw(&m, sh.buckets * 8u);
+    for (size_t b = 0; b < sh.buckets; b++) {
+      uint8_t le[8];
+      rk_le64(le, bucket_digest(n, &sh, b));
+      pb_put_raw(&m, le, sizeof le);
     }
   }
   rk_slice out = finish(&m, &err);
@@ -1256,6 +1334,29 @@ static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_put_bytes(&e, 1, out);
   *reply = finish(&e, &err);
   return err;
+}
+
+/* Appends bucket digests from DigestReply field 5, packed or not. */
+static bool bucket_digests_read(rk_arena *a, pb_rd *r, uint32_t wt, uint64_t **arr, size_t *len, size_t *cap) {
+  const size_t limit = RINGKV_SHARDS_MAX / RINGKV_AE_BUCKET_SHARDS;
+  if (wt == PB_I64) {
+    uint64_t d;
+    if (!pb_get_fixed64(r, wt, &d) || *len >= limit) return false;
+    uint64_t *slot = VEC_PUSH(a, *arr, *len, *cap);
+    if (slot == NULL) return false;
+    *slot = d;
+    return true;
+  }
+  rk_slice s;
+  if (!pb_get_bytes(r, wt, &s) || s.len % 8 != 0 || *len + s.len / 8 > limit) return false;
+  for (size_t i = 0; i < s.len; i += 8) {
+    uint64_t d = 0;
+    for (int k = 7; k >= 0; k--) d = d << 8 | s.ptr[i + (size_t)k];
+    uint64_t *slot = VEC_PUSH(a, *arr, *len, *cap);
+    if (slot == NULL) return false;
+    *slot = d;
+  }
+  return true;
 }
 
 static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -1274,6 +1375,10 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool equal = false;
   uint32_t *diff = NULL;
   size_t diff_len = 0, diff_cap = 0, seen = 0;
+  uint64_t *bd = NULL;
+  size_t bd_len = 0, bd_cap = 0;
+  uint32_t buckets[RINGKV_AE_BUCKETS_MAX];
+  size_t buckets_len = 0;
   /* Validate the version before reading shard lists, then collect differences. */
   FIELDS(msg) {
     case 1: ok = pb_get_u32(R, WT, &version); break;
@@ -1291,7 +1396,7 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
         if (!ok) break;
         uint32_t shard = 0;
         uint64_t digest = 0;
-          FIELDS(sd) {
+        FIELDS(sd) {
           case 1: ok = pb_get_u32(R, WT, &shard); break;
           case 2: ok = pb_get_fixed64(R, WT, &digest); break;
           SKIP;
@@ -1308,14 +1413,25 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
         }
         break;
       }
+      case 5: ok = bucket_digests_read(a, R, WT, &bd, &bd_len, &bd_cap); break;
       SKIP;
     }
+    if (a->failed) return RINGKV_E_NOMEM;
     if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    if (bd_len > 0) {
+      shared_set sh;
+      RK_TRY(shared_get(n, from, &sh));
+      if (bd_len != sh.buckets) return RINGKV_E_DECODE;
+      for (size_t b = 0; b < sh.buckets && buckets_len < RINGKV_AE_BUCKETS_MAX; b++) {
+        if (bucket_digest(n, &sh, b) != bd[b]) buckets[buckets_len++] = (uint32_t)b;
+      }
+    }
   }
   pb_enc e;
   pb_enc_init(&e, a);
-  pb_put_bool(&e, 1, diff_len == 0);
+  pb_put_bool(&e, 1, diff_len == 0 && buckets_len == 0);
   pb_put_packed_u32(&e, 2, diff, diff_len);
+  pb_put_packed_u32(&e, 3, buckets, buckets_len);
   *reply = finish(&e, &err);
   return err;
 }
