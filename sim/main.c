@@ -43,7 +43,7 @@ void sim_opts_default(sim_opts *o) {
   o->peers_all = true;
   o->ae_peers_all = false;
   o->ae_backoff_per_exchange = false;
-  o->ae_quiet_rounds = 0;
+  o->ae_quiet_rounds = 1;
   o->ae_starve_rounds = 30;
   o->ae_shards_max = 64;
 }

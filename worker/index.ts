@@ -148,7 +148,9 @@ function parseNodeId(s: Setup, text: string | null): number | undefined {
 // Writes that started in this isolate, per cache key: a read that began before a write
 // must not put its (older) answer into the cache.
 const writeGeneration = new Map<string, number>();
+const WRITE_GENERATIONS_MAX = 10_000;
 let generation = 0;
+let generationEpoch = 0;
 
 export default {
   async fetch(request: Request, env: Msg, ctx: any): Promise<Response> {
@@ -299,6 +301,12 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
 
   if (method === "PUT" || method === "DELETE") {
     const deleted = method === "DELETE";
+    // Clearing keeps the map bounded; the epoch tells a read that started before the
+    // clear to skip its put.
+    if (writeGeneration.size >= WRITE_GENERATIONS_MAX) {
+      writeGeneration.clear();
+      generationEpoch++;
+    }
     writeGeneration.set(cacheKey, ++generation);
     const response = await callReplicas(env, targets, "/internal/write", () => {
       const headers: Record<string, string> = { "X-Ring-Key": keyHeader };
@@ -307,6 +315,9 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
       else headers["X-Ring-Content-Type"] = contentType;
       return { method: "POST", headers, body: deleted ? undefined : value };
     });
+    // Again once the write is in: a read that started after the first bump may have read
+    // the old version just before the write landed, and must not cache it.
+    writeGeneration.set(cacheKey, ++generation);
     if (config.cacheTtlSeconds > 0) {
       try {
         await (caches as any).default.delete(cacheKey);
@@ -337,6 +348,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
     }
   }
   const startGeneration = writeGeneration.get(cacheKey) ?? 0;
+  const startEpoch = generationEpoch;
   const response = await callReplicas(env, targets, `/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
     method: "GET",
     headers: { "X-Ring-Key": keyHeader },
@@ -372,7 +384,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
   headers["Content-Type"] = response.headers.get("X-Ring-Content-Type") || DEFAULT_CONTENT_TYPE;
   if (cacheOn) {
     headers["Cache-Control"] = `max-age=${config.cacheTtlSeconds}`;
-    if ((writeGeneration.get(cacheKey) ?? 0) === startGeneration) {
+    if (generationEpoch === startEpoch && (writeGeneration.get(cacheKey) ?? 0) === startGeneration) {
       const stored = new Response(body, { status: 200, headers: { ...headers } });
       ctx.waitUntil(
         (caches as any).default.put(cacheKey, stored).catch((err: Error) => warnOnce(`cache put failed: ${err.message}`)),

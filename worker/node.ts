@@ -39,6 +39,10 @@ const EXPIRE_KEYS_MAX = 256;
 const GC_KEYS_MAX = 128;
 const AE_SHARDS_MAX = 64;
 const AE_INTERVAL_MS_MAX = 60_000;
+/** Anti-entropy waits this many intervals after a local change, but runs at least once
+ *  every AE_STARVE_INTERVALS while changes keep coming (as the simulator does). */
+const AE_QUIET_INTERVALS = 1;
+const AE_STARVE_INTERVALS = 30;
 const PEER_BACKOFF_MS_MAX = 30_000;
 // A failed push is retried at the next round this many times before backing off (2, 4,
 // 8, ... intervals): most failures are one lost message, and the back-off made the tail.
@@ -155,6 +159,7 @@ export class RingNode extends DurableObject {
   private aeAgreed = 0;
   private lowestAck = 0;
   private lastChangeMs = 0;
+  private lastAeMs = 0;
   private peers: PeerState[] | undefined;
   private readonly pendingStats = new Map<string, number>();
   private faults: Faults = { down: [], drop: 0, partitions: [], skewMs: {} };
@@ -1028,6 +1033,14 @@ export class RingNode extends DurableObject {
     const peers = this.aePeers;
     if (Date.now() < this.aeNextMs || peers.length === 0) return;
     const interval = this.config!.gossipIntervalMs;
+    // Quiet for one interval after a change (pushes are doing the work; comparing
+    // digests mid-flight only ships shards twice), unless anti-entropy starves.
+    const quietAtMs = this.lastChangeMs + interval * AE_QUIET_INTERVALS;
+    if (Date.now() < quietAtMs && Date.now() - this.lastAeMs < interval * AE_STARVE_INTERVALS) {
+      this.aeNextMs = quietAtMs;
+      return;
+    }
+    this.lastAeMs = Date.now();
     if (this.aeCursor < 0 || !Number.isInteger(this.aeCursor)) this.aeCursor = Math.floor(Math.random() * peers.length);
     const peer = peers[this.aeCursor % peers.length];
     this.aeCursor = (this.aeCursor + 1) % peers.length;
