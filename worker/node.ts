@@ -140,6 +140,21 @@ export class HttpError extends Error {
   }
 }
 
+/** A KeyInfo as the key row's columns, in the order
+ *  live, winner_hlc, winner_node, all_deleted, max_hlc, expired, siblings, digest. */
+function infoColumns(info: Msg): unknown[] {
+  return [
+    info.live ? 1 : 0,
+    hex64(info.winnerHlc),
+    info.winnerNode,
+    info.allDeleted ? 1 : 0,
+    hex64(info.maxHlc),
+    info.expired ? 1 : 0,
+    info.siblings,
+    hex64(info.digest),
+  ];
+}
+
 export class RingNode extends DurableObject {
   private readonly sql: any;
   private config: RingConfig | undefined;
@@ -371,14 +386,7 @@ export class RingNode extends DurableObject {
       blob(meta),
       this.seq,
       fromClient ? 1 : 0,
-      info.live ? 1 : 0,
-      hex64(info.winnerHlc),
-      info.winnerNode,
-      info.allDeleted ? 1 : 0,
-      hex64(info.maxHlc),
-      info.expired ? 1 : 0,
-      info.siblings,
-      hex64(info.digest),
+      ...infoColumns(info),
       this.lowestAck,
     );
   }
@@ -389,14 +397,7 @@ export class RingNode extends DurableObject {
       `UPDATE keys SET meta = ?, live = ?, winner_hlc = ?, winner_node = ?, all_deleted = ?, max_hlc = ?,
          expired = ?, siblings = ?, digest = ? WHERE key = ?`,
       blob(meta),
-      info.live ? 1 : 0,
-      hex64(info.winnerHlc),
-      info.winnerNode,
-      info.allDeleted ? 1 : 0,
-      hex64(info.maxHlc),
-      info.expired ? 1 : 0,
-      info.siblings,
-      hex64(info.digest),
+      ...infoColumns(info),
       blob(key),
     );
   }
