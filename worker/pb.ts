@@ -254,15 +254,25 @@ function defaultOf(type: string): any {
   return undefined;
 }
 
+type FieldEntry = readonly [string, number, string, number];
+const FIELDS_BY_NUMBER = new Map<string, Map<number, FieldEntry>>();
+
+/** Each message type's field table by field number, built once per isolate. */
+function fieldsByNumber(typeName: string, fields: readonly FieldEntry[]): Map<number, FieldEntry> {
+  let byNumber = FIELDS_BY_NUMBER.get(typeName);
+  if (byNumber === undefined) {
+    byNumber = new Map(fields.map((f) => [f[1], f] as const));
+    FIELDS_BY_NUMBER.set(typeName, byNumber);
+  }
+  return byNumber;
+}
+
 function decodeRange(typeName: string, buf: Uint8Array, start: number, end: number): Message {
   const fields = SCHEMA[typeName];
   if (!fields) throw new Error(`pb: unknown message ${typeName}`);
   const msg: Message = {};
-  const byNumber = new Map<number, readonly [string, number, string, number]>();
-  for (const f of fields) {
-    byNumber.set(f[1], f);
-    msg[f[0]] = f[3] ? [] : defaultOf(f[2]);
-  }
+  for (const f of fields) msg[f[0]] = f[3] ? [] : defaultOf(f[2]);
+  const byNumber = fieldsByNumber(typeName, fields);
   const r = new Reader(buf, start, end);
   while (r.pos < end) {
     const tag = r.uvarint();
