@@ -35,6 +35,10 @@ class Writer {
   }
 
   varint(value: bigint | number): void {
+    if (typeof value === "number" && value >= 0 && value <= 0xffffffff && Number.isInteger(value)) {
+      this.uvarint(value);
+      return;
+    }
     let v = BigInt.asUintN(64, BigInt(value));
     this.reserve(10);
     while (v >= 0x80n) {
@@ -44,7 +48,7 @@ class Writer {
     this.buf[this.len++] = Number(v);
   }
 
-  // Small non-negative numbers (tags, lengths) without BigInt, for speed.
+  // Non-negative numbers below 2^32 (tags, lengths, ids) without BigInt, for speed.
   uvarint(value: number): void {
     this.reserve(5);
     while (value >= 0x80) {
@@ -179,16 +183,37 @@ class Reader {
     throw new Error("pb: varint too long");
   }
 
+  /** The next varint as a number when it takes at most four bytes (below 2^28: tags,
+   *  lengths, node ids, small counters), else undefined with the position unchanged.
+   *  BigInt arithmetic is the slow part of decoding; most varints never need it. */
+  shortVarint(): number | undefined {
+    let result = 0;
+    const limit = Math.min(this.pos + 4, this.end);
+    for (let p = this.pos, shift = 0; p < limit; p++, shift += 7) {
+      const byte = this.buf[p];
+      result |= (byte & 0x7f) << shift;
+      if (byte < 0x80) {
+        this.pos = p + 1;
+        return result;
+      }
+    }
+    return undefined;
+  }
+
   uvarint(): number {
+    const short = this.shortVarint();
+    if (short !== undefined) return short;
     const v = this.varint();
     if (v > 0xffffffffn) throw new Error("pb: length out of range");
     return Number(v);
   }
 
+  private view: DataView | undefined;
+
   fixed64(): bigint {
     if (this.pos + 8 > this.end) throw new Error("pb: truncated fixed64");
-    let v = 0n;
-    for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(this.buf[this.pos + i]);
+    this.view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    const v = this.view.getBigUint64(this.pos, true);
     this.pos += 8;
     return v;
   }
@@ -214,14 +239,22 @@ class Reader {
 
 function readScalar(r: Reader, type: string): any {
   switch (type) {
-    case "uint32":
-      return Number(BigInt.asUintN(32, r.varint()));
-    case "int32":
-      return Number(BigInt.asIntN(32, r.varint()));
-    case "uint64":
-      return r.varint();
-    case "bool":
-      return r.varint() !== 0n;
+    case "uint32": {
+      const short = r.shortVarint();
+      return short !== undefined ? short : Number(BigInt.asUintN(32, r.varint()));
+    }
+    case "int32": {
+      const short = r.shortVarint();
+      return short !== undefined ? short : Number(BigInt.asIntN(32, r.varint()));
+    }
+    case "uint64": {
+      const short = r.shortVarint();
+      return short !== undefined ? BigInt(short) : r.varint();
+    }
+    case "bool": {
+      const short = r.shortVarint();
+      return short !== undefined ? short !== 0 : r.varint() !== 0n;
+    }
     case "fixed64":
       return r.fixed64();
     case "bytes": {
