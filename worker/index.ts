@@ -32,7 +32,7 @@ interface Setup {
   core?: Core;
 }
 
-let setupCache: { envKey: string; setup: Setup } | undefined;
+let setupCache: { env: Msg; envKey: string; setup: Setup } | undefined;
 
 const ENV_NAMES = [
   "CLUSTER_SIZE", "REPLICAS", "SHARDS", "GOSSIP_INTERVAL_MS", "CACHE_TTL_SECONDS", "MAX_VALUE_BYTES",
@@ -43,8 +43,13 @@ const ENV_NAMES = [
 /** Validates the configuration and builds the placement core, once per isolate (again
  *  only if the variables change). */
 function setup(env: Msg): Setup {
+  // The runtime hands every request the same env object: only a new one needs comparing.
+  if (setupCache !== undefined && setupCache.env === env) return setupCache.setup;
   const envKey = JSON.stringify(ENV_NAMES.map((name) => env[name] ?? null));
-  if (setupCache !== undefined && setupCache.envKey === envKey) return setupCache.setup;
+  if (setupCache !== undefined && setupCache.envKey === envKey) {
+    setupCache.env = env;
+    return setupCache.setup;
+  }
   const parsed = parseConfig(env);
   const s: Setup = { config: parsed.config, error: parsed.error };
   if (s.config !== undefined) {
@@ -58,7 +63,7 @@ function setup(env: Msg): Setup {
     }
   }
   if (s.error !== undefined) warnOnce(s.error);
-  setupCache = { envKey, setup: s };
+  setupCache = { env, envKey, setup: s };
   return s;
 }
 

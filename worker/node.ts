@@ -873,7 +873,7 @@ export class RingNode extends DurableObject {
       if (gcQuery !== undefined && this.collect(gcReplies)) {
         nextMs = Math.min(nextMs, Date.now() + Math.max(interval, GC_RETRY_MS_MIN));
       }
-      await this.antiEntropyStep(now);
+      await this.antiEntropyStep();
     } catch (err) {
       console.error(`ringkv node ${this.nodeId}: gossip round failed: ${(err as Error).stack ?? err}`);
       nextMs = Date.now() + interval;
@@ -1030,7 +1030,7 @@ export class RingNode extends DurableObject {
    *  peers all agreed; a difference (or a failure after one was seen) or a local write
    *  resets it and starts the count over. A failed first exchange teaches nothing: it
    *  changes neither. */
-  private async antiEntropyStep(now: number): Promise<void> {
+  private async antiEntropyStep(): Promise<void> {
     const peers = this.aePeers;
     if (Date.now() < this.aeNextMs || peers.length === 0) return;
     const interval = this.config!.gossipIntervalMs;
@@ -1083,7 +1083,6 @@ export class RingNode extends DurableObject {
       this.aeNextMs = Date.now() + this.aeIntervalMs;
       this.setConf("ae_interval_ms", String(this.aeIntervalMs));
       this.setConf("ae_next_ms", String(this.aeNextMs));
-      void now;
     }
   }
   /** Expired tombstone-only keys, candidates for collection. */

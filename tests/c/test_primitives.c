@@ -354,6 +354,7 @@ static void test_hash_known_answers(void **state) {
   /* Published XXH3_64bits (seed 0) values. */
   assert_true(ringkv_hash((const uint8_t *)"", 0) == UINT64_C(0x2D06800538D394C2));
   assert_true(rk_hash("", 0) == UINT64_C(0x2D06800538D394C2));
+  assert_true(RK_HASH_EMPTY == rk_hash("", 0));
   assert_true(ringkv_hash((const uint8_t *)"abc", 3) == UINT64_C(0x78AF5F94892F3950));
   /* Every length class of XXH3 agrees with the library's own entry points. */
   uint8_t buf[1200];

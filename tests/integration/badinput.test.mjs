@@ -2,19 +2,7 @@
 // queries get 4xx, never 5xx, and leave the stored state unchanged. Then auth, on and off.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startCluster, kvPath, waitFor } from "./helpers.mjs";
-
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
-}
+import { startCluster, kvPath, waitFor, rng } from "./helpers.mjs";
 
 async function snapshot(c, keys) {
   const out = [];

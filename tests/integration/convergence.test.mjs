@@ -3,19 +3,7 @@
 // acknowledged write with the highest (hlc, node).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startCluster, kvPath, waitFor, compareVersion } from "./helpers.mjs";
-
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
-}
+import { startCluster, kvPath, waitFor, compareVersion, rng } from "./helpers.mjs";
 
 /** Runs `count` writes over `keyCount` keys at random replicas, 16 at a time. Returns the
  *  acknowledged writes per key. */

@@ -123,3 +123,16 @@ export function compareVersion(a, b) {
   if (ha !== hb) return ha < hb ? -1 : 1;
   return Number(a.node) - Number(b.node);
 }
+
+/** A seeded xorshift32: rng(seed)(n) is a whole number below n, the same on every run. */
+export function rng(seed) {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}

@@ -4,7 +4,7 @@
 // NODE binding: here through Miniflare's handle on the namespace.)
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startCluster, kvPath, waitFor } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, rng } from "./helpers.mjs";
 import { encode } from "../../worker/pb.ts";
 
 let c;
@@ -22,18 +22,6 @@ async function toNode(node, path, body) {
   const r = await stub.fetch(`https://node${path}`, { method: "POST", body, headers: { "X-Ring-Node-Id": String(node) } });
   const bytes = new Uint8Array(await r.arrayBuffer());
   return { status: r.status, bytes };
-}
-
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
 }
 
 test("a Push with an unknown protocol version is refused (400) and counted in /v1/cluster", async () => {

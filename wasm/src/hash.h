@@ -5,6 +5,9 @@
 #include "util.h"
 
 uint64_t rk_hash(const void *bytes, size_t len);
+/* rk_hash of zero bytes: the value_hash of an empty value (a known answer, checked by
+ * tests/c/test_primitives.c). */
+#define RK_HASH_EMPTY UINT64_C(0x2D06800538D394C2)
 uint64_t rk_hash_seed(const void *bytes, size_t len, uint64_t seed);
 static inline uint64_t rk_hash_slice(rk_slice s) { return rk_hash(s.ptr, s.len); }
 

@@ -57,16 +57,6 @@ static void *vec_grow(rk_arena *a, void *arr, size_t len, size_t *cap, size_t el
 #define R (&r_)
 #define WT wt_
 
-static const uint64_t *hash_of_empty(void) {
-  static uint64_t h;
-  static bool done;
-  if (!done) {
-    h = rk_hash("", 0);
-    done = true;
-  }
-  return &h;
-}
-
 static bool key_valid(rk_slice key) { return key.len >= 1 && key.len <= RINGKV_KEY_BYTES_MAX; }
 
 static uint32_t shard_of(const ringkv_node *n, uint64_t key_hash) {
@@ -227,13 +217,13 @@ static int local_read(rk_arena *a, rk_slice s, rk_local *l) {
   return RINGKV_OK;
 }
 
-/* Appends a decoded Local from a repeated field; used by every request carrying rows. */
-static int locals_push(rk_arena *a, pb_rd *r, uint32_t wt, rk_local **arr, size_t *len, size_t *cap) {
+/* Appends a decoded Local from a repeated field; used by every request carrying rows.
+ * False on bad input or no memory (the arena remembers which: see ringkv_call). */
+static bool locals_push(rk_arena *a, pb_rd *r, uint32_t wt, rk_local **arr, size_t *len, size_t *cap) {
   rk_slice s;
-  if (!pb_get_bytes(r, wt, &s) || *len >= RINGKV_ENTRIES_MAX) return RINGKV_E_DECODE;
+  if (!pb_get_bytes(r, wt, &s) || *len >= RINGKV_ENTRIES_MAX) return false;
   rk_local *slot = VEC_PUSH(a, *arr, *len, *cap);
-  if (slot == NULL) return RINGKV_E_NOMEM;
-  return local_read(a, s, slot);
+  return slot != NULL && local_read(a, s, slot) == RINGKV_OK;
 }
 
 /* Attaches value bytes to the register's live siblings. Every live sibling must find its
@@ -250,7 +240,7 @@ static int reg_attach_values(rk_reg *reg, const rk_local *l) {
         break;
       }
     }
-    if (!found && s->value_hash != *hash_of_empty()) return RINGKV_E_DECODE;
+    if (!found && s->value_hash != RK_HASH_EMPTY) return RINGKV_E_DECODE;
     if (found && s->value.len != 0 && rk_hash_slice(s->value) != s->value_hash) return RINGKV_E_DECODE;
   }
   return RINGKV_OK;
@@ -260,7 +250,7 @@ static int reg_attach_values(rk_reg *reg, const rk_local *l) {
 static bool reg_values_complete(const rk_reg *reg) {
   for (size_t i = 0; i < reg->sibs_len; i++) {
     const rk_sib *s = &reg->sibs[i];
-    if (!s->deleted && s->value.len == 0 && s->value_hash != *hash_of_empty()) return false;
+    if (!s->deleted && s->value.len == 0 && s->value_hash != RK_HASH_EMPTY) return false;
   }
   return true;
 }
@@ -933,12 +923,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   FIELDS(req) {
     case 1: ok = pb_get_u64(R, WT, &now_ms); break;
     case 2: ok = pb_get_bytes(R, WT, &msg); break;
-    case 3: {
-      int rc = locals_push(a, R, WT, &locals, &locals_len, &locals_cap);
-      if (rc == RINGKV_E_NOMEM) return rc;
-      ok = rc == RINGKV_OK;
-      break;
-    }
+    case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1449,12 +1434,7 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
   FIELDS(req) {
     case 1: ok = pb_get_u32(R, WT, &peer); break;
     case 2: ok = pb_get_repeated_u32(R, WT, shard_sink_push, &sink); break;
-    case 3: {
-      int rc = locals_push(a, R, WT, &locals, &locals_len, &locals_cap);
-      if (rc == RINGKV_E_NOMEM) return rc;
-      ok = rc == RINGKV_OK;
-      break;
-    }
+    case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1511,12 +1491,7 @@ static int rows_req_read(ringkv_node *n, rk_slice req, bool field1_is_message, r
         if (ok) *slot = s;
       }
       break;
-    case 2: {
-      int rc = locals_push(a, R, WT, &out->locals, &out->locals_len, &cap);
-      if (rc == RINGKV_E_NOMEM) return rc;
-      ok = rc == RINGKV_OK;
-      break;
-    }
+    case 2: ok = locals_push(a, R, WT, &out->locals, &out->locals_len, &cap); break;
     case 3:
       ok = pb_get_bytes(R, WT, &s) && out->extra_len < RINGKV_CLUSTER_SIZE_MAX;
       if (ok) {
@@ -1775,7 +1750,9 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
       if (n->digests_dirty) n->ready = false;
     }
   }
-  if (n->arena.failed && rc == RINGKV_OK) rc = RINGKV_E_NOMEM;
+  /* Out of memory, wherever it struck (an allocation inside a decoder included), is
+   * reported as such, never as bad input. */
+  if (n->arena.failed && rc != RINGKV_E_CONFIG) rc = RINGKV_E_NOMEM;
   if (rc != RINGKV_OK && op != RINGKV_OP_INIT) {
     out.ptr = NULL;
     out.len = 0;
