@@ -35,6 +35,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["from",2,"uint32",0],
     ["entries",3,"Entry",1],
     ["shards",4,"uint32",1],
+    ["deferred",5,"bytes",1],
+    ["speaks",15,"uint32",0],
   ],
   ShardDigest: [
     ["shard",1,"uint32",0],
@@ -45,6 +47,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["from",2,"uint32",0],
     ["root",3,"fixed64",0],
     ["buckets",4,"uint32",1],
+    ["speaks",15,"uint32",0],
   ],
   DigestReply: [
     ["version",1,"uint32",0],
@@ -52,6 +55,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["equal",3,"bool",0],
     ["shards",4,"ShardDigest",1],
     ["bucketDigests",5,"fixed64",1],
+    ["speaks",15,"uint32",0],
   ],
   KeyDigest: [
     ["key",1,"bytes",0],
@@ -61,11 +65,13 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["version",1,"uint32",0],
     ["from",2,"uint32",0],
     ["keys",3,"KeyDigest",1],
+    ["speaks",15,"uint32",0],
   ],
   GcReply: [
     ["version",1,"uint32",0],
     ["from",2,"uint32",0],
     ["keys",3,"KeyDigest",1],
+    ["speaks",15,"uint32",0],
   ],
   Config: [
     ["clusterSize",1,"uint32",0],
@@ -75,6 +81,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["tombstoneGraceMs",5,"uint64",0],
     ["maxSiblings",6,"uint32",0],
     ["fanout",7,"uint32",0],
+    ["nodeIdsMax",8,"uint32",0],
   ],
   NodeState: [
     ["node",1,"uint32",0],
@@ -186,6 +193,12 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["applied",2,"Applied",1],
     ["reply",3,"bytes",0],
     ["entriesReceived",4,"uint32",0],
+    ["refused",5,"Refusal",1],
+    ["resend",6,"bytes",1],
+  ],
+  Refusal: [
+    ["reason",1,"string",0],
+    ["count",2,"uint32",0],
   ],
   Candidate: [
     ["local",1,"Local",0],
@@ -268,5 +281,36 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   ExpireReply: [
     ["applied",1,"Applied",1],
+  ],
+  Ring: [
+    ["epoch",1,"uint64",0],
+    ["size",2,"uint32",0],
+    ["from",3,"uint32",0],
+    ["to",4,"uint32",0],
+    ["phase",5,"uint32",0],
+    ["nodeIdsMax",6,"uint32",0],
+  ],
+  ControlState: [
+    ["ring",1,"Ring",0],
+    ["clusterId",2,"bytes",0],
+    ["secret",3,"bytes",0],
+    ["clusterSizeApplied",4,"uint32",0],
+  ],
+  ControlRequest: [
+    ["state",1,"bytes",0],
+    ["clusterSize",2,"uint32",0],
+    ["reportedSize",3,"uint32",0],
+    ["random",4,"bytes",0],
+    ["secretNeeded",5,"bool",0],
+  ],
+  RingView: [
+    ["ring",1,"Ring",0],
+    ["clusterId",2,"bytes",0],
+    ["secret",3,"bytes",0],
+  ],
+  ControlReply: [
+    ["state",1,"bytes",0],
+    ["view",2,"RingView",0],
+    ["log",3,"string",1],
   ],
 };

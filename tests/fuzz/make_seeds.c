@@ -391,6 +391,22 @@ int main(int argc, char **argv) {
     emit(digest_reply_buckets(3));
     emit(gc_message(1));
     emit(gc_message(3));
+  } else if (strcmp(t, "fuzz_control") == 0) {
+    /* ControlState{ring{epoch 1, size 8, node_ids_max 8}, cluster id, [secret], applied 8} */
+    uint8_t id[RINGKV_CLUSTER_ID_BYTES] = {1, 2, 3}, secret[RINGKV_SECRET_BYTES] = {9};
+    for (int with_secret = 0; with_secret < 2; with_secret++) {
+      pb_enc e = enc();
+      size_t m = pb_begin(&e, 1);
+      pb_put_uint(&e, 1, 1);
+      pb_put_uint(&e, 2, 8);
+      pb_put_uint(&e, 6, 8);
+      pb_end(&e, m);
+      pb_put_bytes(&e, 2, fz_slice(id, sizeof id));
+      if (with_secret) pb_put_bytes(&e, 3, fz_slice(secret, sizeof secret));
+      pb_put_uint(&e, 4, 8);
+      emit(done(&e));
+    }
+    emit(fz_slice(NULL, 0));
   } else if (strcmp(t, "fuzz_request") == 0) {
     request_seeds();
   } else {

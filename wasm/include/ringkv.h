@@ -23,7 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RINGKV_PROTOCOL_VERSION 1u
+/* Node-to-node protocol: a node speaks RINGKV_PROTOCOL_VERSION and accepts the version
+ * before it too (an upgrade runs old and new nodes side by side). */
+#define RINGKV_PROTOCOL_VERSION 2u
+#define RINGKV_PROTOCOL_VERSION_MIN 1u
 
 /* Limits. Units last; every decoder enforces them. */
 #define RINGKV_KEY_BYTES_MAX 1024u
@@ -38,6 +41,15 @@
 #define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
 #define RINGKV_AE_BUCKET_SHARDS 64u        /* shared shards per anti-entropy bucket */
 #define RINGKV_AE_BUCKETS_MAX 64u          /* buckets asked in one DigestRequest */
+/* A peer's version whose HLC lies beyond now + max skew waits (deferred); beyond now + max
+ * skew + this horizon no clock can be that wrong, and the entry is refused. */
+#define RINGKV_HLC_HORIZON_MS (UINT64_C(366) * 24u * 3600u * 1000u)
+/* A merged dot of this node above its counter is a claim about dots it never made: the
+ * counter is raised past it (so no dot is ever reused) when within this distance, and the
+ * entry refused beyond it. */
+#define RINGKV_DOT_CLAIM_MAX (UINT64_C(1) << 32)
+#define RINGKV_CLUSTER_ID_BYTES 16u
+#define RINGKV_SECRET_BYTES 32u
 
 /* Operations: RINGKV_OP_X takes an XRequest and returns an XReply (wasm/ringkv.proto). */
 enum ringkv_op {
@@ -56,6 +68,8 @@ enum ringkv_op {
   RINGKV_OP_GC_ANSWER = 13,   /* tombstone collection: answer a GcQuery */
   RINGKV_OP_GC_DECIDE = 14,   /* tombstone collection: which keys to collect */
   RINGKV_OP_EXPIRE = 15,      /* expired tombstones: digest contribution becomes 0 */
+  RINGKV_OP_CONTROL = 16,     /* RingControl's step: the ring, cluster id and secret (no
+                                 OP_INIT needed: the control object is not a node) */
 };
 
 /* Return codes. The shim maps the client-caused ones to 4xx. */
@@ -63,7 +77,9 @@ enum ringkv_code {
   RINGKV_OK = 0,
   RINGKV_E_DECODE = 1,       /* a request or message is not valid protobuf / breaks a limit */
   RINGKV_E_PROTOCOL = 2,     /* a peer message carries an unknown protocol version */
-  RINGKV_E_TOKEN = 3,        /* context token malformed or bound to another key (400) */
+  RINGKV_E_TOKEN = 3,        /* context token malformed, bound to another key, or claiming
+                                what no node issued: a dot of this node above its counter,
+                                a node id the cluster never had (400) */
   RINGKV_E_SKEW = 4,         /* token's highest HLC beyond now + max skew (400) */
   RINGKV_E_SIBLINGS = 5,     /* context write would leave > max_siblings (409) */
   RINGKV_E_CLOCK = 6,        /* the HLC cannot advance (48-bit milliseconds exhausted) */
@@ -76,8 +92,8 @@ enum ringkv_code {
 
 typedef struct ringkv_node ringkv_node;
 
-/* Creates a node with no configuration (every op but INIT and PLACE-after-INIT returns
- * RINGKV_E_STATE until OP_INIT succeeds). Returns NULL when out of memory. */
+/* Creates a node with no configuration (every node op returns RINGKV_E_STATE until OP_INIT
+ * succeeds; OP_CONTROL needs no OP_INIT). Returns NULL when out of memory. */
 ringkv_node *ringkv_node_create(void);
 
 /* Frees the node and its arena. NULL is allowed. */

@@ -3,6 +3,7 @@
  * collection. Every request is decoded and validated before any state changes. */
 #include <stdlib.h>
 
+#include "control.h"
 #include "hash.h"
 #include "hlc.h"
 #include "register.h"
@@ -15,6 +16,7 @@ typedef struct {
   uint64_t tombstone_grace_ms;
   uint32_t max_siblings;
   uint32_t fanout;
+  uint32_t node_ids_max;   /* node ids below this have existed; dots of others are refused */
 } rk_config;
 
 struct ringkv_node {
@@ -29,6 +31,10 @@ struct ringkv_node {
   const uint16_t *placement;     /* [cfg.shards * cfg.replicas], shared, never freed */
   uint32_t *my_shards;           /* shards this node replicates, ascending, owned */
   size_t my_shards_len;
+  /* The protocol version each peer was last seen to speak (0: not heard from yet), so a
+   * node writes the current version only to peers that read it. A cache: lost with the
+   * instance, it costs one exchange in the previous version. [cfg.cluster_size], owned. */
+  uint8_t *peer_version;
 };
 
 #define TOKEN_BYTES_MAX (64u * 1024u)
@@ -397,8 +403,10 @@ static int config_read(rk_slice s, rk_config *c) {
     case 5: ok = pb_get_u64(R, WT, &c->tombstone_grace_ms); break;
     case 6: ok = pb_get_u32(R, WT, &c->max_siblings); break;
     case 7: ok = pb_get_u32(R, WT, &c->fanout); break;
+    case 8: ok = pb_get_u32(R, WT, &c->node_ids_max); break;
     SKIP;
   }
+  if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
@@ -410,6 +418,9 @@ static const char *config_problem(const rk_config *c, uint32_t self) {
   if (c->fanout < 1) return "fanout must be at least 1";
   if (c->max_clock_skew_ms > RINGKV_HLC_MS_MAX) return "max_clock_skew_ms is too large";
   if (c->tombstone_grace_ms > RINGKV_HLC_MS_MAX) return "tombstone_grace_ms is too large";
+  if (c->node_ids_max < c->cluster_size || c->node_ids_max > RINGKV_CLUSTER_SIZE_MAX) {
+    return "node_ids_max must be cluster_size..1024";
+  }
   if (self >= c->cluster_size) return "node id must be below cluster_size";
   return NULL;
 }
@@ -474,11 +485,17 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   const uint16_t *placement = placement_get(&cfg);
   uint64_t *digests = calloc(cfg.shards, sizeof *digests);
   uint32_t *mine = malloc(cfg.shards * sizeof *mine);
-  if (placement == NULL || digests == NULL || mine == NULL) {
+  uint8_t *versions = calloc(cfg.cluster_size, 1);
+  if (placement == NULL || digests == NULL || mine == NULL || versions == NULL) {
     free(digests);
     free(mine);
+    free(versions);
     return RINGKV_E_NOMEM;
   }
+  /* What was learnt of peers' versions stays valid for the ids that remain. */
+  if (n->peer_version != NULL) memcpy(versions, n->peer_version, RK_MIN(n->cfg.cluster_size, cfg.cluster_size));
+  free(n->peer_version);
+  n->peer_version = versions;
   for (size_t i = 0; i < sd_len; i++) digests[sd_shard[i]] = sd_digest[i];
   free(n->shard_digest);
   free(n->my_shards);
@@ -585,6 +602,21 @@ typedef struct {
   bool has_token, deleted, expired;
 } write_req;
 
+/* Could some node have issued a token with this context? Not if it names a node id the
+ * cluster never had, or a dot of this node above its counter (this node made no such dot;
+ * a write under that token would cover, and so lose on merge, a later write of its own). */
+static bool token_possible(const ringkv_node *n, const rk_ctx *c) {
+  for (size_t i = 0; i < c->vv_len; i++) {
+    if (c->vv[i].node >= n->cfg.node_ids_max) return false;
+    if (c->vv[i].node == n->self && c->vv[i].counter > n->counter) return false;
+  }
+  for (size_t i = 0; i < c->dots_len; i++) {
+    if (c->dots[i].node >= n->cfg.node_ids_max) return false;
+    if (c->dots[i].node == n->self && c->dots[i].counter > n->counter) return false;
+  }
+  return true;
+}
+
 static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_, err = 0;
@@ -615,7 +647,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_token tok;
   if (w.has_token) {
     RK_TRY(token_read(a, w.token, &tok));
-    if (tok.key_hash != key_hash) return RINGKV_E_TOKEN;
+    if (tok.key_hash != key_hash || !token_possible(n, &tok.ctx)) return RINGKV_E_TOKEN;
     if (tok.max_hlc > rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms)) return RINGKV_E_SKEW;
   }
 
@@ -638,6 +670,10 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
   }
   if (w.has_token && kept_len + 1 > n->cfg.max_siblings) return RINGKV_E_SIBLINGS;
+  /* No stored version can pull the clock past the skew bound (merges defer such versions;
+   * rows from before that rule may hold one): the write's HLC is then only above the
+   * bound, and it still supersedes the version causally, through its context. */
+  floor = RK_MIN(floor, rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms) - 1u);
 
   uint64_t hlc;
   RK_TRY(rk_hlc_tick(n->clock, w.now_ms, floor, &hlc));
@@ -763,15 +799,34 @@ typedef struct {
 } rk_entry;
 
 typedef struct {
+  uint32_t version;
   uint32_t from;
   rk_entry *entries;
   size_t entries_len;
   uint32_t *shards;
   size_t shards_len;
+  rk_slice *deferred;     /* keys the sender of this answer did not apply yet */
+  size_t deferred_len;
 } rk_push;
 
 static int version_check(uint32_t version) {
-  return version == RINGKV_PROTOCOL_VERSION ? RINGKV_OK : RINGKV_E_PROTOCOL;
+  return version >= RINGKV_PROTOCOL_VERSION_MIN && version <= RINGKV_PROTOCOL_VERSION ? RINGKV_OK
+                                                                                       : RINGKV_E_PROTOCOL;
+}
+
+/* Records what a peer's message says of its protocol version (call after validating it). */
+static void peer_heard(ringkv_node *n, uint32_t from, uint32_t version, uint32_t speaks) {
+  if (from >= n->cfg.cluster_size) return;
+  n->peer_version[from] = (uint8_t)RK_MIN(RK_MAX(version, speaks), RINGKV_PROTOCOL_VERSION);
+}
+
+/* The version to write to `peer`: the current one once the peer was seen to speak it,
+ * else the previous one (which every node of this release and the one before reads). */
+static uint32_t version_for(const ringkv_node *n, uint32_t peer) {
+  if (peer < n->cfg.cluster_size && n->peer_version[peer] >= RINGKV_PROTOCOL_VERSION) {
+    return RINGKV_PROTOCOL_VERSION;
+  }
+  return RINGKV_PROTOCOL_VERSION_MIN;
 }
 
 typedef struct {
@@ -794,8 +849,8 @@ static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
   rk_arena *a = &n->arena;
   int t_;
   bool ok = true;
-  uint32_t version = 0;
-  size_t cap = 0;
+  uint32_t version = 0, speaks = 0;
+  size_t cap = 0, deferred_cap = 0;
   shard_sink sink = {a, p, 0, n->cfg.shards};
   rk_slice ent;
   memset(p, 0, sizeof *p);
@@ -817,11 +872,23 @@ static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
       break;
     }
     case 4: ok = pb_get_repeated_u32(R, WT, shard_sink_push, &sink); break;
+    case 5: {
+      rk_slice key;
+      ok = pb_get_bytes(R, WT, &key) && key_valid(key) && p->deferred_len < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_slice *slot = VEC_PUSH(a, p->deferred, p->deferred_len, deferred_cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      *slot = key;
+      break;
+    }
+    case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   if (p->from >= n->cfg.cluster_size) return RINGKV_E_DECODE;
+  p->version = version;
+  peer_heard(n, p->from, version, speaks);
   return RINGKV_OK;
 }
 
@@ -869,10 +936,16 @@ static void entry_write(pb_enc *e, uint32_t field, rk_slice key, const rk_reg *r
   pb_end(e, m);
 }
 
-static void push_header(pb_enc *e, const ringkv_node *n) {
-  pb_put_uint(e, 1, RINGKV_PROTOCOL_VERSION);
+/* Fields 1 and 2 of every node-to-node message: its version and its sender. */
+static void push_header(pb_enc *e, const ringkv_node *n, uint32_t version) {
+  pb_put_uint(e, 1, version);
   pb_put_uint(e, 2, n->self);
 }
+
+/* Field 15 of every node-to-node message, whatever its version: the sender's highest
+ * version (release 1 skips the field; it is how a peer learns it may write the current
+ * version). Written last (fields in number order). */
+static void speaks_write(pb_enc *e) { pb_put_uint(e, 15, RINGKV_PROTOCOL_VERSION); }
 
 static bool sib_in(const rk_reg *r, rk_dot d) {
   for (size_t i = 0; i < r->sibs_len; i++) {
@@ -910,6 +983,47 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
   pb_put_fixed64(e, 8, sd);
   if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired);
   pb_end(e, m);
+}
+
+/* Why a peer's entry is not applied. Each is counted by name in MergeReply.refused. */
+typedef enum {
+  REFUSED_NOT_REPLICA,
+  REFUSED_UNKNOWN_NODE,
+  REFUSED_FUTURE_DOT,
+  REFUSED_HLC_AHEAD,
+  REFUSED_HLC_OUT_OF_RANGE,
+  REFUSED_NO_VERSION,
+  REFUSED_REASONS,
+} refusal;
+
+static const char *const refusal_names[REFUSED_REASONS] = {
+    "not_replica", "unknown_node", "future_dot", "hlc_ahead", "hlc_out_of_range", "no_version",
+};
+
+static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max) {
+  if (d.node == n->self) *own_max = RK_MAX(*own_max, d.counter);
+  return d.node >= n->cfg.node_ids_max;
+}
+
+/* Judges a peer's register before it is merged: REFUSED_REASONS when it may be applied.
+ * *own_max is the highest dot of this node it names (the counter must pass it). */
+static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_ms, uint64_t *own_max) {
+  *own_max = 0;
+  bool unknown = false;
+  for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_unknown(n, r->sibs[i].dot, own_max);
+  for (size_t i = 0; i < r->ctx.vv_len; i++) unknown |= dot_unknown(n, r->ctx.vv[i], own_max);
+  for (size_t i = 0; i < r->ctx.dots_len; i++) unknown |= dot_unknown(n, r->ctx.dots[i], own_max);
+  if (unknown) return REFUSED_UNKNOWN_NODE;
+  uint64_t skew = n->cfg.max_clock_skew_ms;
+  uint64_t bound = rk_hlc_bound(now_ms, skew);
+  uint64_t horizon = rk_hlc_bound(rk_add_sat(now_ms, RINGKV_HLC_HORIZON_MS), skew);
+  bool ahead = false;
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (r->sibs[i].hlc > horizon) return REFUSED_HLC_OUT_OF_RANGE;
+    ahead |= r->sibs[i].hlc > bound;
+  }
+  if (*own_max > rk_add_sat(n->counter, RINGKV_DOT_CLAIM_MAX)) return REFUSED_FUTURE_DOT;
+  return ahead ? REFUSED_HLC_AHEAD : REFUSED_REASONS;
 }
 
 static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -953,11 +1067,31 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_slice empty = {NULL, 0};
   rk_reg none;
   memset(&none, 0, sizeof none);
+  uint32_t refused[REFUSED_REASONS] = {0};
+  rk_slice *deferred = rk_alloc_array(a, p.entries_len + 1, sizeof *deferred);
+  if (deferred == NULL) return RINGKV_E_NOMEM;
+  size_t deferred_len = 0;
   for (size_t i = 0; i < p.entries_len; i++) {
     rk_slice key = p.entries[i].key;
     uint32_t shard = shard_of(n, rk_hash_slice(key));
-    if (!is_replica(n, shard, n->self)) continue;   /* not ours: ignore, never store */
+    if (!is_replica(n, shard, n->self)) {   /* not ours: never stored */
+      refused[REFUSED_NOT_REPLICA]++;
+      continue;
+    }
     const rk_reg *rr = &remote[i];
+    uint64_t own_max;
+    refusal why = entry_judge(n, rr, now_ms, &own_max);
+    if (why != REFUSED_REASONS) {
+      /* A version from beyond the clock bound waits: the sender is told to send it again,
+       * and nothing of it reaches this node's state or clock. */
+      refused[why]++;
+      if (why == REFUSED_HLC_AHEAD) deferred[deferred_len++] = key;
+      continue;
+    }
+    /* A peer names a dot of this node it never handed out (a claim no honest token can
+     * carry): raise the counter past it, so that no later write of this node is covered
+     * already and lost on merge. */
+    n->counter = RK_MAX(n->counter, own_max);
     for (size_t k = 0; k < rr->sibs_len; k++) {
       n->clock = rk_hlc_absorb(n->clock, rr->sibs[k].hlc, now_ms, n->cfg.max_clock_skew_ms);
     }
@@ -970,9 +1104,12 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     RK_TRY(rk_reg_merge(a, old, rr, &merged));
     shed_expired_tombstones(n, &merged, now_ms);
     /* Only contradictory input (each side claims to have superseded the other's
-     * versions) merges to nothing: ignore such an entry rather than store a register
+     * versions) merges to nothing: refuse such an entry rather than store a register
      * without versions. */
-    if (merged.sibs_len == 0) continue;
+    if (merged.sibs_len == 0) {
+      refused[REFUSED_NO_VERSION]++;
+      continue;
+    }
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
     if (err != 0) return err;
@@ -989,14 +1126,14 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
   }
   node_state_write(&e, 1, n);
-  pb_put_uint(&e, 4, p.entries_len);
 
-  if (repair) {
-    /* Answer with our registers in those shards whose state the requester lacks. */
+  if (repair || (deferred_len > 0 && p.version >= 2)) {
+    /* Answer in the version addressed: a repair request's answer holds our registers in
+     * those shards whose state the requester lacks; any answer names the deferred keys. */
     pb_enc r;
     pb_enc_init(&r, a);
-    push_header(&r, n);
-    for (size_t i = 0; i < locals_len; i++) {
+    push_header(&r, n, p.version);
+    for (size_t i = 0; repair && i < locals_len; i++) {
       rk_slice key = locals[i].key;
       uint32_t shard = shard_of(n, rk_hash_slice(key));
       bool asked = false;
@@ -1016,10 +1153,24 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
         entry_write(&r, 3, key, &current[i]);
       }
     }
+    if (p.version >= 2) {
+      for (size_t i = 0; i < deferred_len; i++) pb_put_bytes_always(&r, 5, deferred[i]);
+    }
+    speaks_write(&r);
     rk_slice answer = finish(&r, &err);
     if (err != 0) return err;
     pb_put_bytes(&e, 3, answer);
   }
+  pb_put_uint(&e, 4, p.entries_len);
+  for (uint32_t k = 0; k < REFUSED_REASONS; k++) {
+    if (refused[k] == 0) continue;
+    size_t m = pb_begin(&e, 5);
+    rk_slice name = {(const uint8_t *)refusal_names[k], strlen(refusal_names[k])};
+    pb_put_bytes(&e, 1, name);
+    pb_put_uint(&e, 2, refused[k]);
+    pb_end(&e, m);
+  }
+  for (size_t i = 0; i < p.deferred_len; i++) pb_put_bytes_always(&e, 6, p.deferred[i]);
   *reply = finish(&e, &err);
   return err;
 }
@@ -1131,7 +1282,7 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
         encoded = true;
       }
       peer_out *po = &peers[pi];
-      if (po->enc.len == 0) push_header(&po->enc, n);
+      if (po->enc.len == 0) push_header(&po->enc, n, version_for(n, po->peer));
       pb_put_raw(&po->enc, entry.buf, entry.len);
       po->entries++;
     }
@@ -1141,6 +1292,7 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (size_t i = 0; i < peers_len; i++) {
     size_t m = pb_begin(&e, 1);
     pb_put_uint(&e, 1, peers[i].peer);
+    if (peers[i].enc.len > 0) speaks_write(&peers[i].enc);
     if (peers[i].enc.err != 0) return peers[i].enc.err;
     pb_put_bytes(&e, 2, pb_result(&peers[i].enc));
     pb_put_uint(&e, 3, RK_MAX(scanned, peers[i].acked));
@@ -1250,9 +1402,11 @@ static int op_ae_start(ringkv_node *n, rk_slice req, rk_slice *reply) {
   RK_TRY(buckets_check(&bl, &sh));
   pb_enc m;
   pb_enc_init(&m, &n->arena);
-  push_header(&m, n);
+  uint32_t version = version_for(n, peer);
+  push_header(&m, n, version);
   pb_put_fixed64(&m, 3, shared_root(n, &sh));
   pb_put_packed_u32(&m, 4, bl.v, bl.len);
+  speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, &n->arena);
@@ -1276,7 +1430,7 @@ static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool ok = true;
   rk_slice msg = {NULL, 0};
   RK_TRY(message_field(req, &msg));
-  uint32_t version = 0, from = 0;
+  uint32_t version = 0, from = 0, speaks = 0;
   uint64_t root = 0;
   bucket_list bl;
   bl.len = 0;
@@ -1285,17 +1439,19 @@ static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 2: ok = pb_get_u32(R, WT, &from); break;
     case 3: ok = pb_get_fixed64(R, WT, &root); break;
     case 4: ok = pb_get_repeated_u32(R, WT, bucket_list_push, &bl); break;
+    case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   RK_TRY(peer_id_read(n, from));
+  peer_heard(n, from, version, speaks);
   shared_set sh;
   RK_TRY(shared_get(n, from, &sh));
   RK_TRY(buckets_check(&bl, &sh));
   pb_enc m;
   pb_enc_init(&m, &n->arena);
-  push_header(&m, n);
+  push_header(&m, n, version);
   if (shared_root(n, &sh) == root) {
     pb_put_bool(&m, 3, true);
   } else if (bl.len > 0) {
@@ -1313,6 +1469,7 @@ static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
       pb_put_raw(&m, le, sizeof le);
     }
   }
+  speaks_write(&m);
   rk_slice out = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, &n->arena);
@@ -1365,15 +1522,18 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
   uint32_t buckets[RINGKV_AE_BUCKETS_MAX];
   size_t buckets_len = 0;
   /* Validate the version before reading shard lists, then collect differences. */
+  uint32_t speaks = 0;
   FIELDS(msg) {
     case 1: ok = pb_get_u32(R, WT, &version); break;
     case 2: ok = pb_get_u32(R, WT, &from); break;
     case 3: ok = pb_get_bool(R, WT, &equal); break;
+    case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   RK_TRY(peer_id_read(n, from));
+  peer_heard(n, from, version, speaks);
   if (!equal) {
     FIELDS(msg) {
       case 4: {
@@ -1441,7 +1601,8 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
   RK_TRY(peer_id_read(n, peer));
   pb_enc m;
   pb_enc_init(&m, a);
-  push_header(&m, n);
+  uint32_t version = version_for(n, peer);
+  push_header(&m, n, version);
   for (size_t i = 0; i < locals_len; i++) {
     if (locals[i].meta.len == 0) continue;
     uint32_t shard = shard_of(n, rk_hash_slice(locals[i].key));
@@ -1453,6 +1614,7 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
     entry_write(&m, 3, locals[i].key, &reg);
   }
   pb_put_packed_u32(&m, 4, want.shards, want.shards_len);
+  speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, a);
@@ -1550,7 +1712,7 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
       pb_enc *pe = &per_peer[reps[r]];
       if (pe->arena == NULL) {
         pb_enc_init(pe, a);
-        push_header(pe, n);
+        push_header(pe, n, version_for(n, reps[r]));
       }
       key_digest_write(pe, 3, l->key, raw);
     }
@@ -1559,6 +1721,7 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_enc_init(&e, a);
   for (uint32_t p = 0; p < n->cfg.cluster_size; p++) {
     if (per_peer[p].arena == NULL) continue;
+    speaks_write(&per_peer[p]);
     rk_slice msg = finish(&per_peer[p], &err);
     size_t m = pb_begin(&e, 1);
     pb_put_uint(&e, 1, p);
@@ -1570,12 +1733,12 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
 }
 
 /* Reads a GcQuery/GcReply: version check, sender, and its KeyDigest list. */
-static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, rk_slice **keys,
-                           uint64_t **digests, size_t *len) {
+static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_t *version_out,
+                           rk_slice **keys, uint64_t **digests, size_t *len) {
   rk_arena *a = &n->arena;
   int t_;
   bool ok = true;
-  uint32_t version = 0;
+  uint32_t version = 0, speaks = 0;
   size_t cap = 0, cap2 = 0, len2 = 0;
   rk_slice kd;
   *keys = NULL;
@@ -1602,11 +1765,15 @@ static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, rk_slic
       if (t_ < 0 || !key_valid(*k)) ok = false;
       break;
     }
+    case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
-  return peer_id_read(n, *from);
+  RK_TRY(peer_id_read(n, *from));
+  peer_heard(n, *from, version, speaks);
+  *version_out = version;
+  return RINGKV_OK;
 }
 
 static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -1615,15 +1782,15 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rows_req q;
   RK_TRY(rows_req_read(n, req, true, &q));
   if (q.extra_len != 1) return RINGKV_E_DECODE;
-  uint32_t from;
+  uint32_t from, version;
   rk_slice *keys;
   uint64_t *digests;
   size_t len;
-  RK_TRY(gc_message_read(n, q.extra[0], &from, &keys, &digests, &len));
+  RK_TRY(gc_message_read(n, q.extra[0], &from, &version, &keys, &digests, &len));
   if (q.locals_len > 1) qsort(q.locals, q.locals_len, sizeof *q.locals, local_cmp_qsort);
   pb_enc m;
   pb_enc_init(&m, a);
-  push_header(&m, n);
+  push_header(&m, n, version);
   for (size_t i = 0; i < len; i++) {
     rk_local *l = local_find(q.locals, q.locals_len, keys[i]);
     uint64_t raw = 0;
@@ -1634,6 +1801,7 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
     key_digest_write(&m, 3, keys[i], raw);
   }
+  speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, a);
@@ -1657,7 +1825,8 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (replies == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < q.extra_len; i++) {
     gc_reply *g = &replies[i];
-    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &g->keys, &g->digests, &g->len));
+    uint32_t version;
+    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &version, &g->keys, &g->digests, &g->len));
   }
   pb_enc e;
   pb_enc_init(&e, a);
@@ -1706,6 +1875,7 @@ void ringkv_node_destroy(ringkv_node *n) {
   rk_arena_free(&n->arena);
   free(n->shard_digest);
   free(n->my_shards);
+  free(n->peer_version);
   free(n);
 }
 
@@ -1720,6 +1890,8 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
     rc = RINGKV_E_DECODE;
   } else if (op == RINGKV_OP_INIT) {
     rc = op_init(n, in, &out);
+  } else if (op == RINGKV_OP_CONTROL) {
+    rc = rk_control_step(&n->arena, in, &out);
   } else if (!n->ready) {
     rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_EXPIRE ? RINGKV_E_STATE : RINGKV_E_OP;
   } else {

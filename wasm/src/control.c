@@ -1,0 +1,188 @@
+/* control.c: RingControl's control step (see control.h and ringkv.proto, section 4).
+ *
+ * At first start the control object has no state: the ring starts at epoch 1 with the size
+ * the asking node persisted (a release-1 cluster upgrading in place) or else CLUSTER_SIZE;
+ * the cluster id is 16 random bytes; when TOKEN_SECRET is unset a 256-bit secret is drawn
+ * once and kept. Randomness comes in with the request, so the step is deterministic. */
+#include "control.h"
+
+typedef struct {
+  uint64_t epoch;
+  uint32_t size, from, to, phase, node_ids_max;
+} ring;
+
+typedef struct {
+  ring ring;
+  rk_slice cluster_id;
+  rk_slice secret;
+  uint32_t cluster_size_applied;
+} control_state;
+
+enum { PHASE_NONE = 0, PHASE_LEAVING = 3 };
+
+/* Field loop over one message (as in node.c): unknown fields skip. */
+#define FIELDS(bytes)                                                           \
+  for (pb_rd r_ = pb_reader(bytes), *once_ = &r_; once_ != NULL; once_ = NULL)  \
+    for (uint32_t f_ = 0, wt_ = 0; ok && (t_ = pb_next(&r_, &f_, &wt_)) == 1;)  \
+      switch (f_)
+#define SKIP default: ok = pb_skip(&r_, wt_); break
+#define R (&r_)
+#define WT wt_
+
+static bool size_valid(uint32_t size) { return size >= 1 && size <= RINGKV_CLUSTER_SIZE_MAX; }
+
+static int ring_read(rk_slice s, ring *g) {
+  int t_;
+  bool ok = true;
+  memset(g, 0, sizeof *g);
+  FIELDS(s) {
+    case 1: ok = pb_get_u64(R, WT, &g->epoch); break;
+    case 2: ok = pb_get_u32(R, WT, &g->size); break;
+    case 3: ok = pb_get_u32(R, WT, &g->from); break;
+    case 4: ok = pb_get_u32(R, WT, &g->to); break;
+    case 5: ok = pb_get_u32(R, WT, &g->phase); break;
+    case 6: ok = pb_get_u32(R, WT, &g->node_ids_max); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* The ring is this object's own record: anything inconsistent was not written by it. */
+  bool moving = g->phase != PHASE_NONE;
+  if (g->epoch < 1 || !size_valid(g->size) || g->phase > PHASE_LEAVING) return RINGKV_E_DECODE;
+  if (moving ? !size_valid(g->from) || !size_valid(g->to) : g->from != 0 || g->to != 0) {
+    return RINGKV_E_DECODE;
+  }
+  uint32_t widest = RK_MAX(g->size, RK_MAX(g->from, g->to));
+  if (g->node_ids_max < widest || g->node_ids_max > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
+  return RINGKV_OK;
+}
+
+static void ring_write(pb_enc *e, uint32_t field, const ring *g) {
+  size_t m = pb_begin(e, field);
+  pb_put_uint(e, 1, g->epoch);
+  pb_put_uint(e, 2, g->size);
+  pb_put_uint(e, 3, g->from);
+  pb_put_uint(e, 4, g->to);
+  pb_put_uint(e, 5, g->phase);
+  pb_put_uint(e, 6, g->node_ids_max);
+  pb_end(e, m);
+}
+
+static int state_read(rk_slice s, control_state *st) {
+  int t_;
+  bool ok = true;
+  rk_slice ring_bytes = {NULL, 0};
+  memset(st, 0, sizeof *st);
+  FIELDS(s) {
+    case 1: ok = pb_get_bytes(R, WT, &ring_bytes); break;
+    case 2: ok = pb_get_bytes(R, WT, &st->cluster_id); break;
+    case 3: ok = pb_get_bytes(R, WT, &st->secret); break;
+    case 4: ok = pb_get_u32(R, WT, &st->cluster_size_applied); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(ring_read(ring_bytes, &st->ring));
+  if (st->cluster_id.len != RINGKV_CLUSTER_ID_BYTES) return RINGKV_E_DECODE;
+  if (st->secret.len != 0 && st->secret.len != RINGKV_SECRET_BYTES) return RINGKV_E_DECODE;
+  if (st->cluster_size_applied > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
+  return RINGKV_OK;
+}
+
+static void state_write(pb_enc *e, const control_state *st) {
+  ring_write(e, 1, &st->ring);
+  pb_put_bytes(e, 2, st->cluster_id);
+  pb_put_bytes(e, 3, st->secret);
+  pb_put_uint(e, 4, st->cluster_size_applied);
+}
+
+/* A log line of static text and up to two numbers ("%" marks where each goes). */
+static void log_write(pb_enc *e, const char *text, uint64_t a, uint64_t b) {
+  char buf[256];
+  size_t len = 0;
+  uint64_t args[2] = {a, b};
+  int used = 0;
+  for (const char *p = text; *p != '\0' && len < sizeof buf - 24; p++) {
+    if (*p != '%' || used == 2) {
+      buf[len++] = *p;
+      continue;
+    }
+    char digits[20];
+    int nd = 0;
+    uint64_t v = args[used++];
+    do {
+      digits[nd++] = (char)('0' + v % 10u);
+      v /= 10u;
+    } while (v != 0);
+    while (nd > 0) buf[len++] = digits[--nd];
+  }
+  rk_slice line = {(const uint8_t *)buf, len};
+  pb_put_bytes(e, 3, line);
+}
+
+int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
+  int t_, err = 0;
+  bool ok = true;
+  rk_slice state_bytes = {NULL, 0}, random = {NULL, 0};
+  uint32_t cluster_size = 0, reported = 0;
+  bool secret_needed = false;
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
+    case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
+    case 3: ok = pb_get_u32(R, WT, &reported); break;
+    case 4: ok = pb_get_bytes(R, WT, &random); break;
+    case 5: ok = pb_get_bool(R, WT, &secret_needed); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!size_valid(cluster_size) || reported > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_CONFIG;
+  if (random.len < RINGKV_CLUSTER_ID_BYTES + RINGKV_SECRET_BYTES) return RINGKV_E_VALUE;
+
+  pb_enc logs;
+  pb_enc_init(&logs, a);
+  control_state st;
+  bool changed = false;
+  if (state_bytes.len == 0) {
+    memset(&st, 0, sizeof st);
+    st.ring.epoch = 1;
+    st.ring.size = reported != 0 ? reported : cluster_size;
+    st.ring.node_ids_max = st.ring.size;
+    st.cluster_id.ptr = random.ptr;
+    st.cluster_id.len = RINGKV_CLUSTER_ID_BYTES;
+    st.cluster_size_applied = cluster_size;
+    changed = true;
+    log_write(&logs, reported != 0 ? "ring created at epoch %, size % (the size the nodes persisted)"
+                                   : "ring created at epoch %, size % (CLUSTER_SIZE)",
+              st.ring.epoch, st.ring.size);
+  } else {
+    RK_TRY(state_read(state_bytes, &st));
+  }
+  if (secret_needed && st.secret.len == 0) {
+    st.secret.ptr = random.ptr + RINGKV_CLUSTER_ID_BYTES;
+    st.secret.len = RINGKV_SECRET_BYTES;
+    changed = true;
+    log_write(&logs, "TOKEN_SECRET is unset: generated a random 256-bit token secret, kept in RingControl's storage", 0, 0);
+  }
+  if (cluster_size != st.cluster_size_applied) {
+    /* Resizing is RingControl's to start (a later release): until then the ring keeps
+     * its size, and the variable is not taken as applied. */
+    log_write(&logs, "CLUSTER_SIZE=% differs from the size last applied (%): the ring keeps its size",
+              cluster_size, st.cluster_size_applied);
+  }
+
+  pb_enc e;
+  pb_enc_init(&e, a);
+  if (changed) {
+    size_t m = pb_begin(&e, 1);
+    state_write(&e, &st);
+    pb_end(&e, m);
+  }
+  size_t m = pb_begin(&e, 2);
+  ring_write(&e, 1, &st.ring);
+  pb_put_bytes(&e, 2, st.cluster_id);
+  if (secret_needed) pb_put_bytes(&e, 3, st.secret);
+  pb_end(&e, m);
+  if (logs.err != 0) err = logs.err;
+  pb_put_raw(&e, logs.buf, logs.len);
+  if (e.err != 0) err = e.err;
+  *reply = pb_result(&e);
+  return err;
+}
