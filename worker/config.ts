@@ -1,3 +1,5 @@
+import type { Ring } from "./ring";
+
 // Configuration from the Worker's environment (wrangler vars and secrets), validated once
 // per isolate. The Worker and every node read the same variables; a bad value makes every
 // request answer 503 with the reason, never a half-working cluster.
@@ -16,13 +18,11 @@ export interface RingConfig {
   fanout: number;
   apiToken: string | undefined;
   adminToken: string | undefined;
-  tokenSecret: string;
-  tokenSecretIsDefault: boolean;
+  /** TOKEN_SECRET's one or two space-separated secrets (sign with the first, accept
+   *  either), or undefined: then the cluster's generated secret (RingControl) is used. */
+  tokenSecrets: string[] | undefined;
   faultsEnabled: boolean;
 }
-
-/** The default secret used when TOKEN_SECRET is unset (development only; logged). */
-export const DEV_TOKEN_SECRET = "ringkv-dev-secret: set TOKEN_SECRET in production";
 
 // SQLite-backed Durable Objects cap a row at 2 MB: a value row holds the key too.
 const VALUE_BYTES_LIMIT = 2_000_000 - 4096;
@@ -77,11 +77,16 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
     errors.push(`REPLICAS=${v.REPLICAS} exceeds CLUSTER_SIZE=${v.CLUSTER_SIZE}`);
   }
   const tokenSecret = optionalSecret(env, "TOKEN_SECRET");
-  if (tokenSecret === undefined && env.ENVIRONMENT === "production") {
-    errors.push("TOKEN_SECRET is unset with ENVIRONMENT=production (context tokens would be forgeable)");
+  const tokenSecrets = tokenSecret?.split(" ").filter((x) => x !== "");
+  if (tokenSecrets !== undefined && (tokenSecrets.length < 1 || tokenSecrets.length > 2)) {
+    errors.push("TOKEN_SECRET must hold one secret, or two separated by a space (sign with the first, accept both)");
+  }
+  const faults = optionalSecret(env, "FAULTS");
+  const faultsOn = faults !== undefined && faults !== "0" && faults !== "false";
+  if (faultsOn && env.ENVIRONMENT === "production") {
+    errors.push("FAULTS is set with ENVIRONMENT=production (fault injection is for tests)");
   }
   if (errors.length > 0) return { error: `bad configuration: ${errors.join("; ")}` };
-  const faults = optionalSecret(env, "FAULTS");
   return {
     config: {
       clusterSize: v.CLUSTER_SIZE,
@@ -96,17 +101,17 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
       fanout: v.FANOUT,
       apiToken: optionalSecret(env, "API_TOKEN"),
       adminToken: optionalSecret(env, "ADMIN_TOKEN"),
-      tokenSecret: tokenSecret ?? DEV_TOKEN_SECRET,
-      tokenSecretIsDefault: tokenSecret === undefined,
-      faultsEnabled: faults !== undefined && faults !== "0" && faults !== "false" && env.ENVIRONMENT !== "production",
+      tokenSecrets,
+      faultsEnabled: faultsOn,
     },
   };
 }
 
-/** The core's Config message for this configuration. */
-export function coreConfig(config: RingConfig): Record<string, unknown> {
+/** The core's Config message for this configuration at the ring's size. */
+export function coreConfig(config: RingConfig, ring: Ring): Record<string, unknown> {
   return {
-    clusterSize: config.clusterSize,
+    clusterSize: ring.size,
+    nodeIdsMax: ring.nodeIdsMax,
     replicas: config.replicas,
     shards: config.shards,
     maxClockSkewMs: BigInt(config.maxClockSkewMs),
@@ -129,5 +134,4 @@ export function warnOnce(message: string): void {
 export function warnOpenConfig(config: RingConfig): void {
   if (config.apiToken === undefined) warnOnce("API_TOKEN is unset: the data API is open to anyone");
   if (config.adminToken === undefined) warnOnce("ADMIN_TOKEN is unset: the admin API is open (or guarded by API_TOKEN)");
-  if (config.tokenSecretIsDefault) warnOnce("TOKEN_SECRET is unset: context tokens use a development default secret");
 }

@@ -23,6 +23,7 @@ export const Op = {
   GcAnswer: 13,
   GcDecide: 14,
   Expire: 15,
+  Control: 16,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -42,6 +43,7 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.GcAnswer]: "GcAnswer",
   [Op.GcDecide]: "GcDecide",
   [Op.Expire]: "Expire",
+  [Op.Control]: "Control",
 };
 
 const CODE_NAMES = [

@@ -8,10 +8,12 @@
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
-import { base64url, unbase64url, signToken, verifyToken, sameSecret } from "./tokens";
+import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
 import { NODE_ID_HEADER, REFUSED_HEADER, HttpError, normalizeFaults, prefixSuccessor } from "./node";
+import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
 
 export { RingNode } from "./node";
+export { RingControl } from "./control";
 
 type Msg = Record<string, any>;
 
@@ -19,6 +21,10 @@ const KEY_BYTES_MAX = 1024;
 const CONTENT_TYPE_BYTES_MAX = 256;
 const LIST_LIMIT_MAX = 1000;
 const LIST_ROUNDS_MAX = 8;
+/** Nodes asked in turn for the ring when this isolate has none. */
+const RING_ASK_NODES_MAX = 3;
+/** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
+const NODE_IDS_MAX = 1024;
 const NODE_TIMEOUT_MS = 15_000;
 const CACHE_ORIGIN = "https://ringkv.cache";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
@@ -29,8 +35,20 @@ const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 interface Setup {
   config?: RingConfig;
   error?: string;
-  core?: Core;
 }
+
+/** This isolate's copy of the ring, taken from a node the first time it is needed. */
+interface RingState {
+  setup: Setup;
+  view: RingView;
+  /** Placement at the ring's size. */
+  core: Core;
+  /** Tokens are signed with the first and accepted under any. */
+  secrets: Secret[];
+}
+
+let ringCache: RingState | undefined;
+let ringPending: Promise<RingState> | undefined;
 
 let setupCache: { env: Msg; envKey: string; setup: Setup } | undefined;
 
@@ -40,8 +58,7 @@ const ENV_NAMES = [
   "TOKEN_SECRET", "FAULTS", "ENVIRONMENT",
 ];
 
-/** Validates the configuration and builds the placement core, once per isolate (again
- *  only if the variables change). */
+/** Validates the configuration, once per isolate (again only if the variables change). */
 function setup(env: Msg): Setup {
   // The runtime hands every request the same env object: only a new one needs comparing.
   if (setupCache !== undefined && setupCache.env === env) return setupCache.setup;
@@ -52,19 +69,55 @@ function setup(env: Msg): Setup {
   }
   const parsed = parseConfig(env);
   const s: Setup = { config: parsed.config, error: parsed.error };
-  if (s.config !== undefined) {
-    try {
-      const core = new Core(wasmModule as WebAssembly.Module);
-      core.call(Op.Init, { config: coreConfig(s.config), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
-      s.core = core;
-      warnOpenConfig(s.config);
-    } catch (err) {
-      s.error = `the core refused the configuration: ${(err as Error).message}`;
-    }
-  }
+  if (s.config !== undefined) warnOpenConfig(s.config);
   if (s.error !== undefined) warnOnce(s.error);
   setupCache = { env, envKey, setup: s };
+  ringCache = undefined;
   return s;
+}
+
+/** The ring, the cluster id and the token secrets: from this isolate's copy, or asked of
+ *  a node (node 0 first; the others of the configured size if it fails). */
+async function ringOf(env: Msg, s: Setup): Promise<RingState> {
+  if (ringCache !== undefined && ringCache.setup === s) return ringCache;
+  ringPending ??= fetchRing(env, s).finally(() => {
+    ringPending = undefined;
+  });
+  return ringPending;
+}
+
+async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
+  const config = s.config!;
+  const needSecret = config.tokenSecrets === undefined;
+  let last = "no node answered";
+  for (let node = 0; node < Math.max(1, Math.min(config.clusterSize, RING_ASK_NODES_MAX)); node++) {
+    try {
+      const response = await callNode(env, node, "/internal/ring", { headers: needSecret ? { [NEED_SECRET_HEADER]: "1" } : {} }, NODE_TIMEOUT_MS);
+      const text = await response.text();
+      if (response.status !== 200) {
+        last = `node ${node} answered ${response.status}: ${text.slice(0, 200)}`;
+        if (response.headers.get(REFUSED_HEADER) !== null) break;
+        continue;
+      }
+      const view = viewFromJson(JSON.parse(text));
+      if (needSecret && view.secret === undefined) throw new Error("no generated token secret");
+      const core = new Core(wasmModule as WebAssembly.Module);
+      core.call(Op.Init, { config: coreConfig(config, view.ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+      const state: RingState = { setup: s, view, core, secrets: config.tokenSecrets ?? [view.secret!] };
+      if (setupCache?.setup === s) ringCache = state;
+      return state;
+    } catch (err) {
+      last = `node ${node}: ${(err as Error).message}`;
+    }
+  }
+  throw new HttpError(503, `the ring is not available yet (${last})`);
+}
+
+/** A reply naming a newer epoch than this isolate's copy: take the ring again. */
+function noteRing(response: Response): void {
+  if (ringCache !== undefined && headerEpoch(response.headers.get(RING_HEADER)) > ringCache.view.ring.epoch) {
+    ringCache = undefined;
+  }
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -79,12 +132,12 @@ function fail(status: number, error: string): never {
 }
 
 /** Places keys with the core; rebuilds the instance if it ever traps. */
-function place(s: Setup, keys: Uint8Array[]): Msg[] {
+function place(rs: RingState, keys: Uint8Array[]): Msg[] {
   try {
-    return s.core!.call(Op.Place, { keys }).placements;
+    return rs.core.call(Op.Place, { keys }).placements;
   } catch (err) {
     if (!(err instanceof CoreError)) {
-      setupCache = undefined;
+      ringCache = undefined;
     }
     if (err instanceof CoreError && err.code === CoreError.E_VALUE) fail(400, "bad key");
     throw err;
@@ -99,7 +152,11 @@ function stub(env: Msg, node: number): any {
 async function callNode(env: Msg, node: number, path: string, init: RequestInit = {}, timeoutMs?: number): Promise<Response> {
   const headers = new Headers(init.headers ?? {});
   headers.set(NODE_ID_HEADER, String(node));
-  const call = stub(env, node).fetch(`https://node${path}`, { ...init, headers }) as Promise<Response>;
+  if (ringCache !== undefined) headers.set(RING_HEADER, ringHeader(ringCache.view.ring));
+  const call = (stub(env, node).fetch(`https://node${path}`, { ...init, headers }) as Promise<Response>).then((r) => {
+    noteRing(r);
+    return r;
+  });
   // Client requests rely on the runtime's own limits; fan-out calls (status, listing)
   // bound each node so one stuck node cannot hold the whole answer.
   if (timeoutMs === undefined) return call;
@@ -144,9 +201,9 @@ function bearer(request: Request): string | undefined {
   return m === null ? undefined : m[1];
 }
 
-function parseNodeId(s: Setup, text: string | null): number | undefined {
+function parseNodeId(rs: RingState, text: string | null): number | undefined {
   if (text === null) return undefined;
-  if (!/^[0-9]{1,4}$/.test(text) || Number(text) >= s.config!.clusterSize) fail(400, "bad node id");
+  if (!/^[0-9]{1,4}$/.test(text) || Number(text) >= rs.view.ring.size) fail(400, "bad node id");
   return Number(text);
 }
 
@@ -187,37 +244,44 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     }
   }
 
-  if (path.startsWith("/v1/kv/")) return kv(request, env, ctx, s, url);
+  if (path.startsWith("/v1/kv/")) {
+    if (method !== "GET" && method !== "PUT" && method !== "DELETE") return methodNotAllowed("GET, PUT, DELETE");
+    return kv(request, env, ctx, await ringOf(env, s), url);
+  }
   if (path === "/v1/kv") {
     if (method !== "GET") return methodNotAllowed("GET");
-    return list(env, s, url);
+    return list(env, await ringOf(env, s), url);
   }
   if (path === "/v1/cluster") {
     if (method !== "GET") return methodNotAllowed("GET");
-    return cluster(env, s);
+    return cluster(env, await ringOf(env, s));
   }
   if (path === "/v1/cluster/placement") {
     if (method !== "GET") return methodNotAllowed("GET");
-    return placement(s, url);
+    return placement(await ringOf(env, s), url);
   }
   let m = /^\/v1\/admin\/nodes\/([^/]*)\/keys$/.exec(path);
   if (m !== null) {
     if (method !== "GET") return methodNotAllowed("GET");
-    const node = parseNodeId(s, m[1])!;
+    const rs = await ringOf(env, s);
+    // Any id a ring can hold is accepted; a node outside this ring holds nothing.
+    if (!/^[0-9]{1,4}$/.test(m[1]) || Number(m[1]) >= NODE_IDS_MAX) fail(400, "bad node id");
+    const node = Number(m[1]);
     const cursor = url.searchParams.get("cursor");
     if (cursor !== null && cursor !== "" && unbase64url(cursor) === undefined) fail(400, "bad cursor");
+    if (node >= rs.view.ring.size) return json(200, { node, keys: [], cursor: null });
     const response = await callNode(env, node, `/internal/dump${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
     return passJson(response);
   }
   if (config.faultsEnabled) {
     if (path === "/v1/admin/faults") {
       if (method !== "POST") return methodNotAllowed("POST");
-      return faults(request, env, s);
+      return faults(request, env, await ringOf(env, s));
     }
     m = /^\/v1\/admin\/nodes\/([^/]*)\/crash$/.exec(path);
     if (m !== null) {
       if (method !== "POST") return methodNotAllowed("POST");
-      const node = parseNodeId(s, m[1])!;
+      const node = parseNodeId(await ringOf(env, s), m[1])!;
       try {
         const response = await callNode(env, node, "/internal/crash", { method: "POST" });
         await response.arrayBuffer();
@@ -259,20 +323,25 @@ function cacheUrl(keyText: string): string {
   return `${CACHE_ORIGIN}/v1/kv/${encodeURIComponent(keyText)}`;
 }
 
-async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Promise<Response> {
-  const config = s.config!;
+/** Signs a core Token payload (base64url, as nodes pass it) for the key. */
+function sign(rs: RingState, key: Uint8Array, payloadText: string): Promise<string> {
+  return signToken(rs.secrets[0], rs.view.clusterId, key, unbase64url(payloadText)!);
+}
+
+async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL): Promise<Response> {
+  const config = rs.setup.config!;
   const method = request.method;
-  if (method !== "GET" && method !== "PUT" && method !== "DELETE") return methodNotAllowed("GET, PUT, DELETE");
 
   // 400s: key, context, query.
   const key = decodeKeyText(url.pathname.slice("/v1/kv/".length));
   let tokenPayload: Uint8Array | undefined;
   const contextText = request.headers.get("X-Ring-Context");
   if (contextText !== null && method !== "GET") {
-    tokenPayload = await verifyToken(config.tokenSecret, contextText.trim());
-    if (tokenPayload === undefined) fail(400, "invalid context token");
+    const verified = await verifyToken(rs.secrets, rs.view.clusterId, key.bytes, contextText.trim());
+    if ("refused" in verified) fail(400, verified.refused === "older" ? "context from an older release" : "invalid context token");
+    tokenPayload = verified.payload;
   }
-  const nodeParam = parseNodeId(s, url.searchParams.get("node"));
+  const nodeParam = parseNodeId(rs, url.searchParams.get("node"));
   let siblings = false;
   const siblingsParam = url.searchParams.get("siblings");
   if (siblingsParam !== null) {
@@ -280,7 +349,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
     else if (siblingsParam !== "0" && siblingsParam !== "false" && siblingsParam !== "") fail(400, "bad query: siblings must be 1 or 0");
   }
   if (key.bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${key.bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
-  const [where] = place(s, [key.bytes]);
+  const [where] = place(rs, [key.bytes]);
   const replicas: number[] = where.replicas;
   if (nodeParam !== undefined && method !== "GET" && !replicas.includes(nodeParam)) {
     fail(400, `node ${nodeParam} is not a replica of this key (replicas: ${replicas.join(", ")})`);
@@ -332,7 +401,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
     }
     if (response.status !== 200) return passJson(response);
     const r = (await response.json()) as Msg;
-    const context = await signToken(config.tokenSecret, unbase64url(r.token)!);
+    const context = await sign(rs, key.bytes, r.token);
     const body: Msg = { key: key.text, node: String(r.node), hlc: r.hlc, context };
     if (!deleted) body.siblings = r.siblings;
     return json(200, body);
@@ -361,7 +430,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
   if (siblings) {
     if (response.status !== 200) return passJson(response);
     const r = (await response.json()) as Msg;
-    const context = await signToken(config.tokenSecret, unbase64url(r.token)!);
+    const context = await sign(rs, key.bytes, r.token);
     return json(200, {
       key: key.text,
       context,
@@ -371,7 +440,7 @@ async function kv(request: Request, env: Msg, ctx: any, s: Setup, url: URL): Pro
   const tokenText = response.headers.get("X-Ring-Token");
   const headers: Record<string, string> = { "X-Ring-Cache": "MISS" };
   if (tokenText !== null) {
-    headers["X-Ring-Context"] = await signToken(config.tokenSecret, unbase64url(tokenText)!);
+    headers["X-Ring-Context"] = await sign(rs, key.bytes, tokenText);
     headers["X-Ring-Siblings"] = response.headers.get("X-Ring-Siblings") ?? "0";
     headers["X-Ring-Node"] = response.headers.get("X-Ring-Node") ?? "";
   }
@@ -434,8 +503,9 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 
 /** The live keys of the whole cluster, in byte order: every node's page merged, a key
  *  live iff its copy with the highest winner (hlc, node) is live. */
-async function list(env: Msg, s: Setup, url: URL): Promise<Response> {
-  const config = s.config!;
+async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
+  const config = rs.setup.config!;
+  const size = rs.view.ring.size;
   const prefixText = url.searchParams.get("prefix") ?? "";
   const prefix = utf8.encode(prefixText);
   if (prefix.length > KEY_BYTES_MAX) fail(400, "bad query: prefix too long");
@@ -460,7 +530,7 @@ async function list(env: Msg, s: Setup, url: URL): Promise<Response> {
   for (let round = 0; round < LIST_ROUNDS_MAX; round++) {
     const want = limit - keys.length;
     const pages = await Promise.all(
-      Array.from({ length: config.clusterSize }, async (_, node) => {
+      Array.from({ length: size }, async (_, node) => {
         try {
           const response = await callNode(env, node, "/internal/list", {
             method: "POST",
@@ -475,7 +545,7 @@ async function list(env: Msg, s: Setup, url: URL): Promise<Response> {
       }),
     );
     const failed = pages.filter((p) => p === undefined).length;
-    if (failed === config.clusterSize || (failed > 0 && failed >= config.replicas)) {
+    if (failed === size || (failed > 0 && failed >= config.replicas)) {
       return json(503, { error: `${failed} node(s) did not answer: the listing would be incomplete` });
     }
     // Keys beyond the smallest last key of a full page may be missing from that node.
@@ -521,10 +591,11 @@ async function list(env: Msg, s: Setup, url: URL): Promise<Response> {
 
 /** The cluster's status: every node's counters, and whether all replicas of every shard
  *  hold equal digests. */
-async function cluster(env: Msg, s: Setup): Promise<Response> {
-  const config = s.config!;
+async function cluster(env: Msg, rs: RingState): Promise<Response> {
+  const config = rs.setup.config!;
+  const size = rs.view.ring.size;
   const statuses = await Promise.all(
-    Array.from({ length: config.clusterSize }, async (_, node) => {
+    Array.from({ length: size }, async (_, node) => {
       try {
         const response = await callNode(env, node, "/internal/status", {}, NODE_TIMEOUT_MS);
         if (response.status === 503 && response.headers.get(REFUSED_HEADER) !== null) {
@@ -535,7 +606,7 @@ async function cluster(env: Msg, s: Setup): Promise<Response> {
           } catch {
             // keep the text
           }
-          return { error: `answered 503: ${reason}`, refused: `node ${node}: ${reason}` };
+          return { error: `answered 503: ${reason}`, configRefusal: `node ${node}: ${reason}` };
         }
         if (response.status !== 200) return { error: `answered ${response.status}: ${(await response.text()).slice(0, 200)}` };
         return (await response.json()) as Msg;
@@ -545,8 +616,8 @@ async function cluster(env: Msg, s: Setup): Promise<Response> {
     }),
   );
   // A node that refuses to serve (configuration mismatch) makes the whole answer a 503.
-  const refusal = statuses.find((st) => st.refused !== undefined);
-  if (refusal !== undefined) return json(503, { error: refusal.refused });
+  const refusal = statuses.find((st) => st.configRefusal !== undefined);
+  if (refusal !== undefined) return json(503, { error: refusal.configRefusal });
   let converged = statuses.every((st) => st.error === undefined);
   const samples = new Map<number, string>();
   const digests: Map<number, string>[] = statuses.map(() => new Map());
@@ -559,7 +630,7 @@ async function cluster(env: Msg, s: Setup): Promise<Response> {
   });
   if (converged && samples.size > 0) {
     const shards = [...samples.keys()];
-    const placements = place(s, shards.map((shard) => unbase64url(samples.get(shard)!)!));
+    const placements = place(rs, shards.map((shard) => unbase64url(samples.get(shard)!)!));
     for (let i = 0; i < shards.length && converged; i++) {
       const replicas: number[] = placements[i].replicas;
       const first = digests[replicas[0]].get(shards[i]) ?? "0";
@@ -567,36 +638,38 @@ async function cluster(env: Msg, s: Setup): Promise<Response> {
     }
   }
   return json(200, {
-    size: config.clusterSize,
+    size,
     replicas: config.replicas,
+    epoch: rs.view.ring.epoch,
+    transition: null,
     nodes: statuses.map((st, node) =>
       st.error !== undefined
         ? { id: String(node), error: st.error }
-        : { id: String(node), keys: st.keys, digest: st.digest, gossip: st.gossip },
+        : { id: String(node), keys: st.keys, digest: st.digest, gossip: st.gossip, refused: st.refused },
     ),
     converged,
   });
 }
 
-function placement(s: Setup, url: URL): Response {
+function placement(rs: RingState, url: URL): Response {
   const text = url.searchParams.get("key");
   if (text === null || text === "") fail(400, "bad query: key is required");
   const bytes = utf8.encode(text);
   if (bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
-  const [where] = place(s, [bytes]);
+  const [where] = place(rs, [bytes]);
   return json(200, { key: text, shard: where.shard, replicas: where.replicas.map((r: number) => String(r)) });
 }
 
-async function faults(request: Request, env: Msg, s: Setup): Promise<Response> {
+async function faults(request: Request, env: Msg, rs: RingState): Promise<Response> {
   let body: unknown;
   try {
     body = await request.json();
   } catch {
     fail(400, "faults: expected a JSON object");
   }
-  const settings = normalizeFaults(body);
+  const settings = normalizeFaults(body, rs.setup.config!.maxClockSkewMs);
   const answers = await Promise.all(
-    Array.from({ length: s.config!.clusterSize }, async (_, node) => {
+    Array.from({ length: rs.view.ring.size }, async (_, node) => {
       try {
         const response = await callNode(env, node, "/internal/faults", {
           method: "POST",

@@ -16,6 +16,7 @@
 //   POST /internal/push     gossip Push, or an anti-entropy repair request (answer: Push)
 //   POST /internal/digest   anti-entropy DigestRequest (answer: DigestReply)
 //   POST /internal/gc       tombstone collection GcQuery (answer: GcReply)
+//   GET  /internal/ring     the ring, cluster id and generated secret, for a Worker isolate
 //   POST /internal/faults   fault injection settings (only with FAULTS)
 //   POST /internal/crash    ctx.abort() (only with FAULTS)
 import { DurableObject } from "cloudflare:workers";
@@ -24,6 +25,8 @@ import { Core, CoreError, Op } from "./core";
 import { decode } from "./pb";
 import { coreConfig, parseConfig, type RingConfig } from "./config";
 import { base64, base64url, unbase64url } from "./tokens";
+import { CONTROL_NAME } from "./control";
+import { NEED_SECRET_HEADER, RING_HEADER, ringHeader, viewFromJson, viewJson, type RingView } from "./ring";
 
 type Msg = Record<string, any>;
 
@@ -50,6 +53,10 @@ const PEER_RETRY_QUICK = 2;
 const PEER_FETCH_TIMEOUT_MS = 10_000;
 const GC_RETRY_MS_MIN = 1000;
 const DUMP_KEYS_MAX = 100;
+const CONTROL_TIMEOUT_MS = 10_000;
+/** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
+const NODE_IDS_MAX = 1024;
+const PEER_PATHS = new Set(["/internal/push", "/internal/digest", "/internal/gc"]);
 const LIST_KEYS_MAX = 1000;
 // Durable Object SQLite binds at most 100 parameters per statement.
 const SQL_PARAMS_MAX = 100;
@@ -160,6 +167,9 @@ export class RingNode extends DurableObject {
   private config: RingConfig | undefined;
   private error: string | undefined;
   private nodeId: number | undefined;
+  // The ring as RingControl gave it (persisted); undefined until the node first asks.
+  private ringView: RingView | undefined;
+  private ringPending: Promise<void> | undefined;
   private core: Core | undefined;
   private seq = 0;
   private alarmAtMs: number | undefined;
@@ -217,10 +227,10 @@ export class RingNode extends DurableObject {
       failures INTEGER NOT NULL, retry_at_ms INTEGER NOT NULL)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS stats(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
 
-    // The cluster's shape is fixed at first start.
+    // The cluster's shape is fixed at first start. Its size is the ring's (RingControl):
+    // a release-1 node's persisted cluster_size only tells RingControl the size to start at.
     const c = this.config;
     const fixed: [string, number][] = [
-      ["cluster_size", c.clusterSize],
       ["replicas", c.replicas],
       ["shards", c.shards],
     ];
@@ -241,11 +251,52 @@ export class RingNode extends DurableObject {
     this.aeCursor = Number(this.getConf("ae_cursor") ?? "-1");
     const faults = this.getConf("faults");
     if (faults !== undefined) this.faults = JSON.parse(faults);
+    const view = this.getConf("ring_view");
+    if (view !== undefined) this.ringView = viewFromJson(JSON.parse(view));
     const id = this.getConf("node_id");
     if (id !== undefined) {
       this.nodeId = Number(id);
-      this.initCore();
+      if (this.ringView !== undefined) this.initCore();
     }
+  }
+
+  /** The ring, from storage or (first start, or a release-1 node) from RingControl, which
+   *  is asked once and never again on the request path. Persisted before use. */
+  private async ensureRing(needSecret = false): Promise<void> {
+    if (this.ringView !== undefined && (!needSecret || this.ringView.secret !== undefined)) return;
+    this.ringPending ??= this.askControl(needSecret).finally(() => {
+      this.ringPending = undefined;
+    });
+    await this.ringPending;
+    if (this.ringView === undefined) throw new HttpError(503, "the ring is not available yet");
+  }
+
+  private async askControl(needSecret: boolean): Promise<void> {
+    const env = this.env as any;
+    const reported = Number(this.getConf("cluster_size") ?? "0");
+    const stub = env.CONTROL.get(env.CONTROL.idFromName(CONTROL_NAME));
+    let timer: any;
+    let response: Response;
+    try {
+      response = await Promise.race([
+        stub.fetch("https://control/control/ring", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ reported_size: reported, secret_needed: needSecret || this.config!.tokenSecrets === undefined }),
+        }) as Promise<Response>,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("RingControl timed out")), CONTROL_TIMEOUT_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const text = await response.text();
+    if (response.status !== 200) throw new HttpError(503, `RingControl answered ${response.status}: ${text.slice(0, 200)}`);
+    const view = viewFromJson(JSON.parse(text));
+    this.setConf("ring_view", JSON.stringify(viewJson(view)));
+    this.ringView = view;
+    if (this.nodeId !== undefined && this.core === undefined) this.initCore();
   }
 
   private async armOnStart(): Promise<void> {
@@ -264,7 +315,7 @@ export class RingNode extends DurableObject {
     }
     try {
       const init = core.call(Op.Init, {
-        config: coreConfig(this.config!),
+        config: coreConfig(this.config!, this.ringView!.ring),
         node: {
           node: this.nodeId,
           clock: BigInt(this.getConf("clock") ?? "0"),
@@ -284,7 +335,7 @@ export class RingNode extends DurableObject {
   /** One core call. A trap (anything but a CoreError) drops the instance: the next call
    *  rebuilds it from storage. */
   private call(op: number, request: Msg): Msg {
-    if (this.core === undefined) this.initCore();
+    if (this.core === undefined && this.ringView !== undefined) this.initCore();
     if (this.core === undefined) throw new HttpError(503, this.error ?? "core unavailable");
     try {
       return this.core.call(op as any, request);
@@ -318,6 +369,15 @@ export class RingNode extends DurableObject {
       this.sql.exec(`INSERT INTO stats(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`, name, delta);
     }
     this.pendingStats.clear();
+  }
+
+  /** The refused_<reason> counters, as {"<reason>": n}. */
+  private refusedStats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const row of this.sql.exec(`SELECT name, value FROM stats WHERE name LIKE 'refused\\_%' ESCAPE '\\'`)) {
+      out[String(row.name).slice("refused_".length)] = Number(row.value);
+    }
+    return out;
   }
 
   private stat(name: string): number {
@@ -389,6 +449,13 @@ export class RingNode extends DurableObject {
       ...infoColumns(info),
       this.lowestAck,
     );
+  }
+
+  /** Gives a key row a new change sequence (to be pushed again), keeping its state. */
+  private touchKey(key: Uint8Array): void {
+    const next = this.seq + 1;
+    const changed = this.sql.exec(`UPDATE keys SET seq = ? WHERE key = ?`, next, blob(key)).rowsWritten;
+    if (changed > 0) this.seq = next;
   }
 
   /** Updates a row's metadata in place, keeping its sequence (expiry is not news). */
@@ -502,12 +569,21 @@ export class RingNode extends DurableObject {
   // Requests.
 
   async fetch(request: Request): Promise<Response> {
+    const response = await this.serve(request);
+    if (this.ringView !== undefined) response.headers.set(RING_HEADER, ringHeader(this.ringView.ring));
+    return response;
+  }
+
+  private async serve(request: Request): Promise<Response> {
     if (this.error !== undefined) return json(503, { error: this.error }, { [REFUSED_HEADER]: "1" });
+    const url = new URL(request.url);
     try {
+      await this.ensureRing(request.headers.get(NEED_SECRET_HEADER) === "1");
       const idHeader = request.headers.get(NODE_ID_HEADER);
       if (idHeader !== null && this.nodeId === undefined) {
         const id = Number(idHeader);
-        if (!/^[0-9]{1,4}$/.test(idHeader) || id >= this.config!.clusterSize) return json(400, { error: "bad node id" });
+        if (!/^[0-9]{1,4}$/.test(idHeader) || id >= NODE_IDS_MAX) return json(400, { error: "bad node id" });
+        if (id >= this.ringView!.ring.size) return json(400, { error: `node ${id} is outside the ring (size ${this.ringView!.ring.size})` });
         this.nodeId = id;
         this.setConf("node_id", String(id));
         this.initCore();
@@ -517,17 +593,19 @@ export class RingNode extends DurableObject {
         return json(500, { error: `node id mismatch: this is node ${this.nodeId}, asked for ${idHeader}` });
       }
       if (this.nodeId === undefined) return json(400, { error: "node id unknown" });
-      const url = new URL(request.url);
       // Fault injection: a node marked down answers 503 to everything but fault control.
       if (
         this.config!.faultsEnabled &&
         this.faults.down?.includes(this.nodeId) &&
         url.pathname !== "/internal/faults" &&
-        url.pathname !== "/internal/crash"
+        url.pathname !== "/internal/crash" &&
+        url.pathname !== "/internal/ring"
       ) {
         return json(503, { error: `node ${this.nodeId} is down (fault injection)` });
       }
       switch (url.pathname) {
+        case "/internal/ring":
+          return json(200, viewJson(this.ringView!));
         case "/internal/write":
           return await this.handleWrite(request);
         case "/internal/read":
@@ -565,9 +643,10 @@ export class RingNode extends DurableObject {
           case CoreError.E_VALUE:
             return json(413, { error: "value or content type too large" });
           case CoreError.E_DECODE:
+            if (PEER_PATHS.has(url.pathname)) this.addStat("refused_malformed", 1);
             return json(400, { error: "malformed message" });
           case CoreError.E_PROTOCOL:
-            this.addStat("refused_versions", 1);
+            this.addStat("refused_protocol_version", 1);
             return json(400, { error: "unknown protocol version" });
         }
         console.error(`ringkv node ${this.nodeId}: ${err.message}`);
@@ -726,8 +805,8 @@ export class RingNode extends DurableObject {
         bytes_sent: this.stat("bytes_sent"),
         entries_sent: this.stat("entries_sent"),
         entries_applied: this.stat("entries_applied"),
-        refused_versions: this.stat("refused_versions"),
       },
+      refused: this.refusedStats(),
       seq: this.seq,
       shards,
     });
@@ -794,13 +873,17 @@ export class RingNode extends DurableObject {
       locals.set(keyId(key), { key, meta: row?.meta ?? EMPTY, expired: row?.expired ?? false });
     }
     const reply = this.call(Op.Merge, { nowMs: BigInt(this.nowMs()), message, locals: [...locals.values()] });
-    if (reply.applied.length > 0 || reply.node !== undefined) {
+    if (reply.applied.length > 0 || reply.node !== undefined || reply.resend.length > 0) {
       this.commit(() => {
         for (const a of reply.applied) this.applyApplied(a, true);
+        // Keys a peer deferred go out again: a new sequence puts them past its ack.
+        for (const key of reply.resend as Uint8Array[]) this.touchKey(key);
         this.saveNodeState(reply.node);
         this.addStat("entries_applied", reply.applied.length);
       });
     }
+    for (const r of reply.refused as Msg[]) this.addStat(`refused_${r.reason}`, r.count);
+    if (reply.resend.length > 0) this.scheduleFlush();
     if (reply.applied.length > 0) {
       this.lastChangeMs = Date.now();
       // Learned changes travel on only where the core relays them (REPLICAS - 1 >
@@ -809,6 +892,16 @@ export class RingNode extends DurableObject {
       if (this.config!.replicas - 1 > this.config!.fanout) this.scheduleFlush();
     }
     return reply.reply;
+  }
+
+  /** A peer's answer to a push: merged like any Push, but a bad one is only counted. */
+  private mergeAnswer(answer: Uint8Array): void {
+    try {
+      this.mergePush(answer);
+    } catch (err) {
+      if (!(err instanceof CoreError)) throw err;
+      this.addStat(err.code === CoreError.E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
+    }
   }
 
   private handlePush(body: Uint8Array): Response {
@@ -838,7 +931,7 @@ export class RingNode extends DurableObject {
 
   private handleFaults(body: any): Response {
     if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
-    this.faults = normalizeFaults(body);
+    this.faults = normalizeFaults(body, this.config!.maxClockSkewMs);
     this.setConf("faults", JSON.stringify(this.faults));
     return json(200, { node: this.nodeId, faults: this.faults });
   }
@@ -850,6 +943,14 @@ export class RingNode extends DurableObject {
     this.alarmAtMs = undefined;
     if (this.error !== undefined || this.nodeId === undefined) return;
     const interval = this.config!.gossipIntervalMs;
+    try {
+      // A node upgraded from release 1 has data and an alarm but no ring yet.
+      await this.ensureRing();
+    } catch (err) {
+      console.error(`ringkv node ${this.nodeId}: no ring yet (${(err as Error).message}); trying again`);
+      this.scheduleAt(Date.now() + interval);
+      return;
+    }
     // The round starts now: a write that arrives while it runs schedules the next one
     // a full interval after this start, never right after it.
     this.lastRoundMs = Date.now();
@@ -868,6 +969,7 @@ export class RingNode extends DurableObject {
         Promise.all((gcQuery?.outgoing ?? []).map((o: Msg) => this.send(o.peer, "/internal/gc", o.message))),
       ]);
       for (const p of plan.changed) this.savePeer(p);
+      for (const answer of push.answers) this.mergeAnswer(answer);
       if (push.pending) nextMs = Math.min(nextMs, Date.now() + interval);
       if (push.sent) this.lastChangeMs = Date.now();
       if (gcQuery !== undefined && this.collect(gcReplies)) {
@@ -915,7 +1017,7 @@ export class RingNode extends DurableObject {
         known.set(r.peer, { peer: r.peer, ackedSeq: r.acked_seq, failures: r.failures, retryAtMs: r.retry_at_ms });
       }
       this.peers = [];
-      for (let p = 0; p < this.config!.clusterSize; p++) {
+      for (let p = 0; p < this.ringView!.ring.size; p++) {
         if (p === this.nodeId) continue;
         this.peers.push(known.get(p) ?? { peer: p, ackedSeq: 0, failures: 0, retryAtMs: 0 });
       }
@@ -985,9 +1087,10 @@ export class RingNode extends DurableObject {
 
   /** Sends the planned pushes in parallel and records acknowledgements and failures in
    *  memory (plan.changed lists the peers to persist). No storage access. */
-  private async sendPush(plan: PushPlan): Promise<{ pending: boolean; sent: boolean }> {
+  private async sendPush(plan: PushPlan): Promise<{ pending: boolean; sent: boolean; answers: Uint8Array[] }> {
     let failed = false;
     let sent = false;
+    const answers: Uint8Array[] = [];
     await Promise.all(
       plan.outgoing.map(async (o: Msg) => {
         const peer = plan.healthy.find((p) => p.peer === o.peer);
@@ -995,8 +1098,11 @@ export class RingNode extends DurableObject {
         let ok = true;
         if (o.message.length > 0) {
           sent = true;
-          ok = (await this.send(o.peer, "/internal/push", o.message)) !== undefined;
+          const answer = await this.send(o.peer, "/internal/push", o.message);
+          ok = answer !== undefined;
           if (ok) this.addStat("entries_sent", o.entries);
+          // An answer names the entries the peer deferred (their HLC beyond its bound).
+          if (answer !== undefined && answer.length > 0) answers.push(answer);
         }
         const before = `${peer.ackedSeq}/${peer.failures}/${peer.retryAtMs}`;
         if (ok) {
@@ -1018,7 +1124,7 @@ export class RingNode extends DurableObject {
       }),
     );
     const peers = this.peers ?? [];
-    return { pending: plan.truncated || failed || peers.some((p) => p.ackedSeq < this.seq), sent };
+    return { pending: plan.truncated || failed || peers.some((p) => p.ackedSeq < this.seq), sent, answers };
   }
 
   /** Anti-entropy with one peer when due. The peers are the nodes sharing a shard with
@@ -1069,7 +1175,7 @@ export class RingNode extends DurableObject {
       this.loadShards(compare.shards, locals);
       const repair = this.call(Op.AeRepair, { peer, shards: compare.shards, locals: [...locals.values()] });
       const back = await this.send(peer, "/internal/push", repair.message);
-      if (back !== undefined && back.length > 0) this.mergePush(back);
+      if (back !== undefined && back.length > 0) this.mergeAnswer(back);
     } finally {
       if (outcome === "differ") {
         this.aeAgreed = 0;
@@ -1175,8 +1281,10 @@ function keyJson(key: Uint8Array): { key: string; key_encoding?: string } {
   }
 }
 
-/** Validates fault settings; throws HttpError(400) on nonsense. */
-export function normalizeFaults(body: any): Faults {
+/** Validates fault settings; throws HttpError(400) on nonsense. An injected skew stays
+ *  within MAX_CLOCK_SKEW_MS: a node's own clock must never run past the bound it holds
+ *  others to (its persisted HLC would stay ahead once the skew is gone). */
+export function normalizeFaults(body: any, skewMsMax: number): Faults {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "faults: expected a JSON object");
   const drop = body.drop ?? 0;
   if (typeof drop !== "number" || !(drop >= 0 && drop <= 1)) throw new HttpError(400, "faults: drop must be a number in 0..1");
@@ -1188,8 +1296,8 @@ export function normalizeFaults(body: any): Faults {
   if (typeof skew !== "object" || skew === null || Array.isArray(skew)) throw new HttpError(400, "faults: skew_ms must be an object");
   const skewMs: Record<string, number> = {};
   for (const [k, v] of Object.entries(skew)) {
-    if (!/^[0-9]{1,4}$/.test(k) || typeof v !== "number" || !Number.isInteger(v) || Math.abs(v) > 86_400_000) {
-      throw new HttpError(400, "faults: skew_ms maps node ids to integer milliseconds");
+    if (!/^[0-9]{1,4}$/.test(k) || typeof v !== "number" || !Number.isInteger(v) || Math.abs(v) > skewMsMax) {
+      throw new HttpError(400, `faults: skew_ms maps node ids to integer milliseconds within ±${skewMsMax} (MAX_CLOCK_SKEW_MS)`);
     }
     skewMs[k] = v;
   }

@@ -1,23 +1,48 @@
 // Context tokens: the core's Token payload (key hash, highest HLC, version vector) made
-// tamper-evident with an HMAC-SHA256 under TOKEN_SECRET, computed with Web Crypto.
-// Wire form: base64url(payload || HMAC(payload)[0..16]), no padding.
+// tamper-evident with an HMAC-SHA256, computed with Web Crypto, under TOKEN_SECRET (or the
+// cluster's generated secret). The MAC covers the payload, the key's bytes and the
+// cluster id, so a token is bound to one key of one cluster.
+// Wire form: base64url(TOKEN_VERSION || payload || HMAC(...)[0..16]), no padding.
+// Release 1's tokens had no version byte (their first byte is a protobuf tag).
 
 /** Bytes of the truncated HMAC appended to the payload. */
 export const TOKEN_MAC_BYTES = 16;
 /** Longest accepted token text (a token covering 256 explicit dots stays far below). */
 export const TOKEN_TEXT_BYTES_MAX = 16384;
+/** The first byte of every release-2 token. 0x02 is never a protobuf tag (field 0). */
+const TOKEN_VERSION = 2;
+/** What the MAC input starts with: no other use of the secret can produce it. */
+const MAC_DOMAIN = new TextEncoder().encode("ringkv context token v2\0");
+
+/** A secret for signing: TOKEN_SECRET's text, or the generated secret's bytes. */
+export type Secret = string | Uint8Array;
 
 const keys = new Map<string, Promise<CryptoKey>>();
 
-function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = keys.get(secret);
+function hmacKey(secret: Secret): Promise<CryptoKey> {
+  const id = typeof secret === "string" ? `s:${secret}` : `b:${Array.from(secret).join(",")}`;
+  let key = keys.get(id);
   if (key === undefined) {
-    key = crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-      "sign",
-    ]);
-    keys.set(secret, key);
+    const raw = typeof secret === "string" ? new TextEncoder().encode(secret) : secret;
+    key = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    keys.set(id, key);
   }
   return key;
+}
+
+async function mac(secret: Secret, clusterId: Uint8Array, key: Uint8Array, payload: Uint8Array): Promise<Uint8Array> {
+  const input = new Uint8Array(MAC_DOMAIN.length + clusterId.length + 4 + key.length + payload.length);
+  let o = 0;
+  input.set(MAC_DOMAIN, o);
+  o += MAC_DOMAIN.length;
+  input.set(clusterId, o);
+  o += clusterId.length;
+  new DataView(input.buffer).setUint32(o, key.length);
+  o += 4;
+  input.set(key, o);
+  o += key.length;
+  input.set(payload, o);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), input));
 }
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -75,26 +100,41 @@ export function base64(bytes: Uint8Array): string {
   return btoa(binary);
 }
 
-/** Signs a Token payload: the text a client gets in X-Ring-Context / "context". */
-export async function signToken(secret: string, payload: Uint8Array): Promise<string> {
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), payload));
-  const token = new Uint8Array(payload.length + TOKEN_MAC_BYTES);
-  token.set(payload);
-  token.set(mac.subarray(0, TOKEN_MAC_BYTES), payload.length);
+/** Signs a Token payload for `key`: the text a client gets in X-Ring-Context / "context". */
+export async function signToken(secret: Secret, clusterId: Uint8Array, key: Uint8Array, payload: Uint8Array): Promise<string> {
+  const m = await mac(secret, clusterId, key, payload);
+  const token = new Uint8Array(1 + payload.length + TOKEN_MAC_BYTES);
+  token[0] = TOKEN_VERSION;
+  token.set(payload, 1);
+  token.set(m.subarray(0, TOKEN_MAC_BYTES), 1 + payload.length);
   return base64url(token);
 }
 
-/** Verifies a client's token text; returns its payload, or undefined when the text is not
- *  base64url or the HMAC does not match. The payload's contents are the core's to judge. */
-export async function verifyToken(secret: string, text: string): Promise<Uint8Array | undefined> {
-  if (text.length === 0 || text.length > TOKEN_TEXT_BYTES_MAX) return undefined;
+/** A verified token's payload, or why it is refused: "older" for a release-1 token,
+ *  "invalid" for anything else that does not verify. The payload's contents are the
+ *  core's to judge. Any of `secrets` may have signed it (rotation). */
+export async function verifyToken(
+  secrets: Secret[],
+  clusterId: Uint8Array,
+  key: Uint8Array,
+  text: string,
+): Promise<{ payload: Uint8Array } | { refused: "older" | "invalid" }> {
+  if (text.length === 0 || text.length > TOKEN_TEXT_BYTES_MAX) return { refused: "invalid" };
   const raw = unbase64url(text);
-  if (raw === undefined || raw.length <= TOKEN_MAC_BYTES) return undefined;
-  const payload = raw.slice(0, raw.length - TOKEN_MAC_BYTES);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), payload));
-  let diff = 0;
-  for (let i = 0; i < TOKEN_MAC_BYTES; i++) diff |= mac[i] ^ raw[payload.length + i];
-  return diff === 0 ? payload : undefined;
+  if (raw === undefined || raw.length <= 1 + TOKEN_MAC_BYTES) return { refused: "invalid" };
+  if (raw[0] !== TOKEN_VERSION) {
+    // Release 1: payload || MAC, the payload a Token message (fields 1, 2, 3).
+    const release1 = raw[0] === 0x09 || raw[0] === 0x11 || raw[0] === 0x1a;
+    return { refused: release1 ? "older" : "invalid" };
+  }
+  const payload = raw.slice(1, raw.length - TOKEN_MAC_BYTES);
+  for (const secret of secrets) {
+    const m = await mac(secret, clusterId, key, payload);
+    let diff = 0;
+    for (let i = 0; i < TOKEN_MAC_BYTES; i++) diff |= m[i] ^ raw[1 + payload.length + i];
+    if (diff === 0) return { payload };
+  }
+  return { refused: "invalid" };
 }
 
 /** Constant-time string comparison for bearer tokens. */

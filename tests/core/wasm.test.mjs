@@ -211,9 +211,15 @@ test("interop: protobufjs reads the core's messages and the core reads protobufj
   // Unknown fields are skipped: the same Push with an extra field 15 still decodes.
   const extra = new Uint8Array([...push, (15 << 3) | 0, 42]);
   assert.deepEqual(other.call(Op.MessageKeys, { message: extra }).keys, [key]);
-  // A Push with another protocol version is refused.
-  const v2 = T("Push").encode({ version: 2, from: 0, entries: [] }).finish();
-  assert.throws(() => other.call(Op.MessageKeys, { message: v2 }), (e) => e.code === CoreError.E_PROTOCOL);
+  // Versions 1 and 2 are read; any other is refused.
+  for (const version of [1, 2]) {
+    const ok = T("Push").encode({ version, from: 0, entries: [] }).finish();
+    assert.deepEqual(other.call(Op.MessageKeys, { message: ok }).keys, []);
+  }
+  for (const version of [0, 3]) {
+    const bad = T("Push").encode({ version, from: 0, entries: [] }).finish();
+    assert.throws(() => other.call(Op.MessageKeys, { message: bad }), (e) => e.code === CoreError.E_PROTOCOL);
+  }
 });
 
 test("a token for another key is refused", () => {

@@ -84,7 +84,7 @@ test("malformed requests get 4xx, never 5xx, and change nothing", async () => {
       add("/v1/kv" + q, {}, 400);
     }
     add("/v1/cluster/placement?key=" + "k".repeat(1025), {}, 414);
-    for (const p of ["/v1/admin/nodes/abc/keys", "/v1/admin/nodes/-1/keys", "/v1/admin/nodes/1e3/keys", "/v1/admin/nodes/8/keys", "/v1/admin/nodes//keys", "/v1/admin/nodes/0/keys?cursor=*"]) {
+    for (const p of ["/v1/admin/nodes/abc/keys", "/v1/admin/nodes/-1/keys", "/v1/admin/nodes/1e3/keys", "/v1/admin/nodes/1024/keys", "/v1/admin/nodes//keys", "/v1/admin/nodes/0/keys?cursor=*"]) {
       add(p, {}, 400);
     }
     for (const p of ["/internal/write", "/internal/push", "/v1", "/v1/kvx", "/v1/admin/nodes/0", "/v1/admin/faults"]) add(p, { method: "POST", body: "x" }, 404);

@@ -63,7 +63,7 @@ export async function startCluster({ vars = {}, persistDir } = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: "2026-04-01",
     compatibilityFlags: ["nodejs_compat"],
-    durableObjects: { NODE: { className: "RingNode", useSQLite: true } },
+    durableObjects: { NODE: { className: "RingNode", useSQLite: true }, CONTROL: { className: "RingControl", useSQLite: true } },
     durableObjectsPersist: join(dir, "do"),
     cachePersist: join(dir, "cache"),
     bindings,

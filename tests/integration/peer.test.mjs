@@ -31,7 +31,7 @@ test("a Push with an unknown protocol version is refused (400) and counted in /v
   const d = await toNode(0, "/internal/digest", encode("DigestRequest", { version: 99, from: 1, root: 5n }));
   assert.equal(d.status, 400);
   const status = (await c.req("/v1/cluster")).json;
-  assert.ok(status.nodes[0].gossip.refused_versions >= 2);
+  assert.ok(status.nodes[0].refused.protocol_version >= 2, JSON.stringify(status.nodes[0].refused));
 });
 
 test("random and mutated peer messages never cause a 5xx or change state", async () => {

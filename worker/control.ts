@@ -1,0 +1,91 @@
+// RingControl: the one control Durable Object (class RingControl, SQLite). It executes the
+// core's control step (RINGKV_OP_CONTROL): it persists the ControlState the step hands
+// back and answers with the ring, the cluster id and, when TOKEN_SECRET is unset, the
+// generated secret. It is never on the request path: only a node without a ring asks.
+//
+// Internal route (reachable only through the CONTROL binding, from nodes):
+//   POST /control/ring   {reported_size, secret_needed} -> the RingView as JSON
+import { DurableObject } from "cloudflare:workers";
+import wasmModule from "../build/ringkv.wasm";
+import { Core, CoreError, Op } from "./core";
+import { parseConfig } from "./config";
+import { viewJson, type RingView } from "./ring";
+
+/** The control object's name under the CONTROL binding: there is one. */
+export const CONTROL_NAME = "control";
+/** Random bytes one control step may draw on (cluster id and secret). */
+const CONTROL_RANDOM_BYTES = 48;
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+}
+
+export class RingControl extends DurableObject {
+  private readonly sql: any;
+  private core: Core | undefined;
+
+  constructor(ctx: any, env: any) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS control(name TEXT PRIMARY KEY, value BLOB NOT NULL)`);
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname !== "/control/ring" || request.method !== "POST") return json(404, { error: "not found" });
+    const parsed = parseConfig(this.env as Record<string, unknown>);
+    if (parsed.error !== undefined) return json(503, { error: parsed.error });
+    let body: any;
+    try {
+      body = await request.json();
+    } catch {
+      return json(400, { error: "expected a JSON body" });
+    }
+    const reported = Number(body?.reported_size ?? 0);
+    if (!Number.isInteger(reported) || reported < 0 || reported > 1024) return json(400, { error: "bad reported_size" });
+    try {
+      return json(200, viewJson(this.step(parsed.config!.clusterSize, reported, body?.secret_needed === true)));
+    } catch (err) {
+      if (err instanceof CoreError) {
+        console.error(JSON.stringify({ component: "ring_control", event: "refused", error: err.message }));
+        return json(503, { error: `ring control: ${err.message}` });
+      }
+      throw err;
+    }
+  }
+
+  /** One control step: stored state in, new state persisted, the view out. */
+  private step(clusterSize: number, reportedSize: number, secretNeeded: boolean): RingView {
+    const rows = this.sql.exec(`SELECT value FROM control WHERE name = 'state'`).toArray();
+    const state = rows.length > 0 ? new Uint8Array(rows[0].value as ArrayBuffer) : new Uint8Array(0);
+    const random = crypto.getRandomValues(new Uint8Array(CONTROL_RANDOM_BYTES));
+    this.core ??= new Core(wasmModule as WebAssembly.Module);
+    let reply;
+    try {
+      reply = this.core.call(Op.Control, { state, clusterSize, reportedSize, random, secretNeeded });
+    } catch (err) {
+      if (!(err instanceof CoreError)) this.core = undefined;
+      throw err;
+    }
+    if (reply.state.length > 0) {
+      this.sql.exec(
+        `INSERT INTO control(name, value) VALUES ('state', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`,
+        reply.state.slice().buffer,
+      );
+    }
+    for (const line of reply.log as string[]) console.log(JSON.stringify({ component: "ring_control", event: "decision", message: line }));
+    const v = reply.view;
+    return {
+      ring: {
+        epoch: Number(v.ring.epoch),
+        size: v.ring.size,
+        from: v.ring.from,
+        to: v.ring.to,
+        phase: v.ring.phase,
+        nodeIdsMax: v.ring.nodeIdsMax,
+      },
+      clusterId: v.clusterId,
+      secret: v.secret.length > 0 ? v.secret : undefined,
+    };
+  }
+}
