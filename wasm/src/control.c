@@ -5,6 +5,7 @@
  * the cluster id is 16 random bytes; when TOKEN_SECRET is unset a 256-bit secret is drawn
  * once and kept. Randomness comes in with the request, so the step is deterministic. */
 #include "control.h"
+#include "fields.h"
 
 typedef struct {
   uint64_t epoch;
@@ -19,15 +20,6 @@ typedef struct {
 } control_state;
 
 enum { PHASE_NONE = 0, PHASE_LEAVING = 3 };
-
-/* Field loop over one message (as in node.c): unknown fields skip. */
-#define FIELDS(bytes)                                                           \
-  for (pb_rd r_ = pb_reader(bytes), *once_ = &r_; once_ != NULL; once_ = NULL)  \
-    for (uint32_t f_ = 0, wt_ = 0; ok && (t_ = pb_next(&r_, &f_, &wt_)) == 1;)  \
-      switch (f_)
-#define SKIP default: ok = pb_skip(&r_, wt_); break
-#define R (&r_)
-#define WT wt_
 
 static bool size_valid(uint32_t size) { return size >= 1 && size <= RINGKV_CLUSTER_SIZE_MAX; }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "control.h"
+#include "fields.h"
 #include "hash.h"
 #include "hlc.h"
 #include "register.h"
@@ -52,16 +53,6 @@ static void *vec_grow(rk_arena *a, void *arr, size_t len, size_t *cap, size_t el
 #define VEC_PUSH(a, arr, len, cap) \
   (((arr) = vec_grow((a), (arr), (len), &(cap), sizeof *(arr))) != NULL ? &(arr)[(len)++] : NULL)
 
-/* Field loop over one message: `case N: ok = ...; break;` inside; unknown fields skip.
- * Needs `int t_` and `bool ok = true` in scope; stops at the first failed read. After a
- * nested loop, t_ holds the nested result until the outer loop reads its next tag. */
-#define FIELDS(bytes)                                        \
-  for (pb_rd r_ = pb_reader(bytes), *once_ = &r_; once_ != NULL; once_ = NULL)  \
-    for (uint32_t f_ = 0, wt_ = 0; ok && (t_ = pb_next(&r_, &f_, &wt_)) == 1;)  \
-      switch (f_)
-#define SKIP default: ok = pb_skip(&r_, wt_); break
-#define R (&r_)
-#define WT wt_
 
 static bool key_valid(rk_slice key) { return key.len >= 1 && key.len <= RINGKV_KEY_BYTES_MAX; }
 
