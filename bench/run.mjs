@@ -68,7 +68,7 @@ const ROUNDS = Number(args.rounds ?? (QUICK ? 2 : 4));
 const SECONDS = Number(args.seconds ?? (QUICK ? 2 : 5));
 const BIG_KEYS = Number(args["big-keys"] ?? (QUICK ? 10_000 : 100_000));
 const SMALL_KEYS = 1000;
-const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,core").split(","));
+const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,core").split(","));
 
 const CLIENTS = 16;
 const KEYSPACE = 500;
@@ -343,7 +343,9 @@ async function benchGossip() {
   results.gossip = {};
   const TRIALS = QUICK ? 1 : 3;
   for (const replicas of [3, 8]) {
-    const c = await start("ring", { vars: ringVars({ REPLICAS: String(replicas) }) });
+    // 2 x REPLICAS x MAX_KEY_BYTES stays within 32 MiB (the core refuses more).
+    const maxKeyBytes = String(Math.min(4 << 20, Math.floor((32 << 20) / (2 * replicas))));
+    const c = await start("ring", { vars: ringVars({ REPLICAS: String(replicas), MAX_KEY_BYTES: maxKeyBytes }) });
     const trials = [];
     try {
       for (let trial = 0; trial < TRIALS; trial++) {
@@ -458,7 +460,9 @@ async function bulkLoad(cluster, count, prefix) {
   const parsed = parseConfig(cluster.vars);
   if (parsed.error) throw new Error(parsed.error);
   const core = new Core(new WebAssembly.Module(readFileSync(join(root, "build/ringkv.wasm"))));
-  core.call(Op.Init, { config: coreConfig(parsed.config), node: { node: 0, clock: 0n, counter: BULK_COUNTER_BASE }, shards: [] });
+  const size = parsed.config.clusterSize;
+  const ring = { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size };
+  core.call(Op.Init, { config: coreConfig(parsed.config, ring), node: { node: 0, clock: 0n, counter: BULK_COUNTER_BASE }, shards: [] });
   const ns = await cluster.mf.getDurableObjectNamespace("NODE");
   const stubs = [0, 1].map((n) => ns.get(ns.idFromName(String(n))));
   const contentType = utf8(CONTENT_TYPE);
@@ -588,6 +592,78 @@ async function benchRound() {
 }
 
 // ---------------------------------------------------------------------------------------
+// bigkey: the gossip round's cost with one maximal key present.
+
+/** N=2 R=2 with SMALL_KEYS keys; one key built to MAX_KEY_BYTES (4 MiB, 1 MiB values) at
+ *  each node while they are partitioned, so that healing makes each node push 4 MiB. A
+ *  probe (a small write at node 0, visible at node 1) is timed in the rounds that carry the
+ *  big key and after them, against the same cluster before the big key existed. */
+async function benchBigKey() {
+  const MIB = 1024 * 1024;
+  const vars = ringVars({ CLUSTER_SIZE: "2", REPLICAS: "2", GOSSIP_INTERVAL_MS: "10", FAULTS: "1", MAX_KEY_BYTES: String(4 * MIB) });
+  const c = await start("ring", { vars });
+  try {
+    await waitConverged(c.url, { timeoutMs: 30_000 });
+    await bulkLoad(c, SMALL_KEYS, "bigkey/");
+    await waitConverged(c.url, { timeoutMs: 120_000, everyMs: 200 });
+    await drain(c);
+    let probeNo = 0;
+    const probe = async () => (await visibleAfter(c.url, `bigkey-probe/${probeNo++}`, 0, 1, 60_000)).visible_ms;
+    const n = QUICK ? 6 : 20;
+    const before = [];
+    for (let i = 0; i < n; i++) before.push(await probe());
+    // The big key: a first version everywhere, then four 1 MiB versions at each node under
+    // that version's context, each node alone.
+    const key = "bigkey/the-key";
+    const first = await request(c.url + kvPath(key), { method: "PUT", body: "first" });
+    await waitConverged(c.url, { timeoutMs: 30_000 });
+    const context = JSON.parse(first.text).context;
+    const faults = (body) => request(c.url + "/v1/admin/faults", { method: "POST", body: JSON.stringify(body) });
+    await faults({ partitions: [[0], [1]] });
+    for (const node of [0, 1]) {
+      for (let i = 0; i < 4; i++) {
+        const w = await request(c.url + kvPath(key, `?node=${node}`), {
+          method: "PUT",
+          body: randomValue(MIB),
+          headers: { "X-Ring-Context": context },
+        });
+        if (w.status !== 200) throw new Error(`bigkey: write ${i} at node ${node}: ${w.status} ${w.text}`);
+      }
+    }
+    const t0 = performance.now();
+    await faults({});
+    const during = [];
+    for (let i = 0; i < 3; i++) during.push(await probe());
+    const { ms } = await waitConverged(c.url, { timeoutMs: 120_000, everyMs: 20 });
+    const convergedMs = performance.now() - t0;
+    const after = [];
+    for (let i = 0; i < n; i++) after.push(await probe());
+    const status = await clusterStatus(c.url, 60_000);
+    results.bigkey = {
+      key_bytes_at_each_node: 8 * MIB,
+      probe_visible_ms_median_before: round1(median(before)),
+      probe_visible_ms_while_shipping: during.map(round1),
+      probe_visible_ms_median_after: round1(median(after)),
+      healed_to_converged_ms: round1(convergedMs),
+      converged_poll_ms: round1(ms),
+      gossip_bytes_sent: status?.nodes.map((x) => x.gossip.bytes_sent),
+      refused: status?.nodes.map((x) => x.refused),
+    };
+    const ratio = median(after) / median(before);
+    rows.push([
+      "gossip round with one maximal key present (N=2 R=2, 2 x 4 MiB merged at each node): probe visible",
+      `${round1(median(after))} ms median (${during.map(round1).join(", ")} ms while the key ships; converged ${round1(convergedMs)} ms after healing)`,
+      `${round1(median(before))} ms before the key`,
+      `${ratio.toFixed(2)} x`,
+      "nothing stalls",
+      null,
+    ]);
+  } finally {
+    await stop(c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // core: bench/core.mjs's table.
 
 function benchCore() {
@@ -675,6 +751,7 @@ const benches = [
   ["gossip", benchGossip],
   ["converge", benchConverge],
   ["round", benchRound],
+  ["bigkey", benchBigKey],
   ["core", benchCore],
 ];
 let failed = false;

@@ -91,6 +91,8 @@ const dir = mkdtempSync(join(tmpdir(), "ringkv-chaos-"));
 const vars = {
   CLUSTER_SIZE: String(N),
   REPLICAS: String(R),
+  // 2 x REPLICAS x MAX_KEY_BYTES stays within 32 MiB (the core refuses more).
+  MAX_KEY_BYTES: String(Math.min(4 << 20, Math.floor((32 << 20) / (2 * R)))),
   GOSSIP_INTERVAL_MS: String(GOSSIP_INTERVAL_MS),
   CACHE_TTL_SECONDS: "0",
   FAULTS: "1",

@@ -1004,9 +1004,17 @@ static void step_push(sim *s, node *n) {
       if (og->acked_seq_on_success > n->acked_seq[og->peer]) n->acked_seq[og->peer] = og->acked_seq_on_success;
       continue;
     }
-    if (s->o->break_mode == SIM_BREAK_ACK_ON_SEND && og->acked_seq_on_success > n->acked_seq[og->peer])
-      n->acked_seq[og->peer] = og->acked_seq_on_success;   /* deliberately wrong: oracle self-test */
-    send_request(s, EV_PUSH_REQ, n, og->peer, og->message, og->acked_seq_on_success);
+    for (size_t k = 0; k <= og->also_len; k++) {
+      /* The message goes to og->peer, then to every peer it names as sharing it. */
+      uint32_t to = k == 0 ? og->peer : og->also[k - 1];
+      if (to >= s->o->nodes || to == n->id) {
+        failf(s, "push_peer", "node %u: BuildPush shares a message with peer %u", n->id, to);
+        return;
+      }
+      if (s->o->break_mode == SIM_BREAK_ACK_ON_SEND && og->acked_seq_on_success > n->acked_seq[to])
+        n->acked_seq[to] = og->acked_seq_on_success;   /* deliberately wrong: oracle self-test */
+      send_request(s, EV_PUSH_REQ, n, to, og->message, og->acked_seq_on_success);
+    }
     n->last_change_round = (int64_t)s->round;
   }
 }
@@ -1386,6 +1394,11 @@ static void setup(sim *s) {
   s->cfg.tombstone_grace_ms = o->tombstone_grace_ms;
   s->cfg.max_siblings = o->max_siblings;
   s->cfg.fanout = o->fanout;
+  /* As a deployment must: up to 2 x replicas writers' siblings and bytes of one key stay
+   * within the core's bounds (full replication at 1024 nodes: 16 KiB, 2 siblings). */
+  uint64_t accepting = RK_MIN(2u * (uint64_t)o->replicas, RINGKV_CLUSTER_SIZE_MAX);
+  s->cfg.key_bytes_max = RK_MIN(RINGKV_KEY_BYTES_DEFAULT, RINGKV_NODE_KEY_BYTES_MAX / accepting);
+  s->cfg.max_siblings = (uint32_t)RK_MIN(s->cfg.max_siblings, RINGKV_SIBLINGS_MAX / accepting);
 
   ringkv_node *placer = ringkv_node_create();
   CHECK_ALLOC(placer);

@@ -46,6 +46,7 @@ void w_enc_init(pb_enc *e, const w_config *c, uint32_t node, uint64_t clock, uin
   pb_put_uint(e, 5, c->tombstone_grace_ms);
   pb_put_uint(e, 6, c->max_siblings);
   pb_put_uint(e, 7, c->fanout);
+  pb_put_uint(e, 9, c->key_bytes_max);
   pb_end(e, m);
   m = pb_begin(e, 2);
   pb_put_uint(e, 1, node);
@@ -367,16 +368,32 @@ bool w_dec_merge_reply(rk_arena *a, rk_slice b, w_merge_reply *o) {
   return t == 0;
 }
 
-static bool dec_outgoing(rk_slice b, w_outgoing *o) {
+typedef struct {
+  rk_arena *a;
+  w_outgoing *o;
+  size_t cap;
+} also_sink;
+
+static bool also_push(void *ctx, uint32_t v) {
+  also_sink *k = ctx;
+  uint32_t *slot = GROW(k->a, k->o->also, k->o->also_len, k->cap);
+  if (slot == NULL) return false;
+  *slot = v;
+  return true;
+}
+
+static bool dec_outgoing(rk_arena *a, rk_slice b, w_outgoing *o) {
   pb_rd r = pb_reader(b);
   uint32_t f, wt;
   int t;
   memset(o, 0, sizeof(*o));
+  also_sink sink = {a, o, 0};
   while ((t = pb_next(&r, &f, &wt)) == 1) {
     bool ok = f == 1   ? pb_get_u32(&r, wt, &o->peer)
               : f == 2 ? pb_get_bytes(&r, wt, &o->message)
               : f == 3 ? pb_get_u64(&r, wt, &o->acked_seq_on_success)
               : f == 4 ? pb_get_u32(&r, wt, &o->entries)
+              : f == 5 ? pb_get_repeated_u32(&r, wt, also_push, &sink)
                        : pb_skip(&r, wt);
     if (!ok) return false;
   }
@@ -393,7 +410,7 @@ bool w_dec_outgoing_list(rk_arena *a, rk_slice b, w_outgoing_list *o) {
     if (f == 1) {
       rk_slice s;
       w_outgoing *x = GROW(a, o->outgoing, o->outgoing_len, cap);
-      if (x == NULL || !pb_get_bytes(&r, wt, &s) || !dec_outgoing(s, x)) return false;
+      if (x == NULL || !pb_get_bytes(&r, wt, &s) || !dec_outgoing(a, s, x)) return false;
     } else if (!pb_skip(&r, wt)) {
       return false;
     }

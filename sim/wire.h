@@ -120,6 +120,8 @@ typedef struct {
   rk_slice message;
   uint64_t acked_seq_on_success;
   uint32_t entries;
+  uint32_t *also;      /* the same message goes to these peers too (Outgoing.peers) */
+  size_t also_len;
 } w_outgoing;
 
 typedef struct {
@@ -152,6 +154,7 @@ typedef struct {
   uint64_t tombstone_grace_ms;
   uint32_t max_siblings;
   uint32_t fanout;
+  uint64_t key_bytes_max;
 } w_config;
 
 void w_put_dot(pb_enc *e, uint32_t field, w_dot d);

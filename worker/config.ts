@@ -12,6 +12,7 @@ export interface RingConfig {
   gossipIntervalMs: number;
   cacheTtlSeconds: number;
   maxValueBytes: number;
+  maxKeyBytes: number;
   maxClockSkewMs: number;
   tombstoneGraceSeconds: number;
   maxSiblings: number;
@@ -41,6 +42,8 @@ const RULES: IntRule[] = [
   { name: "GOSSIP_INTERVAL_MS", fallback: 1000, min: 10, max: 3_600_000 },
   { name: "CACHE_TTL_SECONDS", fallback: 5, min: 0, max: 86_400 },
   { name: "MAX_VALUE_BYTES", fallback: 1_048_576, min: 1, max: VALUE_BYTES_LIMIT },
+  // The core refuses more than 32 MiB / (2 x REPLICAS) (RINGKV_NODE_KEY_BYTES_MAX).
+  { name: "MAX_KEY_BYTES", fallback: 4_194_304, min: 1, max: 33_554_432 },
   { name: "MAX_CLOCK_SKEW_MS", fallback: 60_000, min: 0, max: 86_400_000 },
   { name: "TOMBSTONE_GRACE_SECONDS", fallback: 3600, min: 0, max: 10 * 365 * 86_400 },
   { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 1024 },
@@ -95,6 +98,7 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
       gossipIntervalMs: v.GOSSIP_INTERVAL_MS,
       cacheTtlSeconds: v.CACHE_TTL_SECONDS,
       maxValueBytes: v.MAX_VALUE_BYTES,
+      maxKeyBytes: v.MAX_KEY_BYTES,
       maxClockSkewMs: v.MAX_CLOCK_SKEW_MS,
       tombstoneGraceSeconds: v.TOMBSTONE_GRACE_SECONDS,
       maxSiblings: v.MAX_SIBLINGS,
@@ -118,6 +122,8 @@ export function coreConfig(config: RingConfig, ring: Ring): Record<string, unkno
     tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n,
     maxSiblings: config.maxSiblings,
     fanout: config.fanout,
+    keyBytesMax: BigInt(config.maxKeyBytes),
+    valueBytesMax: BigInt(config.maxValueBytes),
   };
 }
 

@@ -46,6 +46,9 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.Control]: "Control",
 };
 
+/** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */
+const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+
 const CODE_NAMES = [
   "ok",
   "malformed message",
@@ -59,6 +62,7 @@ const CODE_NAMES = [
   "unknown operation",
   "out of memory",
   "value out of range",
+  "key too large",
 ];
 
 /** A non-zero return code from the core. */
@@ -74,6 +78,7 @@ export class CoreError extends Error {
   static readonly E_OP = 9;
   static readonly E_NOMEM = 10;
   static readonly E_VALUE = 11;
+  static readonly E_KEY_BYTES = 12;
 
   constructor(
     readonly code: number,
@@ -105,6 +110,8 @@ export class Core {
   /** Runs `op` on the encoded request bytes; returns the reply bytes (a copy). */
   callRaw(op: OpCode, request: Uint8Array): { code: number; reply: Uint8Array } {
     const x = this.exports;
+    // Beyond the core's message limit a request is malformed, not a lack of memory.
+    if (request.length > MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_DECODE, CODE_NAMES[CoreError.E_DECODE]);
     const input = x.ringkv_wasm_input(request.length);
     if (input === 0 && request.length > 0) throw new CoreError(CoreError.E_NOMEM, CODE_NAMES[CoreError.E_NOMEM]);
     new Uint8Array(x.memory.buffer, input, request.length).set(request);

@@ -48,13 +48,13 @@ interface RingState {
 }
 
 let ringCache: RingState | undefined;
-let ringPending: Promise<RingState> | undefined;
+let ringPending: { setup: Setup; promise: Promise<RingState> } | undefined;
 
 let setupCache: { env: Msg; envKey: string; setup: Setup } | undefined;
 
 const ENV_NAMES = [
   "CLUSTER_SIZE", "REPLICAS", "SHARDS", "GOSSIP_INTERVAL_MS", "CACHE_TTL_SECONDS", "MAX_VALUE_BYTES",
-  "MAX_CLOCK_SKEW_MS", "TOMBSTONE_GRACE_SECONDS", "MAX_SIBLINGS", "FANOUT", "API_TOKEN", "ADMIN_TOKEN",
+  "MAX_CLOCK_SKEW_MS", "TOMBSTONE_GRACE_SECONDS", "MAX_SIBLINGS", "FANOUT", "MAX_KEY_BYTES", "API_TOKEN", "ADMIN_TOKEN",
   "TOKEN_SECRET", "FAULTS", "ENVIRONMENT",
 ];
 
@@ -69,7 +69,20 @@ function setup(env: Msg): Setup {
   }
   const parsed = parseConfig(env);
   const s: Setup = { config: parsed.config, error: parsed.error };
-  if (s.config !== undefined) warnOpenConfig(s.config);
+  if (s.config !== undefined) {
+    // The core judges the configuration (its limits relate sizes, replicas and bytes).
+    const size = s.config.clusterSize;
+    try {
+      new Core(wasmModule as WebAssembly.Module).call(Op.Init, {
+        config: coreConfig(s.config, { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size }),
+        node: { node: 0, clock: 0n, counter: 0n },
+        shards: [],
+      });
+      warnOpenConfig(s.config);
+    } catch (err) {
+      s.error = `bad configuration: ${(err as CoreError).message.replace(/^invalid configuration: /, "")}`;
+    }
+  }
   if (s.error !== undefined) warnOnce(s.error);
   setupCache = { env, envKey, setup: s };
   ringCache = undefined;
@@ -80,10 +93,17 @@ function setup(env: Msg): Setup {
  *  a node (node 0 first; the others of the configured size if it fails). */
 async function ringOf(env: Msg, s: Setup): Promise<RingState> {
   if (ringCache !== undefined && ringCache.setup === s) return ringCache;
-  ringPending ??= fetchRing(env, s).finally(() => {
-    ringPending = undefined;
-  });
-  return ringPending;
+  // A question asked under another configuration (other secrets) is not this one's answer.
+  if (ringPending === undefined || ringPending.setup !== s) {
+    const pending = {
+      setup: s,
+      promise: fetchRing(env, s).finally(() => {
+        if (ringPending === pending) ringPending = undefined;
+      }),
+    };
+    ringPending = pending;
+  }
+  return ringPending.promise;
 }
 
 async function fetchRing(env: Msg, s: Setup): Promise<RingState> {

@@ -34,6 +34,8 @@ type Msg = Record<string, any>;
 export const NODE_ID_HEADER = "X-Ring-Node-Id";
 /** Header on a node's 503 when it refuses to serve under this configuration. */
 export const REFUSED_HEADER = "X-Ring-Refused";
+/** Header on a node's 400 to a peer: why it refused the whole message. */
+const REFUSED_REASON_HEADER = "X-Ring-Refused-Reason";
 
 // Limits of one gossip round, units last.
 const PUSH_CANDIDATES_MAX = 512;
@@ -53,6 +55,7 @@ const PEER_RETRY_QUICK = 2;
 const PEER_FETCH_TIMEOUT_MS = 10_000;
 const GC_RETRY_MS_MIN = 1000;
 const DUMP_KEYS_MAX = 100;
+const DUMP_VALUE_BYTES_MAX = 8 * 1024 * 1024;
 const CONTROL_TIMEOUT_MS = 10_000;
 /** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
 const NODE_IDS_MAX = 1024;
@@ -128,6 +131,8 @@ interface PushPlan {
   healthy: PeerState[];
   truncated: boolean;
   changed: PeerState[];
+  /** The rows the round read (their keys are the ones a peer may ask to have again). */
+  candidates: Msg[];
 }
 
 interface PeerState {
@@ -250,7 +255,20 @@ export class RingNode extends DurableObject {
     this.aeNextMs = Number(this.getConf("ae_next_ms") ?? "0");
     this.aeCursor = Number(this.getConf("ae_cursor") ?? "-1");
     const faults = this.getConf("faults");
-    if (faults !== undefined) this.faults = JSON.parse(faults);
+    if (faults !== undefined) {
+      try {
+        // Settings kept from before a change of MAX_CLOCK_SKEW_MS (or of the rules) are
+        // checked again: anything no longer allowed is dropped.
+        const kept = JSON.parse(faults);
+        this.faults = normalizeFaults({ ...kept, skew_ms: kept.skewMs }, c.maxClockSkewMs);
+      } catch {
+        this.setConf("faults", JSON.stringify(this.faults));
+      }
+    }
+    // Release 1 counted refused protocol versions as refused_versions.
+    this.sql.exec(`INSERT INTO stats(name, value) SELECT 'refused_protocol_version', value FROM stats WHERE name = 'refused_versions'
+      ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`);
+    this.sql.exec(`DELETE FROM stats WHERE name = 'refused_versions'`);
     const view = this.getConf("ring_view");
     if (view !== undefined) this.ringView = viewFromJson(JSON.parse(view));
     const id = this.getConf("node_id");
@@ -263,11 +281,14 @@ export class RingNode extends DurableObject {
   /** The ring, from storage or (first start, or a release-1 node) from RingControl, which
    *  is asked once and never again on the request path. Persisted before use. */
   private async ensureRing(needSecret = false): Promise<void> {
-    if (this.ringView !== undefined && (!needSecret || this.ringView.secret !== undefined)) return;
-    this.ringPending ??= this.askControl(needSecret).finally(() => {
-      this.ringPending = undefined;
-    });
-    await this.ringPending;
+    const satisfied = () => this.ringView !== undefined && (!needSecret || this.ringView.secret !== undefined);
+    // A pending question may not have asked for the secret: ask again after it if need be.
+    for (let asked = 0; !satisfied() && asked < 2; asked++) {
+      this.ringPending ??= this.askControl(needSecret).finally(() => {
+        this.ringPending = undefined;
+      });
+      await this.ringPending;
+    }
     if (this.ringView === undefined) throw new HttpError(503, "the ring is not available yet");
   }
 
@@ -401,13 +422,25 @@ export class RingNode extends DurableObject {
   }
 
   /** Rows of many keys, SQL_PARAMS_MAX keys per statement. */
-  private loadRows(keys: Uint8Array[]): Map<string, { meta: Uint8Array; expired: boolean }> {
-    const out = new Map<string, { meta: Uint8Array; expired: boolean }>();
+  /** Rows of many keys with their values' lengths (not the values), SQL_PARAMS_MAX keys
+   *  per statement: what a merge needs to bound the merged key's bytes. */
+  private loadRows(keys: Uint8Array[]): Map<string, { meta: Uint8Array; expired: boolean; sizes: Msg[] }> {
+    const out = new Map<string, { meta: Uint8Array; expired: boolean; sizes: Msg[] }>();
     for (let i = 0; i < keys.length; i += SQL_PARAMS_MAX) {
       const chunk = keys.slice(i, i + SQL_PARAMS_MAX);
       const marks = chunk.map(() => "?").join(", ");
-      for (const row of this.sql.exec(`SELECT key, meta, expired FROM keys WHERE key IN (${marks})`, ...chunk.map(blob))) {
-        out.set(keyId(bytesOf(row.key)), { meta: bytesOf(row.meta), expired: row.expired === 1 });
+      for (const row of this.sql.exec(
+        `SELECT k.key AS key, k.meta AS meta, k.expired AS expired, v.node AS node, v.counter AS counter,
+           length(v.value) AS bytes FROM keys k LEFT JOIN vals v ON v.key = k.key WHERE k.key IN (${marks})`,
+        ...chunk.map(blob),
+      )) {
+        const id = keyId(bytesOf(row.key));
+        let entry = out.get(id);
+        if (entry === undefined) {
+          entry = { meta: bytesOf(row.meta), expired: row.expired === 1, sizes: [] };
+          out.set(id, entry);
+        }
+        if (row.node !== null) entry.sizes.push({ dot: { node: row.node, counter: BigInt(row.counter) }, bytes: BigInt(row.bytes) });
       }
     }
     return out;
@@ -640,14 +673,16 @@ export class RingNode extends DurableObject {
             return json(400, { error: "invalid context token: its clock is too far ahead" });
           case CoreError.E_SIBLINGS:
             return json(409, { error: "too many siblings: read with ?siblings=1 and resolve first" });
+          case CoreError.E_KEY_BYTES:
+            return json(409, { error: "the key's siblings would exceed MAX_KEY_BYTES: read with ?siblings=1 and resolve first" });
           case CoreError.E_VALUE:
             return json(413, { error: "value or content type too large" });
           case CoreError.E_DECODE:
             if (PEER_PATHS.has(url.pathname)) this.addStat("refused_malformed", 1);
-            return json(400, { error: "malformed message" });
+            return json(400, { error: "malformed message" }, { [REFUSED_REASON_HEADER]: "malformed" });
           case CoreError.E_PROTOCOL:
             this.addStat("refused_protocol_version", 1);
-            return json(400, { error: "unknown protocol version" });
+            return json(400, { error: "unknown protocol version" }, { [REFUSED_REASON_HEADER]: "protocol_version" });
         }
         console.error(`ringkv node ${this.nodeId}: ${err.message}`);
         return json(500, { error: err.message });
@@ -674,6 +709,14 @@ export class RingNode extends DurableObject {
     const value = deleted ? EMPTY : new Uint8Array(await request.arrayBuffer());
     // From here to the transaction's end nothing is awaited.
     const row = this.loadRow(key);
+    // A context write may keep siblings: the core bounds the key's bytes by their lengths.
+    const sizes =
+      tokenText === null || row === undefined
+        ? []
+        : this.sql
+            .exec(`SELECT node, counter, length(value) AS bytes FROM vals WHERE key = ?`, blob(key))
+            .toArray()
+            .map((r: any) => ({ dot: { node: r.node, counter: BigInt(r.counter) }, bytes: BigInt(r.bytes) }));
     const reply = this.call(Op.Write, {
       nowMs: BigInt(this.nowMs()),
       key,
@@ -684,6 +727,7 @@ export class RingNode extends DurableObject {
       value,
       contentType,
       deleted,
+      sizes,
     });
     this.commit(() => {
       this.upsertKey(key, reply.shard, reply.meta, reply.info ?? {}, true);
@@ -823,13 +867,23 @@ export class RingNode extends DurableObject {
         ? this.sql.exec(`SELECT key, meta, seq, expired FROM keys ORDER BY key LIMIT ?`, DUMP_KEYS_MAX)
         : this.sql.exec(`SELECT key, meta, seq, expired FROM keys WHERE key > ? ORDER BY key LIMIT ?`, blob(cursor), DUMP_KEYS_MAX)
     ).toArray();
-    const keys = rows.map((row: any) => {
+    // A page ends after DUMP_KEYS_MAX keys, or once it holds DUMP_VALUE_BYTES_MAX of values
+    // (a maximal key alone fills one).
+    let pageBytes = 0;
+    let taken = 0;
+    const keys = [];
+    for (const row of rows) {
+      if (pageBytes >= DUMP_VALUE_BYTES_MAX) break;
+      taken++;
       const key = bytesOf(row.key);
       const register = decode("Register", bytesOf(row.meta));
       const values = new Map<string, Uint8Array>();
-      for (const v of this.loadValues(key)) values.set(`${v.dot.node}:${v.dot.counter}`, v.value);
+      for (const v of this.loadValues(key)) {
+        values.set(`${v.dot.node}:${v.dot.counter}`, v.value);
+        pageBytes += v.value.length;
+      }
       const ctx = register.context ?? { vv: [], dots: [] };
-      return {
+      keys.push({
         ...keyJson(key),
         seq: row.seq,
         expired: row.expired === 1,
@@ -854,15 +908,16 @@ export class RingNode extends DurableObject {
           vv: ctx.vv.map((d: Msg) => [d.node, d.counter.toString()]),
           dots: ctx.dots.map((d: Msg) => [d.node, d.counter.toString()]),
         },
-      };
-    });
-    const last = rows.length === DUMP_KEYS_MAX ? base64url(bytesOf(rows[rows.length - 1].key)) : null;
+      });
+    }
+    const more = taken < rows.length || rows.length === DUMP_KEYS_MAX;
+    const last = more ? base64url(bytesOf(rows[taken - 1].key)) : null;
     return json(200, { node: this.nodeId, keys, cursor: last });
   }
 
   /** Merges a Push (gossip, a repair request, or a repair answer); returns the core's
    *  reply bytes (a repair request's answer, else empty). */
-  private mergePush(message: Uint8Array): Uint8Array {
+  private mergePush(message: Uint8Array, sent?: Set<string>): Uint8Array {
     const wanted = this.call(Op.MessageKeys, { message });
     const locals = new Map<string, Msg>();
     if (wanted.shards.length > 0) this.loadShards(wanted.shards, locals);
@@ -870,20 +925,22 @@ export class RingNode extends DurableObject {
     const rows = this.loadRows(missing);
     for (const key of missing) {
       const row = rows.get(keyId(key));
-      locals.set(keyId(key), { key, meta: row?.meta ?? EMPTY, expired: row?.expired ?? false });
+      locals.set(keyId(key), { key, meta: row?.meta ?? EMPTY, expired: row?.expired ?? false, sizes: row?.sizes ?? [] });
     }
-    const reply = this.call(Op.Merge, { nowMs: BigInt(this.nowMs()), message, locals: [...locals.values()] });
-    if (reply.applied.length > 0 || reply.node !== undefined || reply.resend.length > 0) {
+    const reply = this.call(Op.Merge, { nowMs: BigInt(this.nowMs()), message, locals: [...locals.values()], answer: sent !== undefined });
+    // Keys a peer deferred go out again (a new sequence puts them past its ack), but only
+    // keys this node just sent it.
+    const resend = (reply.resend as Uint8Array[]).filter((key) => sent?.has(keyId(key)));
+    if (reply.applied.length > 0 || reply.node !== undefined || resend.length > 0) {
       this.commit(() => {
         for (const a of reply.applied) this.applyApplied(a, true);
-        // Keys a peer deferred go out again: a new sequence puts them past its ack.
-        for (const key of reply.resend as Uint8Array[]) this.touchKey(key);
+        for (const key of resend) this.touchKey(key);
         this.saveNodeState(reply.node);
         this.addStat("entries_applied", reply.applied.length);
       });
     }
     for (const r of reply.refused as Msg[]) this.addStat(`refused_${r.reason}`, r.count);
-    if (reply.resend.length > 0) this.scheduleFlush();
+    if (resend.length > 0) this.scheduleFlush();
     if (reply.applied.length > 0) {
       this.lastChangeMs = Date.now();
       // Learned changes travel on only where the core relays them (REPLICAS - 1 >
@@ -894,10 +951,11 @@ export class RingNode extends DurableObject {
     return reply.reply;
   }
 
-  /** A peer's answer to a push: merged like any Push, but a bad one is only counted. */
-  private mergeAnswer(answer: Uint8Array): void {
+  /** A peer's answer to a push of `sent` keys: merged like any Push, but a bad one is only
+   *  counted. */
+  private mergeAnswer(answer: Uint8Array, sent: Set<string>): void {
     try {
-      this.mergePush(answer);
+      this.mergePush(answer, sent);
     } catch (err) {
       if (!(err instanceof CoreError)) throw err;
       this.addStat(err.code === CoreError.E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
@@ -969,7 +1027,8 @@ export class RingNode extends DurableObject {
         Promise.all((gcQuery?.outgoing ?? []).map((o: Msg) => this.send(o.peer, "/internal/gc", o.message))),
       ]);
       for (const p of plan.changed) this.savePeer(p);
-      for (const answer of push.answers) this.mergeAnswer(answer);
+      const sent = new Set<string>(plan.candidates.map((c: Msg) => keyId(c.local.key)));
+      for (const answer of push.answers) this.mergeAnswer(answer, sent);
       if (push.pending) nextMs = Math.min(nextMs, Date.now() + interval);
       if (push.sent) this.lastChangeMs = Date.now();
       if (gcQuery !== undefined && this.collect(gcReplies)) {
@@ -1040,7 +1099,7 @@ export class RingNode extends DurableObject {
    *  core decide who gets what. Synchronous: reads and one core call. */
   private planPush(): PushPlan {
     const peers = this.peerStates();
-    const plan: PushPlan = { outgoing: [], healthy: [], truncated: false, changed: [] };
+    const plan: PushPlan = { outgoing: [], healthy: [], truncated: false, changed: [], candidates: [] };
     if (peers.length === 0) return plan;
     this.lowestAck = Math.min(...peers.map((p) => p.ackedSeq));
     if (!peers.some((p) => p.ackedSeq < this.seq)) return plan;
@@ -1077,6 +1136,7 @@ export class RingNode extends DurableObject {
       plan.truncated = candidates.length === PUSH_CANDIDATES_MAX || valueBytes >= PUSH_VALUE_BYTES_MAX;
     }
     const scannedTo = plan.truncated ? Number(candidates[candidates.length - 1].seq) : seqAtScan;
+    plan.candidates = candidates;
     plan.outgoing = this.call(Op.BuildPush, {
       candidates,
       acks: plan.healthy.map((p) => ({ peer: p.peer, ackedSeq: BigInt(p.ackedSeq) })),
@@ -1091,18 +1151,23 @@ export class RingNode extends DurableObject {
     let failed = false;
     let sent = false;
     const answers: Uint8Array[] = [];
+    // A message the core shares between peers (a key too large for a round) goes to each.
+    const sends = plan.outgoing.flatMap((o: Msg) => [o.peer, ...o.peers].map((to: number) => ({ ...o, peer: to })));
     await Promise.all(
-      plan.outgoing.map(async (o: Msg) => {
+      sends.map(async (o: Msg) => {
         const peer = plan.healthy.find((p) => p.peer === o.peer);
         if (peer === undefined) return;
         let ok = true;
         if (o.message.length > 0) {
           sent = true;
-          const answer = await this.send(o.peer, "/internal/push", o.message);
-          ok = answer !== undefined;
-          if (ok) this.addStat("entries_sent", o.entries);
+          const result = await this.exchange(o.peer, "/internal/push", o.message);
+          // A message the peer refuses as malformed is not sent again (it would be refused
+          // again, and hold every later change back): anti-entropy repairs what it held.
+          ok = result.answer !== undefined || result.refused === "malformed";
+          if (result.refused === "malformed") this.addStat("refused_by_peer", 1);
+          if (result.answer !== undefined) this.addStat("entries_sent", o.entries);
           // An answer names the entries the peer deferred (their HLC beyond its bound).
-          if (answer !== undefined && answer.length > 0) answers.push(answer);
+          if (result.answer !== undefined && result.answer.length > 0) answers.push(result.answer);
         }
         const before = `${peer.ackedSeq}/${peer.failures}/${peer.retryAtMs}`;
         if (ok) {
@@ -1175,7 +1240,7 @@ export class RingNode extends DurableObject {
       this.loadShards(compare.shards, locals);
       const repair = this.call(Op.AeRepair, { peer, shards: compare.shards, locals: [...locals.values()] });
       const back = await this.send(peer, "/internal/push", repair.message);
-      if (back !== undefined && back.length > 0) this.mergeAnswer(back);
+      if (back !== undefined && back.length > 0) this.mergeAnswer(back, new Set(locals.keys()));
     } finally {
       if (outcome === "differ") {
         this.aeAgreed = 0;
@@ -1221,11 +1286,16 @@ export class RingNode extends DurableObject {
   /** Sends one node-to-node message; returns the answer body, or undefined when the
    *  message was lost (fault injection), refused or failed. Counts bytes both ways. */
   private async send(peer: number, path: string, body: Uint8Array): Promise<Uint8Array | undefined> {
-    if (!this.reachable(peer)) return undefined;
+    return (await this.exchange(peer, path, body)).answer;
+  }
+
+  /** send(), also telling why a peer refused the message (REFUSED_REASON_HEADER). */
+  private async exchange(peer: number, path: string, body: Uint8Array): Promise<{ answer?: Uint8Array; refused?: string }> {
+    if (!this.reachable(peer)) return {};
     this.addStat("messages_sent", 1);
     if (this.config!.faultsEnabled && this.faults.drop > 0 && Math.random() < this.faults.drop) {
       this.addStat("bytes_sent", body.length);
-      return undefined;
+      return {};
     }
     const env = this.env as any;
     const stub = env.NODE.get(env.NODE.idFromName(String(peer)));
@@ -1243,11 +1313,11 @@ export class RingNode extends DurableObject {
       ]);
       const answer = new Uint8Array(await response.arrayBuffer());
       this.addStat("bytes_sent", body.length + answer.length);
-      if (response.status !== 200) return undefined;
-      return answer;
+      if (response.status !== 200) return { refused: response.headers.get(REFUSED_REASON_HEADER) ?? undefined };
+      return { answer };
     } catch {
       this.addStat("bytes_sent", body.length);
-      return undefined;
+      return {};
     } finally {
       clearTimeout(timer);
     }

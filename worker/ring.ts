@@ -67,7 +67,9 @@ export function viewFromJson(j: any): RingView {
     phase: Number(r?.phase ?? 0),
     nodeIdsMax: Number(r?.nodeIdsMax),
   };
-  if (!Number.isInteger(ring.epoch) || ring.epoch < 1 || !Number.isInteger(ring.size) || ring.size < 1) {
+  const ids = [ring.size, ring.from, ring.to, ring.nodeIdsMax];
+  if (!Number.isInteger(ring.epoch) || ring.epoch < 1 || ring.size < 1 || !Number.isInteger(ring.phase) || ring.phase < 0 ||
+      ids.some((x) => !Number.isInteger(x) || x < 0 || x > 1024) || ring.nodeIdsMax < ring.size) {
     throw new Error("malformed ring");
   }
   const clusterId = unhex(String(j.cluster_id));

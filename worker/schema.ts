@@ -82,6 +82,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["maxSiblings",6,"uint32",0],
     ["fanout",7,"uint32",0],
     ["nodeIdsMax",8,"uint32",0],
+    ["keyBytesMax",9,"uint64",0],
+    ["valueBytesMax",10,"uint64",0],
   ],
   NodeState: [
     ["node",1,"uint32",0],
@@ -93,6 +95,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["meta",2,"bytes",0],
     ["values",3,"Value",1],
     ["expired",4,"bool",0],
+    ["sizes",5,"ValueSize",1],
   ],
   Value: [
     ["dot",1,"Dot",0],
@@ -129,6 +132,11 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["contentType",7,"bytes",0],
     ["deleted",8,"bool",0],
     ["expired",9,"bool",0],
+    ["sizes",10,"ValueSize",1],
+  ],
+  ValueSize: [
+    ["dot",1,"Dot",0],
+    ["bytes",2,"uint64",0],
   ],
   WriteReply: [
     ["node",1,"NodeState",0],
@@ -176,6 +184,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["nowMs",1,"uint64",0],
     ["message",2,"bytes",0],
     ["locals",3,"Local",1],
+    ["answer",4,"bool",0],
   ],
   Applied: [
     ["key",1,"bytes",0],
@@ -219,6 +228,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["message",2,"bytes",0],
     ["ackedSeqOnSuccess",3,"uint64",0],
     ["entries",4,"uint32",0],
+    ["peers",5,"uint32",1],
   ],
   BuildPushReply: [
     ["outgoing",1,"Outgoing",1],

@@ -246,13 +246,18 @@ static void test_future_hlc_waits(void **state) {
   rk_slice answer_copy = copy(answer);
   drop(r.reply);
   ringkv_node *sender = tl_node(c, 1);
-  pb_enc e = tl_enc();
-  pb_put_uint(&e, 1, NOW_MS);
-  pb_put_bytes(&e, 2, answer_copy);
-  rk_slice sr;
-  assert_int_equal(tl_call(sender, RINGKV_OP_MERGE, tl_done(&e), &sr), RINGKV_OK);
-  assert_true(rk_slice_eq(tl_bytes_field(sr, 6), tl_str(key)));
-  tl_reset();
+  for (int as_answer = 0; as_answer < 2; as_answer++) {
+    pb_enc e = tl_enc();
+    pb_put_uint(&e, 1, NOW_MS);
+    pb_put_bytes(&e, 2, answer_copy);
+    pb_put_bool(&e, 4, as_answer);
+    rk_slice sr;
+    assert_int_equal(tl_call(sender, RINGKV_OP_MERGE, tl_done(&e), &sr), RINGKV_OK);
+    /* Only as the answer to its own push does it send anything again. */
+    if (as_answer) assert_true(rk_slice_eq(tl_bytes_field(sr, 6), tl_str(key)));
+    else assert_int_equal(tl_bytes_field(sr, 6).len, 0);
+    tl_reset();
+  }
   drop(answer_copy);
   ringkv_node_destroy(sender);
 
@@ -332,18 +337,38 @@ static void test_dot_claims(void **state) {
   drop(reply);
   drop(meta);
 
-  /* Beyond the claim limit: refused, the counter stays. */
-  rk_dot absurd = {0, UINT64_C(1) << 40};
-  reg = reg_one(1, 2, NOW_MS << 16, &absurd, 1);
+  /* Beyond RINGKV_COUNTER_MAX, any node's dot: refused (the same everywhere), the counter
+   * stays. */
+  for (uint32_t who = 0; who < 2; who++) {
+    rk_dot absurd = {who, RINGKV_COUNTER_MAX + 1};
+    reg = reg_one(1, 2, NOW_MS << 16, &absurd, 1);
+    push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+    r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
+    assert_int_equal(r.code, RINGKV_OK);
+    assert_int_equal(applied_count(r.reply), 0);
+    assert_int_equal(refused_count(r.reply, "dot_out_of_range"), 1);
+    assert_int_equal(node_counter(r.reply), 501);
+    drop(r.reply);
+    drop(push);
+    drop(reg);
+  }
+  /* Up to it, a claim raises the counter: the next write's dot is above it. */
+  rk_dot far = {0, RINGKV_COUNTER_MAX - 1};
+  reg = reg_one(1, 3, NOW_MS << 16, &far, 1);
   push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
-  assert_int_equal(applied_count(r.reply), 0);
-  assert_int_equal(refused_count(r.reply, "future_dot"), 1);
-  assert_int_equal(node_counter(r.reply), 501);
+  assert_int_equal(node_counter(r.reply), RINGKV_COUNTER_MAX - 1);
   drop(r.reply);
   drop(push);
   drop(reg);
+  assert_int_equal(write_key(n, NOW_MS, "another", (rk_slice){NULL, 0}, NULL, &reply), RINGKV_OK);
+  assert_int_equal(tl_u64(tl_bytes_field(reply, 3), 2), RINGKV_COUNTER_MAX);
+  rk_slice last_meta = copy(tl_bytes_field(reply, 2));
+  drop(reply);
+  /* And the counter never passes RINGKV_COUNTER_MAX: the next write cannot get a dot. */
+  assert_int_equal(write_key(n, NOW_MS, "another", last_meta, NULL, NULL), RINGKV_E_CLOCK);
+  drop(last_meta);
 
   /* A node id the cluster never had. */
   reg = reg_one(9, 1, NOW_MS << 16, NULL, 0);

@@ -174,14 +174,24 @@ typedef struct {
   uint32_t cluster_size, replicas, shards;
   uint64_t max_clock_skew_ms, tombstone_grace_ms;
   uint32_t max_siblings, fanout;
+  uint64_t key_bytes_max;   /* 0: the largest the replicas allow, up to the default */
 } tl_config;
 
 static inline tl_config tl_default_config(void) {
-  tl_config c = {8, 3, 64, 60000, 3600000, 32, 8};
+  tl_config c = {8, 3, 64, 60000, 3600000, 32, 8, 0};
   return c;
 }
 
+/* Up to 2 x replicas nodes may accept a key's writes: a configuration keeps that many
+ * writers' siblings and bytes within the core's bounds (as a deployment must). */
 static inline void tl_put_config(pb_enc *e, uint32_t field, tl_config c) {
+  uint64_t accepting = 2u * (uint64_t)c.replicas;
+  if (accepting > RINGKV_CLUSTER_SIZE_MAX) accepting = RINGKV_CLUSTER_SIZE_MAX;
+  if (c.key_bytes_max == 0) {
+    c.key_bytes_max = RINGKV_NODE_KEY_BYTES_MAX / accepting;
+    if (c.key_bytes_max > RINGKV_KEY_BYTES_DEFAULT) c.key_bytes_max = RINGKV_KEY_BYTES_DEFAULT;
+  }
+  if (c.max_siblings * accepting > RINGKV_SIBLINGS_MAX) c.max_siblings = (uint32_t)(RINGKV_SIBLINGS_MAX / accepting);
   size_t m = pb_begin(e, field);
   pb_put_uint(e, 1, c.cluster_size);
   pb_put_uint(e, 2, c.replicas);
@@ -190,6 +200,7 @@ static inline void tl_put_config(pb_enc *e, uint32_t field, tl_config c) {
   pb_put_uint(e, 5, c.tombstone_grace_ms);
   pb_put_uint(e, 6, c.max_siblings);
   pb_put_uint(e, 7, c.fanout);
+  pb_put_uint(e, 9, c.key_bytes_max);
   pb_end(e, m);
 }
 

@@ -102,7 +102,7 @@ test("N=8 R=3: 300 writes at random replicas converge, winners are the highest a
 });
 
 test("N=8 R=N=8 (full replication): 200 writes converge", async () => {
-  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "8", CACHE_TTL_SECONDS: "0" } });
+  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "8", MAX_KEY_BYTES: "2097152", CACHE_TTL_SECONDS: "0" } });
   try {
     const writes = await burst(c, { seed: 11, count: 200, keyCount: 40, prefix: "conv8" });
     const { status, live } = await checkConverged(c, writes);
@@ -115,7 +115,7 @@ test("N=8 R=N=8 (full replication): 200 writes converge", async () => {
 });
 
 test("R=N with fanout below R-1: changes are relayed and still converge", async () => {
-  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "8", FANOUT: "2", CACHE_TTL_SECONDS: "0" } });
+  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "8", MAX_KEY_BYTES: "2097152", FANOUT: "2", CACHE_TTL_SECONDS: "0" } });
   try {
     const writes = await burst(c, { seed: 5, count: 120, keyCount: 30, prefix: "relay" });
     await checkConverged(c, writes);

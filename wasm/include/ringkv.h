@@ -34,8 +34,12 @@
 #define RINGKV_VALUE_BYTES_MAX (32u * 1024u * 1024u)   /* the shim's MAX_VALUE_BYTES is lower */
 #define RINGKV_CLUSTER_SIZE_MAX 1024u
 #define RINGKV_SHARDS_MAX 65536u
-#define RINGKV_SIBLINGS_MAX 1024u          /* per register, in any decoded message */
-#define RINGKV_CONTEXT_DOTS_MAX 256u       /* explicit dots in one context */
+#define RINGKV_SIBLINGS_MAX 4096u          /* per register, in any decoded message */
+#define RINGKV_CONTEXT_DOTS_MAX 4096u      /* explicit dots in one context */
+/* The value bytes of one key at one node: up to A accepting nodes (2 x replicas across a
+ * transition) each add at most key_bytes_max. A configuration beyond is refused. */
+#define RINGKV_NODE_KEY_BYTES_MAX (32u * 1024u * 1024u)
+#define RINGKV_KEY_BYTES_DEFAULT (4u * 1024u * 1024u)
 #define RINGKV_ENTRIES_MAX 16384u          /* entries or keys in one message */
 #define RINGKV_MESSAGE_BYTES_MAX (64u * 1024u * 1024u)
 #define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
@@ -44,10 +48,15 @@
 /* A peer's version whose HLC lies beyond now + max skew waits (deferred); beyond now + max
  * skew + this horizon no clock can be that wrong, and the entry is refused. */
 #define RINGKV_HLC_HORIZON_MS (UINT64_C(366) * 24u * 3600u * 1000u)
-/* A merged dot of this node above its counter is a claim about dots it never made: the
- * counter is raised past it (so no dot is ever reused) when within this distance, and the
- * entry refused beyond it. */
-#define RINGKV_DOT_CLAIM_MAX (UINT64_C(1) << 32)
+/* Dot counters stay at most 2^52 (exact in a JavaScript number, which stores them): a dot
+ * beyond is refused wherever it appears, the same at every node, so no state holding one is
+ * kept anywhere. A merged dot of this node above its counter (a claim on dots it never
+ * made) raises the counter past it, so no dot is ever reused and no later write is covered
+ * already. */
+#define RINGKV_COUNTER_MAX (UINT64_C(1) << 52)
+/* The bytes of all messages one gossip round (OP_BUILD_PUSH) builds; a larger key goes
+ * alone, in one message shared by its peers. */
+#define RINGKV_PUSH_ROUND_BYTES_MAX (16u * 1024u * 1024u)
 #define RINGKV_CLUSTER_ID_BYTES 16u
 #define RINGKV_SECRET_BYTES 32u
 
@@ -79,15 +88,19 @@ enum ringkv_code {
   RINGKV_E_PROTOCOL = 2,     /* a peer message carries an unknown protocol version */
   RINGKV_E_TOKEN = 3,        /* context token malformed, bound to another key, or claiming
                                 what no node issued: a dot of this node above its counter,
-                                a node id the cluster never had (400) */
+                                a node id the cluster never had, a counter beyond
+                                RINGKV_COUNTER_MAX (400) */
   RINGKV_E_SKEW = 4,         /* token's highest HLC beyond now + max skew (400) */
   RINGKV_E_SIBLINGS = 5,     /* context write would leave > max_siblings (409) */
-  RINGKV_E_CLOCK = 6,        /* the HLC cannot advance (48-bit milliseconds exhausted) */
+  RINGKV_E_CLOCK = 6,        /* the HLC cannot advance (48-bit milliseconds exhausted), or
+                                the dot counter reached RINGKV_COUNTER_MAX */
   RINGKV_E_CONFIG = 7,       /* invalid configuration (InitReply.error says why) */
   RINGKV_E_STATE = 8,        /* called before a successful OP_INIT */
   RINGKV_E_OP = 9,           /* unknown operation */
   RINGKV_E_NOMEM = 10,       /* the arena could not grow */
   RINGKV_E_VALUE = 11,       /* value or content type too large, or a key out of range */
+  RINGKV_E_KEY_BYTES = 12,   /* context write would leave more than key_bytes_max value
+                                bytes in the key at this node (409) */
 };
 
 typedef struct ringkv_node ringkv_node;

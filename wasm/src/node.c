@@ -18,6 +18,8 @@ typedef struct {
   uint32_t max_siblings;
   uint32_t fanout;
   uint32_t node_ids_max;   /* node ids below this have existed; dots of others are refused */
+  uint64_t key_bytes_max;  /* value bytes a context write may leave in a key */
+  uint64_t value_bytes_max;
 } rk_config;
 
 struct ringkv_node {
@@ -154,12 +156,16 @@ typedef struct {
   rk_slice value;
 } rk_value;
 
+struct value_size;
+
 typedef struct {
   rk_slice key;
   rk_slice meta;
   rk_value *values;
   size_t values_len;
   bool expired;
+  struct value_size *sizes;   /* the stored values' lengths, when the executor gives them */
+  size_t sizes_len;
 } rk_local;
 
 static int dot_read(rk_slice s, rk_dot *d) {
@@ -190,10 +196,32 @@ static int value_read(rk_slice s, rk_value *v) {
   return dot_read(d, &v->dot);
 }
 
+/* A stored value's length (WriteRequest.sizes, Local.sizes): SQLite length(). */
+typedef struct value_size {
+  rk_dot dot;
+  uint64_t bytes;
+} value_size;
+
+static bool value_size_push(rk_arena *a, pb_rd *r, uint32_t wt, value_size **arr, size_t *len, size_t *cap) {
+  int t_;
+  bool ok = true;
+  rk_slice vs, dot_bytes = {NULL, 0};
+  if (!pb_get_bytes(r, wt, &vs) || *len >= RINGKV_SIBLINGS_MAX) return false;
+  value_size *slot = VEC_PUSH(a, *arr, *len, *cap);
+  if (slot == NULL) return false;
+  memset(slot, 0, sizeof *slot);
+  FIELDS(vs) {
+    case 1: ok = pb_get_bytes(R, WT, &dot_bytes); break;
+    case 2: ok = pb_get_u64(R, WT, &slot->bytes); break;
+    SKIP;
+  }
+  return ok && t_ >= 0 && dot_read(dot_bytes, &slot->dot) == RINGKV_OK;
+}
+
 static int local_read(rk_arena *a, rk_slice s, rk_local *l) {
   int t_;
   bool ok = true;
-  size_t cap = 0;
+  size_t cap = 0, sizes_cap = 0;
   rk_slice v;
   memset(l, 0, sizeof *l);
   FIELDS(s) {
@@ -208,6 +236,7 @@ static int local_read(rk_arena *a, rk_slice s, rk_local *l) {
       break;
     }
     case 4: ok = pb_get_bool(R, WT, &l->expired); break;
+    case 5: ok = value_size_push(a, R, WT, &l->sizes, &l->sizes_len, &sizes_cap); break;
     SKIP;
   }
   if (!ok || t_ < 0 || !key_valid(l->key)) return RINGKV_E_DECODE;
@@ -395,9 +424,12 @@ static int config_read(rk_slice s, rk_config *c) {
     case 6: ok = pb_get_u32(R, WT, &c->max_siblings); break;
     case 7: ok = pb_get_u32(R, WT, &c->fanout); break;
     case 8: ok = pb_get_u32(R, WT, &c->node_ids_max); break;
+    case 9: ok = pb_get_u64(R, WT, &c->key_bytes_max); break;
+    case 10: ok = pb_get_u64(R, WT, &c->value_bytes_max); break;
     SKIP;
   }
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
+  if (c->key_bytes_max == 0) c->key_bytes_max = RINGKV_KEY_BYTES_DEFAULT;
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
@@ -405,7 +437,17 @@ static const char *config_problem(const rk_config *c, uint32_t self) {
   if (c->cluster_size < 1 || c->cluster_size > RINGKV_CLUSTER_SIZE_MAX) return "cluster_size must be 1..1024";
   if (c->replicas < 1 || c->replicas > c->cluster_size) return "replicas must be 1..cluster_size";
   if (c->shards < 1 || c->shards > RINGKV_SHARDS_MAX) return "shards must be 1..65536";
-  if (c->max_siblings < 1 || c->max_siblings > RINGKV_SIBLINGS_MAX) return "max_siblings must be 1..1024";
+  /* Up to 2 x replicas nodes accept writes for a key across a resize; each may leave
+   * max_siblings siblings and key_bytes_max value bytes, and the merge of them all must
+   * still decode and fit a node's bound. */
+  uint64_t accepting = RK_MIN(2u * (uint64_t)c->replicas, RINGKV_CLUSTER_SIZE_MAX);
+  if (c->max_siblings < 1 || accepting * c->max_siblings > RINGKV_SIBLINGS_MAX) {
+    return "MAX_SIBLINGS x 2 x REPLICAS must be at most 4096 (the siblings a key may hold after merging a resize's writers)";
+  }
+  if (c->key_bytes_max > RINGKV_NODE_KEY_BYTES_MAX / accepting) {
+    return "MAX_KEY_BYTES x 2 x REPLICAS must be at most 32 MiB (the bytes one key may hold at a node across a resize)";
+  }
+  if (c->value_bytes_max > c->key_bytes_max) return "MAX_VALUE_BYTES must not exceed MAX_KEY_BYTES";
   if (c->fanout < 1) return "fanout must be at least 1";
   if (c->max_clock_skew_ms > RINGKV_HLC_MS_MAX) return "max_clock_skew_ms is too large";
   if (c->tombstone_grace_ms > RINGKV_HLC_MS_MAX) return "tombstone_grace_ms is too large";
@@ -587,23 +629,24 @@ static int op_place(ringkv_node *n, rk_slice req, rk_slice *reply) {
 /* ---------------------------------------------------------------------------------------
  * OP_WRITE */
 
+
+
 typedef struct {
   uint64_t now_ms;
   rk_slice key, meta, token, value, content_type;
   bool has_token, deleted, expired;
+  value_size *sizes;
+  size_t sizes_len;
 } write_req;
 
 /* Could some node have issued a token with this context? Not if it names a node id the
  * cluster never had, or a dot of this node above its counter (this node made no such dot;
  * a write under that token would cover, and so lose on merge, a later write of its own). */
 static bool token_possible(const ringkv_node *n, const rk_ctx *c) {
-  for (size_t i = 0; i < c->vv_len; i++) {
-    if (c->vv[i].node >= n->cfg.node_ids_max) return false;
-    if (c->vv[i].node == n->self && c->vv[i].counter > n->counter) return false;
-  }
-  for (size_t i = 0; i < c->dots_len; i++) {
-    if (c->dots[i].node >= n->cfg.node_ids_max) return false;
-    if (c->dots[i].node == n->self && c->dots[i].counter > n->counter) return false;
+  for (size_t i = 0; i < c->vv_len + c->dots_len; i++) {
+    rk_dot d = i < c->vv_len ? c->vv[i] : c->dots[i - c->vv_len];
+    if (d.node >= n->cfg.node_ids_max || d.counter > RINGKV_COUNTER_MAX) return false;
+    if (d.node == n->self && d.counter > n->counter) return false;
   }
   return true;
 }
@@ -614,6 +657,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool ok = true;
   write_req w;
   memset(&w, 0, sizeof w);
+  size_t sizes_cap = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u64(R, WT, &w.now_ms); break;
     case 2: ok = pb_get_bytes(R, WT, &w.key); break;
@@ -624,6 +668,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 7: ok = pb_get_bytes(R, WT, &w.content_type); break;
     case 8: ok = pb_get_bool(R, WT, &w.deleted); break;
     case 9: ok = pb_get_bool(R, WT, &w.expired); break;
+    case 10: ok = value_size_push(a, R, WT, &w.sizes, &w.sizes_len, &sizes_cap); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -647,31 +692,52 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_dot *dropped = rk_alloc_array(a, local.sibs_len + 1, sizeof *dropped);
   if (kept == NULL || dropped == NULL) return RINGKV_E_NOMEM;
   size_t kept_len = 0, dropped_len = 0;
-  uint64_t floor = w.has_token ? tok.max_hlc : 0;
+  uint64_t stored_floor = 0;
   bool kept_own = false;
   for (size_t i = 0; i < local.sibs_len; i++) {
     const rk_sib *s = &local.sibs[i];
     bool shed = !w.deleted && s->deleted && hlc_expired(n, s->hlc, w.now_ms);
     if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot) || shed) {
       dropped[dropped_len++] = s->dot;
-      floor = RK_MAX(floor, s->hlc);
+      stored_floor = RK_MAX(stored_floor, s->hlc);
     } else {
       kept[kept_len++] = *s;
       if (s->dot.node == n->self) kept_own = true;
     }
   }
   if (w.has_token && kept_len + 1 > n->cfg.max_siblings) return RINGKV_E_SIBLINGS;
+  if (w.has_token) {
+    /* The key's value bytes at this node after the write, from the stored lengths. */
+    uint64_t bytes = w.value.len;
+    for (size_t i = 0; i < kept_len; i++) {
+      for (size_t j = 0; j < w.sizes_len && !kept[i].deleted; j++) {
+        if (rk_dot_cmp(w.sizes[j].dot, kept[i].dot) == 0) bytes = rk_add_sat(bytes, w.sizes[j].bytes);
+      }
+    }
+    if (bytes > n->cfg.key_bytes_max) return RINGKV_E_KEY_BYTES;
+  }
   /* No stored version can pull the clock past the skew bound (merges defer such versions;
-   * rows from before that rule may hold one): the write's HLC is then only above the
-   * bound, and it still supersedes the version causally, through its context. */
-  floor = RK_MIN(floor, rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms) - 1u);
+   * rows from before that rule may hold one): the write's HLC is then only at the bound,
+   * and it still supersedes the version causally, through its context. The token's HLC
+   * was checked against the bound already. */
+  stored_floor = RK_MIN(stored_floor, rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms) - 1u);
+  uint64_t floor = RK_MAX(stored_floor, w.has_token ? tok.max_hlc : 0);
+
+  /* The new dot is above every dot of this node the stored row names (a row from before
+   * the claim rule may name more than the counter says), so it is covered nowhere yet. */
+  uint64_t counter = n->counter;
+  for (size_t i = 0; i < local.ctx.vv_len + local.ctx.dots_len; i++) {
+    rk_dot d = i < local.ctx.vv_len ? local.ctx.vv[i] : local.ctx.dots[i - local.ctx.vv_len];
+    if (d.node == n->self) counter = RK_MAX(counter, d.counter);
+  }
+  if (counter >= RINGKV_COUNTER_MAX) return RINGKV_E_CLOCK;
 
   uint64_t hlc;
   RK_TRY(rk_hlc_tick(n->clock, w.now_ms, floor, &hlc));
   rk_sib fresh;
   memset(&fresh, 0, sizeof fresh);
   fresh.dot.node = n->self;
-  fresh.dot.counter = n->counter + 1;
+  fresh.dot.counter = counter + 1;
   fresh.hlc = hlc;
   fresh.deleted = w.deleted;
   fresh.content_type = w.content_type;
@@ -978,21 +1044,31 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
 
 /* Why a peer's entry is not applied. Each is counted by name in MergeReply.refused. */
 typedef enum {
+  REFUSED_MALFORMED,
   REFUSED_NOT_REPLICA,
   REFUSED_UNKNOWN_NODE,
-  REFUSED_FUTURE_DOT,
+  REFUSED_DOT_OUT_OF_RANGE,
   REFUSED_HLC_AHEAD,
   REFUSED_HLC_OUT_OF_RANGE,
   REFUSED_NO_VERSION,
+  REFUSED_TOO_LARGE,
   REFUSED_REASONS,
 } refusal;
 
 static const char *const refusal_names[REFUSED_REASONS] = {
-    "not_replica", "unknown_node", "future_dot", "hlc_ahead", "hlc_out_of_range", "no_version",
+    "malformed", "not_replica", "unknown_node", "dot_out_of_range", "hlc_ahead", "hlc_out_of_range", "no_version",
+    "too_large",
 };
 
-static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max) {
+/* Sorting entry indices by key (qsort has no context argument; calls do not nest). */
+static const rk_entry *entries_by_key;
+static int entry_index_cmp(const void *x, const void *y) {
+  return rk_slice_cmp(entries_by_key[*(const size_t *)x].key, entries_by_key[*(const size_t *)y].key);
+}
+
+static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max, bool *beyond) {
   if (d.node == n->self) *own_max = RK_MAX(*own_max, d.counter);
+  *beyond |= d.counter > RINGKV_COUNTER_MAX;
   return d.node >= n->cfg.node_ids_max;
 }
 
@@ -1000,11 +1076,12 @@ static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max) {
  * *own_max is the highest dot of this node it names (the counter must pass it). */
 static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_ms, uint64_t *own_max) {
   *own_max = 0;
-  bool unknown = false;
-  for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_unknown(n, r->sibs[i].dot, own_max);
-  for (size_t i = 0; i < r->ctx.vv_len; i++) unknown |= dot_unknown(n, r->ctx.vv[i], own_max);
-  for (size_t i = 0; i < r->ctx.dots_len; i++) unknown |= dot_unknown(n, r->ctx.dots[i], own_max);
+  bool unknown = false, beyond = false;
+  for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_unknown(n, r->sibs[i].dot, own_max, &beyond);
+  for (size_t i = 0; i < r->ctx.vv_len; i++) unknown |= dot_unknown(n, r->ctx.vv[i], own_max, &beyond);
+  for (size_t i = 0; i < r->ctx.dots_len; i++) unknown |= dot_unknown(n, r->ctx.dots[i], own_max, &beyond);
   if (unknown) return REFUSED_UNKNOWN_NODE;
+  if (beyond) return REFUSED_DOT_OUT_OF_RANGE;
   uint64_t skew = n->cfg.max_clock_skew_ms;
   uint64_t bound = rk_hlc_bound(now_ms, skew);
   uint64_t horizon = rk_hlc_bound(rk_add_sat(now_ms, RINGKV_HLC_HORIZON_MS), skew);
@@ -1013,8 +1090,24 @@ static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_m
     if (r->sibs[i].hlc > horizon) return REFUSED_HLC_OUT_OF_RANGE;
     ahead |= r->sibs[i].hlc > bound;
   }
-  if (*own_max > rk_add_sat(n->counter, RINGKV_DOT_CLAIM_MAX)) return REFUSED_FUTURE_DOT;
   return ahead ? REFUSED_HLC_AHEAD : REFUSED_REASONS;
+}
+
+/* The merged register within what any node can decode, store and send: siblings, explicit
+ * context dots, and value bytes (carried values, else the stored lengths of `l`). */
+static bool reg_within_limits(const rk_reg *m, const rk_local *l) {
+  if (m->sibs_len > RINGKV_SIBLINGS_MAX || m->ctx.dots_len > RINGKV_CONTEXT_DOTS_MAX) return false;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < m->sibs_len; i++) {
+    const rk_sib *s = &m->sibs[i];
+    if (s->deleted) continue;
+    uint64_t b = s->value.len;
+    for (size_t j = 0; b == 0 && l != NULL && j < l->sizes_len; j++) {
+      if (rk_dot_cmp(l->sizes[j].dot, s->dot) == 0) b = l->sizes[j].bytes;
+    }
+    bytes = rk_add_sat(bytes, b);
+  }
+  return bytes <= RINGKV_NODE_KEY_BYTES_MAX;
 }
 
 static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -1025,10 +1118,12 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_slice msg = {NULL, 0};
   rk_local *locals = NULL;
   size_t locals_len = 0, locals_cap = 0;
+  bool answer = false;
   FIELDS(req) {
     case 1: ok = pb_get_u64(R, WT, &now_ms); break;
     case 2: ok = pb_get_bytes(R, WT, &msg); break;
     case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
+    case 4: ok = pb_get_bool(R, WT, &answer); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1040,15 +1135,25 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   bool repair = p.shards_len > 0;
 
-  /* Validate the whole message before touching state: decode every register. */
+  /* Decode every register before touching state. An entry that does not decode (or
+   * names a key twice) is refused on its own: the rest of the message still applies. */
   rk_reg *remote = rk_alloc_array(a, p.entries_len + 1, sizeof *remote);
   rk_reg *current = rk_alloc_array(a, locals_len + 1, sizeof *current);
-  if (remote == NULL || current == NULL) return RINGKV_E_NOMEM;
+  bool *malformed = rk_zalloc(a, p.entries_len + 1);
+  size_t *order = rk_alloc_array(a, p.entries_len + 1, sizeof *order);
+  if (remote == NULL || current == NULL || malformed == NULL || order == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < p.entries_len; i++) {
-    RK_TRY(rk_reg_decode(a, p.entries[i].reg, &remote[i]));
-    if (remote[i].sibs_len == 0 || !reg_values_complete(&remote[i])) return RINGKV_E_DECODE;
-    for (size_t j = 0; j < i; j++) {
-      if (rk_slice_eq(p.entries[j].key, p.entries[i].key)) return RINGKV_E_DECODE;
+    int rc = rk_reg_decode(a, p.entries[i].reg, &remote[i]);
+    if (rc == RINGKV_E_NOMEM) return rc;
+    malformed[i] = rc != RINGKV_OK || remote[i].sibs_len == 0 || !reg_values_complete(&remote[i]);
+    order[i] = i;
+  }
+  entries_by_key = p.entries;
+  if (p.entries_len > 1) qsort(order, p.entries_len, sizeof *order, entry_index_cmp);
+  for (size_t k = 1; k < p.entries_len; k++) {
+    if (rk_slice_eq(p.entries[order[k - 1]].key, p.entries[order[k]].key)) {
+      malformed[order[k - 1]] = true;
+      malformed[order[k]] = true;
     }
   }
   for (size_t i = 0; i < locals_len; i++) RK_TRY(local_reg(a, &locals[i], repair, &current[i]));
@@ -1064,6 +1169,10 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   size_t deferred_len = 0;
   for (size_t i = 0; i < p.entries_len; i++) {
     rk_slice key = p.entries[i].key;
+    if (malformed[i]) {
+      refused[REFUSED_MALFORMED]++;
+      continue;
+    }
     uint32_t shard = shard_of(n, rk_hash_slice(key));
     if (!is_replica(n, shard, n->self)) {   /* not ours: never stored */
       refused[REFUSED_NOT_REPLICA]++;
@@ -1101,6 +1210,12 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       refused[REFUSED_NO_VERSION]++;
       continue;
     }
+    /* What is stored must decode and travel again: a merge beyond the core's limits (only
+     * hostile input or rows from before the limits get there) is refused. */
+    if (!reg_within_limits(&merged, l)) {
+      refused[REFUSED_TOO_LARGE]++;
+      continue;
+    }
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
     if (err != 0) return err;
@@ -1118,7 +1233,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   node_state_write(&e, 1, n);
 
-  if (repair || (deferred_len > 0 && p.version >= 2)) {
+  if (repair || deferred_len > 0) {
     /* Answer in the version addressed: a repair request's answer holds our registers in
      * those shards whose state the requester lacks; any answer names the deferred keys. */
     pb_enc r;
@@ -1133,7 +1248,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       if (!asked || current[i].sibs_len == 0) continue;
       bool same = false;
       for (size_t j = 0; j < p.entries_len; j++) {
-        if (rk_slice_eq(p.entries[j].key, key)) {
+        if (!malformed[j] && rk_slice_eq(p.entries[j].key, key)) {
           rk_slice theirs = reg_meta(a, &remote[j], &err);
           same = rk_slice_eq(theirs, locals[i].meta);
           break;
@@ -1144,9 +1259,9 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
         entry_write(&r, 3, key, &current[i]);
       }
     }
-    if (p.version >= 2) {
-      for (size_t i = 0; i < deferred_len; i++) pb_put_bytes_always(&r, 5, deferred[i]);
-    }
+    /* In every version: release 1 skips the field (and then its entry waits for
+     * anti-entropy). */
+    for (size_t i = 0; i < deferred_len; i++) pb_put_bytes_always(&r, 5, deferred[i]);
     speaks_write(&r);
     rk_slice answer = finish(&r, &err);
     if (err != 0) return err;
@@ -1161,7 +1276,8 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     pb_put_uint(&e, 2, refused[k]);
     pb_end(&e, m);
   }
-  for (size_t i = 0; i < p.deferred_len; i++) pb_put_bytes_always(&e, 6, p.deferred[i]);
+  /* Only the answer to a push this node sent asks it to send keys again. */
+  for (size_t i = 0; answer && i < p.deferred_len; i++) pb_put_bytes_always(&e, 6, p.deferred[i]);
   *reply = finish(&e, &err);
   return err;
 }
@@ -1174,6 +1290,7 @@ typedef struct {
   uint64_t acked;
   pb_enc enc;
   uint32_t entries;
+  bool shared;   /* gets the round's one shared message (a key too large for a round) */
 } peer_out;
 
 static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -1226,6 +1343,9 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool relay = others > n->cfg.fanout;
   uint32_t *targets = rk_alloc_array(a, n->cfg.replicas + 1, sizeof *targets);
   if (targets == NULL) return RINGKV_E_NOMEM;
+  uint64_t round_bytes = 0, last_seq = 0;
+  pb_enc shared;
+  pb_enc_init(&shared, a);
   for (size_t c = 0; c < cands_len; c++) {
     rk_slice local_bytes = {NULL, 0};
     uint64_t seq = 0;
@@ -1259,20 +1379,48 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
       }
       nt = RK_MIN(nt, n->cfg.fanout);
     }
-    rk_reg reg;
-    bool encoded = false;
-    pb_enc entry;
+    /* The peers that still need this version. */
+    uint32_t nw = 0;
     for (uint32_t i = 0; i < nt; i++) {
       int32_t pi = peer_index[targets[i]];
-      if (pi < 0 || seq <= peers[pi].acked) continue;
-      if (!encoded) {
-        RK_TRY(local_reg(a, &l, true, &reg));
-        pb_enc_init(&entry, a);
-        entry_write(&entry, 3, l.key, &reg);
-        if (entry.err != 0) return entry.err;
-        encoded = true;
+      if (pi >= 0 && seq > peers[pi].acked) targets[nw++] = targets[i];
+    }
+    if (nw == 0) continue;
+    rk_reg reg;
+    pb_enc entry;
+    RK_TRY(local_reg(a, &l, true, &reg));
+    pb_enc_init(&entry, a);
+    entry_write(&entry, 3, l.key, &reg);
+    if (entry.err != 0) return entry.err;
+    /* A round's messages stay within RINGKV_PUSH_ROUND_BYTES_MAX: the scan stops before a
+     * key that would pass it (acknowledgements stop there too; the next round starts with
+     * it). A key too large for any round goes alone, in one message shared by its peers,
+     * so that it is encoded once whatever the replica count. */
+    uint64_t cost = (uint64_t)entry.len * nw;
+    if (round_bytes + cost > RINGKV_PUSH_ROUND_BYTES_MAX) {
+      if (round_bytes > 0) {
+        scanned = last_seq;
+        break;
       }
-      peer_out *po = &peers[pi];
+      pb_enc_init(&shared, a);
+      uint32_t version = RINGKV_PROTOCOL_VERSION;
+      for (uint32_t i = 0; i < nw; i++) version = RK_MIN(version, version_for(n, targets[i]));
+      push_header(&shared, n, version);
+      pb_put_raw(&shared, entry.buf, entry.len);
+      speaks_write(&shared);
+      if (shared.err != 0) return shared.err;
+      for (uint32_t i = 0; i < nw; i++) {
+        peer_out *po = &peers[peer_index[targets[i]]];
+        po->shared = true;
+        po->entries = 1;
+      }
+      scanned = seq;
+      break;
+    }
+    round_bytes += cost;
+    last_seq = seq;
+    for (uint32_t i = 0; i < nw; i++) {
+      peer_out *po = &peers[peer_index[targets[i]]];
       if (po->enc.len == 0) push_header(&po->enc, n, version_for(n, po->peer));
       pb_put_raw(&po->enc, entry.buf, entry.len);
       po->entries++;
@@ -1280,7 +1428,25 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   pb_enc e;
   pb_enc_init(&e, a);
+  bool shared_written = false;
   for (size_t i = 0; i < peers_len; i++) {
+    if (peers[i].shared) {
+      if (shared_written) continue;
+      /* One Outgoing for the shared message: its first peer, then the others. */
+      size_t m = pb_begin(&e, 1);
+      pb_put_uint(&e, 1, peers[i].peer);
+      pb_put_bytes(&e, 2, pb_result(&shared));
+      pb_put_uint(&e, 3, RK_MAX(scanned, peers[i].acked));
+      pb_put_uint(&e, 4, 1);
+      size_t also_len = 0;
+      for (size_t j = i + 1; j < peers_len; j++) {
+        if (peers[j].shared) targets[also_len++] = peers[j].peer;
+      }
+      pb_put_packed_u32(&e, 5, targets, also_len);   /* packed: node 0 stays visible */
+      pb_end(&e, m);
+      shared_written = true;
+      continue;
+    }
     size_t m = pb_begin(&e, 1);
     pb_put_uint(&e, 1, peers[i].peer);
     if (peers[i].enc.len > 0) speaks_write(&peers[i].enc);
@@ -1939,6 +2105,7 @@ const char *ringkv_code_name(int code) {
     case RINGKV_E_OP: return "unknown operation";
     case RINGKV_E_NOMEM: return "out of memory";
     case RINGKV_E_VALUE: return "value, content type or key out of range";
+    case RINGKV_E_KEY_BYTES: return "the key's siblings would exceed MAX_KEY_BYTES: resolve first";
     default: return "unknown error";
   }
 }

@@ -4,8 +4,6 @@
 #include "hash.h"
 #include "register.h"
 
-/* Explicit dots a decoded context may carry; joins of valid contexts stay far below. */
-#define RK_CTX_DOTS_DECODE_MAX 4096u
 
 static int dot_cmp_qsort(const void *a, const void *b) {
   return rk_dot_cmp(*(const rk_dot *)a, *(const rk_dot *)b);
@@ -153,7 +151,7 @@ int rk_ctx_decode(rk_arena *a, rk_slice bytes, rk_ctx *out) {
       return RINGKV_E_DECODE;
     }
   }
-  if (t < 0 || nv > RINGKV_CLUSTER_SIZE_MAX || nd > RK_CTX_DOTS_DECODE_MAX) return RINGKV_E_DECODE;
+  if (t < 0 || nv > RINGKV_CLUSTER_SIZE_MAX || nd > RINGKV_CONTEXT_DOTS_MAX) return RINGKV_E_DECODE;
   rk_dot *vv = rk_alloc_array(a, nv + 1, sizeof *vv);
   rk_dot *dots = rk_alloc_array(a, nd + 1, sizeof *dots);
   if (vv == NULL || dots == NULL) return RINGKV_E_NOMEM;
