@@ -357,3 +357,10 @@ test("the generated secret survives a restart; another cluster's generated secre
   assert.equal(other.status, 400);
   assert.equal((await req(kvPath("gen/k"))).text, "here");
 });
+
+test("after every hostile case above: the cluster converges and the honest writes stand", async () => {
+  await waitFor("converged", converged, { timeoutMs: 60_000 });
+  for (const [key, text] of [["hostile/forged", "honest"], ["hostile/replay-b", "b"], ["hostile/future", "honest"], ["hostile/peer", "from x"], ["gen/k", "here"]]) {
+    for (const n of await replicasOf(key)) assert.equal((await req(kvPath(key, `?node=${n}`))).text, text, `${key} at ${n}`);
+  }
+});
