@@ -476,6 +476,8 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
   }
   const body = new Uint8Array(await response.arrayBuffer());
   headers["Content-Type"] = response.headers.get("X-Ring-Content-Type") || DEFAULT_CONTENT_TYPE;
+  const hlc = response.headers.get("X-Ring-Hlc");
+  if (hlc !== null) headers["X-Ring-Hlc"] = hlc;
   if (cacheOn) {
     headers["Cache-Control"] = `max-age=${config.cacheTtlSeconds}`;
     if (generationEpoch === startEpoch && (writeGeneration.get(cacheKey) ?? 0) === startGeneration) {

@@ -39,6 +39,7 @@ test("PUT then GET returns the value, its content type and the ring headers", as
   assert.equal(r.headers.get("x-ring-node"), w.json.node);
   assert.equal(r.headers.get("x-ring-cache"), "MISS");
   assert.ok(r.headers.get("x-ring-context"));
+  assert.equal(r.headers.get("x-ring-hlc"), w.json.hlc, "the winner's HLC");
 });
 
 test("binary values round-trip byte for byte; siblings=1 reports base64", async () => {
