@@ -406,7 +406,7 @@ static void trace_row(sim *s, const node *n, uint32_t k, const char *what) {
 }
 
 /* Applies one Applied (merge, expire, GC) in one "transaction". */
-static void apply_applied(sim *s, node *n, const w_applied *a, bool bump_seq) {
+static void apply_applied(sim *s, node *n, const w_applied *a, bool bump_seq, rk_slice message) {
   int64_t k = key_lookup(s, a->key);
   if (k < 0) {
     failf(s, "unknown_key", "node %u: core applied a key the simulator never wrote", n->id);
@@ -440,7 +440,17 @@ static void apply_applied(sim *s, node *n, const w_applied *a, bool bump_seq) {
     for (size_t i = 0; i < a->dropped_len; i++) row_drop_value(r, a->dropped[i]);
     for (size_t i = 0; i < a->put_len; i++) {
       if (s->o->break_mode == SIM_BREAK_DROP_VALUE && n->id == 0) continue;   /* oracle self-test */
-      row_put_value(r, a->put[i].dot, a->put[i].value);
+      rk_slice v = a->put[i].value;
+      if (a->put[i].length > 0) {
+        /* Given by its place in the merged message. */
+        if (a->put[i].at > message.len || a->put[i].length > message.len - a->put[i].at) {
+          failf(s, "applied_value", "node %u: Applied names bytes outside the message", n->id);
+          return;
+        }
+        v.ptr = message.ptr + a->put[i].at;
+        v.len = a->put[i].length;
+      }
+      row_put_value(r, a->put[i].dot, v);
     }
     if (bump_seq) {
       uint64_t old_seq = r->seq;
@@ -717,7 +727,7 @@ static bool merge_push(sim *s, node *n, rk_slice msg, rk_slice *answer) {
                 s->o->trace_key, s->cause ? s->cause : "message", mk.from);
       }
   }
-  for (size_t i = 0; i < mr.applied_len; i++) apply_applied(s, n, &mr.applied[i], true);
+  for (size_t i = 0; i < mr.applied_len; i++) apply_applied(s, n, &mr.applied[i], true, msg);
   s->res->entries_applied += mr.applied_len;
   if (mr.applied_len) {
     n->last_change_round = (int64_t)s->round;
@@ -924,7 +934,7 @@ static void step_expire(sim *s, node *n) {
     return;
   }
   s->cause = "expire";
-  for (size_t i = 0; i < ap_len; i++) apply_applied(s, n, &ap[i], false);
+  for (size_t i = 0; i < ap_len; i++) apply_applied(s, n, &ap[i], false, (rk_slice){NULL, 0});
   s->res->expired += ap_len;
 }
 
@@ -1108,7 +1118,7 @@ static void gc_decide(sim *s, node *n) {
     if (k >= 0 && n->rows[k] && !n->rows[k]->info.expired)
       failf(s, "gc_collected", "node %u collected key %" PRId64 " that is not expired", n->id, k);
     s->cause = "gc collect";
-    apply_applied(s, n, &ap[i], false);
+    apply_applied(s, n, &ap[i], false, (rk_slice){NULL, 0});
   }
   s->res->gc_collected += ap_len;
 }

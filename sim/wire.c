@@ -132,6 +132,10 @@ static bool dec_value(rk_slice b, w_value *v) {
       ok = pb_get_bytes(&r, wt, &s) && dec_dot(s, &v->dot);
     } else if (f == 2) {
       ok = pb_get_bytes(&r, wt, &v->value);
+    } else if (f == 3) {
+      ok = pb_get_u64(&r, wt, &v->at);
+    } else if (f == 4) {
+      ok = pb_get_u64(&r, wt, &v->length);
     } else {
       ok = pb_skip(&r, wt);
     }

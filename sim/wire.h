@@ -36,6 +36,7 @@ typedef struct {
 typedef struct {
   w_dot dot;
   rk_slice value;
+  uint64_t at, length;   /* Applied.put: the value is the merged message's [at, at + length) */
 } w_value;
 
 /* A Local as the simulator sends it (values borrowed from storage). */

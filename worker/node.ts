@@ -545,7 +545,7 @@ export class RingNode extends DurableObject {
 
   /** Applies one core Applied (merge, expiry, collection). `news`: the change is worth
    *  gossiping (a new sequence number); expiry and collection are not. */
-  private applyApplied(a: Msg, news: boolean): void {
+  private applyApplied(a: Msg, news: boolean, message: Uint8Array = EMPTY): void {
     const key: Uint8Array = a.key;
     if (a.meta.length === 0) {
       this.sql.exec(`DELETE FROM keys WHERE key = ?`, blob(key));
@@ -554,7 +554,11 @@ export class RingNode extends DurableObject {
       if (news) this.upsertKey(key, a.shard, a.meta, a.info ?? {}, false);
       else this.updateKeyInPlace(key, a.meta, a.info ?? {});
       for (const d of a.dropped) this.dropValue(key, d);
-      for (const v of a.put) this.putValue(key, v.dot, v.value);
+      // A merged value is given by its place in the message (it crossed into WASM once).
+      for (const v of a.put) {
+        const length = Number(v.length);
+        this.putValue(key, v.dot, length > 0 ? message.subarray(Number(v.at), Number(v.at) + length) : v.value);
+      }
     }
     this.setShardDigest(a.shard, a.shardDigest);
   }
@@ -933,7 +937,7 @@ export class RingNode extends DurableObject {
     const resend = (reply.resend as Uint8Array[]).filter((key) => sent?.has(keyId(key)));
     if (reply.applied.length > 0 || reply.node !== undefined || resend.length > 0) {
       this.commit(() => {
-        for (const a of reply.applied) this.applyApplied(a, true);
+        for (const a of reply.applied) this.applyApplied(a, true, message);
         for (const key of resend) this.touchKey(key);
         this.saveNodeState(reply.node);
         this.addStat("entries_applied", reply.applied.length);

@@ -100,6 +100,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   Value: [
     ["dot",1,"Dot",0],
     ["value",2,"bytes",0],
+    ["at",3,"uint64",0],
+    ["length",4,"uint64",0],
   ],
   InitRequest: [
     ["config",1,"Config",0],

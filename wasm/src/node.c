@@ -1011,10 +1011,11 @@ static bool sib_in(const rk_reg *r, rk_dot d) {
   return false;
 }
 
-/* Writes one Applied for a key going from `old` to `next` (next NULL: collected). */
+/* Writes one Applied for a key going from `old` to `next` (next NULL: collected). New
+ * values that lie inside `msg` (the merged message) are given by position, not copied. */
 static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice key, const rk_reg *old,
                           uint64_t old_contrib, const rk_reg *next, rk_slice next_meta, uint64_t new_raw,
-                          bool new_expired) {
+                          bool new_expired, rk_slice msg) {
   uint32_t shard = shard_of(n, rk_hash_slice(key));
   uint64_t new_contrib = new_expired ? 0 : new_raw;
   uint64_t sd = shard_update(n, shard, old_contrib, next ? new_contrib : 0);
@@ -1030,7 +1031,14 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
       if (s->deleted || sib_in(old, s->dot)) continue;
       size_t mv = pb_begin(e, 6);
       dot_write(e, 1, s->dot);
-      pb_put_bytes(e, 2, s->value);
+      bool inside = s->value.len > 0 && msg.len > 0 && s->value.ptr >= msg.ptr &&
+                    s->value.ptr + s->value.len <= msg.ptr + msg.len;
+      if (inside) {
+        pb_put_uint(e, 3, (uint64_t)(s->value.ptr - msg.ptr));
+        pb_put_uint(e, 4, s->value.len);
+      } else {
+        pb_put_bytes(e, 2, s->value);
+      }
       pb_end(e, mv);
     }
   }
@@ -1224,7 +1232,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     uint64_t old_contrib = (l && l->expired) ? 0 : old_raw;
     uint64_t new_raw = rk_reg_digest(a, key, &merged);
     bool new_expired = expired_at(n, &merged, now_ms);
-    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, new_expired);
+    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, new_expired, msg);
     if (l != NULL) {
       current[li] = merged;
       l->meta = new_meta;
@@ -1837,7 +1845,8 @@ static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
     RK_TRY(local_reg(a, l, false, &reg));
     if (l->expired || reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
-    applied_write(&e, 1, n, l->key, &reg, raw, &reg, l->meta, raw, true);
+    rk_slice none = {NULL, 0};
+    applied_write(&e, 1, n, l->key, &reg, raw, &reg, l->meta, raw, true, none);
   }
   *reply = finish(&e, &err);
   return err;
@@ -2012,7 +2021,7 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!all) continue;
     uint64_t contrib = l->expired ? 0 : raw;
     rk_slice none = {NULL, 0};
-    applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false);
+    applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false, none);
   }
   *reply = finish(&e, &err);
   return err;
