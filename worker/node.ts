@@ -43,6 +43,7 @@ const PUSH_VALUE_BYTES_MAX = 8 * 1024 * 1024;
 const EXPIRE_KEYS_MAX = 256;
 const GC_KEYS_MAX = 128;
 const AE_SHARDS_MAX = 64;
+const AE_REPAIR_BYTES_MAX = 16 * 1024 * 1024;
 const AE_INTERVAL_MS_MAX = 60_000;
 /** Anti-entropy waits this many intervals after a local change, but runs at least once
  *  every AE_STARVE_INTERVALS while changes keep coming (as the simulator does). */
@@ -455,13 +456,21 @@ export class RingNode extends DurableObject {
   }
 
   /** Local rows of every key in `shards`, with values (repair requests and answers). */
-  private loadShards(shards: number[], into: Map<string, Msg>): void {
+  /** With `bytesMax`, stops after the shard whose values pass it; returns the shards loaded. */
+  private loadShards(shards: number[], into: Map<string, Msg>, bytesMax = Number.POSITIVE_INFINITY): number[] {
+    let bytes = 0;
+    const loaded: number[] = [];
     for (const shard of shards) {
+      if (bytes >= bytesMax) break;
+      loaded.push(shard);
       for (const row of this.sql.exec(`SELECT key, meta, expired FROM keys WHERE shard = ?`, shard).toArray()) {
         const key = bytesOf(row.key);
-        into.set(keyId(key), { key, meta: bytesOf(row.meta), expired: row.expired === 1, values: this.loadValues(key) });
+        const values = this.loadValues(key);
+        for (const v of values) bytes += v.value.length;
+        into.set(keyId(key), { key, meta: bytesOf(row.meta), expired: row.expired === 1, values });
       }
     }
+    return loaded;
   }
 
   private upsertKey(key: Uint8Array, shard: number, meta: Uint8Array, info: Msg, fromClient: boolean): void {
@@ -1241,8 +1250,12 @@ export class RingNode extends DurableObject {
         return;
       }
       const locals = new Map<string, Msg>();
-      this.loadShards(compare.shards, locals);
-      const repair = this.call(Op.AeRepair, { peer, shards: compare.shards, locals: [...locals.values()] });
+      // One repair exchange carries about AE_REPAIR_BYTES_MAX of values: the differing
+      // shards from a random one on, the rest at the next exchanges (they still differ).
+      const from = Math.floor(Math.random() * compare.shards.length);
+      const order = [...compare.shards.slice(from), ...compare.shards.slice(0, from)];
+      const shards = this.loadShards(order, locals, AE_REPAIR_BYTES_MAX).sort((a, b) => a - b);
+      const repair = this.call(Op.AeRepair, { peer, shards, locals: [...locals.values()] });
       const back = await this.send(peer, "/internal/push", repair.message);
       if (back !== undefined && back.length > 0) this.mergeAnswer(back, new Set(locals.keys()));
     } finally {
@@ -1317,7 +1330,14 @@ export class RingNode extends DurableObject {
       ]);
       const answer = new Uint8Array(await response.arrayBuffer());
       this.addStat("bytes_sent", body.length + answer.length);
-      if (response.status !== 200) return { refused: response.headers.get(REFUSED_REASON_HEADER) ?? undefined };
+      if (response.status !== 200) {
+        const refused = response.headers.get(REFUSED_REASON_HEADER) ?? undefined;
+        // A peer that does not read the version this node wrote (it heard the peer wrong,
+        // or the peer went back a release): a new core instance forgets what it learnt of
+        // peers' versions and writes the previous version until each speaks again.
+        if (refused === "protocol_version") this.core = undefined;
+        return { refused };
+      }
       return { answer };
     } catch {
       this.addStat("bytes_sent", body.length);
