@@ -3,7 +3,8 @@
 //
 // Writers PUT and DELETE (blind, and with a context read from a replica) at random
 // replicas of a small key set (?node=), while the scenario drops 30% of gossip
-// messages, partitions the cluster, skews one node's clock (within MAX_CLOCK_SKEW_MS),
+// messages, partitions the cluster, skews one node's clock (within MAX_CLOCK_SKEW_MS) and
+// two nodes apart by more than it,
 // crashes single nodes (ctx.abort()) and kills and restarts the whole runtime on the
 // same persisted state. Every acknowledged write is recorded: (key, hlc, node, deleted,
 // value). Then the faults are cleared, the cluster must report `converged`, and:
@@ -55,6 +56,9 @@ const REQUEST_TIMEOUT_MS = 8_000;
 const CONVERGE_TIMEOUT_MS = 240_000;
 const DROP = 0.3;
 const SKEW_MS = 3_000;
+// Two nodes skewed apart by more than MAX_CLOCK_SKEW_MS (60 s): each defers the other's
+// versions (they wait, unapplied) until the skews are gone.
+const FAR_SKEW_MS = 40_000;
 
 const log = (...a) => {
   if (!args.quiet) console.log(`chaos ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s:`, ...a);
@@ -353,6 +357,9 @@ async function main() {
     }
     await at(0.1);
     await setFaults({ drop: DROP, partitions: [], skew_ms: {} });
+    await at(0.2);
+    const [ahead, behind] = shuffledNodes();
+    await setFaults({ drop: 0, partitions: [], skew_ms: { [String(ahead)]: FAR_SKEW_MS, [String(behind)]: -FAR_SKEW_MS } });
     await at(0.3);
     await setFaults({ drop: 0, partitions: split(), skew_ms: { [String(pick(shuffledNodes()))]: SKEW_MS } });
     await at(0.5);
@@ -418,6 +425,8 @@ async function main() {
       keys_deleted: result.keysDeleted,
       keys_absent: result.keysAbsent,
       gossip: status?.nodes.map((n) => n.gossip && { id: n.id, ...n.gossip }),
+      // What nodes refused or deferred of each other (hlc_ahead: the far-skew phase).
+      refused: status?.nodes.map((n) => n.refused && { id: n.id, ...n.refused }),
     },
     violations: result.violations,
   };
@@ -442,7 +451,7 @@ try {
   console.log("\nringkv chaos report");
   console.log(`  seed ${report.seed}; ${report.seconds} s of faults on N=${N} R=${R}; ${report.keys} keys, ${report.writers} writers`);
   console.log(
-    `  faults: ${report.faults.restarts} runtime restarts, ${report.faults.crashes} node crashes, ${report.faults.fault_changes} fault settings (drop ${DROP * 100}%, partitions, ${SKEW_MS} ms skew)`,
+    `  faults: ${report.faults.restarts} runtime restarts, ${report.faults.crashes} node crashes, ${report.faults.fault_changes} fault settings (drop ${DROP * 100}%, partitions, ${SKEW_MS} ms skew, two nodes ±${FAR_SKEW_MS} ms apart)`,
   );
   console.log(
     `  writes: ${report.writes.attempted} attempted (${report.writes.puts} PUT, ${report.writes.deletes} DELETE, ${report.writes.context_writes} with a context), ${report.writes.acked} acknowledged, ${report.unanswered_writes} unanswered`,
