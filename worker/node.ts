@@ -422,7 +422,6 @@ export class RingNode extends DurableObject {
     return { meta: bytesOf(rows[0].meta), expired: rows[0].expired === 1 };
   }
 
-  /** Rows of many keys, SQL_PARAMS_MAX keys per statement. */
   /** Rows of many keys with their values' lengths (not the values), SQL_PARAMS_MAX keys
    *  per statement: what a merge needs to bound the merged key's bytes. */
   private loadRows(keys: Uint8Array[]): Map<string, { meta: Uint8Array; expired: boolean; sizes: Msg[] }> {
@@ -455,8 +454,8 @@ export class RingNode extends DurableObject {
     return values;
   }
 
-  /** Local rows of every key in `shards`, with values (repair requests and answers). */
-  /** With `bytesMax`, stops after the shard whose values pass it; returns the shards loaded. */
+  /** Local rows of every key in `shards`, with values (repair requests and answers). With
+   *  `bytesMax`, stops after the shard whose values pass it; returns the shards loaded. */
   private loadShards(shards: number[], into: Map<string, Msg>, bytesMax = Number.POSITIVE_INFINITY): number[] {
     let bytes = 0;
     const loaded: number[] = [];
