@@ -550,7 +550,9 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
   let cursor: Uint8Array | undefined = after;
   let next: Uint8Array | null = null;
   for (let round = 0; round < LIST_ROUNDS_MAX; round++) {
-    const want = limit - keys.length;
+    // Each node holds about R/N of the keys: ⌈2 × limit × R / N⌉ + 1 rows of each node
+    // make a page with room to spare (one subrequest per node per round).
+    const want = Math.min(limit - keys.length, Math.ceil((2 * limit * config.replicas) / size) + 1);
     const pages = await Promise.all(
       Array.from({ length: size }, async (_, node) => {
         try {

@@ -155,6 +155,24 @@ test("a context from a read supersedes exactly what it covers", async () => {
   assert.equal((await put("ctx/a", "x", { "X-Ring-Context": other.json.context })).status, 400);
 });
 
+test("listing: rounds ask each node for at most ⌈2 × limit × R / N⌉ + 1 rows and still page exactly", async () => {
+  // 300 keys over N=8 R=3: each node holds about 112; a page of 120 asks each for 91, so
+  // several nodes' pages are full and the round continues from the smallest last key.
+  const keys = Array.from({ length: 300 }, (_, i) => `bounded/${String(i).padStart(4, "0")}`);
+  for (const k of keys) assert.equal((await put(k, "v")).status, 200);
+  const seen = [];
+  let cursor = null;
+  for (let page = 0; page < 20; page++) {
+    const r = await c.req(`/v1/kv?prefix=bounded%2F&limit=120${cursor ? "&cursor=" + cursor : ""}`);
+    assert.equal(r.status, 200);
+    assert.ok(r.json.keys.length <= 120);
+    seen.push(...r.json.keys);
+    cursor = r.json.cursor;
+    if (cursor === null) break;
+  }
+  assert.deepEqual(seen, keys);
+});
+
 test("listing: live keys in byte order, prefix, limit and cursor", async () => {
   const keys = [];
   for (let i = 0; i < 25; i++) keys.push(`list/${String(i).padStart(3, "0")}`);
