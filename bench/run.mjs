@@ -449,7 +449,9 @@ async function benchConverge() {
 // round: gossip round cost at 1k vs 100k keys.
 
 const BULK_BATCH = 512;
-const BULK_COUNTER_BASE = 1n << 40n; // dots of the bulk writer: far above any real counter
+// Dots of the bulk writer: far above the real node 0's counter, and within the 2^32 a
+// message may raise it by (the node raises its counter past them: no dot is reused).
+const BULK_COUNTER_BASE = 1n << 31n;
 
 /** Loads `count` keys into both nodes of an N=2 R=2 cluster through their merge path: a
  *  core instance in this process plays a writer with node id 0 and counters from

@@ -46,7 +46,8 @@ const RULES: IntRule[] = [
   { name: "MAX_KEY_BYTES", fallback: 4_194_304, min: 1, max: 33_554_432 },
   { name: "MAX_CLOCK_SKEW_MS", fallback: 60_000, min: 0, max: 86_400_000 },
   { name: "TOMBSTONE_GRACE_SECONDS", fallback: 3600, min: 0, max: 10 * 365 * 86_400 },
-  { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 1024 },
+  // The core refuses more than 4096 / (2 x REPLICAS) (RINGKV_SIBLINGS_MAX).
+  { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 2048 },
   { name: "FANOUT", fallback: 8, min: 1, max: 1024 },
 ];
 

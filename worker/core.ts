@@ -110,8 +110,9 @@ export class Core {
   /** Runs `op` on the encoded request bytes; returns the reply bytes (a copy). */
   callRaw(op: OpCode, request: Uint8Array): { code: number; reply: Uint8Array } {
     const x = this.exports;
-    // Beyond the core's message limit a request is malformed, not a lack of memory.
-    if (request.length > MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_DECODE, CODE_NAMES[CoreError.E_DECODE]);
+    // Beyond the core's message limit a request is too large (E_VALUE), not a lack of
+    // memory: the caller says whose fault that is.
+    if (request.length > MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_VALUE, "request too large for one core call");
     const input = x.ringkv_wasm_input(request.length);
     if (input === 0 && request.length > 0) throw new CoreError(CoreError.E_NOMEM, CODE_NAMES[CoreError.E_NOMEM]);
     new Uint8Array(x.memory.buffer, input, request.length).set(request);

@@ -61,6 +61,8 @@ const CONTROL_TIMEOUT_MS = 10_000;
 /** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
 const NODE_IDS_MAX = 1024;
 const PEER_PATHS = new Set(["/internal/push", "/internal/digest", "/internal/gc"]);
+/** RINGKV_MESSAGE_BYTES_MAX (ringkv.h). */
+const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 const LIST_KEYS_MAX = 1000;
 // Durable Object SQLite binds at most 100 parameters per statement.
 const SQL_PARAMS_MAX = 100;
@@ -429,18 +431,15 @@ export class RingNode extends DurableObject {
     for (let i = 0; i < keys.length; i += SQL_PARAMS_MAX) {
       const chunk = keys.slice(i, i + SQL_PARAMS_MAX);
       const marks = chunk.map(() => "?").join(", ");
+      for (const row of this.sql.exec(`SELECT key, meta, expired FROM keys WHERE key IN (${marks})`, ...chunk.map(blob))) {
+        out.set(keyId(bytesOf(row.key)), { meta: bytesOf(row.meta), expired: row.expired === 1, sizes: [] });
+      }
+      // Lengths apart (a JOIN would repeat each key's metadata once per value).
       for (const row of this.sql.exec(
-        `SELECT k.key AS key, k.meta AS meta, k.expired AS expired, v.node AS node, v.counter AS counter,
-           length(v.value) AS bytes FROM keys k LEFT JOIN vals v ON v.key = k.key WHERE k.key IN (${marks})`,
+        `SELECT key, node, counter, length(value) AS bytes FROM vals WHERE key IN (${marks})`,
         ...chunk.map(blob),
       )) {
-        const id = keyId(bytesOf(row.key));
-        let entry = out.get(id);
-        if (entry === undefined) {
-          entry = { meta: bytesOf(row.meta), expired: row.expired === 1, sizes: [] };
-          out.set(id, entry);
-        }
-        if (row.node !== null) entry.sizes.push({ dot: { node: row.node, counter: BigInt(row.counter) }, bytes: BigInt(row.bytes) });
+        out.get(keyId(bytesOf(row.key)))?.sizes.push({ dot: { node: row.node, counter: BigInt(row.counter) }, bytes: BigInt(row.bytes) });
       }
     }
     return out;
@@ -465,6 +464,7 @@ export class RingNode extends DurableObject {
       for (const row of this.sql.exec(`SELECT key, meta, expired FROM keys WHERE shard = ?`, shard).toArray()) {
         const key = bytesOf(row.key);
         const values = this.loadValues(key);
+        bytes += bytesOf(row.meta).length;
         for (const v of values) bytes += v.value.length;
         into.set(keyId(key), { key, meta: bytesOf(row.meta), expired: row.expired === 1, values });
       }
@@ -662,11 +662,11 @@ export class RingNode extends DurableObject {
         case "/internal/dump":
           return this.handleDump(url);
         case "/internal/push":
-          return this.handlePush(new Uint8Array(await request.arrayBuffer()));
+          return this.handlePush(await peerBody(request));
         case "/internal/digest":
-          return this.handleDigest(new Uint8Array(await request.arrayBuffer()));
+          return this.handleDigest(await peerBody(request));
         case "/internal/gc":
-          return this.handleGc(new Uint8Array(await request.arrayBuffer()));
+          return this.handleGc(await peerBody(request));
         case "/internal/faults":
           return this.handleFaults(await jsonBody(request));
         case "/internal/crash":
@@ -688,6 +688,12 @@ export class RingNode extends DurableObject {
           case CoreError.E_KEY_BYTES:
             return json(409, { error: "the key's siblings would exceed MAX_KEY_BYTES: read with ?siblings=1 and resolve first" });
           case CoreError.E_VALUE:
+            if (PEER_PATHS.has(url.pathname)) {
+              // This node's own request to its core came out too large (the rows a message
+              // needs): not the peer's fault, so the peer keeps it unacknowledged.
+              this.addStat("refused_request_too_large", 1);
+              return json(503, { error: "the rows this message needs exceed one core call; try again later" });
+            }
             return json(413, { error: "value or content type too large" });
           case CoreError.E_DECODE:
             if (PEER_PATHS.has(url.pathname)) this.addStat("refused_malformed", 1);
@@ -889,6 +895,7 @@ export class RingNode extends DurableObject {
       taken++;
       const key = bytesOf(row.key);
       const register = decode("Register", bytesOf(row.meta));
+      pageBytes += bytesOf(row.meta).length;
       const values = new Map<string, Uint8Array>();
       for (const v of this.loadValues(key)) {
         values.set(`${v.dot.node}:${v.dot.counter}`, v.value);
@@ -1137,6 +1144,8 @@ export class RingNode extends DurableObject {
       for (const r of rows) {
         const key = bytesOf(r.key);
         const values = this.loadValues(key);
+        // Metadata counts too: a key of thousands of siblings is large with empty values.
+        valueBytes += bytesOf(r.meta).length;
         for (const v of values) valueBytes += v.value.length;
         candidates.push({
           local: { key, meta: bytesOf(r.meta), expired: r.expired === 1, values },
@@ -1354,6 +1363,13 @@ export class RingNode extends DurableObject {
     const theirs = sets.findIndex((s) => s.includes(peer));
     return mine < 0 || theirs < 0 || mine === theirs;
   }
+}
+
+/** A peer's message. One beyond the core's limit is the peer's fault: malformed (400). */
+async function peerBody(request: Request): Promise<Uint8Array> {
+  const body = new Uint8Array(await request.arrayBuffer());
+  if (body.length > MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_DECODE, "message too large");
+  return body;
 }
 
 /** A JSON request body; 400 when it is not JSON. */

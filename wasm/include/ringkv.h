@@ -52,8 +52,10 @@
  * beyond is refused wherever it appears, the same at every node, so no state holding one is
  * kept anywhere. A merged dot of this node above its counter (a claim on dots it never
  * made) raises the counter past it, so no dot is ever reused and no later write is covered
- * already. */
+ * already; but no message may raise it by more than RINGKV_DOT_CLAIM_MAX (such an entry is
+ * refused: one message cannot use up the counter space). */
 #define RINGKV_COUNTER_MAX (UINT64_C(1) << 52)
+#define RINGKV_DOT_CLAIM_MAX (UINT64_C(1) << 32)
 /* The bytes of all messages one gossip round (OP_BUILD_PUSH) builds; a larger key goes
  * alone, in one message shared by its peers. */
 #define RINGKV_PUSH_ROUND_BYTES_MAX (16u * 1024u * 1024u)

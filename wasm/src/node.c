@@ -1056,6 +1056,7 @@ typedef enum {
   REFUSED_NOT_REPLICA,
   REFUSED_UNKNOWN_NODE,
   REFUSED_DOT_OUT_OF_RANGE,
+  REFUSED_FUTURE_DOT,
   REFUSED_HLC_AHEAD,
   REFUSED_HLC_OUT_OF_RANGE,
   REFUSED_NO_VERSION,
@@ -1064,7 +1065,8 @@ typedef enum {
 } refusal;
 
 static const char *const refusal_names[REFUSED_REASONS] = {
-    "malformed", "not_replica", "unknown_node", "dot_out_of_range", "hlc_ahead", "hlc_out_of_range", "no_version",
+    "malformed", "not_replica", "unknown_node", "dot_out_of_range", "future_dot", "hlc_ahead", "hlc_out_of_range",
+    "no_version",
     "too_large",
 };
 
@@ -1082,7 +1084,8 @@ static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max, bool 
 
 /* Judges a peer's register before it is merged: REFUSED_REASONS when it may be applied.
  * *own_max is the highest dot of this node it names (the counter must pass it). */
-static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_ms, uint64_t *own_max) {
+static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_ms, uint64_t counter_before,
+                           uint64_t *own_max) {
   *own_max = 0;
   bool unknown = false, beyond = false;
   for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_unknown(n, r->sibs[i].dot, own_max, &beyond);
@@ -1098,6 +1101,7 @@ static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_m
     if (r->sibs[i].hlc > horizon) return REFUSED_HLC_OUT_OF_RANGE;
     ahead |= r->sibs[i].hlc > bound;
   }
+  if (*own_max > rk_add_sat(counter_before, RINGKV_DOT_CLAIM_MAX)) return REFUSED_FUTURE_DOT;
   return ahead ? REFUSED_HLC_AHEAD : REFUSED_REASONS;
 }
 
@@ -1172,6 +1176,9 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_reg none;
   memset(&none, 0, sizeof none);
   uint32_t refused[REFUSED_REASONS] = {0};
+  /* Claims are judged against the counter as the message found it: one message can raise
+   * it by at most RINGKV_DOT_CLAIM_MAX. */
+  uint64_t counter_before = n->counter;
   rk_slice *deferred = rk_alloc_array(a, p.entries_len + 1, sizeof *deferred);
   if (deferred == NULL) return RINGKV_E_NOMEM;
   size_t deferred_len = 0;
@@ -1188,20 +1195,13 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
     const rk_reg *rr = &remote[i];
     uint64_t own_max;
-    refusal why = entry_judge(n, rr, now_ms, &own_max);
+    refusal why = entry_judge(n, rr, now_ms, counter_before, &own_max);
     if (why != REFUSED_REASONS) {
       /* A version from beyond the clock bound waits: the sender is told to send it again,
        * and nothing of it reaches this node's state or clock. */
       refused[why]++;
       if (why == REFUSED_HLC_AHEAD) deferred[deferred_len++] = key;
       continue;
-    }
-    /* A peer names a dot of this node it never handed out (a claim no honest token can
-     * carry): raise the counter past it, so that no later write of this node is covered
-     * already and lost on merge. */
-    n->counter = RK_MAX(n->counter, own_max);
-    for (size_t k = 0; k < rr->sibs_len; k++) {
-      n->clock = rk_hlc_absorb(n->clock, rr->sibs[k].hlc, now_ms, n->cfg.max_clock_skew_ms);
     }
     rk_local *l = local_find(locals, locals_len, key);
     size_t li = l ? (size_t)(l - locals) : 0;
@@ -1223,6 +1223,13 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!reg_within_limits(&merged, l)) {
       refused[REFUSED_TOO_LARGE]++;
       continue;
+    }
+    /* Accepted. A peer that names a dot of this node it never handed out (a claim no
+     * honest token carries) raises the counter past it, so that no later write of this
+     * node is covered already and lost on merge. */
+    n->counter = RK_MAX(n->counter, own_max);
+    for (size_t k = 0; k < rr->sibs_len; k++) {
+      n->clock = rk_hlc_absorb(n->clock, rr->sibs[k].hlc, now_ms, n->cfg.max_clock_skew_ms);
     }
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
