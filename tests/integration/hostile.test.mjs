@@ -258,9 +258,15 @@ test("a peer's unknown node ids, claims on the receiver's future dots, contradic
   assert.equal((await toNode(x, "/internal/push", pushOf({ from: y, key, siblings: [{ node: 9, counter: 1, hlc: now, value: "ghost" }] }))).status, 200);
   // A claim on x's dots beyond any counter a node can have (2^52, exact in JS numbers).
   assert.equal((await toNode(x, "/internal/push", pushOf({ from: y, key, siblings: [{ node: y, counter: 7, hlc: now, value: "claim" }], vv: [{ node: x, counter: 2 ** 53 }] }))).status, 200);
+  // A claim at exactly 2^52 (the most a counter may reach), far above x's counter: refused
+  // too (one message may raise a counter by at most 2^32), so x can still write.
+  assert.equal((await toNode(x, "/internal/push", pushOf({ from: y, key, siblings: [{ node: y, counter: 8, hlc: now, value: "claim" }], vv: [{ node: x, counter: 2 ** 52 }] }))).status, 200);
   let after = await refusedAt(x);
   assert.equal((after.unknown_node ?? 0) - (before.unknown_node ?? 0), 1);
   assert.equal((after.dot_out_of_range ?? 0) - (before.dot_out_of_range ?? 0), 1);
+  assert.equal((after.future_dot ?? 0) - (before.future_dot ?? 0), 1);
+  const still = await put(key, "x still writes", `?node=${x}`);
+  assert.equal(still.status, 200, still.text);
   assert.equal((await req(kvPath(key, `?node=${x}`))).status, 404, "nothing stored");
 
   // A contradictory state: x holds its own version and has superseded y's; the peer
