@@ -265,7 +265,9 @@ test("a peer's unknown node ids, claims on the receiver's future dots, contradic
   assert.equal((after.unknown_node ?? 0) - (before.unknown_node ?? 0), 1);
   assert.equal((after.dot_out_of_range ?? 0) - (before.dot_out_of_range ?? 0), 1);
   assert.equal((after.future_dot ?? 0) - (before.future_dot ?? 0), 1);
-  const still = await put(key, "x still writes", `?node=${x}`);
+  let other = "hostile/still-0";
+  for (let i = 1; !(await replicasOf(other)).includes(x); i++) other = `hostile/still-${i}`;
+  const still = await put(other, "x still writes", `?node=${x}`);
   assert.equal(still.status, 200, still.text);
   assert.equal((await req(kvPath(key, `?node=${x}`))).status, 404, "nothing stored");
 
