@@ -95,16 +95,6 @@ static merged merge(ringkv_node *n, uint64_t now, rk_slice push, const char *key
   return out;
 }
 
-static uint32_t refused_count(rk_slice reply, const char *reason) {
-  pb_rd it = pb_reader(reply);
-  rk_slice r;
-  while (tl_next_bytes(&it, 5, &r)) {
-    rk_slice name = tl_bytes_field(r, 1);
-    if (rk_slice_eq(name, tl_str(reason))) return (uint32_t)tl_u64(r, 2);
-  }
-  return 0;
-}
-
 static size_t applied_count(rk_slice reply) {
   pb_rd it = pb_reader(reply);
   rk_slice x;
@@ -236,7 +226,7 @@ static void test_future_hlc_waits(void **state) {
   merged r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
-  assert_int_equal(refused_count(r.reply, "hlc_ahead"), 1);
+  assert_int_equal(tl_refused(r.reply, "hlc_ahead"), 1);
   assert_true(node_clock(r.reply) < ahead_ms << 16);   /* nothing absorbed */
   /* The answer tells the sender to send it again, in the version it was addressed in. */
   rk_slice answer = tl_bytes_field(r.reply, 3);
@@ -265,7 +255,7 @@ static void test_future_hlc_waits(void **state) {
   r = merge(n, ahead_ms, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 1);
-  assert_int_equal(refused_count(r.reply, "hlc_ahead"), 0);
+  assert_int_equal(tl_refused(r.reply, "hlc_ahead"), 0);
   assert_int_equal(tl_bytes_field(r.reply, 3).len, 0);   /* nothing deferred: no answer */
   drop(r.reply);
   drop(push);
@@ -277,7 +267,7 @@ static void test_future_hlc_waits(void **state) {
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
-  assert_int_equal(refused_count(r.reply, "hlc_out_of_range"), 1);
+  assert_int_equal(tl_refused(r.reply, "hlc_out_of_range"), 1);
   assert_int_equal(tl_bytes_field(r.reply, 3).len, 0);
   drop(r.reply);
   drop(push);
@@ -346,7 +336,7 @@ static void test_dot_claims(void **state) {
     r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
     assert_int_equal(r.code, RINGKV_OK);
     assert_int_equal(applied_count(r.reply), 0);
-    assert_int_equal(refused_count(r.reply, "dot_out_of_range"), 1);
+    assert_int_equal(tl_refused(r.reply, "dot_out_of_range"), 1);
     assert_int_equal(node_counter(r.reply), 501);
     drop(r.reply);
     drop(push);
@@ -360,7 +350,7 @@ static void test_dot_claims(void **state) {
   push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
-  assert_int_equal(refused_count(r.reply, "future_dot"), 1);
+  assert_int_equal(tl_refused(r.reply, "future_dot"), 1);
   assert_int_equal(node_counter(r.reply), 501);
   drop(r.reply);
   drop(push);
@@ -386,7 +376,7 @@ static void test_dot_claims(void **state) {
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
-  assert_int_equal(refused_count(r.reply, "unknown_node"), 1);
+  assert_int_equal(tl_refused(r.reply, "unknown_node"), 1);
   drop(r.reply);
   drop(push);
   drop(reg);
@@ -417,7 +407,7 @@ static void test_no_version_refused(void **state) {
   merged r = merge(n, NOW_MS, push, key, meta);
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
-  assert_int_equal(refused_count(r.reply, "no_version"), 1);
+  assert_int_equal(tl_refused(r.reply, "no_version"), 1);
   drop(r.reply);
   drop(push);
   drop(remote);

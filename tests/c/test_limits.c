@@ -186,15 +186,6 @@ static rk_slice reg_one(uint32_t node, uint64_t counter, const char *value) {
   return copy(tl_done(&e));
 }
 
-static uint32_t refused_count(rk_slice reply, const char *reason) {
-  pb_rd it = pb_reader(reply);
-  rk_slice r;
-  while (tl_next_bytes(&it, 5, &r)) {
-    if (rk_slice_eq(tl_bytes_field(r, 1), tl_str(reason))) return (uint32_t)tl_u64(r, 2);
-  }
-  return 0;
-}
-
 static void test_entries_refused_alone(void **state) {
   (void)state;
   tl_config c = tl_default_config();
@@ -224,7 +215,7 @@ static void test_entries_refused_alone(void **state) {
     count++;
   }
   assert_int_equal(count, 1);
-  assert_int_equal(refused_count(reply, "malformed"), 3);
+  assert_int_equal(tl_refused(reply, "malformed"), 3);
   tl_reset();
   drop(push);
   drop(regs[0]);

@@ -167,6 +167,16 @@ static inline size_t tl_repeated_u32(rk_slice msg, uint32_t f, uint32_t *out, si
   return s.n;
 }
 
+/* How many entries a MergeReply refused for `reason` (MergeReply.refused, field 5). */
+static inline uint32_t tl_refused(rk_slice merge_reply, const char *reason) {
+  pb_rd it = pb_reader(merge_reply);
+  rk_slice r;
+  while (tl_next_bytes(&it, 5, &r)) {
+    if (rk_slice_eq(tl_bytes_field(r, 1), tl_str(reason))) return (uint32_t)tl_u64(r, 2);
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------------------------- */
 /* Calling the core. */
 
