@@ -44,6 +44,10 @@ const EXPIRE_KEYS_MAX = 256;
 const GC_KEYS_MAX = 128;
 const AE_SHARDS_MAX = 64;
 const AE_REPAIR_BYTES_MAX = 16 * 1024 * 1024;
+// A push is merged in ranges of entries whose stored metadata stays within this (rows are
+// read MERGE_ROWS_GROUP keys per statement).
+const MERGE_ROWS_BYTES_MAX = 8 * 1024 * 1024;
+const MERGE_ROWS_GROUP = 25;
 const AE_INTERVAL_MS_MAX = 60_000;
 /** Anti-entropy waits this many intervals after a local change, but runs at least once
  *  every AE_STARVE_INTERVALS while changes keep coming (as the simulator does). */
@@ -938,15 +942,58 @@ export class RingNode extends DurableObject {
    *  reply bytes (a repair request's answer, else empty). */
   private mergePush(message: Uint8Array, sent?: Set<string>): Uint8Array {
     const wanted = this.call(Op.MessageKeys, { message });
-    const locals = new Map<string, Msg>();
-    if (wanted.shards.length > 0) this.loadShards(wanted.shards, locals);
-    const missing = (wanted.keys as Uint8Array[]).filter((key) => !locals.has(keyId(key)));
-    const rows = this.loadRows(missing);
-    for (const key of missing) {
+    const keys = wanted.keys as Uint8Array[];
+    if (wanted.shards.length > 0) {
+      // A repair request is merged whole: its answer covers every local key of its shards.
+      const locals = new Map<string, Msg>();
+      this.loadShards(wanted.shards, locals);
+      this.addRows(locals, keys.filter((key) => !locals.has(keyId(key))));
+      return this.mergeRange(message, locals, sent, {}).reply;
+    }
+    // A push is merged in ranges of entries whose rows stay within MERGE_ROWS_BYTES_MAX,
+    // so no core call is too large whatever the keys hold; the last range answers, naming
+    // the keys every range deferred.
+    const deferredBefore: Uint8Array[] = [];
+    for (let from = 0; ; ) {
+      const locals = new Map<string, Msg>();
+      let to = from;
+      let bytes = 0;
+      while (to < keys.length && (to === from || bytes < MERGE_ROWS_BYTES_MAX)) {
+        const group = keys.slice(to, Math.min(keys.length, to + MERGE_ROWS_GROUP));
+        bytes += this.addRows(locals, group);
+        to += group.length;
+      }
+      const last = to >= keys.length;
+      const range = { entriesFrom: from, entriesTo: to, deferredBefore: last ? deferredBefore : [] };
+      const reply = this.mergeRange(message, locals, sent, range);
+      if (last) return reply.reply;
+      deferredBefore.push(...(reply.deferred as Uint8Array[]));
+      from = to;
+    }
+  }
+
+  /** Loads the rows of `keys` (metadata and value lengths) into `locals`; returns the
+   *  metadata bytes loaded. */
+  private addRows(locals: Map<string, Msg>, keys: Uint8Array[]): number {
+    const rows = this.loadRows(keys);
+    let bytes = 0;
+    for (const key of keys) {
       const row = rows.get(keyId(key));
+      bytes += row?.meta.length ?? 0;
       locals.set(keyId(key), { key, meta: row?.meta ?? EMPTY, expired: row?.expired ?? false, sizes: row?.sizes ?? [] });
     }
-    const reply = this.call(Op.Merge, { nowMs: BigInt(this.nowMs()), message, locals: [...locals.values()], answer: sent !== undefined });
+    return bytes;
+  }
+
+  /** One OP_MERGE over (a range of) a message, applied in one transaction. */
+  private mergeRange(message: Uint8Array, locals: Map<string, Msg>, sent: Set<string> | undefined, range: Msg): Msg {
+    const reply = this.call(Op.Merge, {
+      nowMs: BigInt(this.nowMs()),
+      message,
+      locals: [...locals.values()],
+      answer: sent !== undefined,
+      ...range,
+    });
     // Keys a peer deferred go out again (a new sequence puts them past its ack), but only
     // keys this node just sent it.
     const resend = (reply.resend as Uint8Array[]).filter((key) => sent?.has(keyId(key)));
@@ -967,7 +1014,7 @@ export class RingNode extends DurableObject {
       // anyway (a client write's, or anti-entropy's): no extra round per merge.
       if (this.config!.replicas - 1 > this.config!.fanout) this.scheduleFlush();
     }
-    return reply.reply;
+    return reply;
   }
 
   /** A peer's answer to a push of `sent` keys: merged like any Push, but a bad one is only

@@ -187,6 +187,9 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["message",2,"bytes",0],
     ["locals",3,"Local",1],
     ["answer",4,"bool",0],
+    ["entriesFrom",5,"uint32",0],
+    ["entriesTo",6,"uint32",0],
+    ["deferredBefore",7,"bytes",1],
   ],
   Applied: [
     ["key",1,"bytes",0],
@@ -206,6 +209,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["entriesReceived",4,"uint32",0],
     ["refused",5,"Refusal",1],
     ["resend",6,"bytes",1],
+    ["deferred",7,"bytes",1],
   ],
   Refusal: [
     ["reason",1,"string",0],

@@ -224,6 +224,55 @@ static void test_entries_refused_alone(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* A push merged in ranges of entries: each call applies only its range (with the rows of
+ * its keys only), and the last one's answer names what every range deferred. */
+static void test_merge_in_ranges(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  c.cluster_size = 2;
+  c.replicas = 2;
+  ringkv_node *n = tl_node(c, 0);
+  const char *keys[3] = {"r0", "r1", "r2"};
+  rk_slice regs[3] = {reg_one(1, 1, "a"), reg_one(1, 2, "b"), reg_one(1, 3, "c")};
+  rk_slice push = push_of(3, keys, regs);
+  for (uint32_t from = 0; from < 3; from++) {
+    pb_enc e = tl_enc();
+    pb_put_uint(&e, 1, NOW_MS);
+    pb_put_bytes(&e, 2, push);
+    size_t m = pb_begin(&e, 3);
+    pb_put_bytes(&e, 1, tl_str(keys[from]));
+    pb_end(&e, m);
+    pb_put_uint(&e, 5, from);
+    pb_put_uint(&e, 6, from + 1);
+    if (from == 2) pb_put_bytes(&e, 7, tl_str("r-deferred-earlier"));
+    rk_slice reply;
+    assert_int_equal(tl_call(n, RINGKV_OP_MERGE, tl_done(&e), &reply), RINGKV_OK);
+    pb_rd it = pb_reader(reply);
+    rk_slice applied;
+    size_t count = 0;
+    while (tl_next_bytes(&it, 2, &applied)) {
+      assert_true(rk_slice_eq(tl_bytes_field(applied, 1), tl_str(keys[from])));
+      count++;
+    }
+    assert_int_equal(count, 1);
+    assert_int_equal(tl_u64(reply, 4), 1);   /* entries received in this range */
+    rk_slice answer = tl_bytes_field(reply, 3);
+    if (from == 2) assert_true(rk_slice_eq(tl_bytes_field(answer, 5), tl_str("r-deferred-earlier")));
+    else assert_int_equal(answer.len, 0);
+    tl_reset();
+  }
+  /* A range beyond the entries: malformed. */
+  pb_enc e = tl_enc();
+  pb_put_bytes(&e, 2, push);
+  pb_put_uint(&e, 5, 2);
+  pb_put_uint(&e, 6, 4);
+  assert_int_equal(tl_call(n, RINGKV_OP_MERGE, tl_done(&e), NULL), RINGKV_E_DECODE);
+  tl_reset();
+  drop(push);
+  for (int i = 0; i < 3; i++) drop(regs[i]);
+  ringkv_node_destroy(n);
+}
+
 /* OP_BUILD_PUSH over candidates (key, value bytes, seq) at node 0 of a 3-node cluster with
  * every key on every node (R = 3): the outgoing messages, copied. */
 typedef struct {
@@ -345,6 +394,7 @@ int main(void) {
       cmocka_unit_test(test_config_bounds),
       cmocka_unit_test(test_key_bytes),
       cmocka_unit_test(test_entries_refused_alone),
+      cmocka_unit_test(test_merge_in_ranges),
       cmocka_unit_test(test_round_bounded),
   };
   int failed = cmocka_run_group_tests_name("limits", tests, NULL, NULL);

@@ -1131,16 +1131,36 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_local *locals = NULL;
   size_t locals_len = 0, locals_cap = 0;
   bool answer = false;
+  uint32_t entries_from = 0, entries_to = 0;
+  rk_slice *before = NULL;   /* keys earlier calls on this message deferred */
+  size_t before_len = 0, before_cap = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u64(R, WT, &now_ms); break;
     case 2: ok = pb_get_bytes(R, WT, &msg); break;
     case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
     case 4: ok = pb_get_bool(R, WT, &answer); break;
+    case 5: ok = pb_get_u32(R, WT, &entries_from); break;
+    case 6: ok = pb_get_u32(R, WT, &entries_to); break;
+    case 7: {
+      rk_slice key;
+      ok = pb_get_bytes(R, WT, &key) && key_valid(key) && before_len < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_slice *slot = VEC_PUSH(a, before, before_len, before_cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      *slot = key;
+      break;
+    }
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   rk_push p;
   RK_TRY(push_read(n, msg, &p));
+  /* A push may be merged in ranges of entries (the rows of each range loaded apart); a
+   * repair request only whole, since its answer covers every local key of its shards. */
+  size_t first = entries_from, end = entries_to == 0 ? p.entries_len : entries_to;
+  if (first > end || end > p.entries_len || (p.shards_len > 0 && (first != 0 || end != p.entries_len))) {
+    return RINGKV_E_DECODE;
+  }
   if (locals_len > 1) qsort(locals, locals_len, sizeof *locals, local_cmp_qsort);
   for (size_t i = 1; i < locals_len; i++) {
     if (rk_slice_eq(locals[i - 1].key, locals[i].key)) return RINGKV_E_DECODE;
@@ -1154,15 +1174,16 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool *malformed = rk_zalloc(a, p.entries_len + 1);
   size_t *order = rk_alloc_array(a, p.entries_len + 1, sizeof *order);
   if (remote == NULL || current == NULL || malformed == NULL || order == NULL) return RINGKV_E_NOMEM;
-  for (size_t i = 0; i < p.entries_len; i++) {
+  size_t ranged = 0;
+  for (size_t i = first; i < end; i++) {
     int rc = rk_reg_decode(a, p.entries[i].reg, &remote[i]);
     if (rc == RINGKV_E_NOMEM) return rc;
     malformed[i] = rc != RINGKV_OK || remote[i].sibs_len == 0 || !reg_values_complete(&remote[i]);
-    order[i] = i;
+    order[ranged++] = i;
   }
   entries_by_key = p.entries;
-  if (p.entries_len > 1) qsort(order, p.entries_len, sizeof *order, entry_index_cmp);
-  for (size_t k = 1; k < p.entries_len; k++) {
+  if (ranged > 1) qsort(order, ranged, sizeof *order, entry_index_cmp);
+  for (size_t k = 1; k < ranged; k++) {
     if (rk_slice_eq(p.entries[order[k - 1]].key, p.entries[order[k]].key)) {
       malformed[order[k - 1]] = true;
       malformed[order[k]] = true;
@@ -1182,7 +1203,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_slice *deferred = rk_alloc_array(a, p.entries_len + 1, sizeof *deferred);
   if (deferred == NULL) return RINGKV_E_NOMEM;
   size_t deferred_len = 0;
-  for (size_t i = 0; i < p.entries_len; i++) {
+  for (size_t i = first; i < end; i++) {
     rk_slice key = p.entries[i].key;
     if (malformed[i]) {
       refused[REFUSED_MALFORMED]++;
@@ -1248,7 +1269,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   node_state_write(&e, 1, n);
 
-  if (repair || deferred_len > 0) {
+  if (repair || deferred_len + before_len > 0) {
     /* Answer in the version addressed: a repair request's answer holds our registers in
      * those shards whose state the requester lacks; any answer names the deferred keys. */
     pb_enc r;
@@ -1276,13 +1297,14 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
     /* In every version: release 1 skips the field (and then its entry waits for
      * anti-entropy). */
+    for (size_t i = 0; i < before_len; i++) pb_put_bytes_always(&r, 5, before[i]);
     for (size_t i = 0; i < deferred_len; i++) pb_put_bytes_always(&r, 5, deferred[i]);
     speaks_write(&r);
     rk_slice answer = finish(&r, &err);
     if (err != 0) return err;
     pb_put_bytes(&e, 3, answer);
   }
-  pb_put_uint(&e, 4, p.entries_len);
+  pb_put_uint(&e, 4, end - first);
   for (uint32_t k = 0; k < REFUSED_REASONS; k++) {
     if (refused[k] == 0) continue;
     size_t m = pb_begin(&e, 5);
@@ -1293,6 +1315,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   /* Only the answer to a push this node sent asks it to send keys again. */
   for (size_t i = 0; answer && i < p.deferred_len; i++) pb_put_bytes_always(&e, 6, p.deferred[i]);
+  for (size_t i = 0; i < deferred_len; i++) pb_put_bytes_always(&e, 7, deferred[i]);
   *reply = finish(&e, &err);
   return err;
 }
