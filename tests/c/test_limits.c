@@ -186,6 +186,18 @@ static rk_slice reg_one(uint32_t node, uint64_t counter, const char *value) {
   return copy(tl_done(&e));
 }
 
+/* How many keys a MergeReply applied; each of them must be `key`. */
+static size_t applied_only(rk_slice reply, const char *key) {
+  pb_rd it = pb_reader(reply);
+  rk_slice applied;
+  size_t count = 0;
+  while (tl_next_bytes(&it, 2, &applied)) {
+    assert_true(rk_slice_eq(tl_bytes_field(applied, 1), tl_str(key)));
+    count++;
+  }
+  return count;
+}
+
 static void test_entries_refused_alone(void **state) {
   (void)state;
   tl_config c = tl_default_config();
@@ -207,14 +219,7 @@ static void test_entries_refused_alone(void **state) {
   rk_slice reply;
   assert_int_equal(tl_call(n, RINGKV_OP_MERGE, tl_done(&e), &reply), RINGKV_OK);
   /* "good" applied; "bad" and both "twice" refused as malformed. */
-  pb_rd it = pb_reader(reply);
-  rk_slice applied;
-  size_t count = 0;
-  while (tl_next_bytes(&it, 2, &applied)) {
-    assert_true(rk_slice_eq(tl_bytes_field(applied, 1), tl_str("good")));
-    count++;
-  }
-  assert_int_equal(count, 1);
+  assert_int_equal(applied_only(reply, "good"), 1);
   assert_int_equal(tl_refused(reply, "malformed"), 3);
   tl_reset();
   drop(push);
@@ -247,14 +252,7 @@ static void test_merge_in_ranges(void **state) {
     if (from == 2) pb_put_bytes(&e, 7, tl_str("r-deferred-earlier"));
     rk_slice reply;
     assert_int_equal(tl_call(n, RINGKV_OP_MERGE, tl_done(&e), &reply), RINGKV_OK);
-    pb_rd it = pb_reader(reply);
-    rk_slice applied;
-    size_t count = 0;
-    while (tl_next_bytes(&it, 2, &applied)) {
-      assert_true(rk_slice_eq(tl_bytes_field(applied, 1), tl_str(keys[from])));
-      count++;
-    }
-    assert_int_equal(count, 1);
+    assert_int_equal(applied_only(reply, keys[from]), 1);
     assert_int_equal(tl_u64(reply, 4), 1);   /* entries received in this range */
     rk_slice answer = tl_bytes_field(reply, 3);
     if (from == 2) assert_true(rk_slice_eq(tl_bytes_field(answer, 5), tl_str("r-deferred-earlier")));
