@@ -35,6 +35,9 @@ const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 interface Setup {
   config?: RingConfig;
   error?: string;
+  /** The core that judged the configuration, placed at CLUSTER_SIZE: the ring's core
+   *  when the ring has that size (it usually does), so placement is not built twice. */
+  checked?: Core;
 }
 
 /** This isolate's copy of the ring, taken from a node the first time it is needed. */
@@ -73,11 +76,7 @@ function setup(env: Msg): Setup {
     // The core judges the configuration (its limits relate sizes, replicas and bytes).
     const size = s.config.clusterSize;
     try {
-      new Core(wasmModule as WebAssembly.Module).call(Op.Init, {
-        config: coreConfig(s.config, { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size }),
-        node: { node: 0, clock: 0n, counter: 0n },
-        shards: [],
-      });
+      s.checked = placementCore(s.config, { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size });
       warnOpenConfig(s.config);
     } catch (err) {
       s.error = `bad configuration: ${(err as CoreError).message.replace(/^invalid configuration: /, "")}`;
@@ -121,8 +120,8 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
       }
       const view = viewFromJson(JSON.parse(text));
       if (needSecret && view.secret === undefined) throw new Error("no generated token secret");
-      const core = new Core(wasmModule as WebAssembly.Module);
-      core.call(Op.Init, { config: coreConfig(config, view.ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+      const sameShape = view.ring.size === config.clusterSize && view.ring.nodeIdsMax === config.clusterSize;
+      const core = sameShape && s.checked !== undefined ? s.checked : placementCore(config, view.ring);
       const state: RingState = { setup: s, view, core, secrets: config.tokenSecrets ?? [view.secret!] };
       if (setupCache?.setup === s) ringCache = state;
       return state;
@@ -131,6 +130,13 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
     }
   }
   throw new HttpError(503, `the ring is not available yet (${last})`);
+}
+
+/** A core that places keys (node 0's view; a Worker holds no node state) on `ring`. */
+function placementCore(config: RingConfig, ring: RingView["ring"]): Core {
+  const core = new Core(wasmModule as WebAssembly.Module);
+  core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+  return core;
 }
 
 /** A reply naming a newer epoch than this isolate's copy: take the ring again. */

@@ -155,22 +155,27 @@ test("a context from a read supersedes exactly what it covers", async () => {
   assert.equal((await put("ctx/a", "x", { "X-Ring-Context": other.json.context })).status, 400);
 });
 
+/** Every key under `prefix` (encoded), page by page of at most `limit`. */
+async function listPaged(prefix, limit) {
+  const seen = [];
+  let cursor = null;
+  for (let page = 0; page < 20; page++) {
+    const r = await c.req(`/v1/kv?prefix=${prefix}&limit=${limit}${cursor ? "&cursor=" + cursor : ""}`);
+    assert.equal(r.status, 200);
+    assert.ok(r.json.keys.length <= limit);
+    seen.push(...r.json.keys);
+    cursor = r.json.cursor;
+    if (cursor === null) break;
+  }
+  return seen;
+}
+
 test("listing: rounds ask each node for at most ⌈2 × limit × R / N⌉ + 1 rows and still page exactly", async () => {
   // 300 keys over N=8 R=3: each node holds about 112; a page of 120 asks each for 91, so
   // several nodes' pages are full and the round continues from the smallest last key.
   const keys = Array.from({ length: 300 }, (_, i) => `bounded/${String(i).padStart(4, "0")}`);
   for (const k of keys) assert.equal((await put(k, "v")).status, 200);
-  const seen = [];
-  let cursor = null;
-  for (let page = 0; page < 20; page++) {
-    const r = await c.req(`/v1/kv?prefix=bounded%2F&limit=120${cursor ? "&cursor=" + cursor : ""}`);
-    assert.equal(r.status, 200);
-    assert.ok(r.json.keys.length <= 120);
-    seen.push(...r.json.keys);
-    cursor = r.json.cursor;
-    if (cursor === null) break;
-  }
-  assert.deepEqual(seen, keys);
+  assert.deepEqual(await listPaged("bounded%2F", 120), keys);
 });
 
 test("listing: live keys in byte order, prefix, limit and cursor", async () => {
@@ -185,17 +190,7 @@ test("listing: live keys in byte order, prefix, limit and cursor", async () => {
   assert.equal(all.status, 200);
   assert.deepEqual(all.json.keys, expected);
   assert.equal(all.json.cursor, null);
-  const seen = [];
-  let cursor = null;
-  for (let page = 0; page < 20; page++) {
-    const r = await c.req(`/v1/kv?prefix=list%2F&limit=7${cursor ? "&cursor=" + cursor : ""}`);
-    assert.equal(r.status, 200);
-    assert.ok(r.json.keys.length <= 7);
-    seen.push(...r.json.keys);
-    cursor = r.json.cursor;
-    if (cursor === null) break;
-  }
-  assert.deepEqual(seen, expected);
+  assert.deepEqual(await listPaged("list%2F", 7), expected);
   const everything = await c.req("/v1/kv");
   assert.ok(everything.json.keys.includes("lis") && everything.json.keys.includes("lisu"));
   assert.equal((await c.req("/v1/kv?limit=0")).status, 400);

@@ -66,6 +66,8 @@ test("a key built to MAX_KEY_BYTES at every replica merges, and small writes at 
     assert.match(over.json.error, /MAX_KEY_BYTES/);
   }
   await faults({});
+  // A replica restarted in the middle of shipping the big key: nothing of it is lost.
+  assert.equal((await c.req(`/v1/admin/nodes/${reps[1]}/crash`, { method: "POST" })).status, 200);
   // Small writes at the same nodes while the big key travels.
   for (let i = 0; i < small.length; i++) {
     const n = reps[i % reps.length];

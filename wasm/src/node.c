@@ -1076,7 +1076,9 @@ static int entry_index_cmp(const void *x, const void *y) {
   return rk_slice_cmp(entries_by_key[*(const size_t *)x].key, entries_by_key[*(const size_t *)y].key);
 }
 
-static bool dot_unknown(const ringkv_node *n, rk_dot d, uint64_t *own_max, bool *beyond) {
+/* Notes what a dot claims (this node's highest, a counter past RINGKV_COUNTER_MAX); true
+ * when it names a node id the cluster never had. */
+static bool dot_judge(const ringkv_node *n, rk_dot d, uint64_t *own_max, bool *beyond) {
   if (d.node == n->self) *own_max = RK_MAX(*own_max, d.counter);
   *beyond |= d.counter > RINGKV_COUNTER_MAX;
   return d.node >= n->cfg.node_ids_max;
@@ -1088,9 +1090,9 @@ static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_m
                            uint64_t *own_max) {
   *own_max = 0;
   bool unknown = false, beyond = false;
-  for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_unknown(n, r->sibs[i].dot, own_max, &beyond);
-  for (size_t i = 0; i < r->ctx.vv_len; i++) unknown |= dot_unknown(n, r->ctx.vv[i], own_max, &beyond);
-  for (size_t i = 0; i < r->ctx.dots_len; i++) unknown |= dot_unknown(n, r->ctx.dots[i], own_max, &beyond);
+  for (size_t i = 0; i < r->sibs_len; i++) unknown |= dot_judge(n, r->sibs[i].dot, own_max, &beyond);
+  for (size_t i = 0; i < r->ctx.vv_len; i++) unknown |= dot_judge(n, r->ctx.vv[i], own_max, &beyond);
+  for (size_t i = 0; i < r->ctx.dots_len; i++) unknown |= dot_judge(n, r->ctx.dots[i], own_max, &beyond);
   if (unknown) return REFUSED_UNKNOWN_NODE;
   if (beyond) return REFUSED_DOT_OUT_OF_RANGE;
   uint64_t skew = n->cfg.max_clock_skew_ms;
