@@ -125,6 +125,7 @@ export function coreConfig(config: RingConfig, ring: Ring): Record<string, unkno
     fanout: config.fanout,
     keyBytesMax: BigInt(config.maxKeyBytes),
     valueBytesMax: BigInt(config.maxValueBytes),
+    gossipIntervalMs: BigInt(config.gossipIntervalMs),
   };
 }
 

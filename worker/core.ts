@@ -24,6 +24,7 @@ export const Op = {
   GcDecide: 14,
   Expire: 15,
   Control: 16,
+  Step: 17,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -44,6 +45,7 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.GcDecide]: "GcDecide",
   [Op.Expire]: "Expire",
   [Op.Control]: "Control",
+  [Op.Step]: "Step",
 };
 
 /** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */

@@ -9,7 +9,9 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
-import { NODE_ID_HEADER, REFUSED_HEADER, HttpError, normalizeFaults, prefixSuccessor } from "./node";
+import { NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
+import { HttpError } from "./errors";
+import { normalizeFaults } from "./faults";
 import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
 
 export { RingNode } from "./node";

@@ -59,6 +59,7 @@
 /* The bytes of all messages one gossip round (OP_BUILD_PUSH) builds; a larger key goes
  * alone, in one message shared by its peers. */
 #define RINGKV_PUSH_ROUND_BYTES_MAX (16u * 1024u * 1024u)
+#define RINGKV_GOSSIP_INTERVAL_MS_DEFAULT 1000u  /* Config.gossip_interval_ms 0 */
 #define RINGKV_CLUSTER_ID_BYTES 16u
 #define RINGKV_SECRET_BYTES 32u
 
@@ -81,7 +82,34 @@ enum ringkv_op {
   RINGKV_OP_EXPIRE = 15,      /* expired tombstones: digest contribution becomes 0 */
   RINGKV_OP_CONTROL = 16,     /* RingControl's step: the ring, cluster id and secret (no
                                  OP_INIT needed: the control object is not a node) */
+  RINGKV_OP_STEP = 17,        /* the node step: one event in, the actions out (below) */
 };
+
+/* The node step (RINGKV_OP_STEP, StepRequest -> StepReply): the one entry an executor
+ * (the Durable Object, the simulator) needs after OP_INIT. Ops 3..15 are its parts, kept
+ * callable for tests and fuzzers.
+ *
+ * Events: a client write (with the key's row), a peer's message, a Send's answer or its
+ * loss, the alarm, the node's start, and `loaded` (the rows the previous reply asked for).
+ * The time and fresh random bits come with every event: the step never reads a clock.
+ *
+ * Actions, in this order:
+ *   1. write rows, shard digests, peer rows and the state, in one transaction;
+ *   2. if `load` is set: load those rows and call the step at once with `loaded` (no
+ *      other event first; the step holds its place in memory until then);
+ *   3. send each Send (in parallel; each target's outcome comes back as an Answer event,
+ *      `answered` false when lost, unreachable, a 5xx, or past Send.timeout_ms);
+ *   4. answer the event with `reply` (after the last `loaded` of its chain);
+ *   5. arm the alarm at alarm_ms (0: delete it).
+ * Applied.put values given by (at, length) lie in the payload of the event that began the
+ * chain: Incoming.message, Answer.message, or the client write's value.
+ *
+ * Every policy is here: when rounds run, what a push carries and to whom, retries and
+ * back-off, anti-entropy's schedule and narrowing, expiry and collection batches, fetch
+ * time limits, how a peer's refusal is treated. What must survive a restart is in
+ * StepState and the peer rows; what is in flight (sends awaiting answers, a chain
+ * awaiting `loaded`) lives in the instance and is forgotten with it, as a lost message.
+ * A step that returns an error code changed nothing and asks for nothing. */
 
 /* Return codes. The shim maps the client-caused ones to 4xx. */
 enum ringkv_code {

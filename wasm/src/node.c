@@ -7,38 +7,10 @@
 #include "fields.h"
 #include "hash.h"
 #include "hlc.h"
+#include "node.h"
 #include "register.h"
 
-typedef struct {
-  uint32_t cluster_size;
-  uint32_t replicas;
-  uint32_t shards;
-  uint64_t max_clock_skew_ms;
-  uint64_t tombstone_grace_ms;
-  uint32_t max_siblings;
-  uint32_t fanout;
-  uint32_t node_ids_max;   /* node ids below this have existed; dots of others are refused */
-  uint64_t key_bytes_max;  /* value bytes a context write may leave in a key */
-  uint64_t value_bytes_max;
-} rk_config;
 
-struct ringkv_node {
-  rk_arena arena;
-  bool ready;
-  rk_config cfg;
-  uint32_t self;
-  uint64_t clock;
-  uint64_t counter;
-  uint64_t *shard_digest;        /* [cfg.shards], owned (malloc) */
-  bool digests_dirty;            /* shard digests changed during the current call */
-  const uint16_t *placement;     /* [cfg.shards * cfg.replicas], shared, never freed */
-  uint32_t *my_shards;           /* shards this node replicates, ascending, owned */
-  size_t my_shards_len;
-  /* The protocol version each peer was last seen to speak (0: not heard from yet), so a
-   * node writes the current version only to peers that read it. A cache: lost with the
-   * instance, it costs one exchange in the previous version. [cfg.cluster_size], owned. */
-  uint8_t *peer_version;
-};
 
 #define TOKEN_BYTES_MAX (64u * 1024u)
 
@@ -426,9 +398,11 @@ static int config_read(rk_slice s, rk_config *c) {
     case 8: ok = pb_get_u32(R, WT, &c->node_ids_max); break;
     case 9: ok = pb_get_u64(R, WT, &c->key_bytes_max); break;
     case 10: ok = pb_get_u64(R, WT, &c->value_bytes_max); break;
+    case 11: ok = pb_get_u64(R, WT, &c->gossip_interval_ms); break;
     SKIP;
   }
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
+  if (c->gossip_interval_ms == 0) c->gossip_interval_ms = RINGKV_GOSSIP_INTERVAL_MS_DEFAULT;
   if (c->key_bytes_max == 0) c->key_bytes_max = RINGKV_KEY_BYTES_DEFAULT;
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
@@ -466,9 +440,23 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   uint32_t *sd_shard = NULL;
   uint64_t *sd_digest = NULL;
   size_t sd_len = 0, sd_cap = 0, sd_cap2 = 0;
+  rk_slice step_state = {NULL, 0};
+  rk_slice *peer_rows = NULL;
+  size_t peer_rows_len = 0, peer_rows_cap = 0;
+  uint64_t legacy_seq = 0;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &cfg_bytes); break;
     case 2: ok = pb_get_bytes(R, WT, &state_bytes); break;
+    case 4: ok = pb_get_bytes(R, WT, &step_state); break;
+    case 5: {
+      ok = pb_get_bytes(R, WT, &s) && peer_rows_len < RINGKV_CLUSTER_SIZE_MAX;
+      if (!ok) break;
+      rk_slice *slot = VEC_PUSH(a, peer_rows, peer_rows_len, peer_rows_cap);
+      if (slot == NULL) return RINGKV_E_NOMEM;
+      *slot = s;
+      break;
+    }
+    case 6: ok = pb_get_u64(R, WT, &legacy_seq); break;
     case 3: {
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
@@ -515,14 +503,21 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
     *reply = pb_result(&e);
     return RINGKV_E_CONFIG;
   }
+  int step_err = RINGKV_OK;
+  rk_step *step = rk_step_new(&cfg, self, step_state, peer_rows, peer_rows_len, legacy_seq, &clock, &counter,
+                              &step_err);
+  if (step == NULL) return step_err;
   const uint16_t *placement = placement_get(&cfg);
   uint64_t *digests = calloc(cfg.shards, sizeof *digests);
   uint32_t *mine = malloc(cfg.shards * sizeof *mine);
   uint8_t *versions = calloc(cfg.cluster_size, 1);
-  if (placement == NULL || digests == NULL || mine == NULL || versions == NULL) {
+  uint32_t *ae_peers = malloc(cfg.cluster_size * sizeof *ae_peers);
+  if (placement == NULL || digests == NULL || mine == NULL || versions == NULL || ae_peers == NULL) {
     free(digests);
     free(mine);
     free(versions);
+    free(ae_peers);
+    rk_step_free(step);
     return RINGKV_E_NOMEM;
   }
   /* What was learnt of peers' versions stays valid for the ids that remain. */
@@ -543,22 +538,25 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (uint32_t shard = 0; shard < cfg.shards; shard++) {
     if (is_replica(n, shard, self)) mine[n->my_shards_len++] = shard;
   }
-  n->ready = true;
+  rk_step_free(n->step);
+  n->step = step;
   /* The peers this node shares a shard with: the only ones it gossips with. */
+  free(n->ae_peers);
+  n->ae_peers = ae_peers;
+  n->ae_peers_len = 0;
   bool *shares = rk_zalloc(a, cfg.cluster_size);
-  uint32_t *peers = rk_alloc_array(a, cfg.cluster_size, sizeof *peers);
-  if (shares == NULL || peers == NULL) return RINGKV_E_NOMEM;
+  if (shares == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < n->my_shards_len; i++) {
     const uint16_t *r = replicas_of(n, mine[i]);
     for (uint32_t j = 0; j < cfg.replicas; j++) shares[r[j]] = true;
   }
-  size_t peers_len = 0;
   for (uint32_t p = 0; p < cfg.cluster_size; p++) {
-    if (shares[p] && p != self) peers[peers_len++] = p;
+    if (shares[p] && p != self) ae_peers[n->ae_peers_len++] = p;
   }
+  n->ready = true;
   pb_enc e;
   pb_enc_init(&e, a);
-  pb_put_packed_u32(&e, 2, peers, peers_len);
+  pb_put_packed_u32(&e, 2, ae_peers, n->ae_peers_len);
   int err = 0;
   *reply = finish(&e, &err);
   return err;
@@ -2074,7 +2072,33 @@ void ringkv_node_destroy(ringkv_node *n) {
   free(n->shard_digest);
   free(n->my_shards);
   free(n->peer_version);
+  free(n->ae_peers);
+  rk_step_free(n->step);
   free(n);
+}
+
+int rk_node_op(ringkv_node *n, uint32_t op, rk_slice in, rk_slice *reply) {
+  rk_slice out = {NULL, 0};
+  int rc;
+  switch (op) {
+    case RINGKV_OP_PLACE: rc = op_place(n, in, &out); break;
+    case RINGKV_OP_WRITE: rc = op_write(n, in, &out); break;
+    case RINGKV_OP_READ: rc = op_read(n, in, &out); break;
+    case RINGKV_OP_MESSAGE_KEYS: rc = op_message_keys(n, in, &out); break;
+    case RINGKV_OP_MERGE: rc = op_merge(n, in, &out); break;
+    case RINGKV_OP_BUILD_PUSH: rc = op_build_push(n, in, &out); break;
+    case RINGKV_OP_AE_START: rc = op_ae_start(n, in, &out); break;
+    case RINGKV_OP_AE_ANSWER: rc = op_ae_answer(n, in, &out); break;
+    case RINGKV_OP_AE_COMPARE: rc = op_ae_compare(n, in, &out); break;
+    case RINGKV_OP_AE_REPAIR: rc = op_ae_repair(n, in, &out); break;
+    case RINGKV_OP_GC_QUERY: rc = op_gc_query(n, in, &out); break;
+    case RINGKV_OP_GC_ANSWER: rc = op_gc_answer(n, in, &out); break;
+    case RINGKV_OP_GC_DECIDE: rc = op_gc_decide(n, in, &out); break;
+    case RINGKV_OP_EXPIRE: rc = op_expire(n, in, &out); break;
+    default: rc = RINGKV_E_OP; break;
+  }
+  *reply = out;
+  return rc;
 }
 
 int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
@@ -2091,27 +2115,11 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
   } else if (op == RINGKV_OP_CONTROL) {
     rc = rk_control_step(&n->arena, in, &out);
   } else if (!n->ready) {
-    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_EXPIRE ? RINGKV_E_STATE : RINGKV_E_OP;
+    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_STEP && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
   } else {
     /* Node state is only committed by operations that succeed: keep a copy to restore. */
     uint64_t clock = n->clock, counter = n->counter;
-    switch (op) {
-      case RINGKV_OP_PLACE: rc = op_place(n, in, &out); break;
-      case RINGKV_OP_WRITE: rc = op_write(n, in, &out); break;
-      case RINGKV_OP_READ: rc = op_read(n, in, &out); break;
-      case RINGKV_OP_MESSAGE_KEYS: rc = op_message_keys(n, in, &out); break;
-      case RINGKV_OP_MERGE: rc = op_merge(n, in, &out); break;
-      case RINGKV_OP_BUILD_PUSH: rc = op_build_push(n, in, &out); break;
-      case RINGKV_OP_AE_START: rc = op_ae_start(n, in, &out); break;
-      case RINGKV_OP_AE_ANSWER: rc = op_ae_answer(n, in, &out); break;
-      case RINGKV_OP_AE_COMPARE: rc = op_ae_compare(n, in, &out); break;
-      case RINGKV_OP_AE_REPAIR: rc = op_ae_repair(n, in, &out); break;
-      case RINGKV_OP_GC_QUERY: rc = op_gc_query(n, in, &out); break;
-      case RINGKV_OP_GC_ANSWER: rc = op_gc_answer(n, in, &out); break;
-      case RINGKV_OP_GC_DECIDE: rc = op_gc_decide(n, in, &out); break;
-      case RINGKV_OP_EXPIRE: rc = op_expire(n, in, &out); break;
-      default: rc = RINGKV_E_OP; break;
-    }
+    rc = op == RINGKV_OP_STEP ? rk_step_run(n, in, &out) : rk_node_op(n, op, in, &out);
     if (rc != RINGKV_OK) {
       n->clock = clock;
       n->counter = counter;

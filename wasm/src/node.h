@@ -1,0 +1,58 @@
+/* node.h: the node as the core's modules share it (node.c: the operations; step.c: the
+ * step that drives them). Internal: executors see only ringkv.h. */
+#ifndef RINGKV_NODE_H
+#define RINGKV_NODE_H
+
+#include "util.h"
+
+typedef struct {
+  uint32_t cluster_size;
+  uint32_t replicas;
+  uint32_t shards;
+  uint64_t max_clock_skew_ms;
+  uint64_t tombstone_grace_ms;
+  uint32_t max_siblings;
+  uint32_t fanout;
+  uint32_t node_ids_max;   /* node ids below this have existed; dots of others are refused */
+  uint64_t key_bytes_max;  /* value bytes a context write may leave in a key */
+  uint64_t value_bytes_max;
+  uint64_t gossip_interval_ms;  /* at most one gossip round per interval */
+} rk_config;
+
+typedef struct rk_step rk_step;
+
+struct ringkv_node {
+  rk_arena arena;
+  bool ready;
+  rk_config cfg;
+  uint32_t self;
+  uint64_t clock;
+  uint64_t counter;
+  uint64_t *shard_digest;        /* [cfg.shards], owned (malloc) */
+  bool digests_dirty;            /* shard digests changed during the current call */
+  const uint16_t *placement;     /* [cfg.shards * cfg.replicas], shared, never freed */
+  uint32_t *my_shards;           /* shards this node replicates, ascending, owned */
+  size_t my_shards_len;
+  uint32_t *ae_peers;            /* the nodes sharing a shard with this one, ascending, owned */
+  size_t ae_peers_len;
+  /* The protocol version each peer was last seen to speak (0: not heard from yet), so a
+   * node writes the current version only to peers that read it. A cache: lost with the
+   * instance, it costs one exchange in the previous version. [cfg.cluster_size], owned. */
+  uint8_t *peer_version;
+  rk_step *step;                 /* the step's schedule and what is in flight, owned */
+};
+
+/* Runs operation `op` (RINGKV_OP_PLACE .. RINGKV_OP_EXPIRE) inside the current call: the
+ * arena is not reset, so replies of earlier operations in the same call stay valid. */
+int rk_node_op(ringkv_node *n, uint32_t op, rk_slice req, rk_slice *reply);
+
+/* step.c. rk_step_new decodes the persisted StepState and peer rows for a node of this
+ * configuration (NULL with *err set when they do not decode); *clock and *counter are
+ * replaced by the state's when it has them. */
+rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
+                     size_t peers_len, uint64_t legacy_seq, uint64_t *clock, uint64_t *counter, int *err);
+void rk_step_free(rk_step *s);
+/* RINGKV_OP_STEP. On an error code, the step's state is as before the call. */
+int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply);
+
+#endif

@@ -1,0 +1,1529 @@
+/* step.c: RINGKV_OP_STEP, the node step (see ringkv.h). One event in, the actions out.
+ *
+ * Every policy of a node lives here: when a gossip round runs, what it loads and pushes to
+ * whom, quick retries and back-off, fetch time limits, how a peer's refusal is treated,
+ * anti-entropy's schedule (quiet after a change, starvation, doubling while peers agree)
+ * and its narrowing, expiry and collection batches, the alarm. The decisions themselves
+ * are node.c's operations, run in-process (rk_node_op) on requests this file encodes.
+ *
+ * A chain of steps: an event that needs stored rows answers with `load`; the executor
+ * answers at once with `loaded`, and the step goes on where it stood (`wait`). What a chain
+ * or a send in flight needs across steps is copied out of the call's arena (malloc). */
+#include <stdlib.h>
+
+#include "fields.h"
+#include "hash.h"
+#include "node.h"
+
+/* Policy. Units last. */
+#define PUSH_CANDIDATES_MAX 512u                 /* rows one round reads to push */
+#define PUSH_ROW_BYTES_MAX (8u * 1024u * 1024u)  /* their metadata and values */
+#define EXPIRE_KEYS_MAX 256u                     /* tombstone-only keys expired per round */
+#define GC_KEYS_MAX 128u                         /* expired keys offered for collection per round */
+#define GC_RETRY_MS_MIN 1000u                    /* collection with keys left tries again after */
+#define MERGE_ROWS_BYTES_MAX (8u * 1024u * 1024u) /* stored metadata merged per step */
+#define AE_SHARDS_MAX 64u                        /* differing shards one comparison names */
+#define AE_REPAIR_BYTES_MAX (16u * 1024u * 1024u) /* values and metadata one repair carries */
+#define AE_INTERVAL_MS_MAX 60000u                /* an agreeing cluster's anti-entropy interval */
+#define AE_QUIET_INTERVALS 1u   /* anti-entropy waits this long after a local change ... */
+#define AE_STARVE_INTERVALS 30u /* ... but runs at least once per this many while changes go on */
+/* A failed push is retried at the next round this many times before backing off (2, 4, 8,
+ * ... intervals): most failures are one lost message, and the back-off made the tail. */
+#define PEER_RETRY_QUICK 2u
+#define PEER_BACKOFF_MS_MAX 30000u
+#define PEER_TIMEOUT_MS 10000u                   /* a send unanswered by then is lost */
+
+enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
+enum { WAIT_NONE, WAIT_ROUND, WAIT_MERGE_RANGE, WAIT_MERGE_REPAIR, WAIT_GC_ANSWER, WAIT_AE_REPAIR, WAIT_GC_DECIDE };
+enum { AE_IDLE, AE_ROOT, AE_NARROW };
+
+typedef struct {
+  uint64_t acked, retry_at, ack_on_success;
+  uint32_t failures, push_tag, entries;
+  bool dirty;   /* to be written */
+} peer_t;
+
+/* StepState, less the clock and counter (the node's). */
+typedef struct {
+  uint64_t seq, client_seq, last_round_ms, last_change_ms, ae_last_ms, ae_next_ms, ae_interval_ms;
+  uint64_t expiry_at_ms, gc_at_ms;
+  uint32_t ae_cursor, ae_agreed;
+} sched_t;
+
+typedef struct {
+  uint8_t *ptr;
+  size_t len;
+} buf_t;
+
+struct rk_step {
+  sched_t s;
+  uint32_t peers_len;          /* cluster_size */
+  peer_t *peers;
+  uint32_t next_tag;
+  buf_t saved;                 /* the StepState last handed out for persisting */
+  /* What a `loaded` event goes on with. */
+  int wait;
+  buf_t msg;                   /* the chain's message */
+  buf_t mk;                    /* its MessageKeysReply */
+  bool msg_answer;             /* it answers this node's send: deferrals come back */
+  size_t keys_from;            /* the next range's first entry */
+  buf_t deferred;              /* the earlier ranges' deferred keys, as MergeRequest field 7 */
+  uint64_t scan_seq;           /* the round: the sequence when its rows were read */
+  bool scan_push;              /* the round read rows to push */
+  /* Anti-entropy in flight. */
+  int ae_phase;
+  uint32_t ae_tag, ae_peer, ae_repair_tag;
+  /* Keys this node pushed or repaired (xxh3), whose deferral it accepts back. */
+  uint64_t *sent;
+  size_t sent_len, sent_cap;
+  /* Collection in flight: one query per peer, then the decision on their replies. */
+  uint32_t *gc_tags;
+  buf_t *gc_replies;
+  size_t gc_len, gc_waiting;
+};
+
+#define STATS_MAX 32u
+typedef struct {
+  ringkv_node *n;
+  rk_step *st;
+  uint64_t now, rnd;
+  pb_enc rows, sends, load, reply_enc;
+  bool has_load;
+  rk_slice reply;
+  struct {
+    rk_slice name;
+    uint64_t delta;
+  } stat[STATS_MAX];
+  size_t stat_len;
+} out_t;
+
+/* ---------------------------------------------------------------------------------------
+ * Small helpers */
+
+static void buf_free(buf_t *b) {
+  free(b->ptr);
+  b->ptr = NULL;
+  b->len = 0;
+}
+
+static bool buf_set(buf_t *b, rk_slice s) {
+  buf_free(b);
+  if (s.len == 0) return true;
+  b->ptr = malloc(s.len);
+  if (b->ptr == NULL) return false;
+  memcpy(b->ptr, s.ptr, s.len);
+  b->len = s.len;
+  return true;
+}
+
+static bool buf_append(buf_t *b, rk_slice s) {
+  if (s.len == 0) return true;
+  uint8_t *p = realloc(b->ptr, b->len + s.len);
+  if (p == NULL) return false;
+  memcpy(p + b->len, s.ptr, s.len);
+  b->ptr = p;
+  b->len += s.len;
+  return true;
+}
+
+static rk_slice buf_slice(const buf_t *b) {
+  rk_slice s = {b->ptr, b->len};
+  return s;
+}
+
+static uint64_t interval_ms(const ringkv_node *n) { return n->cfg.gossip_interval_ms; }
+
+static uint32_t new_tag(rk_step *st) {
+  if (++st->next_tag == 0) st->next_tag = 1;
+  return st->next_tag;
+}
+
+static void stat_add(out_t *o, rk_slice name, uint64_t delta) {
+  if (delta == 0) return;
+  for (size_t i = 0; i < o->stat_len; i++) {
+    if (rk_slice_eq(o->stat[i].name, name)) {
+      o->stat[i].delta += delta;
+      return;
+    }
+  }
+  if (o->stat_len == STATS_MAX) return;
+  o->stat[o->stat_len].name = name;
+  o->stat[o->stat_len++].delta = delta;
+}
+
+static void stat_named(out_t *o, const char *name, uint64_t delta) {
+  rk_slice s = {(const uint8_t *)name, strlen(name)};
+  stat_add(o, s, delta);
+}
+
+/* "refused_<reason>" for a reason the core's merge gave. */
+static void stat_refused(out_t *o, rk_slice reason, uint64_t count) {
+  static const char prefix[] = "refused_";
+  size_t pl = sizeof prefix - 1;
+  uint8_t *name = rk_alloc(&o->n->arena, pl + reason.len);
+  if (name == NULL) return;
+  memcpy(name, prefix, pl);
+  if (reason.len) memcpy(name + pl, reason.ptr, reason.len);
+  rk_slice s = {name, pl + reason.len};
+  stat_add(o, s, count);
+}
+
+/* One of node.c's operations inside this call; a failure leaves the node's clock and
+ * counter as they were (the step may go on, counting the failure). */
+static int inner(out_t *o, uint32_t op, const pb_enc *req, rk_slice *reply) {
+  if (req->err) return req->err;
+  uint64_t clock = o->n->clock, counter = o->n->counter;
+  int rc = rk_node_op(o->n, op, pb_result(req), reply);
+  if (rc != RINGKV_OK) {
+    o->n->clock = clock;
+    o->n->counter = counter;
+  }
+  return rc;
+}
+
+static void enc(out_t *o, pb_enc *e) { pb_enc_init(e, &o->n->arena); }
+
+static uint64_t lowest_ack(const ringkv_node *n, const rk_step *st) {
+  uint64_t low = st->s.seq;
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    if (p != n->self) low = RK_MIN(low, st->peers[p].acked);
+  }
+  return low;
+}
+
+/* Changes a peer should get: every change where learned ones are relayed, else clients'. */
+static bool relaying(const ringkv_node *n) { return n->cfg.replicas - 1u > n->cfg.fanout; }
+
+static uint64_t push_target(const ringkv_node *n, const rk_step *st) {
+  return relaying(n) ? st->s.seq : st->s.client_seq;
+}
+
+/* A Local's key, its seq and from_client columns, and the bytes it holds. */
+typedef struct {
+  rk_slice key;
+  uint64_t seq;
+  bool from_client;
+  uint64_t bytes;
+} local_info;
+
+static bool local_info_read(rk_slice s, local_info *li) {
+  int t_;
+  bool ok = true;
+  rk_slice meta = {NULL, 0}, v;
+  memset(li, 0, sizeof *li);
+  FIELDS(s) {
+    case 1: ok = pb_get_bytes(R, WT, &li->key); break;
+    case 2: ok = pb_get_bytes(R, WT, &meta); break;
+    case 3: {
+      ok = pb_get_bytes(R, WT, &v);
+      if (!ok) break;
+      rk_slice value = {NULL, 0};
+      FIELDS(v) {
+        case 2: ok = pb_get_bytes(R, WT, &value); break;
+        SKIP;
+      }
+      li->bytes += value.len;
+      break;
+    }
+    case 6: ok = pb_get_u64(R, WT, &li->seq); break;
+    case 7: ok = pb_get_bool(R, WT, &li->from_client); break;
+    SKIP;
+  }
+  li->bytes += meta.len;
+  return ok && t_ >= 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * State in and out */
+
+static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
+  pb_put_fixed64(e, 1, n->clock);
+  pb_put_uint(e, 2, n->counter);
+  pb_put_uint(e, 3, s->seq);
+  pb_put_uint(e, 4, s->client_seq);
+  pb_put_uint(e, 5, s->last_round_ms);
+  pb_put_uint(e, 6, s->last_change_ms);
+  pb_put_uint(e, 7, s->ae_last_ms);
+  pb_put_uint(e, 8, s->ae_next_ms);
+  pb_put_uint(e, 9, s->ae_interval_ms);
+  pb_put_uint(e, 10, s->ae_cursor);
+  pb_put_uint(e, 11, s->ae_agreed);
+  pb_put_uint(e, 12, s->expiry_at_ms);
+  pb_put_uint(e, 13, s->gc_at_ms);
+}
+
+rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
+                     size_t peers_len, uint64_t legacy_seq, uint64_t *clock, uint64_t *counter, int *err) {
+  int t_;
+  bool ok = true;
+  sched_t s;
+  memset(&s, 0, sizeof s);
+  uint64_t st_clock = *clock, st_counter = *counter;
+  if (state.len == 0) {
+    s.seq = legacy_seq;
+    s.client_seq = legacy_seq;
+  }
+  FIELDS(state) {
+    case 1: ok = pb_get_fixed64(R, WT, &st_clock); break;
+    case 2: ok = pb_get_u64(R, WT, &st_counter); break;
+    case 3: ok = pb_get_u64(R, WT, &s.seq); break;
+    case 4: ok = pb_get_u64(R, WT, &s.client_seq); break;
+    case 5: ok = pb_get_u64(R, WT, &s.last_round_ms); break;
+    case 6: ok = pb_get_u64(R, WT, &s.last_change_ms); break;
+    case 7: ok = pb_get_u64(R, WT, &s.ae_last_ms); break;
+    case 8: ok = pb_get_u64(R, WT, &s.ae_next_ms); break;
+    case 9: ok = pb_get_u64(R, WT, &s.ae_interval_ms); break;
+    case 10: ok = pb_get_u32(R, WT, &s.ae_cursor); break;
+    case 11: ok = pb_get_u32(R, WT, &s.ae_agreed); break;
+    case 12: ok = pb_get_u64(R, WT, &s.expiry_at_ms); break;
+    case 13: ok = pb_get_u64(R, WT, &s.gc_at_ms); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || s.client_seq > s.seq) {
+    *err = RINGKV_E_DECODE;
+    return NULL;
+  }
+  if (s.ae_interval_ms < cfg->gossip_interval_ms) s.ae_interval_ms = cfg->gossip_interval_ms;
+  rk_step *st = calloc(1, sizeof *st);
+  peer_t *ps = st == NULL ? NULL : calloc(cfg->cluster_size, sizeof *ps);
+  if (ps == NULL) {
+    free(st);
+    *err = RINGKV_E_NOMEM;
+    return NULL;
+  }
+  st->s = s;
+  st->peers = ps;
+  st->peers_len = cfg->cluster_size;
+  for (size_t i = 0; i < peers_len; i++) {
+    uint32_t id = 0, failures = 0;
+    uint64_t acked = 0, retry = 0;
+    FIELDS(peers[i]) {
+      case 1: ok = pb_get_u32(R, WT, &id); break;
+      case 2: ok = pb_get_u64(R, WT, &acked); break;
+      case 3: ok = pb_get_u32(R, WT, &failures); break;
+      case 4: ok = pb_get_u64(R, WT, &retry); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) {
+      rk_step_free(st);
+      *err = RINGKV_E_DECODE;
+      return NULL;
+    }
+    /* Rows of ids the ring no longer has are kept in storage but not used. */
+    if (id >= cfg->cluster_size || id == self) continue;
+    ps[id].acked = RK_MIN(acked, s.seq);
+    ps[id].failures = failures;
+    ps[id].retry_at = retry;
+  }
+  *clock = st_clock;
+  *counter = st_counter;
+  return st;
+}
+
+static void chain_clear(rk_step *st) {
+  st->wait = WAIT_NONE;
+  buf_free(&st->msg);
+  buf_free(&st->mk);
+  buf_free(&st->deferred);
+  st->keys_from = 0;
+}
+
+static void gc_clear(rk_step *st) {
+  for (size_t i = 0; i < st->gc_len; i++) buf_free(&st->gc_replies[i]);
+  free(st->gc_tags);
+  free(st->gc_replies);
+  st->gc_tags = NULL;
+  st->gc_replies = NULL;
+  st->gc_len = st->gc_waiting = 0;
+}
+
+void rk_step_free(rk_step *st) {
+  if (st == NULL) return;
+  chain_clear(st);
+  gc_clear(st);
+  buf_free(&st->saved);
+  free(st->sent);
+  free(st->peers);
+  free(st);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Actions */
+
+static size_t load_begin(out_t *o) {
+  if (!o->has_load) enc(o, &o->load);
+  o->has_load = true;
+  return 0;
+}
+
+/* A Send of `message` on `kind` to one peer; returns its tag. */
+static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t peer) {
+  uint32_t tag = new_tag(o->st);
+  size_t m = pb_begin(&o->sends, 6);
+  pb_put_uint(&o->sends, 1, kind);
+  pb_put_bytes(&o->sends, 2, message);
+  size_t t = pb_begin(&o->sends, 3);
+  pb_put_uint(&o->sends, 1, peer);
+  pb_put_uint(&o->sends, 2, tag);
+  pb_end(&o->sends, t);
+  pb_put_uint(&o->sends, 4, PEER_TIMEOUT_MS);
+  pb_end(&o->sends, m);
+  return tag;
+}
+
+/* A row write for an Applied: seq 0 keeps the row's sequence. */
+static void row_applied(out_t *o, rk_slice applied, uint64_t seq, bool from_client) {
+  size_t m = pb_begin(&o->rows, 2);
+  pb_put_bytes_always(&o->rows, 1, applied);
+  pb_put_uint(&o->rows, 3, seq);
+  pb_put_bool(&o->rows, 4, from_client);
+  pb_end(&o->rows, m);
+}
+
+static void row_touch(out_t *o, rk_slice key, uint64_t seq) {
+  size_t m = pb_begin(&o->rows, 2);
+  pb_put_bytes(&o->rows, 2, key);
+  pb_put_uint(&o->rows, 3, seq);
+  pb_end(&o->rows, m);
+}
+
+/* The key of an encoded Applied. */
+static rk_slice applied_key(rk_slice applied) {
+  int t_;
+  bool ok = true;
+  rk_slice key = {NULL, 0};
+  FIELDS(applied) {
+    case 1: ok = pb_get_bytes(R, WT, &key); break;
+    SKIP;
+  }
+  return key;
+}
+
+static void note_change(out_t *o) { o->st->s.last_change_ms = o->now; }
+
+/* A local change: anti-entropy starts its count over at the base interval. */
+static void ae_reset(out_t *o) {
+  sched_t *s = &o->st->s;
+  uint64_t base = interval_ms(o->n);
+  s->ae_agreed = 0;
+  if (s->ae_interval_ms == base && s->ae_next_ms <= o->now + base) return;
+  s->ae_interval_ms = base;
+  s->ae_next_ms = o->now + base;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Sent keys: the deferrals a peer may send back */
+
+static void sent_clear(rk_step *st) { st->sent_len = 0; }
+
+static void sent_add(rk_step *st, rk_slice key) {
+  if (st->sent_len == st->sent_cap) {
+    size_t cap = st->sent_cap ? st->sent_cap * 2 : 64;
+    uint64_t *p = realloc(st->sent, cap * sizeof *p);
+    if (p == NULL) return;   /* a key not remembered is only not sent again early */
+    st->sent = p;
+    st->sent_cap = cap;
+  }
+  st->sent[st->sent_len++] = rk_hash_slice(key);
+}
+
+static bool sent_has(const rk_step *st, rk_slice key) {
+  uint64_t h = rk_hash_slice(key);
+  for (size_t i = 0; i < st->sent_len; i++) {
+    if (st->sent[i] == h) return true;
+  }
+  return false;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Merging a Push: gossip, a repair request, or the answer to this node's send */
+
+static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size_t rows_len, bool whole,
+                       bool last, size_t from, size_t to);
+
+/* Starts merging `message`. Incoming pushes (answer false) fail the step on a malformed
+ * message; answers are only counted. */
+static int merge_begin(out_t *o, rk_slice message, bool answer) {
+  rk_step *st = o->st;
+  pb_enc e;
+  enc(o, &e);
+  pb_put_bytes(&e, 1, message);
+  rk_slice mk;
+  int rc = inner(o, RINGKV_OP_MESSAGE_KEYS, &e, &mk);
+  if (rc != RINGKV_OK) return rc;
+  chain_clear(st);
+  if (!buf_set(&st->msg, message) || !buf_set(&st->mk, mk)) return RINGKV_E_NOMEM;
+  st->msg_answer = answer;
+  int t_;
+  bool ok = true, repair = false;
+  size_t keys = 0;
+  rk_slice key;
+  FIELDS(mk) {
+    case 2: ok = pb_get_bytes(R, WT, &key); keys++; break;
+    case 3: ok = pb_skip(R, WT); repair = true; break;
+    SKIP;
+  }
+  if (repair) {
+    /* A repair request is merged whole: its answer covers every local key of its shards. */
+    size_t l = load_begin(o);
+    (void)l;
+    FIELDS(mk) {
+      case 2: ok = pb_get_bytes(R, WT, &key); pb_put_bytes_always(&o->load, 1, key); break;
+      case 3: {
+        rk_slice packed;
+        ok = pb_get_bytes(R, WT, &packed);
+        if (ok) {
+          size_t m = pb_begin(&o->load, 3);
+          pb_put_raw(&o->load, packed.ptr, packed.len);
+          pb_end(&o->load, m);
+        }
+        break;
+      }
+      SKIP;
+    }
+    st->wait = WAIT_MERGE_REPAIR;
+    return RINGKV_OK;
+  }
+  if (keys == 0) {
+    rk_slice none = {NULL, 0};
+    return merge_range(o, none, NULL, 0, true, true, 0, 0);
+  }
+  st->keys_from = 0;
+  st->wait = WAIT_MERGE_RANGE;
+  load_begin(o);
+  FIELDS(mk) {
+    case 2: ok = pb_get_bytes(R, WT, &key); pb_put_bytes_always(&o->load, 1, key); break;
+    SKIP;
+  }
+  pb_put_uint(&o->load, 2, MERGE_ROWS_BYTES_MAX);
+  return RINGKV_OK;
+}
+
+/* OP_MERGE over entries [from, to) (whole: all) with the loaded rows, and its writes. */
+static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size_t rows_len, bool whole,
+                       bool last, size_t from, size_t to) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  pb_enc e;
+  enc(o, &e);
+  pb_put_uint(&e, 1, o->now);
+  pb_put_bytes(&e, 2, buf_slice(&st->msg));
+  pb_put_raw(&e, rows_raw.ptr, rows_raw.len);
+  pb_put_bool(&e, 4, st->msg_answer);
+  if (!whole) {
+    pb_put_uint(&e, 5, from);
+    pb_put_uint(&e, 6, to);
+    if (last) pb_put_raw(&e, st->deferred.ptr, st->deferred.len);
+  }
+  rk_slice rep;
+  int rc = inner(o, RINGKV_OP_MERGE, &e, &rep);
+  if (rc != RINGKV_OK) {
+    chain_clear(st);
+    return rc;
+  }
+  uint64_t low = lowest_ack(n, st);
+  int t_;
+  bool ok = true, changed = false, resent = false;
+  rk_slice s;
+  FIELDS(rep) {
+    case 2: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      rk_slice key = applied_key(s);
+      bool from_client = false;
+      for (size_t i = 0; i < rows_len; i++) {
+        if (rk_slice_eq(rows[i].key, key)) {
+          /* A client's write stays a client's write until every peer has it. */
+          from_client = rows[i].from_client && rows[i].seq > low;
+          break;
+        }
+      }
+      row_applied(o, s, ++st->s.seq, from_client);
+      stat_named(o, "entries_applied", 1);
+      changed = true;
+      break;
+    }
+    case 3: ok = pb_get_bytes(R, WT, &s); if (ok && last && !st->msg_answer) o->reply = s; break;
+    case 5: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      rk_slice reason = {NULL, 0};
+      uint32_t count = 0;
+      FIELDS(s) {
+        case 1: ok = pb_get_bytes(R, WT, &reason); break;
+        case 2: ok = pb_get_u32(R, WT, &count); break;
+        SKIP;
+      }
+      stat_refused(o, reason, count);
+      break;
+    }
+    case 6: {
+      /* Keys the peer deferred go out again (a new sequence puts them past its ack), but
+       * only keys this node just sent it. */
+      ok = pb_get_bytes(R, WT, &s);
+      if (ok && sent_has(st, s)) {
+        row_touch(o, s, ++st->s.seq);
+        resent = true;
+      }
+      break;
+    }
+    case 7: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (ok && !last) {
+        pb_enc d;
+        enc(o, &d);
+        pb_put_bytes_always(&d, 7, s);
+        if (!buf_append(&st->deferred, pb_result(&d))) return RINGKV_E_NOMEM;
+      }
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;   /* our own reply: a bug */
+  if (changed) note_change(o);
+  /* Learned changes wait for a round that runs anyway unless they are relayed; a deferred
+   * key goes at the next round. (The alarm follows from the state.) */
+  (void)resent;
+  if (last) chain_clear(st);
+  return RINGKV_OK;
+}
+
+/* Parses a `loaded` event's Local list (field `field`) into infos, and copies the raw
+ * Locals into `raw` as field `out_field` (the locals of the next operation's request). */
+static int locals_collect(out_t *o, rk_slice loaded, uint32_t field, pb_enc *raw, uint32_t out_field,
+                          local_info **infos, size_t *len) {
+  int t_;
+  bool ok = true;
+  size_t cap = 0;
+  rk_slice s;
+  *len = 0;
+  *infos = NULL;
+  FIELDS(loaded) {
+    default:
+      if (f_ != field) {
+        ok = pb_skip(R, WT);
+        break;
+      }
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      if (*len == cap) {
+        size_t nc = cap ? cap * 2 : 16;
+        local_info *p = rk_realloc(&o->n->arena, *infos, cap * sizeof **infos, nc * sizeof **infos);
+        if (p == NULL) return RINGKV_E_NOMEM;
+        *infos = p;
+        cap = nc;
+      }
+      ok = local_info_read(s, &(*infos)[*len]);
+      (*len)++;
+      if (raw != NULL) pb_put_bytes_always(raw, out_field, s);
+      break;
+  }
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static size_t mk_keys(out_t *o, rk_slice **keys) {
+  int t_;
+  bool ok = true;
+  size_t len = 0, cap = 0;
+  rk_slice k;
+  *keys = NULL;
+  FIELDS(buf_slice(&o->st->mk)) {
+    case 2: {
+      ok = pb_get_bytes(R, WT, &k);
+      if (!ok) break;
+      if (len == cap) {
+        size_t nc = cap ? cap * 2 : 64;
+        rk_slice *p = rk_realloc(&o->n->arena, *keys, cap * sizeof *p, nc * sizeof *p);
+        if (p == NULL) return len;
+        *keys = p;
+        cap = nc;
+      }
+      (*keys)[len++] = k;
+      break;
+    }
+    SKIP;
+  }
+  return len;
+}
+
+static int merge_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  pb_enc raw;
+  enc(o, &raw);
+  local_info *rows;
+  size_t rows_len;
+  if (st->wait == WAIT_MERGE_REPAIR) {
+    /* Shard rows (with values) first; a key's own row only when no shard row holds it. */
+    local_info *srows;
+    size_t srows_len;
+    RK_TRY(locals_collect(o, loaded, 3, &raw, 3, &srows, &srows_len));
+    local_info *all = rk_alloc_array(&o->n->arena, srows_len + RINGKV_ENTRIES_MAX, sizeof *all);
+    if (all == NULL) return RINGKV_E_NOMEM;
+    if (srows_len) memcpy(all, srows, srows_len * sizeof *all);
+    size_t all_len = srows_len;
+    int t_;
+    bool ok = true;
+    rk_slice s;
+    FIELDS(loaded) {
+      case 1: {
+        ok = pb_get_bytes(R, WT, &s);
+        local_info li;
+        if (!ok || !(ok = local_info_read(s, &li))) break;
+        bool dup = false;
+        for (size_t j = 0; j < srows_len && !dup; j++) dup = rk_slice_eq(srows[j].key, li.key);
+        if (dup || all_len == srows_len + RINGKV_ENTRIES_MAX) break;
+        pb_put_bytes_always(&raw, 3, s);
+        all[all_len++] = li;
+        break;
+      }
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    return merge_range(o, pb_result(&raw), all, all_len, true, true, 0, 0);
+  }
+  RK_TRY(locals_collect(o, loaded, 1, &raw, 3, &rows, &rows_len));
+  rk_slice *keys;
+  size_t keys_len = mk_keys(o, &keys);
+  size_t from = st->keys_from;
+  size_t to = from + rows_len;
+  if (rows_len == 0 || to > keys_len) {
+    chain_clear(st);
+    return RINGKV_E_STATE;   /* the executor loaded other rows than asked */
+  }
+  bool last = to >= keys_len;
+  RK_TRY(merge_range(o, pb_result(&raw), rows, rows_len, false, last, from, to));
+  if (!last) {
+    st->keys_from = to;
+    st->wait = WAIT_MERGE_RANGE;
+    load_begin(o);
+    for (size_t i = to; i < keys_len; i++) pb_put_bytes_always(&o->load, 1, keys[i]);
+    pb_put_uint(&o->load, 2, MERGE_ROWS_BYTES_MAX);
+  }
+  return RINGKV_OK;
+}
+
+/* An answer to this node's push or repair: merged like any Push, a bad one only counted. */
+static void merge_answer(out_t *o, rk_slice message) {
+  if (message.len == 0) return;
+  int rc = merge_begin(o, message, true);
+  if (rc == RINGKV_E_PROTOCOL) stat_named(o, "refused_protocol_version", 1);
+  else if (rc == RINGKV_E_DECODE || rc == RINGKV_E_VALUE) stat_named(o, "refused_malformed", 1);
+  if (rc != RINGKV_OK) chain_clear(o->st);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The gossip round */
+
+static bool peer_ready(const out_t *o, uint32_t p) {
+  const peer_t *ps = &o->st->peers[p];
+  return p != o->n->self && ps->push_tag == 0 && ps->retry_at <= o->now;
+}
+
+static void round_begin(out_t *o) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  st->s.last_round_ms = o->now;
+  stat_named(o, "rounds", 1);
+  load_begin(o);
+  /* Tombstones past their grace stop counting in digests. */
+  uint64_t grace = n->cfg.tombstone_grace_ms;
+  uint64_t before = o->now > grace ? (o->now - grace) << 16 : 0;
+  pb_put_uint(&o->load, 10, EXPIRE_KEYS_MAX);
+  pb_put_fixed64(&o->load, 11, before);
+  pb_put_bool(&o->load, 13, true);
+  /* The rows changed since the lowest acknowledgement among the peers a push can go to. */
+  bool any_in_flight = false;
+  uint64_t min_ack = UINT64_MAX;
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    if (p == n->self) continue;
+    if (st->peers[p].push_tag != 0) any_in_flight = true;
+    if (peer_ready(o, p)) min_ack = RK_MIN(min_ack, st->peers[p].acked);
+  }
+  if (!any_in_flight && st->ae_repair_tag == 0) sent_clear(st);
+  st->scan_push = min_ack != UINT64_MAX && min_ack < st->s.seq;
+  st->scan_seq = st->s.seq;
+  if (st->scan_push) {
+    /* Without relaying only clients' writes are pushed, so only they are read: a backlog
+     * of learned changes must not hold a client's write back. */
+    pb_put_bool(&o->load, 5, true);
+    pb_put_uint(&o->load, 6, min_ack);
+    pb_put_bool(&o->load, 7, !relaying(n));
+    pb_put_uint(&o->load, 8, PUSH_CANDIDATES_MAX);
+    pb_put_uint(&o->load, 9, PUSH_ROW_BYTES_MAX);
+  }
+  if (st->gc_len == 0) pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+  st->wait = WAIT_ROUND;
+}
+
+static void push_outcome(out_t *o, uint32_t p, bool ok) {
+  peer_t *ps = &o->st->peers[p];
+  if (ok) {
+    ps->acked = RK_MAX(ps->acked, ps->ack_on_success);
+    ps->failures = 0;
+    ps->retry_at = 0;
+  } else {
+    /* The next round for the first PEER_RETRY_QUICK failures in a row, then 2, 4, 8, ...
+     * intervals from the round's start, up to PEER_BACKOFF_MS_MAX. */
+    ps->failures++;
+    uint32_t backoff = ps->failures > PEER_RETRY_QUICK ? ps->failures - PEER_RETRY_QUICK : 0;
+    uint64_t wait = interval_ms(o->n) << RK_MIN(backoff, 16u);
+    ps->retry_at = backoff == 0 ? 0 : o->st->s.last_round_ms + RK_MIN(wait, (uint64_t)PEER_BACKOFF_MS_MAX);
+  }
+  ps->push_tag = 0;
+  ps->dirty = true;
+}
+
+static int round_push(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  pb_enc req;
+  enc(o, &req);
+  int t_;
+  bool ok = true;
+  size_t count = 0;
+  uint64_t bytes = 0, last_seq = 0;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 4: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      pb_put_bytes_always(&req, 1, s);
+      rk_slice local = {NULL, 0};
+      FIELDS(s) {
+        case 1: ok = pb_get_bytes(R, WT, &local); break;
+        case 2: ok = pb_get_u64(R, WT, &last_seq); break;
+        SKIP;
+      }
+      local_info li;
+      if (ok) ok = local_info_read(local, &li);
+      if (ok) sent_add(st, li.key);
+      bytes += li.bytes;
+      count++;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  bool truncated = count >= PUSH_CANDIDATES_MAX || bytes >= PUSH_ROW_BYTES_MAX;
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    if (!peer_ready(o, p)) continue;
+    size_t m = pb_begin(&req, 2);
+    pb_put_uint(&req, 1, p);
+    pb_put_uint(&req, 2, st->peers[p].acked);
+    pb_end(&req, m);
+  }
+  pb_put_uint(&req, 3, truncated && count > 0 ? last_seq : st->scan_seq);
+  rk_slice rep;
+  RK_TRY(inner(o, RINGKV_OP_BUILD_PUSH, &req, &rep));
+  bool sent = false;
+  FIELDS(rep) {
+    case 1: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      uint32_t peer = 0, entries = 0;
+      uint64_t ack = 0;
+      rk_slice message = {NULL, 0}, shared = {NULL, 0};
+      FIELDS(s) {
+        case 1: ok = pb_get_u32(R, WT, &peer); break;
+        case 2: ok = pb_get_bytes(R, WT, &message); break;
+        case 3: ok = pb_get_u64(R, WT, &ack); break;
+        case 4: ok = pb_get_u32(R, WT, &entries); break;
+        case 5: ok = pb_get_bytes(R, WT, &shared); break;   /* packed */
+        SKIP;
+      }
+      if (!ok || peer >= st->peers_len) break;
+      /* The same message may go to more peers (a key too large for a round). */
+      uint32_t targets[RINGKV_CLUSTER_SIZE_MAX];
+      size_t tl = 0;
+      targets[tl++] = peer;
+      pb_rd pr = pb_reader(shared);
+      uint64_t v;
+      while (!pb_done(&pr) && pb_read_varint(&pr, &v) && tl < RINGKV_CLUSTER_SIZE_MAX) {
+        if (v < st->peers_len) targets[tl++] = (uint32_t)v;
+      }
+      for (size_t i = 0; i < tl; i++) {
+        peer_t *ps = &st->peers[targets[i]];
+        ps->ack_on_success = ack;
+        ps->entries = entries;
+        if (message.len == 0) {
+          push_outcome(o, targets[i], true);   /* nothing for this peer */
+        } else {
+          ps->push_tag = send_one(o, KIND_PUSH, message, targets[i]);
+          sent = true;
+        }
+      }
+      break;
+    }
+    SKIP;
+  }
+  (void)n;
+  /* Pushing is the work anti-entropy would do: it stays quiet meanwhile. */
+  if (sent) note_change(o);
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
+  rk_step *st = o->st;
+  if (count == 0) return RINGKV_OK;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, o->now);
+  pb_put_raw(&req, collectable_raw.ptr, collectable_raw.len);   /* field 2 */
+  rk_slice rep;
+  RK_TRY(inner(o, RINGKV_OP_GC_QUERY, &req, &rep));
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  size_t outs = 0;
+  FIELDS(rep) {
+    case 1: ok = pb_skip(R, WT); outs++; break;
+    SKIP;
+  }
+  st->gc_tags = calloc(outs ? outs : 1, sizeof *st->gc_tags);
+  st->gc_replies = calloc(outs ? outs : 1, sizeof *st->gc_replies);
+  if (st->gc_tags == NULL || st->gc_replies == NULL) {
+    gc_clear(st);
+    return RINGKV_E_NOMEM;
+  }
+  FIELDS(rep) {
+    case 1: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      uint32_t peer = 0;
+      rk_slice message = {NULL, 0};
+      FIELDS(s) {
+        case 1: ok = pb_get_u32(R, WT, &peer); break;
+        case 2: ok = pb_get_bytes(R, WT, &message); break;
+        SKIP;
+      }
+      if (ok && message.len > 0) st->gc_tags[st->gc_len++] = send_one(o, KIND_GC, message, peer);
+      break;
+    }
+    SKIP;
+  }
+  st->gc_waiting = st->gc_len;
+  if (st->gc_len == 0) {
+    /* No other replica to ask: decide now. */
+    gc_clear(st);
+    st->gc_len = 0;
+    load_begin(o);
+    pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+    st->wait = WAIT_GC_DECIDE;
+    st->gc_waiting = 0;
+    st->gc_tags = NULL;
+    /* gc_len 0 with WAIT_GC_DECIDE: decide with no replies */
+  }
+  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+static void ae_maybe_start(out_t *o);
+
+static int round_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  st->wait = WAIT_NONE;
+  /* Expiry. */
+  pb_enc ex, gc;
+  enc(o, &ex);
+  enc(o, &gc);
+  local_info *infos;
+  size_t expirable, collectable;
+  pb_put_uint(&ex, 1, o->now);
+  RK_TRY(locals_collect(o, loaded, 5, &ex, 2, &infos, &expirable));
+  RK_TRY(locals_collect(o, loaded, 6, &gc, 2, &infos, &collectable));
+  uint64_t next_expiry = 0;
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 7: ok = pb_get_fixed64(R, WT, &next_expiry); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (expirable > 0) {
+    rk_slice rep;
+    RK_TRY(inner(o, RINGKV_OP_EXPIRE, &ex, &rep));
+    FIELDS(rep) {
+      case 1: ok = pb_get_bytes(R, WT, &s); if (ok) row_applied(o, s, 0, false); break;
+      SKIP;
+    }
+  }
+  /* The next tombstone to expire (its HLC's milliseconds plus the grace), or the next round
+   * when this one left some. */
+  if (expirable >= EXPIRE_KEYS_MAX) st->s.expiry_at_ms = o->now;
+  else if (next_expiry != 0) st->s.expiry_at_ms = (next_expiry >> 16) + n->cfg.tombstone_grace_ms + 1u;
+  else st->s.expiry_at_ms = 0;
+  if (st->scan_push) RK_TRY(round_push(o, loaded));
+  if (st->gc_len == 0 && collectable > 0) RK_TRY(round_gc_query(o, pb_result(&gc), collectable));
+  ae_maybe_start(o);
+  return RINGKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Tombstone collection */
+
+static int gc_answered(out_t *o, size_t i, const rk_slice *message) {
+  rk_step *st = o->st;
+  if (message != NULL && !buf_set(&st->gc_replies[i], *message)) return RINGKV_E_NOMEM;
+  st->gc_tags[i] = 0;
+  if (--st->gc_waiting > 0) return RINGKV_OK;
+  /* Every peer answered or was lost: decide on the rows as they are now. */
+  load_begin(o);
+  pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+  st->wait = WAIT_GC_DECIDE;
+  return RINGKV_OK;
+}
+
+static int gc_decide(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, o->now);
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  size_t current = 0, collected = 0;
+  FIELDS(loaded) {
+    case 6: ok = pb_get_bytes(R, WT, &s); if (ok) { pb_put_bytes_always(&req, 2, s); current++; } break;
+    SKIP;
+  }
+  for (size_t i = 0; i < st->gc_len; i++) {
+    if (st->gc_replies[i].len > 0) pb_put_bytes_always(&req, 3, buf_slice(&st->gc_replies[i]));
+  }
+  gc_clear(st);
+  st->s.gc_at_ms = 0;
+  if (current == 0) return RINGKV_OK;
+  rk_slice rep;
+  int rc = inner(o, RINGKV_OP_GC_DECIDE, &req, &rep);
+  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
+    /* A peer's reply did not decode: collect nothing this time. */
+    stat_named(o, "refused_malformed", 1);
+    st->s.gc_at_ms = o->now + RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
+    return RINGKV_OK;
+  }
+  RK_TRY(rc);
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) { row_applied(o, s, 0, false); collected++; } break;
+    SKIP;
+  }
+  if (current > collected) st->s.gc_at_ms = o->now + RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
+  return RINGKV_OK;
+}
+
+/* A peer's GcQuery: load the rows of its keys, then answer. */
+static int gc_incoming(out_t *o, rk_slice message) {
+  rk_step *st = o->st;
+  int t_;
+  bool ok = true;
+  rk_slice kd;
+  size_t keys = 0;
+  load_begin(o);
+  FIELDS(message) {
+    case 3: {
+      ok = pb_get_bytes(R, WT, &kd) && keys < RINGKV_ENTRIES_MAX;
+      if (!ok) break;
+      rk_slice key = {NULL, 0};
+      FIELDS(kd) {
+        case 1: ok = pb_get_bytes(R, WT, &key); break;
+        SKIP;
+      }
+      if (key.len < 1 || key.len > RINGKV_KEY_BYTES_MAX) ok = false;
+      pb_put_bytes_always(&o->load, 1, key);
+      keys++;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  chain_clear(st);
+  if (!buf_set(&st->msg, message)) return RINGKV_E_NOMEM;
+  st->wait = WAIT_GC_ANSWER;
+  return RINGKV_OK;
+}
+
+static int gc_answer_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_bytes(&req, 1, buf_slice(&st->msg));
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 2, s); break;
+    SKIP;
+  }
+  rk_slice rep;
+  int rc = inner(o, RINGKV_OP_GC_ANSWER, &req, &rep);
+  chain_clear(st);
+  RK_TRY(rc);
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) o->reply = s; break;
+    SKIP;
+  }
+  return RINGKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Anti-entropy: with one peer at a time, the peers sharing a shard taken in turn. Root
+ * digest over the shared shards; on a difference the peer answers bucket digests and a
+ * second exchange asks the differing buckets' shard digests (with at most 64 shared
+ * shards, the first answer holds them already); then a repair exchange of the differing
+ * shards' registers. The interval doubles (up to AE_INTERVAL_MS_MAX) only once the last
+ * full cycle of peers all agreed; a difference, a failure after one was seen, or a local
+ * write resets it. A failed first exchange teaches nothing. */
+
+enum { AE_EQUAL, AE_DIFFER, AE_UNKNOWN };
+
+static void ae_finish(out_t *o, int outcome) {
+  rk_step *st = o->st;
+  sched_t *s = &st->s;
+  uint64_t base = interval_ms(o->n);
+  uint32_t np = (uint32_t)o->n->ae_peers_len;
+  if (outcome == AE_DIFFER) {
+    s->ae_agreed = 0;
+    s->ae_interval_ms = base;
+  } else if (outcome == AE_EQUAL && ++s->ae_agreed >= np) {
+    s->ae_agreed = np;
+    s->ae_interval_ms = RK_MIN(s->ae_interval_ms * 2, (uint64_t)AE_INTERVAL_MS_MAX);
+  }
+  s->ae_interval_ms = RK_MAX(s->ae_interval_ms, base);
+  s->ae_next_ms = o->now + s->ae_interval_ms;
+  st->ae_phase = AE_IDLE;
+  st->ae_tag = 0;
+}
+
+static void ae_maybe_start(out_t *o) {
+  rk_step *st = o->st;
+  sched_t *s = &st->s;
+  ringkv_node *n = o->n;
+  size_t np = n->ae_peers_len;
+  if (st->ae_phase != AE_IDLE || np == 0 || o->now < s->ae_next_ms) return;
+  uint64_t base = interval_ms(n);
+  /* Quiet after a change (pushes are doing the work; comparing digests mid-flight only
+   * ships shards twice), unless anti-entropy starves. */
+  uint64_t quiet_at = s->last_change_ms + base * AE_QUIET_INTERVALS;
+  if (o->now < quiet_at && o->now - s->ae_last_ms < base * AE_STARVE_INTERVALS) {
+    s->ae_next_ms = quiet_at;
+    return;
+  }
+  s->ae_last_ms = o->now;
+  if (s->ae_cursor == 0 || s->ae_cursor > np) s->ae_cursor = (uint32_t)(rk_mix64(&o->rnd) % np) + 1u;
+  uint32_t peer = n->ae_peers[s->ae_cursor - 1u];
+  s->ae_cursor = (uint32_t)(s->ae_cursor % np) + 1u;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, peer);
+  rk_slice rep, msg = {NULL, 0};
+  if (inner(o, RINGKV_OP_AE_START, &req, &rep) != RINGKV_OK) {
+    ae_finish(o, AE_UNKNOWN);
+    return;
+  }
+  int t_;
+  bool ok = true;
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  st->ae_peer = peer;
+  st->ae_phase = AE_ROOT;
+  st->ae_tag = send_one(o, KIND_DIGEST, msg, peer);
+}
+
+static int ae_answered(out_t *o, const rk_slice *message) {
+  rk_step *st = o->st;
+  bool root = st->ae_phase == AE_ROOT;
+  if (message == NULL) {
+    ae_finish(o, root ? AE_UNKNOWN : AE_DIFFER);
+    return RINGKV_OK;
+  }
+  pb_enc req;
+  enc(o, &req);
+  pb_put_bytes(&req, 1, *message);
+  pb_put_uint(&req, 2, AE_SHARDS_MAX);
+  rk_slice rep;
+  int rc = inner(o, RINGKV_OP_AE_COMPARE, &req, &rep);
+  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
+    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
+    ae_finish(o, AE_DIFFER);
+    return RINGKV_OK;
+  }
+  RK_TRY(rc);
+  int t_;
+  bool ok = true, equal = false;
+  rk_slice buckets = {NULL, 0}, shards = {NULL, 0};
+  FIELDS(rep) {
+    case 1: ok = pb_get_bool(R, WT, &equal); break;
+    case 2: ok = pb_get_bytes(R, WT, &shards); break;
+    case 3: ok = pb_get_bytes(R, WT, &buckets); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (buckets.len > 0 && root) {
+    pb_enc narrow;
+    enc(o, &narrow);
+    pb_put_uint(&narrow, 1, st->ae_peer);
+    size_t m = pb_begin(&narrow, 2);
+    pb_put_raw(&narrow, buckets.ptr, buckets.len);
+    pb_end(&narrow, m);
+    rk_slice nrep, msg = {NULL, 0};
+    RK_TRY(inner(o, RINGKV_OP_AE_START, &narrow, &nrep));
+    FIELDS(nrep) {
+      case 1: ok = pb_get_bytes(R, WT, &msg); break;
+      SKIP;
+    }
+    st->ae_phase = AE_NARROW;
+    st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer);
+    return RINGKV_OK;
+  }
+  if (equal || shards.len == 0) {
+    ae_finish(o, AE_EQUAL);
+    return RINGKV_OK;
+  }
+  /* One repair exchange carries about AE_REPAIR_BYTES_MAX: the differing shards from a
+   * random one on, the rest at the next exchanges (they still differ). */
+  uint32_t list[AE_SHARDS_MAX];
+  size_t len = 0;
+  pb_rd pr = pb_reader(shards);
+  uint64_t v;
+  while (!pb_done(&pr) && len < AE_SHARDS_MAX && pb_read_varint(&pr, &v)) list[len++] = (uint32_t)v;
+  if (len == 0) {
+    ae_finish(o, AE_EQUAL);
+    return RINGKV_OK;
+  }
+  size_t from = (size_t)(rk_mix64(&o->rnd) % len);
+  load_begin(o);
+  size_t m = pb_begin(&o->load, 3);
+  for (size_t i = 0; i < len; i++) pb_put_varint_raw(&o->load, list[(from + i) % len]);
+  pb_end(&o->load, m);
+  pb_put_uint(&o->load, 4, AE_REPAIR_BYTES_MAX);
+  st->wait = WAIT_AE_REPAIR;
+  st->ae_tag = 0;
+  return RINGKV_OK;
+}
+
+static int u32_cmp(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int ae_repair_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  uint32_t list[AE_SHARDS_MAX];
+  size_t len = 0;
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, st->ae_peer);
+  FIELDS(loaded) {
+    case 2: {
+      ok = pb_get_bytes(R, WT, &s);
+      pb_rd pr = pb_reader(s);
+      uint64_t v;
+      while (ok && !pb_done(&pr) && len < AE_SHARDS_MAX && pb_read_varint(&pr, &v)) list[len++] = (uint32_t)v;
+      break;
+    }
+    case 3: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      pb_put_bytes_always(&req, 3, s);
+      local_info li;
+      if (local_info_read(s, &li)) sent_add(st, li.key);
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  qsort(list, len, sizeof *list, u32_cmp);
+  pb_put_packed_u32(&req, 2, list, len);
+  rk_slice rep, msg = {NULL, 0};
+  RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, &req, &rep));
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer);
+  ae_finish(o, AE_DIFFER);
+  return RINGKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Events */
+
+/* A client write: OP_WRITE, and its row for the executor. */
+static int client_write(out_t *o, rk_slice wreq) {
+  rk_step *st = o->st;
+  int t_;
+  bool ok = true, deleted = false;
+  rk_slice value = {NULL, 0};
+  FIELDS(wreq) {
+    case 6: ok = pb_get_bytes(R, WT, &value); break;
+    case 8: ok = pb_get_bool(R, WT, &deleted); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* The step's time wins: a later field replaces an earlier one. */
+  pb_enc req;
+  enc(o, &req);
+  pb_put_raw(&req, wreq.ptr, wreq.len);
+  pb_put_uint(&req, 1, o->now);
+  rk_slice rep;
+  RK_TRY(inner(o, RINGKV_OP_WRITE, &req, &rep));
+  rk_slice meta = {NULL, 0}, dropped_raw = {NULL, 0}, info = {NULL, 0}, key = {NULL, 0};
+  uint64_t digest_old = 0, digest_new = 0, shard_digest = 0;
+  uint32_t shard = 0;
+  rk_slice dot = {NULL, 0};
+  pb_enc drops;
+  enc(o, &drops);
+  FIELDS(rep) {
+    case 2: ok = pb_get_bytes(R, WT, &meta); break;
+    case 3: ok = pb_get_bytes(R, WT, &dot); break;
+    case 7: ok = pb_get_fixed64(R, WT, &digest_old); break;
+    case 8: ok = pb_get_fixed64(R, WT, &digest_new); break;
+    case 9: ok = pb_get_bytes(R, WT, &dropped_raw); if (ok) pb_put_bytes_always(&drops, 7, dropped_raw); break;
+    case 10: ok = pb_get_u32(R, WT, &shard); break;
+    case 11: ok = pb_get_fixed64(R, WT, &shard_digest); break;
+    case 12: ok = pb_get_bytes(R, WT, &info); break;
+    SKIP;
+  }
+  FIELDS(wreq) {
+    case 2: ok = pb_get_bytes(R, WT, &key); break;
+    SKIP;
+  }
+  pb_enc a;
+  enc(o, &a);
+  pb_put_bytes(&a, 1, key);
+  pb_put_uint(&a, 2, shard);
+  pb_put_bytes(&a, 3, meta);
+  pb_put_fixed64(&a, 4, digest_old);
+  pb_put_fixed64(&a, 5, digest_new);
+  if (!deleted) {
+    /* The value is the event's own payload: it crosses the boundary once. */
+    size_t m = pb_begin(&a, 6);
+    size_t d = pb_begin(&a, 1);
+    pb_put_raw(&a, dot.ptr, dot.len);
+    pb_end(&a, d);
+    pb_put_uint(&a, 3, 0);
+    pb_put_uint(&a, 4, value.len);
+    pb_end(&a, m);
+  }
+  rk_slice dr = pb_result(&drops);
+  pb_put_raw(&a, dr.ptr, dr.len);
+  pb_put_fixed64(&a, 8, shard_digest);
+  if (info.len > 0) {
+    size_t m = pb_begin(&a, 9);
+    pb_put_raw(&a, info.ptr, info.len);
+    pb_end(&a, m);
+  }
+  if (a.err) return a.err;
+  st->s.seq++;
+  st->s.client_seq = st->s.seq;
+  row_applied(o, pb_result(&a), st->s.seq, true);
+  o->reply = rep;
+  note_change(o);
+  ae_reset(o);
+  return RINGKV_OK;
+}
+
+static int incoming(out_t *o, rk_slice inc) {
+  int t_;
+  bool ok = true;
+  uint32_t kind = 0;
+  rk_slice message = {NULL, 0};
+  FIELDS(inc) {
+    case 1: ok = pb_get_u32(R, WT, &kind); break;
+    case 2: ok = pb_get_bytes(R, WT, &message); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  switch (kind) {
+    case KIND_PUSH: return merge_begin(o, message, false);
+    case KIND_DIGEST: {
+      pb_enc req;
+      enc(o, &req);
+      pb_put_bytes(&req, 1, message);
+      rk_slice rep;
+      RK_TRY(inner(o, RINGKV_OP_AE_ANSWER, &req, &rep));
+      FIELDS(rep) {
+        case 1: ok = pb_get_bytes(R, WT, &o->reply); break;
+        SKIP;
+      }
+      return RINGKV_OK;
+    }
+    case KIND_GC: return gc_incoming(o, message);
+  }
+  return RINGKV_E_DECODE;
+}
+
+static int answer(out_t *o, rk_slice ans) {
+  rk_step *st = o->st;
+  int t_;
+  bool ok = true, answered = false;
+  uint32_t tag = 0;
+  rk_slice message = {NULL, 0}, refused = {NULL, 0};
+  FIELDS(ans) {
+    case 1: ok = pb_get_u32(R, WT, &tag); break;
+    case 2: ok = pb_get_bytes(R, WT, &message); break;
+    case 3: ok = pb_get_bool(R, WT, &answered); break;
+    case 4: ok = pb_get_bytes(R, WT, &refused); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || tag == 0) return RINGKV_E_DECODE;
+  static const char malformed[] = "malformed", protocol[] = "protocol_version";
+  rk_slice r_malformed = {(const uint8_t *)malformed, sizeof malformed - 1};
+  rk_slice r_protocol = {(const uint8_t *)protocol, sizeof protocol - 1};
+  bool was_malformed = rk_slice_eq(refused, r_malformed);
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    if (st->peers[p].push_tag != tag) continue;
+    /* A peer that does not read the version this node wrote (it went back a release):
+     * forget what was learnt of its version, and write the previous one until it speaks. */
+    if (rk_slice_eq(refused, r_protocol)) o->n->peer_version[p] = 0;
+    /* A message the peer refuses as malformed is not sent again (it would be refused again,
+     * and hold every later change back): anti-entropy repairs what it held. */
+    if (was_malformed) stat_named(o, "refused_by_peer", 1);
+    if (answered) stat_named(o, "entries_sent", st->peers[p].entries);
+    push_outcome(o, p, answered || was_malformed);
+    if (answered) merge_answer(o, message);
+    return RINGKV_OK;
+  }
+  if (tag == st->ae_tag && st->ae_phase != AE_IDLE) return ae_answered(o, answered ? &message : NULL);
+  if (tag == st->ae_repair_tag) {
+    st->ae_repair_tag = 0;
+    if (answered) merge_answer(o, message);
+    return RINGKV_OK;
+  }
+  for (size_t i = 0; i < st->gc_len; i++) {
+    if (st->gc_tags[i] == tag) return gc_answered(o, i, answered ? &message : NULL);
+  }
+  return RINGKV_OK;   /* a send the instance forgot (it was rebuilt): nothing to do */
+}
+
+static int loaded_event(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  switch (st->wait) {
+    case WAIT_ROUND: return round_loaded(o, loaded);
+    case WAIT_MERGE_RANGE:
+    case WAIT_MERGE_REPAIR: return merge_loaded(o, loaded);
+    case WAIT_GC_ANSWER: return gc_answer_loaded(o, loaded);
+    case WAIT_AE_REPAIR: return ae_repair_loaded(o, loaded);
+    case WAIT_GC_DECIDE: return gc_decide(o, loaded);
+  }
+  return RINGKV_E_STATE;
+}
+
+/* When the node must wake next: pending pushes at the next allowed round, anti-entropy
+ * when due, the next tombstone expiry, collection's retry; never twice per interval. */
+static uint64_t next_alarm(const out_t *o) {
+  const rk_step *st = o->st;
+  const ringkv_node *n = o->n;
+  uint64_t t = UINT64_MAX;
+  if (n->ae_peers_len > 0) t = st->ae_phase == AE_IDLE ? st->s.ae_next_ms : t;
+  if (st->s.expiry_at_ms != 0) t = RK_MIN(t, st->s.expiry_at_ms);
+  if (st->s.gc_at_ms != 0) t = RK_MIN(t, st->s.gc_at_ms);
+  uint64_t target = push_target(n, st);
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    const peer_t *ps = &st->peers[p];
+    if (p == n->self || ps->push_tag != 0 || ps->acked >= target) continue;
+    t = RK_MIN(t, ps->retry_at);
+  }
+  if (t == UINT64_MAX) return 0;
+  return RK_MAX(t, st->s.last_round_ms + interval_ms(n));
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The step */
+
+int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_step *st = n->step;
+  if (st == NULL) return RINGKV_E_STATE;
+  int t_;
+  bool ok = true, alarm = false, start = false;
+  uint64_t now = 0, rnd = 0;
+  rk_slice body = {NULL, 0};
+  uint32_t event = 0;
+  int events = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u64(R, WT, &now); break;
+    case 2: ok = pb_get_u64(R, WT, &rnd); break;
+    case 3: ok = pb_get_bool(R, WT, &alarm); if (alarm) { event = 3; events++; } break;
+    case 4: case 5: case 6: case 7: ok = pb_get_bytes(R, WT, &body); event = f_; events++; break;
+    case 8: ok = pb_get_bool(R, WT, &start); if (start) { event = 8; events++; } break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || events != 1) return RINGKV_E_DECODE;
+  /* Only `loaded` may follow a load; anything else drops the chain it would have gone on
+   * with (as a lost message: its sender tries again). */
+  if (st->wait != WAIT_NONE && event != 4) {
+    if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
+    chain_clear(st);
+  }
+  sched_t saved = st->s;
+  out_t o;
+  memset(&o, 0, sizeof o);
+  o.n = n;
+  o.st = st;
+  o.now = now;
+  o.rnd = rnd;
+  enc(&o, &o.rows);
+  enc(&o, &o.sends);
+  int rc = RINGKV_OK;
+  switch (event) {
+    case 3: round_begin(&o); break;
+    case 4: rc = loaded_event(&o, body); break;
+    case 5: rc = answer(&o, body); break;
+    case 6: rc = client_write(&o, body); break;
+    case 7: rc = incoming(&o, body); break;
+    default: break;   /* start: only the alarm */
+  }
+  if (rc != RINGKV_OK) {
+    st->s = saved;
+    return rc;
+  }
+  /* The reply, fields in order. */
+  pb_enc e;
+  enc(&o, &e);
+  if (o.has_load) {
+    size_t m = pb_begin(&e, 1);
+    rk_slice l = pb_result(&o.load);
+    pb_put_raw(&e, l.ptr, l.len);
+    pb_end(&e, m);
+  }
+  rk_slice rows = pb_result(&o.rows);
+  pb_put_raw(&e, rows.ptr, rows.len);
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    peer_t *ps = &st->peers[p];
+    if (!ps->dirty) continue;
+    ps->dirty = false;
+    size_t m = pb_begin(&e, 4);
+    pb_put_uint(&e, 1, p);
+    pb_put_uint(&e, 2, ps->acked);
+    pb_put_uint(&e, 3, ps->failures);
+    pb_put_uint(&e, 4, ps->retry_at);
+    pb_end(&e, m);
+  }
+  pb_enc se;
+  enc(&o, &se);
+  sched_write(&se, n, &st->s);
+  rk_slice state = pb_result(&se);
+  if (!rk_slice_eq(state, buf_slice(&st->saved))) {
+    if (!buf_set(&st->saved, state)) return RINGKV_E_NOMEM;
+    pb_put_bytes_always(&e, 5, state);
+  }
+  rk_slice sends = pb_result(&o.sends);
+  pb_put_raw(&e, sends.ptr, sends.len);
+  pb_put_bytes(&e, 7, o.reply);
+  pb_put_uint(&e, 8, next_alarm(&o));
+  for (size_t i = 0; i < o.stat_len; i++) {
+    size_t m = pb_begin(&e, 9);
+    pb_put_bytes(&e, 1, o.stat[i].name);
+    pb_put_uint(&e, 2, o.stat[i].delta);
+    pb_end(&e, m);
+  }
+  if (e.err) return e.err;
+  *reply = pb_result(&e);
+  return RINGKV_OK;
+}

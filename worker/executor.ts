@@ -1,0 +1,93 @@
+// The executor loop: every event a node sees goes through the core's step
+// (RINGKV_OP_STEP), and this file performs the actions it returns, in the contract's order
+// (wasm/include/ringkv.h): write in one transaction, load and step again while the core
+// asks, send, reply, arm the alarm. It holds no policy: what to load, send and when is the
+// core's. Nothing is awaited between a step and the loads and writes of its chain, so no
+// other event interleaves with them.
+import { Core, Op } from "./core";
+import type { NodeStorage, Msg } from "./storage";
+import type { Stats } from "./stats";
+
+const EMPTY = new Uint8Array(0);
+
+/** What the executor needs from its Durable Object. */
+export interface ExecutorHost {
+  /** The core (rebuilt from storage when it was dropped); throws when unavailable. */
+  core(): Core;
+  /** Drops the core: storage refused a write, so its memory is ahead of storage. */
+  dropCore(): void;
+  readonly storage: NodeStorage;
+  readonly stats: Stats;
+  /** The node's clock: wall time plus any injected skew. */
+  nowMs(): number;
+  /** Sends one message; resolves with the answer, the peer's refusal, or neither. */
+  send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
+  /** Arms the alarm at this wall time (undefined: none). */
+  setAlarm(wallMs: number | undefined): void;
+  /** Records an event and the actions it led to (record/replay), when recording. */
+  record?(entry: Msg): void;
+}
+
+function random64(): bigint {
+  const a = new BigUint64Array(1);
+  crypto.getRandomValues(a);
+  return a[0];
+}
+
+export class Executor {
+  constructor(private readonly host: ExecutorHost) {}
+
+  /** One event through the core. `payload` holds the values the step's writes point into
+   *  (the event's message or value). Returns the event's answer and a promise of every
+   *  send it led to (their answers included) being done. */
+  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; done: Promise<void> } {
+    const pending: Promise<void>[] = [];
+    let reply = this.step(event);
+    for (;;) {
+      this.commit(reply, payload);
+      this.host.stats.addAll(reply.stats);
+      for (const send of reply.sends) pending.push(...this.dispatch(send));
+      this.arm(reply.alarmMs);
+      if (reply.load === undefined) break;
+      reply = this.step({ loaded: this.host.storage.load(reply.load) });
+    }
+    return { reply: reply.reply, done: Promise.all(pending).then(() => undefined) };
+  }
+
+  private step(event: Msg): Msg {
+    const request = { nowMs: BigInt(this.host.nowMs()), random: random64(), ...event };
+    const reply = this.host.core().call(Op.Step, request);
+    this.host.record?.({ request, reply });
+    return reply;
+  }
+
+  private commit(reply: Msg, payload: Uint8Array): void {
+    try {
+      this.host.storage.apply(reply, payload);
+    } catch (err) {
+      this.host.dropCore();
+      throw err;
+    }
+  }
+
+  private dispatch(send: Msg): Promise<void>[] {
+    return send.to.map((t: Msg) =>
+      this.host
+        .send(t.peer, send.kind, send.message, Number(send.timeoutMs))
+        .then((r) => {
+          const answer = { tag: t.tag, message: r.answer ?? EMPTY, answered: r.answer !== undefined, refused: r.refused ?? "" };
+          return this.run({ answer }, r.answer ?? EMPTY).done;
+        })
+        .catch((err: Error) => console.error(`ringkv node: handling an answer failed: ${err.stack ?? err}`)),
+    );
+  }
+
+  private arm(alarmMs: bigint): void {
+    if (alarmMs === 0n) {
+      this.host.setAlarm(undefined);
+      return;
+    }
+    // The core's times are in the node's clock; the alarm runs on wall time.
+    this.host.setAlarm(Number(alarmMs) - (this.host.nowMs() - Date.now()));
+  }
+}

@@ -1,0 +1,54 @@
+// Fault injection (only with FAULTS set): nodes marked down, dropped messages, partitions
+// and clock skew. The executor applies them to what it sends and to the time it gives the
+// core; the core never knows.
+import { HttpError } from "./errors";
+
+export interface Faults {
+  down: number[];
+  drop: number;
+  partitions: number[][];
+  skewMs: Record<string, number>;
+}
+
+export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {} };
+
+/** Validates fault settings; throws HttpError(400) on nonsense. An injected skew stays
+ *  within MAX_CLOCK_SKEW_MS: a node's own clock must never run past the bound it holds
+ *  others to (its persisted HLC would stay ahead once the skew is gone). */
+export function normalizeFaults(body: any, skewMsMax: number): Faults {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "faults: expected a JSON object");
+  const drop = body.drop ?? 0;
+  if (typeof drop !== "number" || !(drop >= 0 && drop <= 1)) throw new HttpError(400, "faults: drop must be a number in 0..1");
+  const partitions = body.partitions ?? [];
+  if (!Array.isArray(partitions) || partitions.some((s: any) => !Array.isArray(s) || s.some((n: any) => !Number.isInteger(n) || n < 0))) {
+    throw new HttpError(400, "faults: partitions must be arrays of node ids");
+  }
+  const skew = body.skew_ms ?? {};
+  if (typeof skew !== "object" || skew === null || Array.isArray(skew)) throw new HttpError(400, "faults: skew_ms must be an object");
+  const skewMs: Record<string, number> = {};
+  for (const [k, v] of Object.entries(skew)) {
+    if (!/^[0-9]{1,4}$/.test(k) || typeof v !== "number" || !Number.isInteger(v) || Math.abs(v) > skewMsMax) {
+      throw new HttpError(400, `faults: skew_ms maps node ids to integer milliseconds within ±${skewMsMax} (MAX_CLOCK_SKEW_MS)`);
+    }
+    skewMs[k] = v;
+  }
+  const down = body.down ?? [];
+  if (!Array.isArray(down) || down.some((n: any) => !Number.isInteger(n) || n < 0)) {
+    throw new HttpError(400, "faults: down must be an array of node ids");
+  }
+  return { down, drop, partitions, skewMs };
+}
+
+/** Whether `from` can reach `to` across the injected partitions. */
+export function reachable(f: Faults, from: number, to: number): boolean {
+  const sets = f.partitions ?? [];
+  if (sets.length === 0) return true;
+  const mine = sets.findIndex((s) => s.includes(from));
+  const theirs = sets.findIndex((s) => s.includes(to));
+  return mine < 0 || theirs < 0 || mine === theirs;
+}
+
+/** The injected skew of `node`'s clock. */
+export function skewOf(f: Faults, node: number | undefined): number {
+  return Number(f.skewMs?.[String(node)] ?? 0);
+}

@@ -1,0 +1,332 @@
+// A node's SQLite storage: the schema, the rows a core step asks to load (StepReply.load),
+// and the writes it hands back (StepReply rows, peers, state), applied in one transaction.
+// Mechanics only: what to load and write, and when, is the core's.
+import { base64url } from "./tokens";
+
+export type Msg = Record<string, any>;
+
+// Durable Object SQLite binds at most 100 parameters per statement.
+const SQL_PARAMS_MAX = 100; // lint: platform-limit
+const EMPTY = new Uint8Array(0);
+
+/** 64-bit values as 16-char lowercase hex, so that SQL text order is numeric order. */
+export function hex64(v: bigint): string {
+  return BigInt.asUintN(64, v).toString(16).padStart(16, "0"); // lint: encoding
+}
+
+export function unhex64(s: string): bigint {
+  return BigInt("0x" + s);
+}
+
+/** A Uint8Array as an SQL BLOB binding. */
+export function blob(u8: Uint8Array): ArrayBuffer {
+  if (u8.byteOffset === 0 && u8.byteLength === u8.buffer.byteLength) return u8.buffer as ArrayBuffer;
+  return u8.slice().buffer as ArrayBuffer;
+}
+
+export function bytesOf(v: unknown): Uint8Array {
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (v instanceof Uint8Array) return v;
+  if (v === null || v === undefined) return EMPTY;
+  return new Uint8Array(v as ArrayBuffer);
+}
+
+/** A map key for key bytes. */
+export function keyId(u8: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < u8.length; i += 0x4000) s += String.fromCharCode(...u8.subarray(i, i + 0x4000)); // lint: platform-limit
+  return s;
+}
+
+/** A KeyInfo as the key row's columns, in the order
+ *  live, winner_hlc, winner_node, all_deleted, max_hlc, expired, siblings, digest. */
+function infoColumns(info: Msg): unknown[] {
+  return [
+    info.live ? 1 : 0,
+    hex64(info.winnerHlc ?? 0n),
+    info.winnerNode ?? 0,
+    info.allDeleted ? 1 : 0,
+    hex64(info.maxHlc ?? 0n),
+    info.expired ? 1 : 0,
+    info.siblings ?? 0,
+    hex64(info.digest ?? 0n),
+  ];
+}
+
+export class NodeStorage {
+  constructor(
+    private readonly sql: any,
+    private readonly storage: any,
+  ) {}
+
+  createSchema(): void {
+    const sql = this.sql;
+    sql.exec(`CREATE TABLE IF NOT EXISTS config(name TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS keys(
+      key BLOB PRIMARY KEY, shard INTEGER NOT NULL, meta BLOB NOT NULL, seq INTEGER NOT NULL,
+      from_client INTEGER NOT NULL, live INTEGER NOT NULL, winner_hlc TEXT NOT NULL,
+      winner_node INTEGER NOT NULL, all_deleted INTEGER NOT NULL, max_hlc TEXT NOT NULL,
+      expired INTEGER NOT NULL, siblings INTEGER NOT NULL, digest TEXT NOT NULL)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_shard ON keys(shard)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_client_seq ON keys(from_client, seq)`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_expiry ON keys(all_deleted, expired, max_hlc)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS vals(key BLOB NOT NULL, node INTEGER NOT NULL,
+      counter INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY(key, node, counter))`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS shard_digests(shard INTEGER PRIMARY KEY, digest TEXT NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS peers(peer INTEGER PRIMARY KEY, acked_seq INTEGER NOT NULL,
+      failures INTEGER NOT NULL, retry_at_ms INTEGER NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS stats(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS step_state(id INTEGER PRIMARY KEY, state BLOB NOT NULL)`);
+  }
+
+  getConf(name: string): string | undefined {
+    const rows = this.sql.exec(`SELECT value FROM config WHERE name = ?`, name).toArray();
+    return rows.length > 0 ? rows[0].value : undefined;
+  }
+
+  setConf(name: string, value: string): void {
+    this.sql.exec(`INSERT INTO config(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`, name, value);
+  }
+
+  // ---------------------------------------------------------------------------------
+  // What OP_INIT needs.
+
+  /** The core's persisted StepState, or empty. */
+  stepState(): Uint8Array {
+    const rows = this.sql.exec(`SELECT state FROM step_state WHERE id = 0`).toArray();
+    return rows.length > 0 ? bytesOf(rows[0].state) : EMPTY;
+  }
+
+  peerRows(): Msg[] {
+    return this.sql
+      .exec(`SELECT peer, acked_seq, failures, retry_at_ms FROM peers`)
+      .toArray()
+      .map((r: any) => ({ peer: r.peer, ackedSeq: BigInt(r.acked_seq), failures: r.failures, retryAtMs: BigInt(r.retry_at_ms) }));
+  }
+
+  shardDigests(): Msg[] {
+    return this.sql
+      .exec(`SELECT shard, digest FROM shard_digests`)
+      .toArray()
+      .map((r: any) => ({ shard: r.shard, digest: unhex64(r.digest) }));
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Loads (the Load message of wasm/ringkv.proto says what each one is).
+
+  load(l: Msg): Msg {
+    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n };
+    if (l.keys.length > 0) out.rows = this.loadKeys(l.keys, Number(l.rowsBytesMax));
+    if (l.shards.length > 0) this.loadShards(l.shards, Number(l.shardBytesMax), out);
+    if (l.changed) out.changed = this.loadChanged(l);
+    if (l.expirable > 0) {
+      out.expirable = this.rowsWhere(`all_deleted = 1 AND expired = 0 AND max_hlc < ? LIMIT ?`, hex64(l.expireBefore), l.expirable);
+    }
+    if (l.collectable > 0) out.collectable = this.rowsWhere(`all_deleted = 1 AND expired = 1 LIMIT ?`, l.collectable);
+    if (l.nextExpiry) {
+      const row = this.sql
+        .exec(`SELECT min(max_hlc) AS m FROM keys WHERE all_deleted = 1 AND expired = 0 AND max_hlc >= ?`, hex64(l.expireBefore))
+        .one();
+      if (row.m !== null) out.nextExpiry = unhex64(row.m);
+    }
+    return out;
+  }
+
+  private rowsWhere(where: string, ...params: unknown[]): Msg[] {
+    return this.sql
+      .exec(`SELECT key, meta, expired FROM keys WHERE ${where}`, ...params)
+      .toArray()
+      .map((r: any) => ({ key: bytesOf(r.key), meta: bytesOf(r.meta), expired: r.expired === 1 }));
+  }
+
+  /** Rows of `keys` in order, metadata with value lengths, until the metadata loaded
+   *  reaches bytesMax (0: all). */
+  private loadKeys(keys: Uint8Array[], bytesMax: number): Msg[] {
+    const out: Msg[] = [];
+    let bytes = 0;
+    for (let i = 0; i < keys.length; i += SQL_PARAMS_MAX) {
+      const chunk = keys.slice(i, i + SQL_PARAMS_MAX);
+      const marks = chunk.map(() => "?").join(", ");
+      const found = new Map<string, Msg>();
+      for (const row of this.sql.exec(`SELECT key, meta, expired, seq, from_client FROM keys WHERE key IN (${marks})`, ...chunk.map(blob))) {
+        found.set(keyId(bytesOf(row.key)), {
+          meta: bytesOf(row.meta),
+          expired: row.expired === 1,
+          seq: BigInt(row.seq),
+          fromClient: row.from_client === 1,
+          sizes: [],
+        });
+      }
+      // Lengths apart (a JOIN would repeat each key's metadata once per value).
+      for (const row of this.sql.exec(`SELECT key, node, counter, length(value) AS bytes FROM vals WHERE key IN (${marks})`, ...chunk.map(blob))) {
+        found.get(keyId(bytesOf(row.key)))?.sizes.push({ dot: { node: row.node, counter: BigInt(row.counter) }, bytes: BigInt(row.bytes) });
+      }
+      for (const key of chunk) {
+        const row = found.get(keyId(key));
+        out.push({ key, ...(row ?? { meta: EMPTY, expired: false, sizes: [] }) });
+        bytes += row?.meta.length ?? 0;
+        if (bytesMax > 0 && bytes >= bytesMax) return out;
+      }
+    }
+    return out;
+  }
+
+  loadValues(key: Uint8Array): Msg[] {
+    const values: Msg[] = [];
+    for (const row of this.sql.exec(`SELECT node, counter, value FROM vals WHERE key = ?`, blob(key))) {
+      values.push({ dot: { node: row.node, counter: BigInt(row.counter) }, value: bytesOf(row.value) });
+    }
+    return values;
+  }
+
+  private loadShards(shards: number[], bytesMax: number, out: Msg): void {
+    let bytes = 0;
+    for (const shard of shards) {
+      if (bytesMax > 0 && bytes >= bytesMax) break;
+      out.shards.push(shard);
+      for (const row of this.sql.exec(`SELECT key, meta, expired, seq, from_client FROM keys WHERE shard = ?`, shard).toArray()) {
+        const key = bytesOf(row.key);
+        const values = this.loadValues(key);
+        bytes += bytesOf(row.meta).length;
+        for (const v of values) bytes += v.value.length;
+        out.shardRows.push({ key, meta: bytesOf(row.meta), expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 });
+      }
+    }
+  }
+
+  private loadChanged(l: Msg): Msg[] {
+    const rows = this.sql
+      .exec(
+        `SELECT key, meta, expired, seq, from_client FROM keys WHERE ${l.changedClientOnly ? "from_client = 1 AND " : ""}seq > ? ORDER BY seq LIMIT ?`,
+        Number(l.changedAfter),
+        l.changedLimit,
+      )
+      .toArray();
+    const out: Msg[] = [];
+    let bytes = 0;
+    const bytesMax = Number(l.changedBytesMax);
+    for (const r of rows) {
+      const key = bytesOf(r.key);
+      const values = this.loadValues(key);
+      bytes += bytesOf(r.meta).length;
+      for (const v of values) bytes += v.value.length;
+      out.push({ local: { key, meta: bytesOf(r.meta), expired: r.expired === 1, values }, seq: BigInt(r.seq), fromClient: r.from_client === 1 });
+      if (bytesMax > 0 && bytes >= bytesMax) break;
+    }
+    return out;
+  }
+
+  loadRow(key: Uint8Array): { meta: Uint8Array; expired: boolean } | undefined {
+    const rows = this.sql.exec(`SELECT meta, expired FROM keys WHERE key = ?`, blob(key)).toArray();
+    if (rows.length === 0) return undefined;
+    return { meta: bytesOf(rows[0].meta), expired: rows[0].expired === 1 };
+  }
+
+  valueSizes(key: Uint8Array): Msg[] {
+    return this.sql
+      .exec(`SELECT node, counter, length(value) AS bytes FROM vals WHERE key = ?`, blob(key))
+      .toArray()
+      .map((r: any) => ({ dot: { node: r.node, counter: BigInt(r.counter) }, bytes: BigInt(r.bytes) }));
+  }
+
+  value(key: Uint8Array, dot: Msg): Uint8Array | undefined {
+    const rows = this.sql.exec(`SELECT value FROM vals WHERE key = ? AND node = ? AND counter = ?`, blob(key), dot.node, Number(dot.counter)).toArray();
+    return rows.length === 0 ? undefined : bytesOf(rows[0].value);
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Writes: one StepReply in one transaction. Values given by (at, length) lie in
+  // `payload`, the payload of the event that began the chain.
+
+  apply(reply: Msg, payload: Uint8Array): void {
+    if (reply.rows.length === 0 && reply.peers.length === 0 && reply.state.length === 0) return;
+    this.storage.transactionSync(() => {
+      for (const row of reply.rows) {
+        if (row.applied !== undefined) this.applyRow(row.applied, Number(row.seq), row.fromClient, payload);
+        else this.sql.exec(`UPDATE keys SET seq = ? WHERE key = ?`, Number(row.seq), blob(row.key));
+      }
+      for (const p of reply.peers) {
+        this.sql.exec(
+          `INSERT INTO peers(peer, acked_seq, failures, retry_at_ms) VALUES (?, ?, ?, ?)
+           ON CONFLICT(peer) DO UPDATE SET acked_seq = excluded.acked_seq, failures = excluded.failures,
+             retry_at_ms = excluded.retry_at_ms`,
+          p.peer,
+          Number(p.ackedSeq),
+          p.failures,
+          Number(p.retryAtMs),
+        );
+      }
+      if (reply.state.length > 0) {
+        this.sql.exec(`INSERT INTO step_state(id, state) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state`, blob(reply.state));
+      }
+    });
+  }
+
+  private applyRow(a: Msg, seq: number, fromClient: boolean, payload: Uint8Array): void {
+    const key: Uint8Array = a.key;
+    if (a.meta.length === 0) {
+      this.sql.exec(`DELETE FROM keys WHERE key = ?`, blob(key));
+      this.sql.exec(`DELETE FROM vals WHERE key = ?`, blob(key));
+    } else if (seq > 0) {
+      this.sql.exec(
+        `INSERT INTO keys(key, shard, meta, seq, from_client, live, winner_hlc, winner_node, all_deleted,
+           max_hlc, expired, siblings, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(key) DO UPDATE SET shard = excluded.shard, meta = excluded.meta, seq = excluded.seq,
+           from_client = excluded.from_client, live = excluded.live, winner_hlc = excluded.winner_hlc,
+           winner_node = excluded.winner_node, all_deleted = excluded.all_deleted, max_hlc = excluded.max_hlc,
+           expired = excluded.expired, siblings = excluded.siblings, digest = excluded.digest`,
+        blob(key),
+        a.shard,
+        blob(a.meta),
+        seq,
+        fromClient ? 1 : 0,
+        ...infoColumns(a.info ?? {}),
+      );
+    } else {
+      // Expiry and collection keep the row's sequence: they are not news.
+      this.sql.exec(
+        `UPDATE keys SET meta = ?, live = ?, winner_hlc = ?, winner_node = ?, all_deleted = ?, max_hlc = ?,
+           expired = ?, siblings = ?, digest = ? WHERE key = ?`,
+        blob(a.meta),
+        ...infoColumns(a.info ?? {}),
+        blob(key),
+      );
+    }
+    if (a.meta.length > 0) {
+      for (const d of a.dropped) {
+        this.sql.exec(`DELETE FROM vals WHERE key = ? AND node = ? AND counter = ?`, blob(key), d.node, Number(d.counter));
+      }
+      for (const v of a.put) {
+        const length = Number(v.length);
+        const value = length > 0 ? payload.subarray(Number(v.at), Number(v.at) + length) : v.value;
+        this.sql.exec(`INSERT OR REPLACE INTO vals(key, node, counter, value) VALUES (?, ?, ?, ?)`, blob(key), v.dot.node, Number(v.dot.counter), blob(value));
+      }
+    }
+    if (a.shardDigest === 0n) this.sql.exec(`DELETE FROM shard_digests WHERE shard = ?`, a.shard);
+    else {
+      this.sql.exec(
+        `INSERT INTO shard_digests(shard, digest) VALUES (?, ?) ON CONFLICT(shard) DO UPDATE SET digest = excluded.digest`,
+        a.shard,
+        hex64(a.shardDigest),
+      );
+    }
+  }
+
+  /** Live keys, for /v1/cluster. */
+  liveKeys(): number {
+    return Number(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
+  }
+
+  /** Shard digests with one sample key each (the Worker places the shard by it). */
+  shardSamples(): [number, string, string][] {
+    const out: [number, string, string][] = [];
+    for (const row of this.sql
+      .exec(`SELECT s.shard AS shard, s.digest AS digest, (SELECT k.key FROM keys k WHERE k.shard = s.shard LIMIT 1) AS sample
+             FROM shard_digests s`)
+      .toArray()) {
+      out.push([row.shard, row.digest, row.sample === null ? "" : base64url(bytesOf(row.sample))]);
+    }
+    return out;
+  }
+}
