@@ -17,9 +17,10 @@ step() {
 }
 
 step "schema up to date" node scripts/gen-schema.mjs --check
+step "numeric literals in worker/ (lint-literals)" node scripts/lint-literals.mjs
 step "native core tests (cmocka, ASan+UBSan)" bash build.sh test
 step "fuzz smoke" bash build.sh fuzz-smoke
-js_tests=$(ls tests/core/*.test.mjs tests/integration/*.test.mjs tests/sim/*.test.mjs tests/chaos/*.test.mjs 2>/dev/null || true)
+js_tests=$(ls tests/lint/*.test.mjs tests/core/*.test.mjs tests/integration/*.test.mjs tests/replay/*.test.mjs tests/sim/*.test.mjs tests/chaos/*.test.mjs 2>/dev/null || true)
 step "JavaScript tests (node --test: core wasm + integration in workerd)" \
   node --import tsx --test --test-concurrency=1 $js_tests
 

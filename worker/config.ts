@@ -23,10 +23,13 @@ export interface RingConfig {
    *  either), or undefined: then the cluster's generated secret (RingControl) is used. */
   tokenSecrets: string[] | undefined;
   faultsEnabled: boolean;
+  /** RECORD_CALLS=1 with FAULTS: nodes record every core call and what they performed
+   *  (record/replay tests). */
+  recordCalls: boolean;
 }
 
 // SQLite-backed Durable Objects cap a row at 2 MB: a value row holds the key too.
-const VALUE_BYTES_LIMIT = 2_000_000 - 4096;
+const VALUE_BYTES_LIMIT = 2_000_000 - 4096; // lint: platform-limit (SQLite row)
 
 interface IntRule {
   name: string;
@@ -36,19 +39,19 @@ interface IntRule {
 }
 
 const RULES: IntRule[] = [
-  { name: "CLUSTER_SIZE", fallback: 8, min: 1, max: 1024 },
-  { name: "REPLICAS", fallback: 3, min: 1, max: 1024 },
-  { name: "SHARDS", fallback: 16384, min: 1, max: 65536 },
-  { name: "GOSSIP_INTERVAL_MS", fallback: 1000, min: 10, max: 3_600_000 },
-  { name: "CACHE_TTL_SECONDS", fallback: 5, min: 0, max: 86_400 },
-  { name: "MAX_VALUE_BYTES", fallback: 1_048_576, min: 1, max: VALUE_BYTES_LIMIT },
+  { name: "CLUSTER_SIZE", fallback: 8, min: 1, max: 1024 }, // lint: config
+  { name: "REPLICAS", fallback: 3, min: 1, max: 1024 }, // lint: config
+  { name: "SHARDS", fallback: 16384, min: 1, max: 65536 }, // lint: config (max: RINGKV_SHARDS_MAX)
+  { name: "GOSSIP_INTERVAL_MS", fallback: 1000, min: 10, max: 3_600_000 }, // lint: config
+  { name: "CACHE_TTL_SECONDS", fallback: 5, min: 0, max: 86_400 }, // lint: config
+  { name: "MAX_VALUE_BYTES", fallback: 1_048_576, min: 1, max: VALUE_BYTES_LIMIT }, // lint: config
   // The core refuses more than 32 MiB / (2 x REPLICAS) (RINGKV_NODE_KEY_BYTES_MAX).
-  { name: "MAX_KEY_BYTES", fallback: 4_194_304, min: 1, max: 33_554_432 },
-  { name: "MAX_CLOCK_SKEW_MS", fallback: 60_000, min: 0, max: 86_400_000 },
-  { name: "TOMBSTONE_GRACE_SECONDS", fallback: 3600, min: 0, max: 10 * 365 * 86_400 },
+  { name: "MAX_KEY_BYTES", fallback: 4_194_304, min: 1, max: 33_554_432 }, // lint: config (max: RINGKV_NODE_KEY_BYTES_MAX)
+  { name: "MAX_CLOCK_SKEW_MS", fallback: 60_000, min: 0, max: 86_400_000 }, // lint: config
+  { name: "TOMBSTONE_GRACE_SECONDS", fallback: 3600, min: 0, max: 10 * 365 * 86_400 }, // lint: config
   // The core refuses more than 4096 / (2 x REPLICAS) (RINGKV_SIBLINGS_MAX).
-  { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 2048 },
-  { name: "FANOUT", fallback: 8, min: 1, max: 1024 },
+  { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 2048 }, // lint: config (max: RINGKV_SIBLINGS_MAX / 2)
+  { name: "FANOUT", fallback: 8, min: 1, max: 1024 }, // lint: config
 ];
 
 function parseInt(env: Record<string, unknown>, rule: IntRule, errors: string[]): number {
@@ -108,6 +111,7 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
       adminToken: optionalSecret(env, "ADMIN_TOKEN"),
       tokenSecrets,
       faultsEnabled: faultsOn,
+      recordCalls: faultsOn && env.RECORD_CALLS === "1",
     },
   };
 }
@@ -120,7 +124,7 @@ export function coreConfig(config: RingConfig, ring: Ring): Record<string, unkno
     replicas: config.replicas,
     shards: config.shards,
     maxClockSkewMs: BigInt(config.maxClockSkewMs),
-    tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n,
+    tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n, // lint: encoding (seconds to milliseconds)
     maxSiblings: config.maxSiblings,
     fanout: config.fanout,
     keyBytesMax: BigInt(config.maxKeyBytes),

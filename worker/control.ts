@@ -14,7 +14,7 @@ import { viewJson, type RingView } from "./ring";
 /** The control object's name under the CONTROL binding: there is one. */
 export const CONTROL_NAME = "control";
 /** Random bytes one control step may draw on (cluster id and secret). */
-const CONTROL_RANDOM_BYTES = 48;
+const CONTROL_RANDOM_BYTES = 48; // lint: abi (RINGKV_CLUSTER_ID_BYTES + RINGKV_SECRET_BYTES)
 
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
@@ -42,7 +42,7 @@ export class RingControl extends DurableObject {
       return json(400, { error: "expected a JSON body" });
     }
     const reported = Number(body?.reported_size ?? 0);
-    if (!Number.isInteger(reported) || reported < 0 || reported > 1024) return json(400, { error: "bad reported_size" });
+    if (!Number.isInteger(reported) || reported < 0 || reported > 1024) return json(400, { error: "bad reported_size" }); // lint: abi (RINGKV_CLUSTER_SIZE_MAX)
     try {
       return json(200, viewJson(this.step(parsed.config!.clusterSize, reported, body?.secret_needed === true)));
     } catch (err) {

@@ -10,21 +10,21 @@ import { decode, encode, type Message } from "./pb";
 export const Op = {
   Init: 1,
   Place: 2,
-  Write: 3,
-  Read: 4,
-  MessageKeys: 5,
-  Merge: 6,
-  BuildPush: 7,
-  AeStart: 8,
-  AeAnswer: 9,
-  AeCompare: 10,
-  AeRepair: 11,
-  GcQuery: 12,
-  GcAnswer: 13,
-  GcDecide: 14,
-  Expire: 15,
-  Control: 16,
-  Step: 17,
+  Write: 3, // lint: abi
+  Read: 4, // lint: abi
+  MessageKeys: 5, // lint: abi
+  Merge: 6, // lint: abi
+  BuildPush: 7, // lint: abi
+  AeStart: 8, // lint: abi
+  AeAnswer: 9, // lint: abi
+  AeCompare: 10, // lint: abi
+  AeRepair: 11, // lint: abi
+  GcQuery: 12, // lint: abi
+  GcAnswer: 13, // lint: abi
+  GcDecide: 14, // lint: abi
+  Expire: 15, // lint: abi
+  Control: 16, // lint: abi
+  Step: 17, // lint: abi
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -49,7 +49,7 @@ const MESSAGE_NAMES: Record<number, string> = {
 };
 
 /** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */
-const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+const MESSAGE_BYTES_MAX = 64 * 1024 * 1024; // lint: abi
 
 const CODE_NAMES = [
   "ok",
@@ -71,16 +71,16 @@ const CODE_NAMES = [
 export class CoreError extends Error {
   static readonly E_DECODE = 1;
   static readonly E_PROTOCOL = 2;
-  static readonly E_TOKEN = 3;
-  static readonly E_SKEW = 4;
-  static readonly E_SIBLINGS = 5;
-  static readonly E_CLOCK = 6;
-  static readonly E_CONFIG = 7;
-  static readonly E_STATE = 8;
-  static readonly E_OP = 9;
-  static readonly E_NOMEM = 10;
-  static readonly E_VALUE = 11;
-  static readonly E_KEY_BYTES = 12;
+  static readonly E_TOKEN = 3; // lint: abi
+  static readonly E_SKEW = 4; // lint: abi
+  static readonly E_SIBLINGS = 5; // lint: abi
+  static readonly E_CLOCK = 6; // lint: abi
+  static readonly E_CONFIG = 7; // lint: abi
+  static readonly E_STATE = 8; // lint: abi
+  static readonly E_OP = 9; // lint: abi
+  static readonly E_NOMEM = 10; // lint: abi
+  static readonly E_VALUE = 11; // lint: abi
+  static readonly E_KEY_BYTES = 12; // lint: abi
 
   constructor(
     readonly code: number,
@@ -103,6 +103,8 @@ interface CoreExports {
 /** One core node: one WebAssembly instance with its own memory. */
 export class Core {
   private readonly exports: CoreExports;
+  /** Sees every call (record/replay): the request, the return code and the reply. */
+  tap?: (op: number, request: Uint8Array, code: number, reply: Uint8Array) => void;
 
   constructor(module: WebAssembly.Module) {
     const instance = new WebAssembly.Instance(module, {});
@@ -123,6 +125,7 @@ export class Core {
     const out = x.ringkv_wasm_output();
     const len = x.ringkv_wasm_output_len();
     const reply = new Uint8Array(x.memory.buffer, out, len).slice();
+    this.tap?.(op, request, code, reply);
     return { code, reply };
   }
 

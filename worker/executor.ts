@@ -24,8 +24,11 @@ export interface ExecutorHost {
   send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
   /** Arms the alarm at this wall time (undefined: none). */
   setAlarm(wallMs: number | undefined): void;
-  /** Records an event and the actions it led to (record/replay), when recording. */
-  record?(entry: Msg): void;
+  /** Records what one step's actions performed (record/replay), when recording: key rows
+   *  written, sends made ([peer, kind, bytes]), and the alarm armed afterwards. */
+  record?(performed: { rows: number; sends: number[][]; alarmMs: bigint }): void;
+  /** The alarm armed now, in the node's clock (0n: none). */
+  armedMs(): bigint;
 }
 
 function random64(): bigint {
@@ -44,10 +47,11 @@ export class Executor {
     const pending: Promise<void>[] = [];
     let reply = this.step(event);
     for (;;) {
-      this.commit(reply, payload);
+      const performed = { rows: this.commit(reply, payload), sends: [] as number[][], alarmMs: 0n };
       this.host.stats.addAll(reply.stats);
-      for (const send of reply.sends) pending.push(...this.dispatch(send));
+      for (const send of reply.sends) pending.push(...this.dispatch(send, performed.sends));
       this.arm(reply.alarmMs);
+      if (this.host.record !== undefined) this.host.record({ ...performed, alarmMs: this.host.armedMs() });
       if (reply.load === undefined) break;
       reply = this.step({ loaded: this.host.storage.load(reply.load) });
     }
@@ -56,30 +60,29 @@ export class Executor {
 
   private step(event: Msg): Msg {
     const request = { nowMs: BigInt(this.host.nowMs()), random: random64(), ...event };
-    const reply = this.host.core().call(Op.Step, request);
-    this.host.record?.({ request, reply });
-    return reply;
+    return this.host.core().call(Op.Step, request);
   }
 
-  private commit(reply: Msg, payload: Uint8Array): void {
+  private commit(reply: Msg, payload: Uint8Array): number {
     try {
-      this.host.storage.apply(reply, payload);
+      return this.host.storage.apply(reply, payload);
     } catch (err) {
       this.host.dropCore();
       throw err;
     }
   }
 
-  private dispatch(send: Msg): Promise<void>[] {
-    return send.to.map((t: Msg) =>
-      this.host
+  private dispatch(send: Msg, performed: number[][]): Promise<void>[] {
+    return send.to.map((t: Msg) => {
+      performed.push([t.peer, send.kind, send.message.length]);
+      return this.host
         .send(t.peer, send.kind, send.message, Number(send.timeoutMs))
         .then((r) => {
           const answer = { tag: t.tag, message: r.answer ?? EMPTY, answered: r.answer !== undefined, refused: r.refused ?? "" };
           return this.run({ answer }, r.answer ?? EMPTY).done;
         })
-        .catch((err: Error) => console.error(`ringkv node: handling an answer failed: ${err.stack ?? err}`)),
-    );
+        .catch((err: Error) => console.error(`ringkv node: handling an answer failed: ${err.stack ?? err}`));
+    });
   }
 
   private arm(alarmMs: bigint): void {

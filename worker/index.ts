@@ -19,15 +19,11 @@ export { RingControl } from "./control";
 
 type Msg = Record<string, any>;
 
-const KEY_BYTES_MAX = 1024;
-const CONTENT_TYPE_BYTES_MAX = 256;
-const LIST_LIMIT_MAX = 1000;
-const LIST_ROUNDS_MAX = 8;
-/** Nodes asked in turn for the ring when this isolate has none. */
-const RING_ASK_NODES_MAX = 3;
+const KEY_BYTES_MAX = 1024; // lint: api-limit
+const CONTENT_TYPE_BYTES_MAX = 256; // lint: api-limit
+const LIST_LIMIT_MAX = 1000; // lint: api-limit
 /** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
-const NODE_IDS_MAX = 1024;
-const NODE_TIMEOUT_MS = 15_000;
+const NODE_IDS_MAX = 1024; // lint: api-limit
 const CACHE_ORIGIN = "https://ringkv.cache";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
 
@@ -40,6 +36,20 @@ interface Setup {
   /** The core that judged the configuration, placed at CLUSTER_SIZE: the ring's core
    *  when the ring has that size (it usually does), so placement is not built twice. */
   checked?: Core;
+  /** The Worker's policy numbers, from that core's OP_INIT (InitReply.worker). */
+  policy?: WorkerPolicy;
+}
+
+/** InitReply.worker (wasm/ringkv.proto WorkerPolicy): timing and policy live in the core. */
+interface WorkerPolicy {
+  /** Fan-out rounds of one listing request. */
+  listRoundsMax: number;
+  /** Nodes asked in turn for the ring when this isolate has none. */
+  ringAskNodesMax: number;
+  /** One Worker-to-node call. */
+  nodeTimeoutMs: number;
+  /** Cache keys tracked for write generations before the map is cleared. */
+  writeGenerationsMax: number;
 }
 
 /** This isolate's copy of the ring, taken from a node the first time it is needed. */
@@ -50,6 +60,7 @@ interface RingState {
   core: Core;
   /** Tokens are signed with the first and accepted under any. */
   secrets: Secret[];
+  policy: WorkerPolicy;
 }
 
 let ringCache: RingState | undefined;
@@ -78,7 +89,9 @@ function setup(env: Msg): Setup {
     // The core judges the configuration (its limits relate sizes, replicas and bytes).
     const size = s.config.clusterSize;
     try {
-      s.checked = placementCore(s.config, { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size });
+      const placed = placementCore(s.config, { epoch: 1, size, from: 0, to: 0, phase: 0, nodeIdsMax: size });
+      s.checked = placed.core;
+      s.policy = placed.policy;
       warnOpenConfig(s.config);
     } catch (err) {
       s.error = `bad configuration: ${(err as CoreError).message.replace(/^invalid configuration: /, "")}`;
@@ -109,11 +122,12 @@ async function ringOf(env: Msg, s: Setup): Promise<RingState> {
 
 async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
   const config = s.config!;
+  const policy = s.policy!;
   const needSecret = config.tokenSecrets === undefined;
   let last = "no node answered";
-  for (let node = 0; node < Math.max(1, Math.min(config.clusterSize, RING_ASK_NODES_MAX)); node++) {
+  for (let node = 0; node < Math.max(1, Math.min(config.clusterSize, policy.ringAskNodesMax)); node++) {
     try {
-      const response = await callNode(env, node, "/internal/ring", { headers: needSecret ? { [NEED_SECRET_HEADER]: "1" } : {} }, NODE_TIMEOUT_MS);
+      const response = await callNode(env, node, "/internal/ring", { headers: needSecret ? { [NEED_SECRET_HEADER]: "1" } : {} }, policy.nodeTimeoutMs);
       const text = await response.text();
       if (response.status !== 200) {
         last = `node ${node} answered ${response.status}: ${text.slice(0, 200)}`;
@@ -123,8 +137,8 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
       const view = viewFromJson(JSON.parse(text));
       if (needSecret && view.secret === undefined) throw new Error("no generated token secret");
       const sameShape = view.ring.size === config.clusterSize && view.ring.nodeIdsMax === config.clusterSize;
-      const core = sameShape && s.checked !== undefined ? s.checked : placementCore(config, view.ring);
-      const state: RingState = { setup: s, view, core, secrets: config.tokenSecrets ?? [view.secret!] };
+      const core = sameShape && s.checked !== undefined ? s.checked : placementCore(config, view.ring).core;
+      const state: RingState = { setup: s, view, core, secrets: config.tokenSecrets ?? [view.secret!], policy };
       if (setupCache?.setup === s) ringCache = state;
       return state;
     } catch (err) {
@@ -134,11 +148,19 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
   throw new HttpError(503, `the ring is not available yet (${last})`);
 }
 
-/** A core that places keys (node 0's view; a Worker holds no node state) on `ring`. */
-function placementCore(config: RingConfig, ring: RingView["ring"]): Core {
+/** A core that places keys (node 0's view; a Worker holds no node state) on `ring`, and
+ *  the Worker's policy its OP_INIT answers with. */
+function placementCore(config: RingConfig, ring: RingView["ring"]): { core: Core; policy: WorkerPolicy } {
   const core = new Core(wasmModule as WebAssembly.Module);
-  core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
-  return core;
+  const reply = core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+  const w = reply.worker as Msg;
+  const policy: WorkerPolicy = {
+    listRoundsMax: w.listRoundsMax,
+    ringAskNodesMax: w.ringAskNodesMax,
+    nodeTimeoutMs: Number(w.nodeTimeoutMs),
+    writeGenerationsMax: w.writeGenerationsMax,
+  };
+  return { core, policy };
 }
 
 /** A reply naming a newer epoch than this isolate's copy: take the ring again. */
@@ -238,7 +260,6 @@ function parseNodeId(rs: RingState, text: string | null): number | undefined {
 // Writes that started in this isolate, per cache key: a read that began before a write
 // must not put its (older) answer into the cache.
 const writeGeneration = new Map<string, number>();
-const WRITE_GENERATIONS_MAX = 10_000;
 let generation = 0;
 let generationEpoch = 0;
 
@@ -305,6 +326,12 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     if (path === "/v1/admin/faults") {
       if (method !== "POST") return methodNotAllowed("POST");
       return faults(request, env, await ringOf(env, s));
+    }
+    m = /^\/v1\/admin\/nodes\/([^/]*)\/calls$/.exec(path);
+    if (m !== null) {
+      // Record/replay: the core calls one node recorded (RECORD_CALLS).
+      const node = parseNodeId(await ringOf(env, s), m[1])!;
+      return passJson(await callNode(env, node, `/internal/calls?after=${Number(url.searchParams.get("after") ?? "0") || 0}`));
     }
     m = /^\/v1\/admin\/nodes\/([^/]*)\/crash$/.exec(path);
     if (m !== null) {
@@ -405,7 +432,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     const deleted = method === "DELETE";
     // Clearing keeps the map bounded; the epoch tells a read that started before the
     // clear to skip its put.
-    if (writeGeneration.size >= WRITE_GENERATIONS_MAX) {
+    if (writeGeneration.size >= rs.policy.writeGenerationsMax) {
       writeGeneration.clear();
       generationEpoch++;
     }
@@ -557,7 +584,7 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
   const keys: string[] = [];
   let cursor: Uint8Array | undefined = after;
   let next: Uint8Array | null = null;
-  for (let round = 0; round < LIST_ROUNDS_MAX; round++) {
+  for (let round = 0; round < rs.policy.listRoundsMax; round++) {
     // Each node holds about R/N of the keys: ⌈2 × limit × R / N⌉ + 1 rows of each node
     // make a page with room to spare (one subrequest per node per round).
     const want = Math.min(limit - keys.length, Math.ceil((2 * limit * config.replicas) / size) + 1);
@@ -568,7 +595,7 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
             method: "POST",
             headers: { "Content-Type": "application/json" },
             body: JSON.stringify({ prefix: base64url(prefix), after: cursor === undefined ? null : base64url(cursor), limit: want }),
-          }, NODE_TIMEOUT_MS);
+          }, rs.policy.nodeTimeoutMs);
           if (response.status !== 200) return undefined;
           return (await response.json()) as { rows: [string, boolean, string, number][]; full: boolean };
         } catch {
@@ -629,7 +656,7 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   const statuses = await Promise.all(
     Array.from({ length: size }, async (_, node) => {
       try {
-        const response = await callNode(env, node, "/internal/status", {}, NODE_TIMEOUT_MS);
+        const response = await callNode(env, node, "/internal/status", {}, rs.policy.nodeTimeoutMs);
         if (response.status === 503 && response.headers.get(REFUSED_HEADER) !== null) {
           const text = await response.text();
           let reason = text;

@@ -52,6 +52,11 @@ const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
+/** JSON.stringify's replacer for bigints. */
+function bigints(_key: string, v: unknown): unknown {
+  return typeof v === "bigint" ? v.toString() : v;
+}
+
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
@@ -112,6 +117,8 @@ export class RingNode extends DurableObject {
       nowMs: () => this.nowMs(),
       send: (peer, kind, message, timeoutMs) => this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
       setAlarm: (wallMs) => this.setAlarm(wallMs),
+      armedMs: () => (this.alarmAtMs === undefined ? 0n : BigInt(this.alarmAtMs + (this.nowMs() - Date.now()))),
+      record: env.RECORD_CALLS === "1" ? (performed) => this.recordCall(0, utf8.encode(JSON.stringify(performed, bigints)), 0, EMPTY) : undefined,
     });
     ctx.blockConcurrencyWhile(async () => {
       this.start();
@@ -210,6 +217,7 @@ export class RingNode extends DurableObject {
    *  and sequence come from the config rows it kept. */
   private initCore(): void {
     const core = new Core(wasmModule as WebAssembly.Module);
+    if (this.config!.recordCalls) core.tap = (op, request, code, reply) => this.recordCall(op, request, code, reply);
     const conf = (name: string) => this.storage.getConf(name) ?? "0";
     try {
       core.call(Op.Init, {
@@ -226,6 +234,31 @@ export class RingNode extends DurableObject {
       return;
     }
     this.coreInstance = core;
+  }
+
+  /** Record/replay (RECORD_CALLS with FAULTS): every core call, and (op 0) what each step's
+   *  actions performed, in order, kept across restarts. */
+  private recordCall(op: number, request: Uint8Array, code: number, reply: Uint8Array): void {
+    if (!this.config?.recordCalls) return;
+    this.callsTable();
+    this.sql.exec(`INSERT INTO core_calls(op, code, request, reply) VALUES (?, ?, ?, ?)`, op, code, blob(request), blob(reply));
+  }
+
+  private callsTable(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS core_calls(n INTEGER PRIMARY KEY AUTOINCREMENT, op INTEGER NOT NULL,
+      code INTEGER NOT NULL, request BLOB NOT NULL, reply BLOB NOT NULL)`);
+  }
+
+  /** The recorded calls after `after`, a page at a time (hex). */
+  private handleCalls(url: URL): Response {
+    if (!this.config!.recordCalls) return json(404, { error: "not found" });
+    const after = Number(url.searchParams.get("after") ?? "0");
+    this.callsTable();
+    const rows = this.sql
+      .exec(`SELECT n, op, code, request, reply FROM core_calls WHERE n > ? ORDER BY n LIMIT ?`, after, DUMP_KEYS_MAX)
+      .toArray();
+    const hex = (b: unknown) => Array.from(bytesOf(b), (x) => x.toString(16).padStart(2, "0")).join(""); // lint: encoding
+    return json(200, { calls: rows.map((r: any) => [r.n, r.op, r.code, hex(r.request), hex(r.reply)]), more: rows.length === DUMP_KEYS_MAX });
   }
 
   /** The core, rebuilt from storage after a trap or a refused write. */
@@ -321,6 +354,8 @@ export class RingNode extends DurableObject {
           return this.handleStatus();
         case "/internal/dump":
           return this.handleDump(url);
+        case "/internal/calls":
+          return this.handleCalls(url);
         case "/internal/faults":
           return this.handleFaults(await jsonBody(request));
         case "/internal/crash":
@@ -425,7 +460,7 @@ export class RingNode extends DurableObject {
         const bytes = s.deleted ? EMPTY : values.get(`${s.dot.node}:${s.dot.counter}`) ?? EMPTY;
         return {
           ...encodeValue(bytes),
-          hlc: BigInt.asUintN(64, s.hlc).toString(),
+          hlc: BigInt.asUintN(64, s.hlc).toString(), // lint: encoding (uint64)
           node: s.dot.node,
           deleted: s.deleted,
         };
@@ -449,7 +484,7 @@ export class RingNode extends DurableObject {
     }
     return new Response(value, {
       status: 200,
-      headers: { ...headers, "X-Ring-Content-Type": contentType, "X-Ring-Hlc": BigInt.asUintN(64, winner.hlc).toString() },
+      headers: { ...headers, "X-Ring-Content-Type": contentType, "X-Ring-Hlc": BigInt.asUintN(64, winner.hlc).toString() }, // lint: encoding (uint64)
     });
   }
 
@@ -550,9 +585,9 @@ export class RingNode extends DurableObject {
           }
           return {
             ...encodeValue(s.deleted ? EMPTY : bytes),
-            hlc: BigInt.asUintN(64, s.hlc).toString(),
+            hlc: BigInt.asUintN(64, s.hlc).toString(), // lint: encoding (uint64)
             node: s.dot.node,
-            counter: BigInt.asUintN(64, s.dot.counter).toString(),
+            counter: BigInt.asUintN(64, s.dot.counter).toString(), // lint: encoding (uint64)
             deleted: s.deleted,
             content_type: contentType,
           };

@@ -12,7 +12,7 @@ export type Message = Record<string, any>;
 const VARINT = 0;
 const FIXED64 = 1;
 const LEN = 2;
-const FIXED32 = 5;
+const FIXED32 = 5; // lint: encoding (wire type)
 
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
@@ -22,7 +22,7 @@ function isScalarNumeric(type: string): boolean {
 }
 
 class Writer {
-  private buf = new Uint8Array(256);
+  private buf = new Uint8Array(256); // lint: encoding (the first buffer; it doubles)
   len = 0;
 
   private reserve(n: number): void {
@@ -35,35 +35,35 @@ class Writer {
   }
 
   varint(value: bigint | number): void {
-    if (typeof value === "number" && value >= 0 && value <= 0xffffffff && Number.isInteger(value)) {
+    if (typeof value === "number" && value >= 0 && value <= 0xffffffff && Number.isInteger(value)) { // lint: encoding (uint32)
       this.uvarint(value);
       return;
     }
-    let v = BigInt.asUintN(64, BigInt(value));
-    this.reserve(10);
-    while (v >= 0x80n) {
-      this.buf[this.len++] = Number(v & 0x7fn) | 0x80;
-      v >>= 7n;
+    let v = BigInt.asUintN(64, BigInt(value)); // lint: encoding (varint)
+    this.reserve(10); // lint: encoding (varint)
+    while (v >= 0x80n) { // lint: encoding (varint)
+      this.buf[this.len++] = Number(v & 0x7fn) | 0x80; // lint: encoding (varint)
+      v >>= 7n; // lint: encoding (varint)
     }
     this.buf[this.len++] = Number(v);
   }
 
   // Non-negative numbers below 2^32 (tags, lengths, ids) without BigInt, for speed.
   uvarint(value: number): void {
-    this.reserve(5);
-    while (value >= 0x80) {
-      this.buf[this.len++] = (value & 0x7f) | 0x80;
-      value >>>= 7;
+    this.reserve(5); // lint: encoding (varint)
+    while (value >= 0x80) { // lint: encoding (varint)
+      this.buf[this.len++] = (value & 0x7f) | 0x80; // lint: encoding (varint)
+      value >>>= 7; // lint: encoding (varint)
     }
     this.buf[this.len++] = value;
   }
 
   fixed64(value: bigint): void {
-    this.reserve(8);
-    let v = BigInt.asUintN(64, value);
-    for (let i = 0; i < 8; i++) {
-      this.buf[this.len++] = Number(v & 0xffn);
-      v >>= 8n;
+    this.reserve(8); // lint: encoding (fixed64)
+    let v = BigInt.asUintN(64, value); // lint: encoding (fixed64)
+    for (let i = 0; i < 8; i++) { // lint: encoding (fixed64)
+      this.buf[this.len++] = Number(v & 0xffn); // lint: encoding (fixed64)
+      v >>= 8n; // lint: encoding (fixed64)
     }
   }
 
@@ -132,20 +132,20 @@ function encodeInto(w: Writer, typeName: string, msg: Message): void {
         // proto3 packs repeated scalars.
         const inner = new Writer();
         for (const item of value) writeScalar(inner, type, item);
-        w.uvarint((number << 3) | LEN);
+        w.uvarint((number << 3) | LEN); // lint: encoding (tag)
         w.bytes(inner.finish());
       } else {
         for (const item of value) {
-          w.uvarint((number << 3) | (nested ? LEN : wireType(type)));
+          w.uvarint((number << 3) | (nested ? LEN : wireType(type))); // lint: encoding (tag)
           if (nested) w.bytes(encode(type, item));
           else writeScalar(w, type, item);
         }
       }
     } else if (nested) {
-      w.uvarint((number << 3) | LEN);
+      w.uvarint((number << 3) | LEN); // lint: encoding (tag)
       w.bytes(encode(type, value));
     } else if (!isDefault(type, value)) {
-      w.uvarint((number << 3) | wireType(type));
+      w.uvarint((number << 3) | wireType(type)); // lint: encoding (tag)
       writeScalar(w, type, value);
     }
   }
@@ -173,12 +173,12 @@ class Reader {
   varint(): bigint {
     let result = 0n;
     let shift = 0n;
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 10; i++) { // lint: encoding (varint)
       if (this.pos >= this.end) throw new Error("pb: truncated varint");
       const byte = this.buf[this.pos++];
-      result |= BigInt(byte & 0x7f) << shift;
-      if (byte < 0x80) return BigInt.asUintN(64, result);
-      shift += 7n;
+      result |= BigInt(byte & 0x7f) << shift; // lint: encoding (varint)
+      if (byte < 0x80) return BigInt.asUintN(64, result); // lint: encoding (varint)
+      shift += 7n; // lint: encoding (varint)
     }
     throw new Error("pb: varint too long");
   }
@@ -188,11 +188,11 @@ class Reader {
    *  BigInt arithmetic is the slow part of decoding; most varints never need it. */
   shortVarint(): number | undefined {
     let result = 0;
-    const limit = Math.min(this.pos + 4, this.end);
-    for (let p = this.pos, shift = 0; p < limit; p++, shift += 7) {
+    const limit = Math.min(this.pos + 4, this.end); // lint: encoding (varint)
+    for (let p = this.pos, shift = 0; p < limit; p++, shift += 7) { // lint: encoding (varint)
       const byte = this.buf[p];
-      result |= (byte & 0x7f) << shift;
-      if (byte < 0x80) {
+      result |= (byte & 0x7f) << shift; // lint: encoding (varint)
+      if (byte < 0x80) { // lint: encoding (varint)
         this.pos = p + 1;
         return result;
       }
@@ -204,17 +204,17 @@ class Reader {
     const short = this.shortVarint();
     if (short !== undefined) return short;
     const v = this.varint();
-    if (v > 0xffffffffn) throw new Error("pb: length out of range");
+    if (v > 0xffffffffn) throw new Error("pb: length out of range"); // lint: encoding (uint32)
     return Number(v);
   }
 
   private view: DataView | undefined;
 
   fixed64(): bigint {
-    if (this.pos + 8 > this.end) throw new Error("pb: truncated fixed64");
+    if (this.pos + 8 > this.end) throw new Error("pb: truncated fixed64"); // lint: encoding (fixed64)
     this.view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
     const v = this.view.getBigUint64(this.pos, true);
-    this.pos += 8;
+    this.pos += 8; // lint: encoding (fixed64)
     return v;
   }
 
@@ -231,8 +231,8 @@ class Reader {
     else if (wire === FIXED64) this.fixed64();
     else if (wire === LEN) this.slice();
     else if (wire === FIXED32) {
-      if (this.pos + 4 > this.end) throw new Error("pb: truncated fixed32");
-      this.pos += 4;
+      if (this.pos + 4 > this.end) throw new Error("pb: truncated fixed32"); // lint: encoding (fixed32)
+      this.pos += 4; // lint: encoding (fixed32)
     } else throw new Error(`pb: bad wire type ${wire}`);
   }
 }
@@ -241,11 +241,11 @@ function readScalar(r: Reader, type: string): any {
   switch (type) {
     case "uint32": {
       const short = r.shortVarint();
-      return short !== undefined ? short : Number(BigInt.asUintN(32, r.varint()));
+      return short !== undefined ? short : Number(BigInt.asUintN(32, r.varint())); // lint: encoding (uint32)
     }
     case "int32": {
       const short = r.shortVarint();
-      return short !== undefined ? short : Number(BigInt.asIntN(32, r.varint()));
+      return short !== undefined ? short : Number(BigInt.asIntN(32, r.varint())); // lint: encoding (int32)
     }
     case "uint64": {
       const short = r.shortVarint();
@@ -304,13 +304,13 @@ function decodeRange(typeName: string, buf: Uint8Array, start: number, end: numb
   const fields = SCHEMA[typeName];
   if (!fields) throw new Error(`pb: unknown message ${typeName}`);
   const msg: Message = {};
-  for (const f of fields) msg[f[0]] = f[3] ? [] : defaultOf(f[2]);
+  for (const f of fields) msg[f[0]] = f[3] ? [] : defaultOf(f[2]); // lint: encoding (schema.ts field: repeated)
   const byNumber = fieldsByNumber(typeName, fields);
   const r = new Reader(buf, start, end);
   while (r.pos < end) {
     const tag = r.uvarint();
-    const number = tag >>> 3;
-    const wire = tag & 7;
+    const number = tag >>> 3; // lint: encoding (tag)
+    const wire = tag & 7; // lint: encoding (tag)
     const field = byNumber.get(number);
     if (!field) {
       r.skip(wire);

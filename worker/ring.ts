@@ -41,14 +41,14 @@ export function headerEpoch(text: string | null): number {
 
 export function hex(bytes: Uint8Array): string {
   let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  for (const b of bytes) out += b.toString(16).padStart(2, "0"); // lint: encoding (hex)
   return out;
 }
 
 export function unhex(text: string): Uint8Array {
   if (!/^(?:[0-9a-f]{2})*$/.test(text)) throw new Error("bad hex");
   const out = new Uint8Array(text.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16); // lint: encoding (hex)
   return out;
 }
 
@@ -69,10 +69,10 @@ export function viewFromJson(j: any): RingView {
   };
   const ids = [ring.size, ring.from, ring.to, ring.nodeIdsMax];
   if (!Number.isInteger(ring.epoch) || ring.epoch < 1 || ring.size < 1 || !Number.isInteger(ring.phase) || ring.phase < 0 ||
-      ids.some((x) => !Number.isInteger(x) || x < 0 || x > 1024) || ring.nodeIdsMax < ring.size) {
+      ids.some((x) => !Number.isInteger(x) || x < 0 || x > 1024) || ring.nodeIdsMax < ring.size) { // lint: api-limit (node ids 0..1023)
     throw new Error("malformed ring");
   }
   const clusterId = unhex(String(j.cluster_id));
-  if (clusterId.length !== 16) throw new Error("malformed cluster id");
+  if (clusterId.length !== 16) throw new Error("malformed cluster id"); // lint: abi (RINGKV_CLUSTER_ID_BYTES)
   return { ring, clusterId, secret: j.secret == null ? undefined : unhex(String(j.secret)) };
 }

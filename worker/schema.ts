@@ -117,6 +117,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   InitReply: [
     ["error",1,"string",0],
     ["peers",2,"uint32",1],
+    ["worker",3,"WorkerPolicy",0],
   ],
   PlaceRequest: [
     ["keys",1,"bytes",1],
@@ -303,6 +304,12 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   ExpireReply: [
     ["applied",1,"Applied",1],
+  ],
+  WorkerPolicy: [
+    ["listRoundsMax",1,"uint32",0],
+    ["ringAskNodesMax",2,"uint32",0],
+    ["nodeTimeoutMs",3,"uint64",0],
+    ["writeGenerationsMax",4,"uint32",0],
   ],
   Ring: [
     ["epoch",1,"uint64",0],

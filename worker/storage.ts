@@ -239,10 +239,13 @@ export class NodeStorage {
   // Writes: one StepReply in one transaction. Values given by (at, length) lie in
   // `payload`, the payload of the event that began the chain.
 
-  apply(reply: Msg, payload: Uint8Array): void {
-    if (reply.rows.length === 0 && reply.peers.length === 0 && reply.state.length === 0) return;
+  /** Returns the number of key rows written. */
+  apply(reply: Msg, payload: Uint8Array): number {
+    let written = 0;
+    if (reply.rows.length === 0 && reply.peers.length === 0 && reply.state.length === 0) return written;
     this.storage.transactionSync(() => {
       for (const row of reply.rows) {
+        written++;
         if (row.applied !== undefined) this.applyRow(row.applied, Number(row.seq), row.fromClient, payload);
         else this.sql.exec(`UPDATE keys SET seq = ? WHERE key = ?`, Number(row.seq), blob(row.key));
       }
@@ -261,6 +264,7 @@ export class NodeStorage {
         this.sql.exec(`INSERT INTO step_state(id, state) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state`, blob(reply.state));
       }
     });
+    return written;
   }
 
   private applyRow(a: Msg, seq: number, fromClient: boolean, payload: Uint8Array): void {

@@ -6,9 +6,9 @@
 // Release 1's tokens had no version byte (their first byte is a protobuf tag).
 
 /** Bytes of the truncated HMAC appended to the payload. */
-export const TOKEN_MAC_BYTES = 16;
+export const TOKEN_MAC_BYTES = 16; // lint: encoding
 /** Longest accepted token text (a token covering 256 explicit dots stays far below). */
-export const TOKEN_TEXT_BYTES_MAX = 16384;
+export const TOKEN_TEXT_BYTES_MAX = 16384; // lint: api-limit (README: Limits)
 /** The first byte of every release-2 token. 0x02 is never a protobuf tag (field 0). */
 const TOKEN_VERSION = 2;
 /** What the MAC input starts with: no other use of the secret can produce it. */
@@ -31,14 +31,14 @@ function hmacKey(secret: Secret): Promise<CryptoKey> {
 }
 
 async function mac(secret: Secret, clusterId: Uint8Array, key: Uint8Array, payload: Uint8Array): Promise<Uint8Array> {
-  const input = new Uint8Array(MAC_DOMAIN.length + clusterId.length + 4 + key.length + payload.length);
+  const input = new Uint8Array(MAC_DOMAIN.length + clusterId.length + 4 + key.length + payload.length); // lint: encoding (uint32 key length)
   let o = 0;
   input.set(MAC_DOMAIN, o);
   o += MAC_DOMAIN.length;
   input.set(clusterId, o);
   o += clusterId.length;
   new DataView(input.buffer).setUint32(o, key.length);
-  o += 4;
+  o += 4; // lint: encoding (uint32 key length)
   input.set(key, o);
   o += key.length;
   input.set(payload, o);
@@ -46,23 +46,23 @@ async function mac(secret: Secret, clusterId: Uint8Array, key: Uint8Array, paylo
 }
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const B64_INDEX = new Int16Array(128).fill(-1);
+const B64_INDEX = new Int16Array(128).fill(-1); // lint: encoding (ASCII)
 for (let i = 0; i < B64.length; i++) B64_INDEX[B64.charCodeAt(i)] = i;
 
 /** base64url without padding. */
 export function base64url(bytes: Uint8Array): string {
   let out = "";
   let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + B64[n & 63];
+  for (; i + 2 < bytes.length; i += 3) { // lint: encoding (base64 groups)
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2]; // lint: encoding (base64 groups)
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63] + B64[n & 63]; // lint: encoding (base64 groups)
   }
   if (i + 1 === bytes.length) {
-    const n = bytes[i] << 16;
-    out += B64[n >> 18] + B64[(n >> 12) & 63];
+    const n = bytes[i] << 16; // lint: encoding (base64 groups)
+    out += B64[n >> 18] + B64[(n >> 12) & 63]; // lint: encoding (base64 groups)
   } else if (i + 2 === bytes.length) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
-    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63];
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8); // lint: encoding (base64 groups)
+    out += B64[n >> 18] + B64[(n >> 12) & 63] + B64[(n >> 6) & 63]; // lint: encoding (base64 groups)
   }
   return out;
 }
@@ -70,20 +70,20 @@ export function base64url(bytes: Uint8Array): string {
 /** Strict base64url decoding (no padding, no whitespace, canonical trailing bits);
  *  returns undefined on anything else. */
 export function unbase64url(text: string): Uint8Array | undefined {
-  if (text.length % 4 === 1) return undefined;
-  const out = new Uint8Array(Math.floor((text.length * 3) / 4));
+  if (text.length % 4 === 1) return undefined; // lint: encoding (base64 groups)
+  const out = new Uint8Array(Math.floor((text.length * 3) / 4)); // lint: encoding (base64 groups)
   let o = 0;
   let acc = 0;
   let bits = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    const v = c < 128 ? B64_INDEX[c] : -1;
+    const v = c < 128 ? B64_INDEX[c] : -1; // lint: encoding (ASCII)
     if (v < 0) return undefined;
-    acc = (acc << 6) | v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (acc >> bits) & 0xff;
+    acc = (acc << 6) | v; // lint: encoding (base64 groups)
+    bits += 6; // lint: encoding (base64 groups)
+    if (bits >= 8) { // lint: encoding (base64 groups)
+      bits -= 8; // lint: encoding (base64 groups)
+      out[o++] = (acc >> bits) & 0xff; // lint: encoding (base64 groups)
       acc &= (1 << bits) - 1;
     }
   }
@@ -94,8 +94,8 @@ export function unbase64url(text: string): Uint8Array | undefined {
 /** Standard base64 (with padding), for binary values in JSON. */
 export function base64(bytes: Uint8Array): string {
   let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  for (let i = 0; i < bytes.length; i += 0x8000) { // lint: platform-limit (arguments of one call)
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000)); // lint: platform-limit (arguments of one call)
   }
   return btoa(binary);
 }
@@ -124,7 +124,7 @@ export async function verifyToken(
   if (raw === undefined || raw.length <= 1 + TOKEN_MAC_BYTES) return { refused: "invalid" };
   if (raw[0] !== TOKEN_VERSION) {
     // Release 1: payload || MAC, the payload a Token message (fields 1, 2, 3).
-    const release1 = raw[0] === 0x09 || raw[0] === 0x11 || raw[0] === 0x1a;
+    const release1 = raw[0] === 0x09 || raw[0] === 0x11 || raw[0] === 0x1a; // lint: abi (ringkv.proto Token fields 1, 2, 3)
     return { refused: release1 ? "older" : "invalid" };
   }
   const payload = raw.slice(1, raw.length - TOKEN_MAC_BYTES);

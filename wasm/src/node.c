@@ -14,6 +14,12 @@
 
 #define TOKEN_BYTES_MAX (64u * 1024u)
 
+/* The Worker's policy (InitReply.worker): the shim reads these, it holds none. */
+#define WORKER_LIST_ROUNDS_MAX 8u           /* fan-out rounds of one listing request */
+#define WORKER_RING_ASK_NODES_MAX 3u        /* nodes asked in turn for the ring */
+#define WORKER_NODE_TIMEOUT_MS 15000u       /* one Worker-to-node call, before it gives up */
+#define WORKER_WRITE_GENERATIONS_MAX 10000u /* cache keys tracked for write generations */
+
 /* ---------------------------------------------------------------------------------------
  * Small helpers */
 
@@ -557,6 +563,12 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_enc e;
   pb_enc_init(&e, a);
   pb_put_packed_u32(&e, 2, ae_peers, n->ae_peers_len);
+  size_t worker = pb_begin(&e, 3);
+  pb_put_uint(&e, 1, WORKER_LIST_ROUNDS_MAX);
+  pb_put_uint(&e, 2, WORKER_RING_ASK_NODES_MAX);
+  pb_put_uint(&e, 3, WORKER_NODE_TIMEOUT_MS);
+  pb_put_uint(&e, 4, WORKER_WRITE_GENERATIONS_MAX);
+  pb_end(&e, worker);
   int err = 0;
   *reply = finish(&e, &err);
   return err;
