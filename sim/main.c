@@ -32,20 +32,7 @@ void sim_opts_default(sim_opts *o) {
   o->delete_ratio = 0.15;
   o->context_ratio = 0.3;
   o->check_contexts = true;
-  o->ae_backoff_rounds_max = 60;
-  o->ae_first_rounds = 1;
-  o->candidates_max = 512;
-  /* The policy of worker/node.ts (--policy do). */
-  o->retry_quick = 2;
-  o->retry_rounds_max = 30;
-  o->ae_pick = SIM_AE_TURN_RANDOM_START;
   o->trace_key = -1;
-  o->peers_all = true;
-  o->ae_peers_all = false;
-  o->ae_backoff_per_exchange = false;
-  o->ae_quiet_rounds = 1;
-  o->ae_starve_rounds = 30;
-  o->ae_shards_max = 64;
 }
 
 void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r) {
@@ -86,16 +73,11 @@ static void usage(void) {
           "           [--loss P] [--heal-loss P] [--dup P] [--latency L] [--partitions] [--restarts] [--skew]\n"
           "           [--fanout F] [--rounds-max M] [--fault-rounds F] [--settle-rounds S] [--value-bytes B]\n"
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
-          "           [--max-skew-ms MS] [--ae-first-rounds A] [--no-context-check] [--verbose]\n"
-          "           [--partition-rounds P] [--from-client until-acked|plain|sticky]\n"
-          "           [--peers all|sharing] [--ae-peers all|sharing] [--ae-backoff cycle|exchange]\n"
-          "           [--ae-pick turn|turn-random-start|random] [--ae-quiet-rounds Q]\n"
-          "           [--ae-starve-rounds S] [--ae-backoff-max B] [--retry-quick Q] [--retry-rounds-max M]\n"
-          "           [--candidates-max C] [--ae-shards-max S] [--trace-key K]\n"
-          "           [--break ack-on-send|drop-value]   (oracle self-tests)\n"
-          "       sim --sweep [--seed S] [--sweep-seeds K] [--sweep-compare] [--out sim/results.json] [--nodes-max N]\n"
-          "   --policy do|old   the simulated Durable Object's policy (do, the default: as worker/node.ts;\n"
-          "                     old: the worker before two-level anti-entropy; recommended = do)\n");
+          "           [--max-skew-ms MS] [--interval-ms MS] [--no-context-check] [--verbose]\n"
+          "           [--partition-rounds P] [--trace-key K]\n"
+          "           [--break skip-rows|drop-value]   (oracle self-tests: a broken executor)\n"
+          "       sim --sweep [--seed S] [--sweep-seeds K] [--out sim/results.json] [--nodes-max N]\n"
+          "   Every policy (gossip, retries, anti-entropy, expiry, collection) is the core's.\n");
   exit(2);
 }
 
@@ -120,7 +102,7 @@ static double now_s(void) {
 /* The scale experiment: a burst of writes to new keys at random replicas in round 0, 10%
  * loss on every leg throughout, then rounds until every shard's replicas are digest-equal. */
 static void sweep_opts(sim_opts *o, const sim_opts *base, uint64_t seed, uint32_t n, uint32_t r) {
-  *o = *base;   /* the policy flags given on the command line */
+  *o = *base;   /* the flags given on the command line */
   o->seed = seed;
   o->nodes = n;
   o->replicas = r;
@@ -138,29 +120,9 @@ static void sweep_opts(sim_opts *o, const sim_opts *base, uint64_t seed, uint32_
   o->check_contexts = n <= 64;
 }
 
-/* The policy of worker/node.ts before anti-entropy narrowed down in two levels (--policy
- * old), for comparison: anti-entropy over every node in turn from node 0, paused for 2
- * rounds after a change, its interval doubled on every equal exchange; pushes retried
- * after 2, 4, 8, ... rounds. */
-static void policy_old(sim_opts *o) {
-  o->ae_peers_all = true;
-  o->ae_pick = SIM_AE_TURN;
-  o->ae_quiet_rounds = 2;
-  o->ae_backoff_per_exchange = true;
-  o->retry_quick = 0;
-}
-
-/* The simulated Durable Object's policy choices, for the record. */
+/* What the sweep runs, for the record. */
 static void policy_string(const sim_opts *o, char *out, size_t cap) {
-  static const char *picks[] = {"turn", "turn-random-start", "random"};
-  static const char *fc[] = {"until-acked", "plain", "sticky"};
-  snprintf(out, cap,
-           "--peers %s --ae-peers %s --ae-pick %s --ae-quiet-rounds %u --ae-starve-rounds %u --ae-backoff %s "
-           "--ae-backoff-max %u --retry-quick %u --retry-rounds-max %u --from-client %s --fanout %u%s",
-           o->peers_all ? "all" : "sharing", o->ae_peers_all ? "all" : "sharing", picks[o->ae_pick],
-           o->ae_quiet_rounds, o->ae_starve_rounds, o->ae_backoff_per_exchange ? "exchange" : "cycle",
-           o->ae_backoff_rounds_max, o->retry_quick, o->retry_rounds_max, fc[o->from_client_mode], o->fanout,
-           o->ae_reset_on_learn ? " --ae-reset-on-learn" : "");
+  snprintf(out, cap, "the core's (wasm/src/step.c), --fanout %u --interval-ms %" PRIu64, o->fanout, o->interval_ms);
 }
 
 static int cmp_i64(const void *a, const void *b) {
@@ -254,20 +216,16 @@ static void write_sweep_json(FILE *f, const char *name, const char *policy, cons
   fprintf(f, "  ]},\n");
 }
 
-static int sweep(const sim_opts *base, const sim_opts *compare, uint32_t seeds, const char *out_path,
+static int sweep(const sim_opts *base, uint32_t seeds, const char *out_path,
                  uint32_t nodes_max) {
   uint64_t seed = base->seed;
-  static sweep_row rows[32], rows_cmp[32];
-  size_t nrows = 0, nrows_cmp = 0;
-  char policy[400], policy_cmp[400] = "";
+  static sweep_row rows[32];
+  size_t nrows = 0;
+  char policy[400];
   int rc = 0;
   if (seeds < 1) seeds = 1;
   if (seeds > 16) seeds = 16;
   if (!run_sweep(base, seeds, nodes_max, rows, &nrows, policy, sizeof(policy))) rc = 1;
-  if (compare != NULL) {
-    printf("\nthe same under the old worker policy (--policy old):\n");
-    if (!run_sweep(compare, seeds, nodes_max, rows_cmp, &nrows_cmp, policy_cmp, sizeof(policy_cmp))) rc = 1;
-  }
 
   /* Series: traffic over time (a burst, then idle), and keys per node under constant writes. */
   sim_opts ot = *base;
@@ -316,7 +274,6 @@ static int sweep(const sim_opts *base, const sim_opts *compare, uint32_t seeds, 
   }
   fprintf(f, "{\n  \"seed\": %" PRIu64 ",\n  \"seeds\": %u,\n  \"loss\": 0.1,\n", seed, seeds);
   write_sweep_json(f, "sweep", policy, rows, nrows);
-  if (compare != NULL) write_sweep_json(f, "sweep_old", policy_cmp, rows_cmp, nrows_cmp);
   fprintf(f, "  \"traffic\": {\"nodes\": %u, \"replicas\": %u, \"writes\": %u, \"write_rounds\": %u, "
              "\"loss\": %g, \"bytes_per_round\": [", ot.nodes, ot.replicas, ot.writes, ot.fault_rounds, ot.loss);
   for (uint32_t i = 0; i < rt.series_len; i++) fprintf(f, "%s%" PRIu64, i ? "," : "", rt.series_bytes[i]);
@@ -349,7 +306,6 @@ int main(int argc, char **argv) {
   const char *out = "sim/results.json";
   uint32_t nodes_max = 1024;
   uint32_t sweep_seeds = 3;
-  bool sweep_compare = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
 #define U32(name, field) else if (strcmp(a, name) == 0) o.field = (uint32_t)strtoul(next_arg(argc, argv, &i), NULL, 10)
@@ -358,12 +314,6 @@ int main(int argc, char **argv) {
 #define FLAG(name, field, v) else if (strcmp(a, name) == 0) o.field = v
     if (strcmp(a, "--sweep") == 0) do_sweep = true;
     else if (strcmp(a, "--out") == 0) out = next_arg(argc, argv, &i);
-    else if (strcmp(a, "--sweep-compare") == 0) sweep_compare = true;
-    else if (strcmp(a, "--policy") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "old") == 0) policy_old(&o);
-      else if (strcmp(m, "do") != 0 && strcmp(m, "recommended") != 0) usage();
-    }
     else if (strcmp(a, "--sweep-seeds") == 0) sweep_seeds = (uint32_t)strtoul(next_arg(argc, argv, &i), NULL, 10);
     else if (strcmp(a, "--nodes-max") == 0) nodes_max = (uint32_t)strtoul(next_arg(argc, argv, &i), NULL, 10);
     U64("--seed", seed);
@@ -393,63 +343,19 @@ int main(int argc, char **argv) {
     DBL("--contexts", context_ratio);
     FLAG("--fresh-keys", fresh_keys, true);
     FLAG("--no-context-check", check_contexts, false);
-    U32("--ae-first-rounds", ae_first_rounds);
-    U32("--retry-quick", retry_quick);
-    U32("--candidates-max", candidates_max);
-    U32("--ae-shards-max", ae_shards_max);
-    U32("--retry-rounds-max", retry_rounds_max);
-    U32("--ae-backoff-max", ae_backoff_rounds_max);
+    U64("--interval-ms", interval_ms);
     FLAG("--verbose", verbose, true);
     else if (strcmp(a, "--trace-key") == 0) o.trace_key = strtoll(next_arg(argc, argv, &i), NULL, 10);
-    else if (strcmp(a, "--from-client") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "until-acked") == 0) o.from_client_mode = SIM_FROM_CLIENT_UNTIL_ACKED;
-      else if (strcmp(m, "plain") == 0) o.from_client_mode = SIM_FROM_CLIENT_PLAIN;
-      else if (strcmp(m, "sticky") == 0) o.from_client_mode = SIM_FROM_CLIENT_STICKY;
-      else usage();
-    }
     else if (strcmp(a, "--break") == 0) {
       const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "ack-on-send") == 0) o.break_mode = SIM_BREAK_ACK_ON_SEND;
+      if (strcmp(m, "skip-rows") == 0) o.break_mode = SIM_BREAK_SKIP_ROWS;
       else if (strcmp(m, "drop-value") == 0) o.break_mode = SIM_BREAK_DROP_VALUE;
       else usage();
     }
-    else if (strcmp(a, "--ae-pick") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "turn") == 0) o.ae_pick = SIM_AE_TURN;
-      else if (strcmp(m, "turn-random-start") == 0) o.ae_pick = SIM_AE_TURN_RANDOM_START;
-      else if (strcmp(m, "random") == 0) o.ae_pick = SIM_AE_RANDOM;
-      else usage();
-    }
-    FLAG("--ae-random", ae_pick, SIM_AE_RANDOM);
-    else if (strcmp(a, "--ae-peers") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "all") == 0) o.ae_peers_all = true;
-      else if (strcmp(m, "sharing") == 0) o.ae_peers_all = false;
-      else usage();
-    }
-    else if (strcmp(a, "--ae-backoff") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "exchange") == 0) o.ae_backoff_per_exchange = true;
-      else if (strcmp(m, "cycle") == 0) o.ae_backoff_per_exchange = false;
-      else usage();
-    }
-    else if (strcmp(a, "--peers") == 0) {
-      const char *m = next_arg(argc, argv, &i);
-      if (strcmp(m, "all") == 0) o.peers_all = true;
-      else if (strcmp(m, "sharing") == 0) o.peers_all = false;
-      else usage();
-    }
-    U32("--ae-quiet-rounds", ae_quiet_rounds);
-    FLAG("--ae-reset-on-learn", ae_reset_on_learn, true);
-    U32("--ae-starve-rounds", ae_starve_rounds);
     else usage();
   }
-  if (do_sweep) {
-    sim_opts rec = o;
-    policy_old(&rec);
-    return sweep(&o, sweep_compare ? &rec : NULL, sweep_seeds, out, nodes_max);
-  }
+  if (o.interval_ms == 0) usage();
+  if (do_sweep) return sweep(&o, sweep_seeds, out, nodes_max);
   if (o.nodes == 0 || o.replicas == 0 || o.replicas > o.nodes || o.shards == 0 || o.keys == 0) usage();
   if (o.fresh_keys && o.keys < o.writes) o.keys = o.writes;
   sim_result r;

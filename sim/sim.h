@@ -1,5 +1,6 @@
-/* sim.h: the deterministic cluster simulator: N nodes, each a ringkv_node driven exactly as
- * the Durable Object drives it (worker/node.ts), over a simulated network, with in-memory
+/* sim.h: the deterministic cluster simulator: N nodes, each a ringkv_node driven through
+ * OP_INIT and OP_STEP as the Durable Object drives it (an executor: events in, actions out;
+ * every policy is the core's, wasm/src/step.c), over a simulated network, with in-memory
  * storage standing in for SQLite. One seed (splitmix64) fixes every choice.
  *
  * A run has two phases, as in TigerBeetle's VOPR: faults and client writes (loss,
@@ -13,10 +14,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Deliberate mistakes in the simulated Durable Object, to show the oracles catch them. */
-enum { SIM_BREAK_NONE = 0, SIM_BREAK_ACK_ON_SEND = 1, SIM_BREAK_DROP_VALUE = 2 };
-enum { SIM_AE_TURN = 0, SIM_AE_TURN_RANDOM_START = 1, SIM_AE_RANDOM = 2 };
-enum { SIM_FROM_CLIENT_UNTIL_ACKED = 0, SIM_FROM_CLIENT_PLAIN = 1, SIM_FROM_CLIENT_STICKY = 2 };
+/* Deliberate mistakes in the simulated executor, to show the oracles catch them: node 0
+ * stores no value a put names (drop-value), or writes none of the rows of replies to
+ * `loaded` events (skip-rows). */
+enum { SIM_BREAK_NONE = 0, SIM_BREAK_SKIP_ROWS = 1, SIM_BREAK_DROP_VALUE = 2 };
 
 typedef struct {
   uint64_t seed;
@@ -38,7 +39,7 @@ typedef struct {
   uint32_t fault_rounds;       /* writes are spread over these rounds */
   uint32_t rounds_max;         /* bound on rounds after the heal */
   uint32_t settle_rounds;      /* rounds run after convergence (must stay converged) */
-  uint64_t interval_ms;
+  uint64_t interval_ms;        /* one round = one gossip interval (Config.gossip_interval_ms) */
   uint64_t skew_ms_max;
   uint64_t max_clock_skew_ms;
   uint64_t tombstone_grace_ms;
@@ -47,25 +48,8 @@ typedef struct {
   double context_ratio;
   bool fresh_keys;             /* every write goes to a key never written before */
   bool check_contexts;
-  uint32_t ae_backoff_rounds_max;
-  uint32_t ae_first_rounds;    /* rounds from a write (or difference) to the next AE */
-  uint32_t candidates_max;
-  uint32_t retry_quick;        /* failed pushes retried next round this many times */
-  uint32_t retry_rounds_max;   /* then 2, 4, ... up to this many rounds */
-  uint32_t ae_shards_max;
   uint32_t series_rounds;      /* > 0: record per-round series for this many rounds */
   bool constant_writes;        /* writes keep arriving every round for series_rounds */
-  int from_client_mode;        /* what a merge does to a row's from_client flag (README) */
-  int ae_pick;                 /* SIM_AE_*: how anti-entropy picks its peer */
-  bool peers_all;              /* peers for pushes and acks = every other node
-                                  (worker/node.ts), else only nodes that share a shard */
-  bool ae_peers_all;           /* anti-entropy peers = every other node (the old worker),
-                                  else the nodes sharing a shard (InitReply.peers) */
-  bool ae_backoff_per_exchange; /* the interval doubles on every equal exchange (the old
-                                  worker), else only after a full cycle of equal peers */
-  bool ae_reset_on_learn;      /* an applied merge resets the anti-entropy interval */
-  uint32_t ae_quiet_rounds;    /* no anti-entropy within this many rounds of a change */
-  uint32_t ae_starve_rounds;   /* ... unless the last one is this old */
   int64_t trace_key;           /* >= 0: log every change of this key to stderr */
   int break_mode;              /* SIM_BREAK_*: oracle self-tests only */
   bool verbose;

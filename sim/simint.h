@@ -1,0 +1,208 @@
+/* simint.h: the simulator's parts as its files share them (store.c: the in-memory tables
+ * and the Load queries; net.c: the simulated network; cluster.c: the executor of the node
+ * step, the workload, convergence and the oracles). Internal to sim/.
+ *
+ * The simulator is an executor of RINGKV_OP_STEP (wasm/include/ringkv.h): it holds no
+ * policy and no codec of its own. Every request and reply goes through the protobuf-c code
+ * generated from wasm/ringkv.proto (build/gen/ringkv.pb-c.h). */
+#ifndef SIM_INT_H
+#define SIM_INT_H
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringkv.h"
+#include "ringkv.pb-c.h"
+#include "sim.h"
+#include "util.h"
+
+#define CHECK_ALLOC(p)                         \
+  do {                                         \
+    if ((p) == NULL) {                         \
+      fprintf(stderr, "sim: out of memory\n"); \
+      exit(2);                                 \
+    }                                          \
+  } while (0)
+
+/* ---------------------------------------------------------------------------------------
+ * Seeded randomness: splitmix64, one stream per concern. */
+typedef struct {
+  uint64_t state;
+} rng;
+
+uint64_t rnd(rng *r);
+uint64_t rnd_below(rng *r, uint64_t n);
+bool rnd_chance(rng *r, double p);
+rng rng_stream(uint64_t seed, uint64_t stream);
+
+/* ---------------------------------------------------------------------------------------
+ * Storage: what the Durable Object keeps in SQLite. */
+typedef struct {
+  uint32_t node;
+  uint64_t counter;
+} dot_t;
+
+typedef struct {
+  dot_t dot;
+  uint8_t *bytes;
+  uint32_t len;
+} stored_value;
+
+/* The KeyInfo columns. */
+typedef struct {
+  bool live;
+  uint64_t winner_hlc;
+  uint32_t winner_node;
+  bool all_deleted;
+  uint64_t max_hlc;
+  uint32_t siblings;
+  uint64_t digest;
+  bool expired;
+} key_info;
+
+typedef struct {
+  uint8_t *meta;
+  uint32_t meta_len;
+  uint64_t seq;
+  bool from_client;
+  key_info info;
+  stored_value *values;
+  uint32_t values_len, values_cap;
+} row;
+
+typedef struct {
+  bool present;
+  uint64_t acked_seq;
+  uint32_t failures;
+  uint64_t retry_at_ms;
+} peer_row;
+
+typedef struct {
+  uint32_t id;
+  ringkv_node *core;
+  uint64_t epoch;          /* bumped at every restart: answers to the old instance die */
+  /* persisted */
+  uint64_t *shard_digest;  /* [shards], 0 = no row */
+  row **rows;              /* [keys] */
+  uint64_t *log_seq;       /* the seq index: (seq, key) at every seq change, by seq */
+  uint32_t *log_key;
+  size_t log_len, log_cap;
+  peer_row *peers;         /* [nodes] */
+  uint8_t *state;          /* the StepState bytes */
+  size_t state_len;
+  uint64_t alarm_ms;       /* the armed alarm, 0 = none */
+  uint64_t clock, counter; /* the last seen (monotonic oracles) */
+  /* volatile */
+  int64_t skew_ms;
+  uint8_t side;            /* partition side */
+  uint32_t *keys;          /* keys this node replicates */
+  uint32_t keys_len;
+} node;
+
+typedef struct {
+  uint8_t *bytes;
+  uint32_t len;
+  uint32_t shard;
+  uint32_t *replicas;
+  int64_t best_ack;        /* the acknowledged write with the highest (hlc, node) */
+  bool written;
+} key_entry;
+
+typedef struct {
+  uint32_t key;
+  uint64_t hlc;
+  dot_t dot;
+  bool deleted;
+  uint64_t value_hash;
+} ack;
+
+/* Network events: a request leg arriving, its answer leg arriving back, or the requester
+ * hearing that the exchange failed. */
+enum { EV_MSG = 1, EV_ANSWER, EV_FAIL };
+/* Traffic classes, for the byte counts. */
+enum { CLS_PUSH = 0, CLS_DIGEST, CLS_REPAIR, CLS_GC };
+
+typedef struct {
+  uint64_t round;
+  uint64_t order;
+  uint8_t kind;            /* EV_* */
+  uint8_t cls;             /* CLS_* */
+  uint32_t msg_kind;       /* Kind of the channel */
+  uint32_t from, to;
+  uint32_t origin;         /* the requester */
+  uint32_t tag;            /* the requester's Target.tag */
+  uint64_t origin_epoch;
+  uint64_t req_id;
+  uint64_t sent_round;
+  uint8_t *body;
+  uint32_t len;
+} event;
+
+typedef struct {
+  const sim_opts *o;
+  sim_result *res;
+  rk_arena ar;
+  rng net, work, fault, step;
+  uint64_t round;
+  node *nodes;
+  key_entry *keys;
+  uint32_t keys_used;      /* fresh_keys: keys handed out so far */
+  uint32_t *key_map;       /* open addressing: key id + 1 */
+  uint32_t key_map_mask;
+  uint32_t **shard_replicas;   /* [shards] -> replicas (NULL when no probe hit it) */
+  uint32_t *shard_keys_start;  /* CSR: keys by shard */
+  uint32_t *shard_keys;
+  ack *acks;
+  size_t acks_len, acks_cap;
+  event **heap;
+  size_t heap_len, heap_cap;
+  uint64_t order_next;
+  uint64_t req_next;
+  uint8_t *req_done;
+  size_t req_done_cap;
+  bool partitioned;
+  uint64_t partition_end;
+  bool healed;
+  double loss;
+  double dup;
+  uint64_t bytes_this_round;
+  double entry_bytes_sum;
+  uint64_t entry_count;
+  bool failed;
+  uint64_t *tmp_digest;    /* [shards] */
+  const char *cause;       /* what the current change is, for --trace-key */
+} sim;
+
+void failf(sim *s, const char *check, const char *fmt, ...);
+uint64_t now_ms(const sim *s, const node *n);
+
+/* store.c */
+int64_t key_lookup(const sim *s, const uint8_t *k, size_t len);
+void key_insert(sim *s, uint32_t id);
+ProtobufCBinaryData key_bytes(const sim *s, uint32_t k);
+bool is_replica(const sim *s, uint32_t k, uint32_t n);
+void row_free(row *r);
+/* The Loaded answering `load`, built in the arena. */
+Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load);
+/* Applies one RowWrite; `payload` holds the values Applied.put names by (at, length). */
+void store_row_write(sim *s, node *n, const Ringkv__RowWrite *w, ProtobufCBinaryData payload);
+/* A Local of a stored row (meta, expired, seq, from_client; values or sizes). */
+Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes);
+void trace_row(sim *s, const node *n, uint32_t k, const char *what);
+
+/* net.c */
+uint64_t timeout_rounds(const sim *s);
+/* Sends a request leg from `from` to `to` (kind = the channel, tag = the Target's). */
+void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint32_t tag, ProtobufCBinaryData body);
+/* Sends the answer leg of request leg `req`. */
+void net_answer(sim *s, const event *req, ProtobufCBinaryData body);
+/* The next event due this round, or NULL. Lost legs (partitions) are turned into failures. */
+event *net_next(sim *s);
+/* An answer or failure reaching its requester: true only for the first one, and only while
+ * the requester's instance lives. */
+bool net_requester_live(sim *s, const event *e);
+void ev_free(event *e);
+void net_free(sim *s);
+
+#endif
