@@ -14,6 +14,9 @@ const EMPTY = new Uint8Array(0);
 export interface ExecutorHost {
   /** The core (rebuilt from storage when it was dropped); throws when unavailable. */
   core(): Core;
+  /** Counts core instances: an answer to a send of an earlier instance is dropped (its
+   *  tag means nothing to the new one; to the core it is a lost message). */
+  coreGeneration(): number;
   /** Drops the core: storage refused a write, so its memory is ahead of storage. */
   dropCore(): void;
   readonly storage: NodeStorage;
@@ -73,11 +76,13 @@ export class Executor {
   }
 
   private dispatch(send: Msg, performed: number[][]): Promise<void>[] {
+    const generation = this.host.coreGeneration();
     return send.to.map((t: Msg) => {
       performed.push([t.peer, send.kind, send.message.length]);
       return this.host
         .send(t.peer, send.kind, send.message, Number(send.timeoutMs))
         .then((r) => {
+          if (this.host.coreGeneration() !== generation) return undefined;
           const answer = { tag: t.tag, message: r.answer ?? EMPTY, answered: r.answer !== undefined, refused: r.refused ?? "" };
           return this.run({ answer }, r.answer ?? EMPTY).done;
         })

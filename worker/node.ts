@@ -99,6 +99,7 @@ export class RingNode extends DurableObject {
   private ringView: RingView | undefined;
   private ringPending: Promise<void> | undefined;
   private coreInstance: Core | undefined;
+  private coreGeneration = 0;
   private alarmAtMs: number | undefined;
   private faults: Faults = NO_FAULTS;
 
@@ -109,6 +110,7 @@ export class RingNode extends DurableObject {
     this.stats = new Stats(this.sql);
     this.executor = new Executor({
       core: () => this.core(),
+      coreGeneration: () => this.coreGeneration,
       dropCore: () => {
         this.coreInstance = undefined;
       },
@@ -234,6 +236,7 @@ export class RingNode extends DurableObject {
       return;
     }
     this.coreInstance = core;
+    this.coreGeneration++;
   }
 
   /** Record/replay (RECORD_CALLS with FAULTS): every core call, and (op 0) what each step's
