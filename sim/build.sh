@@ -40,7 +40,7 @@ core_src=$(ls wasm/src/*.c | grep -v '/wasm_exports\.c$')
 flags=(-std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Iwasm/include -Iwasm/src -Ibuild/gen)
 out=build/sim
 if [ "${SIM_SANITIZE:-0}" = 1 ]; then
-  flags+=(-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -fno-sanitize=pointer-overflow,nonnull-attribute)
+  flags+=(-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   out=build/sim-asan
 else
   flags+=(-O2 -g)

@@ -51,8 +51,9 @@ uint64_t now_ms(const sim *s, const node *n) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * Calling the core: the request packed by the generated code into the arena, the reply
- * copied out of the node's arena at once (valid only until the next call on that node). */
+ * Calling the core: the request packed by the generated code into the arena; the reply is
+ * the node's (ringkv_call), valid only until the next call on that node, so every caller
+ * unpacks it at once. */
 static int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMessage *req, ProtobufCBinaryData *reply) {
   size_t len = protobuf_c_message_get_packed_size(req);
   uint8_t *buf = rk_alloc(&s->ar, len ? len : 1);
@@ -61,10 +62,7 @@ static int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMess
   const uint8_t *out = NULL;
   size_t out_len = 0;
   int code = ringkv_call(core, op, buf, len, &out, &out_len);
-  uint8_t *copy = rk_alloc(&s->ar, out_len ? out_len : 1);
-  CHECK_ALLOC(copy);
-  if (out_len) memcpy(copy, out, out_len);
-  reply->data = copy;
+  reply->data = (uint8_t *)out;
   reply->len = out_len;
   return code;
 }
@@ -131,13 +129,14 @@ static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
       failf(s, "send_kind", "node %u: a Send of kind %u", n->id, sd->kind);
       return;
     }
+    uint8_t cls = net_classify(sd->kind, sd->message);   /* once: the same bytes go to each */
     for (size_t j = 0; j < sd->n_to; j++) {
       const Ringkv__Target *t = sd->to[j];
       if (t->peer >= s->o->nodes || t->peer == n->id || t->tag == 0) {
         failf(s, "send_target", "node %u: a Send to node %u tag %u", n->id, t->peer, t->tag);
         return;
       }
-      net_request(s, n, t->peer, sd->kind, t->tag, sd->message);
+      net_request(s, n, t->peer, sd->kind, cls, t->tag, sd->timeout_ms, sd->message);
     }
   }
 }
@@ -365,26 +364,9 @@ static Ringkv__ReadReply *read_key(sim *s, node *n, uint32_t k) {
 
 static void record_ack(sim *s, uint32_t k, const Ringkv__WriteReply *w, bool deleted, uint64_t value_hash) {
   key_entry *ke = &s->keys[k];
-  if (s->acks_len == s->acks_cap) {
-    s->acks_cap = s->acks_cap ? s->acks_cap * 2 : 1024;
-    s->acks = realloc(s->acks, s->acks_cap * sizeof(*s->acks));
-    CHECK_ALLOC(s->acks);
-  }
-  ack *a = &s->acks[s->acks_len];
-  a->key = k;
-  a->hlc = w->hlc;
-  a->dot.node = w->dot->node;
-  a->dot.counter = w->dot->counter;
-  a->deleted = deleted;
-  a->value_hash = value_hash;
-  if (ke->best_ack < 0) {
-    ke->best_ack = (int64_t)s->acks_len;
-  } else {
-    const ack *b = &s->acks[ke->best_ack];
-    if (a->hlc > b->hlc || (a->hlc == b->hlc && a->dot.node > b->dot.node)) ke->best_ack = (int64_t)s->acks_len;
-  }
-  s->acks_len++;
-  ke->written = true;
+  ack a = {w->hlc, {w->dot->node, w->dot->counter}, deleted, value_hash};
+  if (!ke->acked || a.hlc > ke->best.hlc || (a.hlc == ke->best.hlc && a.dot.node > ke->best.dot.node)) ke->best = a;
+  ke->acked = true;
   s->res->acked_writes++;
 }
 
@@ -399,8 +381,8 @@ static void client_write(sim *s, uint64_t write_index) {
   }
   key_entry *ke = &s->keys[k];
   node *n = &s->nodes[ke->replicas[rnd_below(&s->work, o->replicas)]];
-  bool deleted = ke->written && rnd_chance(&s->work, o->delete_ratio);
-  bool with_context = ke->written && rnd_chance(&s->work, o->context_ratio);
+  bool deleted = ke->acked && rnd_chance(&s->work, o->delete_ratio);
+  bool with_context = ke->acked && rnd_chance(&s->work, o->context_ratio);
   uint32_t vlen = deleted ? 0 : o->value_bytes;
   uint8_t *value = rk_alloc(&s->ar, vlen + 1);
   CHECK_ALLOC(value);
@@ -540,7 +522,6 @@ static void setup(sim *s) {
     CHECK_ALLOC(s->keys[k].bytes);
     memcpy(s->keys[k].bytes, buf, (size_t)len);
     s->keys[k].len = (uint32_t)len;
-    s->keys[k].best_ack = -1;
     ks[k] = key_bytes(s, k);
   }
   place_keys(s, placer, ks, o->keys, shard, reps, hashes);
@@ -802,7 +783,7 @@ static void check_oracles(sim *s) {
   const sim_opts *o = s->o;
   for (uint32_t k = 0; k < o->keys && !s->failed; k++) {
     key_entry *ke = &s->keys[k];
-    const ack *best = ke->best_ack >= 0 ? &s->acks[ke->best_ack] : NULL;
+    const ack *best = ke->acked ? &ke->best : NULL;
     const row *first = NULL;
     uint32_t first_node = 0;
     bool any_live = false;
@@ -988,7 +969,6 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       res->converge_bytes_push = res->bytes_push;
       res->converge_bytes_ae = res->bytes_ae;
       res->converge_bytes_repair = res->bytes_repair;
-      res->converge_bytes_gc = res->bytes_gc;
       res->converge_messages = res->messages;
     }
     if (!s->healed) continue;
@@ -1013,11 +993,10 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   }
   if (!s->failed) check_oracles(s);
 
-  res->unique_updates = res->acked_writes;
   res->entry_bytes_mean = s->entry_count ? s->entry_bytes_sum / (double)s->entry_count : 0;
   res->optimum_bytes_per_update = (double)(o->replicas - 1) * res->entry_bytes_mean;
   uint64_t bytes = res->bytes_to_converge ? res->bytes_to_converge : res->bytes;
-  res->bytes_per_update = res->unique_updates ? (double)bytes / (double)res->unique_updates : 0;
+  res->bytes_per_update = res->acked_writes ? (double)bytes / (double)res->acked_writes : 0;
   res->ratio = res->optimum_bytes_per_update > 0 ? res->bytes_per_update / res->optimum_bytes_per_update : 0;
 
   /* Tear down. */
@@ -1053,7 +1032,6 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   free(s->shard_replicas);
   free(s->shard_keys_start);
   free(s->shard_keys);
-  free(s->acks);
   free(s->tmp_digest);
   free(order);
   rk_arena_free(&s->ar);

@@ -73,7 +73,7 @@ static void usage(void) {
           "           [--loss P] [--heal-loss P] [--dup P] [--latency L] [--partitions] [--restarts] [--skew]\n"
           "           [--fanout F] [--rounds-max M] [--fault-rounds F] [--settle-rounds S] [--value-bytes B]\n"
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
-          "           [--max-skew-ms MS] [--interval-ms MS] [--no-context-check] [--verbose]\n"
+          "           [--max-skew-ms MS] [--max-siblings S] [--interval-ms MS] [--no-context-check] [--verbose]\n"
           "           [--partition-rounds P] [--trace-key K]\n"
           "           [--break skip-rows|drop-value]   (oracle self-tests: a broken executor)\n"
           "       sim --sweep [--seed S] [--sweep-seeds K] [--out sim/results.json] [--nodes-max N]\n"

@@ -1,9 +1,10 @@
 /* net.c: the simulated network. Every leg (request and answer) is counted on the wire, then
  * lost with probability `loss`, delayed 0..latency rounds, duplicated with probability
  * `dup`; a leg across a partition is lost when it arrives. A requester whose request or
- * answer is lost hears of it after 2 x latency + 2 rounds (a fetch timeout), as an Answer
- * with answered false; only the first outcome of an exchange counts. Events are kept in a
- * heap ordered by (round, order). */
+ * answer is lost hears of it after 2 x latency + 2 rounds (the network failing the fetch),
+ * or when the Send's timeout_ms has passed if that comes first, as an Answer with answered
+ * false; an answer arriving after the timeout is dropped (only the first outcome of an
+ * exchange counts). Events are kept in a heap ordered by (round, order). */
 #include "simint.h"
 
 static bool ev_less(const event *a, const event *b) {
@@ -48,9 +49,8 @@ void ev_free(event *e) {
   free(e);
 }
 
-uint64_t timeout_rounds(const sim *s) { return 2u * s->o->latency_rounds_max + 2u; }
-
-static void schedule_fail(sim *s, const event *leg) {
+/* The failure of the exchange `leg` belongs to, heard by its requester at `round`. */
+static void push_fail(sim *s, const event *leg, uint64_t round) {
   event *f = calloc(1, sizeof(*f));
   CHECK_ALLOC(f);
   *f = *leg;
@@ -59,8 +59,16 @@ static void schedule_fail(sim *s, const event *leg) {
   f->kind = EV_FAIL;
   f->from = leg->origin;
   f->to = leg->origin;
-  f->round = leg->sent_round + timeout_rounds(s);
+  f->round = round;
   heap_push(s, f);
+}
+
+/* A lost leg: its requester hears of it 2 x latency + 2 rounds after the request was sent,
+ * or at the deadline (when that timer is not already set). */
+static void schedule_fail(sim *s, const event *leg) {
+  if (leg->timer) return;
+  uint64_t round = leg->sent_round + 2u * (uint64_t)s->o->latency_rounds_max + 2u;
+  push_fail(s, leg, RK_MIN(round, leg->deadline_round));
 }
 
 static void count_bytes(sim *s, uint8_t cls, uint32_t len) {
@@ -108,7 +116,7 @@ static uint8_t *copy_bytes(ProtobufCBinaryData b) {
 }
 
 /* A Push is a repair request when it names shards (read through the generated code). */
-static uint8_t classify(uint32_t msg_kind, ProtobufCBinaryData body) {
+uint8_t net_classify(uint32_t msg_kind, ProtobufCBinaryData body) {
   if (msg_kind == RINGKV__KIND__KIND_DIGEST) return CLS_DIGEST;
   if (msg_kind == RINGKV__KIND__KIND_GC) return CLS_GC;
   Ringkv__Push *p = ringkv__push__unpack(NULL, body.len, body.data);
@@ -117,11 +125,12 @@ static uint8_t classify(uint32_t msg_kind, ProtobufCBinaryData body) {
   return cls;
 }
 
-void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint32_t tag, ProtobufCBinaryData body) {
+void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint8_t cls, uint32_t tag, uint64_t timeout_ms,
+                 ProtobufCBinaryData body) {
   event *e = calloc(1, sizeof(*e));
   CHECK_ALLOC(e);
   e->kind = EV_MSG;
-  e->cls = classify(msg_kind, body);
+  e->cls = cls;
   e->msg_kind = msg_kind;
   e->from = from->id;
   e->to = to;
@@ -130,8 +139,16 @@ void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint32_t ta
   e->origin_epoch = from->epoch;
   e->req_id = ++s->req_next;
   e->sent_round = s->round;
+  /* The first round at which the requester's clock is timeout_ms past the send. */
+  e->deadline_round = timeout_ms == 0 ? UINT64_MAX : s->round + (timeout_ms + s->o->interval_ms - 1) / s->o->interval_ms;
   e->body = copy_bytes(body);
   e->len = (uint32_t)body.len;
+  /* An answer may come as late as 2 x latency rounds after the send: when the deadline
+   * comes no later, the timeout is armed now (ahead of any answer of the same round). */
+  if (e->deadline_round <= s->round + 2u * (uint64_t)s->o->latency_rounds_max) {
+    push_fail(s, e, e->deadline_round);
+    e->timer = true;
+  }
   if (e->req_id >= s->req_done_cap) {
     size_t cap = s->req_done_cap ? s->req_done_cap * 2 : 4096;
     while (cap <= e->req_id) cap *= 2;

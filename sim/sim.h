@@ -61,7 +61,6 @@ typedef struct {
   char failed_detail[512];
   uint64_t acked_writes;
   uint64_t rejected_writes;
-  uint64_t unique_updates;
   uint64_t rounds_total;
   int64_t rounds_to_converge;        /* after the last write; -1 when it never did */
   int64_t rounds_after_heal;
@@ -72,10 +71,9 @@ typedef struct {
   uint64_t bytes_repair;
   uint64_t bytes_gc;
   uint64_t bytes_to_converge;        /* from the first write to convergence */
-  uint64_t converge_bytes_push;      /* the same, by kind */
+  uint64_t converge_bytes_push;      /* the same, by kind (what the sweep reports) */
   uint64_t converge_bytes_ae;
   uint64_t converge_bytes_repair;
-  uint64_t converge_bytes_gc;
   uint64_t converge_messages;
   uint64_t messages_lost;
   uint64_t messages_duplicated;

@@ -100,22 +100,22 @@ typedef struct {
   uint32_t keys_len;
 } node;
 
+/* An acknowledged client write. */
 typedef struct {
-  uint8_t *bytes;
-  uint32_t len;
-  uint32_t shard;
-  uint32_t *replicas;
-  int64_t best_ack;        /* the acknowledged write with the highest (hlc, node) */
-  bool written;
-} key_entry;
-
-typedef struct {
-  uint32_t key;
   uint64_t hlc;
   dot_t dot;
   bool deleted;
   uint64_t value_hash;
 } ack;
+
+typedef struct {
+  uint8_t *bytes;
+  uint32_t len;
+  uint32_t shard;
+  uint32_t *replicas;
+  bool acked;              /* a write to this key was acknowledged; then best is: */
+  ack best;                /* the acknowledged write with the highest (hlc, node) */
+} key_entry;
 
 /* Network events: a request leg arriving, its answer leg arriving back, or the requester
  * hearing that the exchange failed. */
@@ -135,6 +135,8 @@ typedef struct {
   uint64_t origin_epoch;
   uint64_t req_id;
   uint64_t sent_round;
+  uint64_t deadline_round;  /* Send.timeout_ms passed: the requester hears of a failure */
+  bool timer;               /* a failure at deadline_round is scheduled already */
   uint8_t *body;
   uint32_t len;
 } event;
@@ -153,8 +155,6 @@ typedef struct {
   uint32_t **shard_replicas;   /* [shards] -> replicas (NULL when no probe hit it) */
   uint32_t *shard_keys_start;  /* CSR: keys by shard */
   uint32_t *shard_keys;
-  ack *acks;
-  size_t acks_len, acks_cap;
   event **heap;
   size_t heap_len, heap_cap;
   uint64_t order_next;
@@ -192,9 +192,12 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
 void trace_row(sim *s, const node *n, uint32_t k, const char *what);
 
 /* net.c */
-uint64_t timeout_rounds(const sim *s);
-/* Sends a request leg from `from` to `to` (kind = the channel, tag = the Target's). */
-void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint32_t tag, ProtobufCBinaryData body);
+/* The traffic class (CLS_*) of a Send's message. */
+uint8_t net_classify(uint32_t msg_kind, ProtobufCBinaryData body);
+/* Sends a request leg from `from` to `to` (kind = the channel, cls = net_classify's, tag =
+ * the Target's, timeout_ms = the Send's). */
+void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint8_t cls, uint32_t tag, uint64_t timeout_ms,
+                 ProtobufCBinaryData body);
 /* Sends the answer leg of request leg `req`. */
 void net_answer(sim *s, const event *req, ProtobufCBinaryData body);
 /* The next event due this round, or NULL. Lost legs (partitions) are turned into failures. */

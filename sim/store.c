@@ -63,14 +63,27 @@ void row_free(row *r) {
   free(r);
 }
 
+/* A row's value rows are kept by dot, so that loads (and the requests built from them) are
+ * canonical. */
+static int dot_cmp(dot_t a, dot_t b) {
+  if (a.node != b.node) return a.node < b.node ? -1 : 1;
+  if (a.counter != b.counter) return a.counter < b.counter ? -1 : 1;
+  return 0;
+}
+
+/* The index of `d` in r->values, or where it would go. */
+static uint32_t value_at(const row *r, dot_t d) {
+  uint32_t i = 0;
+  while (i < r->values_len && dot_cmp(r->values[i].dot, d) < 0) i++;
+  return i;
+}
+
 static void row_drop_value(row *r, dot_t d) {
-  for (uint32_t i = 0; i < r->values_len; i++) {
-    if (r->values[i].dot.node == d.node && r->values[i].dot.counter == d.counter) {
-      free(r->values[i].bytes);
-      r->values[i] = r->values[--r->values_len];
-      return;
-    }
-  }
+  uint32_t i = value_at(r, d);
+  if (i == r->values_len || dot_cmp(r->values[i].dot, d) != 0) return;
+  free(r->values[i].bytes);
+  memmove(r->values + i, r->values + i + 1, (r->values_len - i - 1) * sizeof(*r->values));
+  r->values_len--;
 }
 
 static void row_put_value(row *r, dot_t d, const uint8_t *v, size_t len) {
@@ -80,19 +93,15 @@ static void row_put_value(row *r, dot_t d, const uint8_t *v, size_t len) {
     r->values = realloc(r->values, r->values_cap * sizeof(*r->values));
     CHECK_ALLOC(r->values);
   }
-  stored_value *sv = &r->values[r->values_len++];
+  uint32_t i = value_at(r, d);
+  memmove(r->values + i + 1, r->values + i, (r->values_len - i) * sizeof(*r->values));
+  r->values_len++;
+  stored_value *sv = &r->values[i];
   sv->dot = d;
   sv->len = (uint32_t)len;
   sv->bytes = malloc(len ? len : 1);
   CHECK_ALLOC(sv->bytes);
   if (len) memcpy(sv->bytes, v, len);
-}
-
-static int value_cmp(const void *a, const void *b) {
-  const stored_value *x = *(const stored_value *const *)a, *y = *(const stored_value *const *)b;
-  if (x->dot.node != y->dot.node) return x->dot.node < y->dot.node ? -1 : 1;
-  if (x->dot.counter != y->dot.counter) return x->dot.counter < y->dot.counter ? -1 : 1;
-  return 0;
 }
 
 static Ringkv__Dot *arena_dot(sim *s, dot_t d) {
@@ -124,11 +133,6 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
   l->seq = r->seq;
   l->from_client = r->from_client;
   if (r->values_len == 0 || (!values && !sizes)) return l;
-  /* By dot, so that requests are canonical. */
-  const stored_value **sv = rk_alloc_array(&s->ar, r->values_len, sizeof(*sv));
-  CHECK_ALLOC(sv);
-  for (uint32_t i = 0; i < r->values_len; i++) sv[i] = &r->values[i];
-  qsort(sv, r->values_len, sizeof(*sv), value_cmp);
   if (values) {
     l->values = rk_alloc_array(&s->ar, r->values_len, sizeof(*l->values));
     CHECK_ALLOC(l->values);
@@ -136,9 +140,9 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
       Ringkv__Value *v = rk_alloc(&s->ar, sizeof(*v));
       CHECK_ALLOC(v);
       ringkv__value__init(v);
-      v->dot = arena_dot(s, sv[i]->dot);
-      v->value.data = sv[i]->bytes;
-      v->value.len = sv[i]->len;
+      v->dot = arena_dot(s, r->values[i].dot);
+      v->value.data = r->values[i].bytes;
+      v->value.len = r->values[i].len;
       l->values[l->n_values++] = v;
     }
   } else {
@@ -148,8 +152,8 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
       Ringkv__ValueSize *v = rk_alloc(&s->ar, sizeof(*v));
       CHECK_ALLOC(v);
       ringkv__value_size__init(v);
-      v->dot = arena_dot(s, sv[i]->dot);
-      v->bytes = sv[i]->len;
+      v->dot = arena_dot(s, r->values[i].dot);
+      v->bytes = r->values[i].len;
       l->sizes[l->n_sizes++] = v;
     }
   }
@@ -224,8 +228,7 @@ Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
       if (n->log_seq[mid] <= load->changed_after) lo = mid + 1;
       else hi = mid;
     }
-    size_t cap = n->log_len - lo;
-    if (load->changed_limit > 0 && cap > load->changed_limit) cap = load->changed_limit;
+    size_t cap = RK_MIN(n->log_len - lo, (size_t)load->changed_limit);
     ld->changed = rk_alloc_array(&s->ar, cap, sizeof(*ld->changed));
     CHECK_ALLOC(ld->changed);
     uint64_t bytes = 0;
