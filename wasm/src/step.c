@@ -32,6 +32,7 @@
 #define PEER_RETRY_QUICK 2u
 #define PEER_BACKOFF_MS_MAX 30000u
 #define PEER_TIMEOUT_MS 10000u                   /* a send unanswered by then is lost */
+#define SENT_SLOTS 4096u  /* recently sent keys remembered (half of it: 4 rounds' candidates) */
 
 enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
 enum { WAIT_NONE, WAIT_ROUND, WAIT_MERGE_RANGE, WAIT_MERGE_REPAIR, WAIT_GC_ANSWER, WAIT_AE_REPAIR, WAIT_GC_DECIDE };
@@ -73,9 +74,10 @@ struct rk_step {
   /* Anti-entropy in flight. */
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
-  /* Keys this node pushed or repaired (xxh3), whose deferral it accepts back. */
-  uint64_t *sent;
-  size_t sent_len, sent_cap;
+  /* Keys this node pushed or repaired lately, whose deferral it accepts back: an open-
+   * addressed table of their xxh3 (0: empty), emptied when half full. */
+  uint64_t sent[SENT_SLOTS];
+  size_t sent_len;
   /* Collection in flight: one query per peer, then the decision on their replies. */
   uint32_t *gc_tags;
   buf_t *gc_replies;
@@ -87,7 +89,7 @@ typedef struct {
   ringkv_node *n;
   rk_step *st;
   uint64_t now, rnd;
-  pb_enc rows, sends, load, reply_enc;
+  pb_enc rows, sends, load;
   bool has_load;
   rk_slice reply;
   struct {
@@ -328,6 +330,14 @@ static void chain_clear(rk_step *st) {
   st->keys_from = 0;
 }
 
+static void gc_clear(rk_step *st);
+
+/* A chain the executor did not go on with: collection starts over at the next round. */
+static void chain_drop(rk_step *st) {
+  if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
+  chain_clear(st);
+}
+
 static void gc_clear(rk_step *st) {
   for (size_t i = 0; i < st->gc_len; i++) buf_free(&st->gc_replies[i]);
   free(st->gc_tags);
@@ -342,7 +352,6 @@ void rk_step_free(rk_step *st) {
   chain_clear(st);
   gc_clear(st);
   buf_free(&st->saved);
-  free(st->sent);
   free(st->peers);
   free(st);
 }
@@ -350,10 +359,9 @@ void rk_step_free(rk_step *st) {
 /* ---------------------------------------------------------------------------------------
  * Actions */
 
-static size_t load_begin(out_t *o) {
+static void load_begin(out_t *o) {
   if (!o->has_load) enc(o, &o->load);
   o->has_load = true;
-  return 0;
 }
 
 /* A Send of `message` on `kind` to one peer; returns its tag. */
@@ -414,31 +422,35 @@ static void ae_reset(out_t *o) {
 /* ---------------------------------------------------------------------------------------
  * Sent keys: the deferrals a peer may send back */
 
-static void sent_clear(rk_step *st) { st->sent_len = 0; }
+static bool sent_slot(const rk_step *st, uint64_t h, size_t *slot) {
+  size_t i = (size_t)(h % SENT_SLOTS);
+  while (st->sent[i] != 0 && st->sent[i] != h) i = (i + 1) % SENT_SLOTS;
+  *slot = i;
+  return st->sent[i] == h;
+}
 
 static void sent_add(rk_step *st, rk_slice key) {
-  if (st->sent_len == st->sent_cap) {
-    size_t cap = st->sent_cap ? st->sent_cap * 2 : 64;
-    uint64_t *p = realloc(st->sent, cap * sizeof *p);
-    if (p == NULL) return;   /* a key not remembered is only not sent again early */
-    st->sent = p;
-    st->sent_cap = cap;
+  if (st->sent_len >= SENT_SLOTS / 2) {
+    /* Older keys are forgotten: one deferred by then only waits for anti-entropy. */
+    memset(st->sent, 0, sizeof st->sent);
+    st->sent_len = 0;
   }
-  st->sent[st->sent_len++] = rk_hash_slice(key);
+  uint64_t h = rk_hash_slice(key) | 1u;
+  size_t slot;
+  if (sent_slot(st, h, &slot)) return;
+  st->sent[slot] = h;
+  st->sent_len++;
 }
 
 static bool sent_has(const rk_step *st, rk_slice key) {
-  uint64_t h = rk_hash_slice(key);
-  for (size_t i = 0; i < st->sent_len; i++) {
-    if (st->sent[i] == h) return true;
-  }
-  return false;
+  size_t slot;
+  return sent_slot(st, rk_hash_slice(key) | 1u, &slot);
 }
 
 /* ---------------------------------------------------------------------------------------
  * Merging a Push: gossip, a repair request, or the answer to this node's send */
 
-static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size_t rows_len, bool whole,
+static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t rows_len, bool whole,
                        bool last, size_t from, size_t to);
 
 /* Starts merging `message`. Incoming pushes (answer false) fail the step on a malformed
@@ -464,14 +476,20 @@ static int merge_begin(out_t *o, rk_slice message, bool answer) {
     SKIP;
   }
   if (repair) {
-    /* A repair request is merged whole: its answer covers every local key of its shards. */
-    size_t l = load_begin(o);
-    (void)l;
+    /* A repair request is merged whole: its answer covers every local key of its shards,
+     * loaded with them; only its keys of other shards are loaded apart. */
+    bool *asked = rk_zalloc(&o->n->arena, o->n->cfg.shards);
+    if (asked == NULL) return RINGKV_E_NOMEM;
+    load_begin(o);
     FIELDS(mk) {
-      case 2: ok = pb_get_bytes(R, WT, &key); pb_put_bytes_always(&o->load, 1, key); break;
       case 3: {
         rk_slice packed;
         ok = pb_get_bytes(R, WT, &packed);
+        pb_rd pr = pb_reader(packed);
+        uint64_t v;
+        while (ok && !pb_done(&pr) && pb_read_varint(&pr, &v)) {
+          if (v < o->n->cfg.shards) asked[v] = true;
+        }
         if (ok) {
           size_t m = pb_begin(&o->load, 3);
           pb_put_raw(&o->load, packed.ptr, packed.len);
@@ -479,6 +497,13 @@ static int merge_begin(out_t *o, rk_slice message, bool answer) {
         }
         break;
       }
+      SKIP;
+    }
+    FIELDS(mk) {
+      case 2:
+        ok = pb_get_bytes(R, WT, &key);
+        if (ok && !asked[rk_hash_slice(key) % o->n->cfg.shards]) pb_put_bytes_always(&o->load, 1, key);
+        break;
       SKIP;
     }
     st->wait = WAIT_MERGE_REPAIR;
@@ -499,8 +524,13 @@ static int merge_begin(out_t *o, rk_slice message, bool answer) {
   return RINGKV_OK;
 }
 
-/* OP_MERGE over entries [from, to) (whole: all) with the loaded rows, and its writes. */
-static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size_t rows_len, bool whole,
+static int local_info_cmp(const void *x, const void *y) {
+  return rk_slice_cmp(((const local_info *)x)->key, ((const local_info *)y)->key);
+}
+
+/* OP_MERGE over entries [from, to) (whole: all) with the loaded rows (sorted here by key),
+ * and its writes. */
+static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t rows_len, bool whole,
                        bool last, size_t from, size_t to) {
   rk_step *st = o->st;
   ringkv_node *n = o->n;
@@ -522,22 +552,18 @@ static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size
     return rc;
   }
   uint64_t low = lowest_ack(n, st);
+  if (rows_len > 1) qsort(rows, rows_len, sizeof *rows, local_info_cmp);
   int t_;
-  bool ok = true, changed = false, resent = false;
+  bool ok = true, changed = false;
   rk_slice s;
   FIELDS(rep) {
     case 2: {
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
-      rk_slice key = applied_key(s);
-      bool from_client = false;
-      for (size_t i = 0; i < rows_len; i++) {
-        if (rk_slice_eq(rows[i].key, key)) {
-          /* A client's write stays a client's write until every peer has it. */
-          from_client = rows[i].from_client && rows[i].seq > low;
-          break;
-        }
-      }
+      local_info probe = {.key = applied_key(s)};
+      const local_info *row = rows_len ? bsearch(&probe, rows, rows_len, sizeof *rows, local_info_cmp) : NULL;
+      /* A client's write stays a client's write until every peer has it. */
+      bool from_client = row != NULL && row->from_client && row->seq > low;
       row_applied(o, s, ++st->s.seq, from_client);
       stat_named(o, "entries_applied", 1);
       changed = true;
@@ -561,10 +587,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size
       /* Keys the peer deferred go out again (a new sequence puts them past its ack), but
        * only keys this node just sent it. */
       ok = pb_get_bytes(R, WT, &s);
-      if (ok && sent_has(st, s)) {
-        row_touch(o, s, ++st->s.seq);
-        resent = true;
-      }
+      if (ok && sent_has(st, s)) row_touch(o, s, ++st->s.seq);
       break;
     }
     case 7: {
@@ -580,10 +603,9 @@ static int merge_range(out_t *o, rk_slice rows_raw, const local_info *rows, size
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;   /* our own reply: a bug */
+  /* Learned changes wait for a round that runs anyway unless they are relayed; a touched
+   * key goes at the next round (the alarm follows from the state). */
   if (changed) note_change(o);
-  /* Learned changes wait for a round that runs anyway unless they are relayed; a deferred
-   * key goes at the next round. (The alarm follows from the state.) */
-  (void)resent;
   if (last) chain_clear(st);
   return RINGKV_OK;
 }
@@ -653,33 +675,16 @@ static int merge_loaded(out_t *o, rk_slice loaded) {
   local_info *rows;
   size_t rows_len;
   if (st->wait == WAIT_MERGE_REPAIR) {
-    /* Shard rows (with values) first; a key's own row only when no shard row holds it. */
+    /* Its shards' rows (with values) and the rows of its other keys: no key twice. */
     local_info *srows;
     size_t srows_len;
     RK_TRY(locals_collect(o, loaded, 3, &raw, 3, &srows, &srows_len));
-    local_info *all = rk_alloc_array(&o->n->arena, srows_len + RINGKV_ENTRIES_MAX, sizeof *all);
+    RK_TRY(locals_collect(o, loaded, 1, &raw, 3, &rows, &rows_len));
+    local_info *all = rk_alloc_array(&o->n->arena, srows_len + rows_len + 1, sizeof *all);
     if (all == NULL) return RINGKV_E_NOMEM;
     if (srows_len) memcpy(all, srows, srows_len * sizeof *all);
-    size_t all_len = srows_len;
-    int t_;
-    bool ok = true;
-    rk_slice s;
-    FIELDS(loaded) {
-      case 1: {
-        ok = pb_get_bytes(R, WT, &s);
-        local_info li;
-        if (!ok || !(ok = local_info_read(s, &li))) break;
-        bool dup = false;
-        for (size_t j = 0; j < srows_len && !dup; j++) dup = rk_slice_eq(srows[j].key, li.key);
-        if (dup || all_len == srows_len + RINGKV_ENTRIES_MAX) break;
-        pb_put_bytes_always(&raw, 3, s);
-        all[all_len++] = li;
-        break;
-      }
-      SKIP;
-    }
-    if (!ok || t_ < 0) return RINGKV_E_DECODE;
-    return merge_range(o, pb_result(&raw), all, all_len, true, true, 0, 0);
+    if (rows_len) memcpy(all + srows_len, rows, rows_len * sizeof *all);
+    return merge_range(o, pb_result(&raw), all, srows_len + rows_len, true, true, 0, 0);
   }
   RK_TRY(locals_collect(o, loaded, 1, &raw, 3, &rows, &rows_len));
   rk_slice *keys;
@@ -719,6 +724,8 @@ static bool peer_ready(const out_t *o, uint32_t p) {
   return p != o->n->self && ps->push_tag == 0 && ps->retry_at <= o->now;
 }
 
+enum { AE_EQUAL, AE_DIFFER, AE_UNKNOWN };
+
 static void round_begin(out_t *o) {
   rk_step *st = o->st;
   ringkv_node *n = o->n;
@@ -732,14 +739,10 @@ static void round_begin(out_t *o) {
   pb_put_fixed64(&o->load, 11, before);
   pb_put_bool(&o->load, 13, true);
   /* The rows changed since the lowest acknowledgement among the peers a push can go to. */
-  bool any_in_flight = false;
   uint64_t min_ack = UINT64_MAX;
   for (uint32_t p = 0; p < st->peers_len; p++) {
-    if (p == n->self) continue;
-    if (st->peers[p].push_tag != 0) any_in_flight = true;
     if (peer_ready(o, p)) min_ack = RK_MIN(min_ack, st->peers[p].acked);
   }
-  if (!any_in_flight && st->ae_repair_tag == 0) sent_clear(st);
   st->scan_push = min_ack != UINT64_MAX && min_ack < st->s.seq;
   st->scan_seq = st->s.seq;
   if (st->scan_push) {
@@ -775,7 +778,6 @@ static void push_outcome(out_t *o, uint32_t p, bool ok) {
 
 static int round_push(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
-  ringkv_node *n = o->n;
   pb_enc req;
   enc(o, &req);
   int t_;
@@ -856,10 +858,16 @@ static int round_push(out_t *o, rk_slice loaded) {
     }
     SKIP;
   }
-  (void)n;
   /* Pushing is the work anti-entropy would do: it stays quiet meanwhile. */
   if (sent) note_change(o);
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+}
+
+/* Collection decides on the collectable rows as they are when every reply is in. */
+static void gc_decide_load(out_t *o) {
+  load_begin(o);
+  pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+  o->st->wait = WAIT_GC_DECIDE;
 }
 
 static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
@@ -902,18 +910,13 @@ static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
     SKIP;
   }
   st->gc_waiting = st->gc_len;
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (st->gc_len == 0) {
-    /* No other replica to ask: decide now. */
+    /* No other replica to ask: decide now, with no replies. */
     gc_clear(st);
-    st->gc_len = 0;
-    load_begin(o);
-    pb_put_uint(&o->load, 12, GC_KEYS_MAX);
-    st->wait = WAIT_GC_DECIDE;
-    st->gc_waiting = 0;
-    st->gc_tags = NULL;
-    /* gc_len 0 with WAIT_GC_DECIDE: decide with no replies */
+    gc_decide_load(o);
   }
-  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+  return RINGKV_OK;
 }
 
 static void ae_maybe_start(out_t *o);
@@ -966,11 +969,8 @@ static int gc_answered(out_t *o, size_t i, const rk_slice *message) {
   rk_step *st = o->st;
   if (message != NULL && !buf_set(&st->gc_replies[i], *message)) return RINGKV_E_NOMEM;
   st->gc_tags[i] = 0;
-  if (--st->gc_waiting > 0) return RINGKV_OK;
   /* Every peer answered or was lost: decide on the rows as they are now. */
-  load_begin(o);
-  pb_put_uint(&o->load, 12, GC_KEYS_MAX);
-  st->wait = WAIT_GC_DECIDE;
+  if (--st->gc_waiting == 0) gc_decide_load(o);
   return RINGKV_OK;
 }
 
@@ -1074,7 +1074,6 @@ static int gc_answer_loaded(out_t *o, rk_slice loaded) {
  * full cycle of peers all agreed; a difference, a failure after one was seen, or a local
  * write resets it. A failed first exchange teaches nothing. */
 
-enum { AE_EQUAL, AE_DIFFER, AE_UNKNOWN };
 
 static void ae_finish(out_t *o, int outcome) {
   rk_step *st = o->st;
@@ -1457,10 +1456,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (!ok || t_ < 0 || events != 1) return RINGKV_E_DECODE;
   /* Only `loaded` may follow a load; anything else drops the chain it would have gone on
    * with (as a lost message: its sender tries again). */
-  if (st->wait != WAIT_NONE && event != 4) {
-    if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
-    chain_clear(st);
-  }
+  if (st->wait != WAIT_NONE && event != 4) chain_drop(st);
   sched_t saved = st->s;
   out_t o;
   memset(&o, 0, sizeof o);
