@@ -4,7 +4,7 @@
 // asks, send, reply, arm the alarm. It holds no policy: what to load, send and when is the
 // core's. Nothing is awaited between a step and the loads and writes of its chain, so no
 // other event interleaves with them.
-import { Core, Op } from "./core";
+import { Core, CoreError, Op } from "./core";
 import type { NodeStorage, Msg } from "./storage";
 import type { Stats } from "./stats";
 
@@ -27,11 +27,9 @@ export interface ExecutorHost {
   send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
   /** Arms the alarm at this wall time (undefined: none). */
   setAlarm(wallMs: number | undefined): void;
-  /** Records what one step's actions performed (record/replay), when recording: key rows
-   *  written, sends made ([peer, kind, bytes]), and the alarm armed afterwards. */
-  record?(performed: { rows: number; sends: number[][]; alarmMs: bigint }): void;
-  /** The alarm armed now, in the node's clock (0n: none). */
-  armedMs(): bigint;
+  /** What one step's actions performed (record/replay, when recording): key rows written
+   *  and sends made ([peer, kind, bytes]); the host adds the alarm it armed. */
+  record(performed: { rows: number; sends: number[][] }): void;
 }
 
 function random64(): bigint {
@@ -50,11 +48,11 @@ export class Executor {
     const pending: Promise<void>[] = [];
     let reply = this.step(event);
     for (;;) {
-      const performed = { rows: this.commit(reply, payload), sends: [] as number[][], alarmMs: 0n };
+      const performed = { rows: this.commit(reply, payload), sends: [] as number[][] };
       this.host.stats.addAll(reply.stats);
       for (const send of reply.sends) pending.push(...this.dispatch(send, performed.sends));
       this.arm(reply.alarmMs);
-      if (this.host.record !== undefined) this.host.record({ ...performed, alarmMs: this.host.armedMs() });
+      this.host.record(performed);
       if (reply.load === undefined) break;
       reply = this.step({ loaded: this.host.storage.load(reply.load) });
     }
@@ -63,7 +61,15 @@ export class Executor {
 
   private step(event: Msg): Msg {
     const request = { nowMs: BigInt(this.host.nowMs()), random: random64(), ...event };
-    return this.host.core().call(Op.Step, request);
+    const core = this.host.core();
+    try {
+      return core.call(Op.Step, request);
+    } catch (err) {
+      // A trap (anything but a return code) leaves the instance unusable: the next event
+      // rebuilds it from storage, and what it had in flight counts as lost.
+      if (!(err instanceof CoreError)) this.host.dropCore();
+      throw err;
+    }
   }
 
   private commit(reply: Msg, payload: Uint8Array): number {

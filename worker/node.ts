@@ -39,8 +39,9 @@ const REFUSED_REASON_HEADER = "X-Ring-Refused-Reason";
 
 /** Node ids run 0 .. 1023 (the HTTP API's, and the core's RINGKV_CLUSTER_SIZE_MAX). */
 const NODE_IDS_MAX = 1024; // lint: api-limit
-/** RINGKV_MESSAGE_BYTES_MAX (ringkv.h). */
-const MESSAGE_BYTES_MAX = 64 * 1024 * 1024; // lint: platform-limit
+/** RINGKV_PEER_MESSAGE_BYTES_MAX (ringkv.h): a larger peer message is malformed (the core
+ *  says so too; refusing it here spares copying it into the core). */
+const PEER_MESSAGE_BYTES_MAX = 48 * 1024 * 1024; // lint: abi
 const LIST_KEYS_MAX = 1000; // lint: api-limit
 /** One admin dump page: at most this many keys, or this many bytes of values. */
 const DUMP_KEYS_MAX = 100; // lint: api-limit
@@ -51,11 +52,6 @@ const KIND_PATHS = ["", "/internal/push", "/internal/digest", "/internal/gc"];
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
-
-/** JSON.stringify's replacer for bigints. */
-function bigints(_key: string, v: unknown): unknown {
-  return typeof v === "bigint" ? v.toString() : v;
-}
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
@@ -112,6 +108,7 @@ export class RingNode extends DurableObject {
       core: () => this.core(),
       coreGeneration: () => this.coreGeneration,
       dropCore: () => {
+        console.error(`ringkv node ${this.nodeId}: dropping the core; the next event rebuilds it from storage`);
         this.coreInstance = undefined;
       },
       storage: this.storage,
@@ -119,13 +116,17 @@ export class RingNode extends DurableObject {
       nowMs: () => this.nowMs(),
       send: (peer, kind, message, timeoutMs) => this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
       setAlarm: (wallMs) => this.setAlarm(wallMs),
-      armedMs: () => (this.alarmAtMs === undefined ? 0n : BigInt(this.alarmAtMs + (this.nowMs() - Date.now()))),
-      record: env.RECORD_CALLS === "1" ? (performed) => this.recordCall(0, utf8.encode(JSON.stringify(performed, bigints)), 0, EMPTY) : undefined,
+      record: (performed) => {
+        if (!this.config?.recordCalls) return;
+        // The alarm armed, in the node's clock as the core gave it (0: none).
+        const alarmMs = this.alarmAtMs === undefined ? 0 : this.alarmAtMs + (this.nowMs() - Date.now());
+        this.recordCall(0, utf8.encode(JSON.stringify({ ...performed, alarmMs })), 0, EMPTY);
+      },
     });
     ctx.blockConcurrencyWhile(async () => {
       this.start();
       // Every node re-arms its alarm when it starts (timers do not survive eviction).
-      if (this.coreInstance !== undefined) this.executor.run({ start: true }, EMPTY);
+      if (this.coreInstance !== undefined) this.armOnStart();
     });
   }
 
@@ -210,7 +211,17 @@ export class RingNode extends DurableObject {
     this.ringView = view;
     if (this.nodeId !== undefined && this.coreInstance === undefined) {
       this.initCore();
-      if (this.coreInstance !== undefined) this.executor.run({ start: true }, EMPTY);
+      if (this.coreInstance !== undefined) this.armOnStart();
+    }
+  }
+
+  /** Every node re-arms its alarm when it starts (the core says when). A failure is only
+   *  logged: the next event tries again. */
+  private armOnStart(): void {
+    try {
+      this.executor.run({ start: true }, EMPTY);
+    } catch (err) {
+      console.error(`ringkv node ${this.nodeId}: arming the alarm at start failed: ${(err as Error).message}`);
     }
   }
 
@@ -242,7 +253,6 @@ export class RingNode extends DurableObject {
   /** Record/replay (RECORD_CALLS with FAULTS): every core call, and (op 0) what each step's
    *  actions performed, in order, kept across restarts. */
   private recordCall(op: number, request: Uint8Array, code: number, reply: Uint8Array): void {
-    if (!this.config?.recordCalls) return;
     this.callsTable();
     this.sql.exec(`INSERT INTO core_calls(op, code, request, reply) VALUES (?, ?, ?, ?)`, op, code, blob(request), blob(reply));
   }
@@ -271,16 +281,14 @@ export class RingNode extends DurableObject {
     return this.coreInstance;
   }
 
-  /** One core call. A trap (anything but a CoreError) drops the instance: the next call
-   *  rebuilds it from storage. */
-  private guarded<T>(fn: () => T): T {
+  /** OP_READ (reads change nothing, so they need no step). A trap drops the instance: the
+   *  next call rebuilds it from storage. */
+  private coreRead(request: Msg): Msg {
+    const core = this.core();
     try {
-      return fn();
+      return core.call(Op.Read, request);
     } catch (err) {
-      if (!(err instanceof CoreError) && !(err instanceof HttpError)) {
-        console.error(`ringkv node ${this.nodeId}: core trapped (${(err as Error).message}); rebuilding from storage`);
-        this.coreInstance = undefined;
-      }
+      if (!(err instanceof CoreError)) this.coreInstance = undefined;
       throw err;
     }
   }
@@ -325,7 +333,7 @@ export class RingNode extends DurableObject {
         this.storage.setConf("node_id", String(id));
         this.initCore();
         if (this.error !== undefined) return json(503, { error: this.error }, { [REFUSED_HEADER]: "1" });
-        this.executor.run({ start: true }, EMPTY);
+        this.armOnStart();
       } else if (idHeader !== null && Number(idHeader) !== this.nodeId) {
         return json(500, { error: `node id mismatch: this is node ${this.nodeId}, asked for ${idHeader}` });
       }
@@ -342,7 +350,7 @@ export class RingNode extends DurableObject {
       }
       if (peerPath > 0) {
         const body = await peerBody(request);
-        return octets(this.guarded(() => this.executor.run({ message: { kind: peerPath, message: body } }, body).reply));
+        return octets(this.executor.run({ message: { kind: peerPath, message: body } }, body).reply);
       }
       switch (url.pathname) {
         case "/internal/ring":
@@ -350,7 +358,7 @@ export class RingNode extends DurableObject {
         case "/internal/write":
           return await this.handleWrite(request);
         case "/internal/read":
-          return this.guarded(() => this.handleRead(request, url));
+          return this.handleRead(request, url);
         case "/internal/list":
           return this.handleList(await jsonBody(request));
         case "/internal/status":
@@ -438,7 +446,7 @@ export class RingNode extends DurableObject {
       deleted,
       sizes,
     };
-    const reply = decode("WriteReply", this.guarded(() => this.executor.run({ write }, value).reply));
+    const reply = decode("WriteReply", this.executor.run({ write }, value).reply);
     return json(200, {
       node: this.nodeId,
       hlc: BigInt.asUintN(64, reply.hlc).toString(), // lint: encoding
@@ -453,7 +461,7 @@ export class RingNode extends DurableObject {
     const all = url.searchParams.get("siblings") === "1";
     const row = this.storage.loadRow(key);
     if (row === undefined) return json(404, { error: "not found" });
-    const reply = this.core().call(Op.Read, { key, meta: row.meta });
+    const reply = this.coreRead({ key, meta: row.meta });
     if (!reply.found) return json(404, { error: "not found" });
     const token = base64url(reply.token);
     if (all) {
@@ -629,7 +637,7 @@ export class RingNode extends DurableObject {
     }
     try {
       // The round's sends, and what their answers lead to, finish before the alarm does.
-      await this.guarded(() => this.executor.run({ alarm: true }, EMPTY)).done;
+      await this.executor.run({ alarm: true }, EMPTY).done;
     } catch (err) {
       console.error(`ringkv node ${this.nodeId}: gossip round failed: ${(err as Error).stack ?? err}`);
       this.setAlarm(Date.now() + this.config!.gossipIntervalMs);
@@ -678,7 +686,7 @@ export class RingNode extends DurableObject {
 /** A peer's message. One beyond the core's limit is the peer's fault: malformed (400). */
 async function peerBody(request: Request): Promise<Uint8Array> {
   const body = new Uint8Array(await request.arrayBuffer());
-  if (body.length > MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_DECODE, "message too large");
+  if (body.length > PEER_MESSAGE_BYTES_MAX) throw new CoreError(CoreError.E_DECODE, "message too large");
   return body;
 }
 

@@ -303,7 +303,11 @@ export class NodeStorage {
       }
       for (const v of a.put) {
         const length = Number(v.length);
-        const value = length > 0 ? payload.subarray(Number(v.at), Number(v.at) + length) : v.value;
+        const at = Number(v.at);
+        // A value outside the payload is the core's bug: refuse the transaction, never store
+        // a truncated value.
+        if (length > 0 && at + length > payload.length) throw new Error(`value [${at}, ${at + length}) outside a payload of ${payload.length} bytes`);
+        const value = length > 0 ? payload.subarray(at, at + length) : v.value;
         this.sql.exec(`INSERT OR REPLACE INTO vals(key, node, counter, value) VALUES (?, ?, ?, ?)`, blob(key), v.dot.node, Number(v.dot.counter), blob(value));
       }
     }

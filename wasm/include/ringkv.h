@@ -42,6 +42,10 @@
 #define RINGKV_KEY_BYTES_DEFAULT (4u * 1024u * 1024u)
 #define RINGKV_ENTRIES_MAX 16384u          /* entries or keys in one message */
 #define RINGKV_MESSAGE_BYTES_MAX (64u * 1024u * 1024u)
+/* The largest node-to-node message a node takes (a larger one is malformed): with the rows
+ * its merge needs and its envelope it stays one request. Honest ones stay below 34 MiB (a
+ * round's 16 MiB, or one key of RINGKV_NODE_KEY_BYTES_MAX alone). */
+#define RINGKV_PEER_MESSAGE_BYTES_MAX (48u * 1024u * 1024u)
 #define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
 #define RINGKV_AE_BUCKET_SHARDS 64u        /* shared shards per anti-entropy bucket */
 #define RINGKV_AE_BUCKETS_MAX 64u          /* buckets asked in one DigestRequest */
@@ -98,7 +102,8 @@ enum ringkv_op {
  *   2. if `load` is set: load those rows and call the step at once with `loaded` (no
  *      other event first; the step holds its place in memory until then);
  *   3. send each Send (in parallel; each target's outcome comes back as an Answer event,
- *      `answered` false when lost, unreachable, a 5xx, or past Send.timeout_ms);
+ *      `answered` false when lost, unreachable, a 5xx, or past Send.timeout_ms; one the
+ *      executor never reports counts as lost after twice its time limit);
  *   4. answer the event with `reply` (after the last `loaded` of its chain);
  *   5. arm the alarm at alarm_ms (0: delete it).
  * Applied.put values given by (at, length) lie in the payload of the event that began the

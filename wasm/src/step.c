@@ -39,7 +39,7 @@ enum { WAIT_NONE, WAIT_ROUND, WAIT_MERGE_RANGE, WAIT_MERGE_REPAIR, WAIT_GC_ANSWE
 enum { AE_IDLE, AE_ROOT, AE_NARROW };
 
 typedef struct {
-  uint64_t acked, retry_at, ack_on_success;
+  uint64_t acked, retry_at, ack_on_success, push_at;
   uint32_t failures, push_tag, entries;
   bool dirty;   /* to be written */
 } peer_t;
@@ -74,6 +74,7 @@ struct rk_step {
   /* Anti-entropy in flight. */
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
+  uint64_t ae_at, ae_repair_at;   /* when they were sent */
   /* Keys this node pushed or repaired lately, whose deferral it accepts back: an open-
    * addressed table of their xxh3 (0: empty), emptied when half full. */
   uint64_t sent[SENT_SLOTS];
@@ -82,6 +83,7 @@ struct rk_step {
   uint32_t *gc_tags;
   buf_t *gc_replies;
   size_t gc_len, gc_waiting;
+  uint64_t gc_at;
 };
 
 #define STATS_MAX 32u
@@ -332,9 +334,11 @@ static void chain_clear(rk_step *st) {
 
 static void gc_clear(rk_step *st);
 
-/* A chain the executor did not go on with: collection starts over at the next round. */
+/* A chain the executor did not go on with: what waited on it starts over (collection at
+ * the next round, anti-entropy when next due). */
 static void chain_drop(rk_step *st) {
   if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
+  if (st->wait == WAIT_AE_REPAIR) st->ae_phase = AE_IDLE;
   chain_clear(st);
 }
 
@@ -724,11 +728,29 @@ static bool peer_ready(const out_t *o, uint32_t p) {
   return p != o->n->self && ps->push_tag == 0 && ps->retry_at <= o->now;
 }
 
+static void ae_finish(out_t *o, int outcome);
+static void push_outcome(out_t *o, uint32_t p, bool ok);
 enum { AE_EQUAL, AE_DIFFER, AE_UNKNOWN };
+
+/* Sends whose outcome never came back (the executor owes one per target, but a lost one
+ * must not hold a peer, anti-entropy or collection forever): lost, after twice the time
+ * limit. */
+static void forget_stale_sends(out_t *o) {
+  rk_step *st = o->st;
+  uint64_t limit = 2u * (uint64_t)PEER_TIMEOUT_MS;
+  uint64_t before = o->now > limit ? o->now - limit : 0;
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    if (st->peers[p].push_tag != 0 && st->peers[p].push_at < before) push_outcome(o, p, false);
+  }
+  if (st->ae_phase != AE_IDLE && st->wait != WAIT_AE_REPAIR && st->ae_at < before) ae_finish(o, AE_UNKNOWN);
+  if (st->ae_repair_tag != 0 && st->ae_repair_at < before) st->ae_repair_tag = 0;
+  if (st->gc_len > 0 && st->gc_at < before) gc_clear(st);
+}
 
 static void round_begin(out_t *o) {
   rk_step *st = o->st;
   ringkv_node *n = o->n;
+  forget_stale_sends(o);
   st->s.last_round_ms = o->now;
   stat_named(o, "rounds", 1);
   load_begin(o);
@@ -851,6 +873,7 @@ static int round_push(out_t *o, rk_slice loaded) {
           push_outcome(o, targets[i], true);   /* nothing for this peer */
         } else {
           ps->push_tag = send_one(o, KIND_PUSH, message, targets[i]);
+          ps->push_at = o->now;
           sent = true;
         }
       }
@@ -910,6 +933,7 @@ static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
     SKIP;
   }
   st->gc_waiting = st->gc_len;
+  st->gc_at = o->now;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (st->gc_len == 0) {
     /* No other replica to ask: decide now, with no replies. */
@@ -1128,6 +1152,7 @@ static void ae_maybe_start(out_t *o) {
   st->ae_peer = peer;
   st->ae_phase = AE_ROOT;
   st->ae_tag = send_one(o, KIND_DIGEST, msg, peer);
+  st->ae_at = o->now;
 }
 
 static int ae_answered(out_t *o, const rk_slice *message) {
@@ -1174,6 +1199,7 @@ static int ae_answered(out_t *o, const rk_slice *message) {
     }
     st->ae_phase = AE_NARROW;
     st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer);
+    st->ae_at = o->now;
     return RINGKV_OK;
   }
   if (equal || shards.len == 0) {
@@ -1246,6 +1272,7 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
     SKIP;
   }
   st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer);
+  st->ae_repair_at = o->now;
   ae_finish(o, AE_DIFFER);
   return RINGKV_OK;
 }
@@ -1338,7 +1365,7 @@ static int incoming(out_t *o, rk_slice inc) {
     case 2: ok = pb_get_bytes(R, WT, &message); break;
     SKIP;
   }
-  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
   switch (kind) {
     case KIND_PUSH: return merge_begin(o, message, false);
     case KIND_DIGEST: {
@@ -1389,7 +1416,15 @@ static int answer(out_t *o, rk_slice ans) {
     if (answered) merge_answer(o, message);
     return RINGKV_OK;
   }
-  if (tag == st->ae_tag && st->ae_phase != AE_IDLE) return ae_answered(o, answered ? &message : NULL);
+  if (tag == st->ae_tag && st->ae_phase != AE_IDLE) {
+    /* An answer that cannot be taken further (it names buckets or shards this node does
+     * not share with the peer) ends the exchange, counted: it never fails the step. */
+    int rc = ae_answered(o, answered ? &message : NULL);
+    if (rc == RINGKV_E_NOMEM || rc == RINGKV_OK) return rc;
+    stat_named(o, "refused_malformed", 1);
+    ae_finish(o, AE_DIFFER);
+    return RINGKV_OK;
+  }
   if (tag == st->ae_repair_tag) {
     st->ae_repair_tag = 0;
     if (answered) merge_answer(o, message);
@@ -1433,6 +1468,22 @@ static uint64_t next_alarm(const out_t *o) {
   return RK_MAX(t, st->s.last_round_ms + interval_ms(n));
 }
 
+/* A node's clock may move back (a skew removed, a restored wall clock): times it set
+ * ahead never wait longer than their own bound. */
+static void clamp_to_clock(out_t *o) {
+  rk_step *st = o->st;
+  sched_t *s = &st->s;
+  if (s->last_round_ms > o->now) s->last_round_ms = o->now;
+  if (s->ae_next_ms > o->now + s->ae_interval_ms) s->ae_next_ms = o->now + s->ae_interval_ms;
+  for (uint32_t p = 0; p < st->peers_len; p++) {
+    peer_t *ps = &st->peers[p];
+    if (ps->retry_at > o->now + PEER_BACKOFF_MS_MAX) {
+      ps->retry_at = o->now + PEER_BACKOFF_MS_MAX;
+      ps->dirty = true;
+    }
+  }
+}
+
 /* ---------------------------------------------------------------------------------------
  * The step */
 
@@ -1466,6 +1517,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   o.rnd = rnd;
   enc(&o, &o.rows);
   enc(&o, &o.sends);
+  clamp_to_clock(&o);
   int rc = RINGKV_OK;
   switch (event) {
     case 3: round_begin(&o); break;

@@ -1,0 +1,555 @@
+/* test_step: RINGKV_OP_STEP under hostile or broken input (wasm/src/step.c).
+ *
+ *  - A truncated StepRequest (any event) is an error code, never a trap, and the node
+ *    goes on.
+ *  - The alarm never asks for a round sooner than one interval after the last one (no hot
+ *    loop), whatever Loaded.next_expiry says, and it is never 0 while the node has peers.
+ *  - A hostile DigestReply naming another node as `from`, or garbage, ends the exchange:
+ *    anti-entropy goes on afterwards.
+ *  - State persisted by a clock that then moved back (last_round_ms, ae_next_ms, a peer's
+ *    retry_at in the future) must not stop rounds, pushes or anti-entropy for that long.
+ *
+ */
+#include "testlib.h"
+#include "node.h"
+
+#define NOW UINT64_C(1700000000000)
+#define DAY UINT64_C(86400000)
+#define INTERVAL UINT64_C(1000)        /* Config.gossip_interval_ms 0: the default */
+#define TIMEOUT UINT64_C(10000)        /* a send's time limit (step.c PEER_TIMEOUT_MS) */
+#define AE_INTERVAL_MAX UINT64_C(60000)
+#define BACKOFF_MAX UINT64_C(30000)
+
+enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
+
+/* ------------------------------------------------------------------------------------- */
+/* Building requests */
+
+typedef struct {
+  uint64_t last_round_ms, ae_next_ms, ae_interval_ms, seq, client_seq;
+} tstate;
+
+static rk_slice step_state(tstate s) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 3, s.seq);
+  pb_put_uint(&e, 4, s.client_seq);
+  pb_put_uint(&e, 5, s.last_round_ms);
+  pb_put_uint(&e, 8, s.ae_next_ms);
+  pb_put_uint(&e, 9, s.ae_interval_ms);
+  return tl_done(&e);
+}
+
+typedef struct {
+  uint32_t peer, failures;
+  uint64_t acked, retry_at;
+} tpeer;
+
+/* A node of `c` as `id`, from a persisted StepState and peer rows. */
+static ringkv_node *node_from(tl_config c, uint32_t id, rk_slice state, const tpeer *peers, size_t np) {
+  pb_enc e = tl_enc();
+  tl_put_config(&e, 1, c);
+  size_t m = pb_begin(&e, 2);
+  pb_put_uint(&e, 1, id);
+  pb_end(&e, m);
+  pb_put_bytes(&e, 4, state);
+  for (size_t i = 0; i < np; i++) {
+    m = pb_begin(&e, 5);
+    pb_put_uint(&e, 1, peers[i].peer);
+    pb_put_uint(&e, 2, peers[i].acked);
+    pb_put_uint(&e, 3, peers[i].failures);
+    pb_put_uint(&e, 4, peers[i].retry_at);
+    pb_end(&e, m);
+  }
+  ringkv_node *n = ringkv_node_create();
+  assert_non_null(n);
+  rk_slice reply;
+  assert_int_equal(tl_call(n, RINGKV_OP_INIT, tl_done(&e), &reply), RINGKV_OK);
+  return n;
+}
+
+static tl_config big_config(void) {
+  tl_config c = tl_default_config();
+  c.shards = 16384;   /* several anti-entropy buckets per peer, as in the integration tests */
+  return c;
+}
+
+/* A StepRequest: now, random, and one event: a bool (alarm 3, start 8) or bytes (4..7). */
+static rk_slice step_req(uint64_t now, uint64_t rnd, uint32_t field, rk_slice body) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, now);
+  pb_put_uint(&e, 2, rnd);
+  if (field == 3 || field == 8) pb_put_bool(&e, field, true);
+  else pb_put_bytes_always(&e, field, body);
+  return tl_done(&e);
+}
+
+static rk_slice answer_msg(uint32_t tag, bool answered, rk_slice message) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, tag);
+  pb_put_bytes(&e, 2, message);
+  pb_put_bool(&e, 3, answered);
+  return tl_done(&e);
+}
+
+static rk_slice no_rows(void) {
+  rk_slice s = {NULL, 0};
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Reading StepReply */
+
+typedef struct {
+  uint32_t kind, peer, tag;
+} tsend;
+
+typedef struct {
+  int rc;
+  uint64_t alarm;
+  bool has_load, load_changed;
+  size_t nsends;
+  tsend sends[64];
+} tout;
+
+static tout step(ringkv_node *n, rk_slice req) {
+  tout o;
+  memset(&o, 0, sizeof o);
+  rk_slice rep;
+  o.rc = tl_call(n, RINGKV_OP_STEP, req, &rep);
+  if (o.rc != RINGKV_OK) return o;
+  o.alarm = tl_u64(rep, 8);
+  pb_rd r;
+  if (tl_field(rep, 1, PB_LEN, &r)) {
+    o.has_load = true;
+    o.load_changed = tl_u64(tl_bytes_field(rep, 1), 5) != 0;
+  }
+  pb_rd it = pb_reader(rep);
+  rk_slice s;
+  while (tl_next_bytes(&it, 6, &s)) {
+    pb_rd ti = pb_reader(s);
+    rk_slice t;
+    while (tl_next_bytes(&ti, 3, &t) && o.nsends < 64) {
+      o.sends[o.nsends].kind = (uint32_t)tl_u64(s, 1);
+      o.sends[o.nsends].peer = (uint32_t)tl_u64(t, 1);
+      o.sends[o.nsends].tag = (uint32_t)tl_u64(t, 2);
+      o.nsends++;
+    }
+  }
+  return o;
+}
+
+/* An alarm at `now` and the `loaded` that follows (no rows, or the given Loaded). */
+static tout round_at(ringkv_node *n, uint64_t now, uint64_t rnd, rk_slice loaded, bool *asked_changed) {
+  tout a = step(n, step_req(now, rnd, 3, no_rows()));
+  assert_int_equal(a.rc, RINGKV_OK);
+  assert_true(a.has_load);
+  if (asked_changed != NULL) *asked_changed = a.load_changed;
+  tout b = step(n, step_req(now, rnd, 4, loaded));
+  assert_int_equal(b.rc, RINGKV_OK);
+  return b;
+}
+
+typedef struct {
+  size_t rounds, digests, changed_asked;
+  uint64_t first_round_ms;
+} tlog;
+
+/* Follows the node's alarms from `now` up to `until`, as an executor would: every round
+ * finds no rows; every send is lost (its Answer says so at once). */
+static tlog follow(ringkv_node *n, uint64_t now, uint64_t until, uint64_t alarm) {
+  tlog l;
+  memset(&l, 0, sizeof l);
+  uint64_t t = alarm;
+  for (int i = 0; i < 10000; i++) {
+    if (t == 0 || t > until) break;
+    if (t < now) t = now;
+    bool changed = false;
+    tout r = round_at(n, t, (uint64_t)i, no_rows(), &changed);
+    if (l.rounds == 0) l.first_round_ms = t;
+    l.rounds++;
+    l.changed_asked += changed;
+    uint64_t next = r.alarm;
+    for (size_t k = 0; k < r.nsends; k++) {
+      if (r.sends[k].kind == KIND_DIGEST) l.digests++;
+      tout a = step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, false, no_rows())));
+      assert_int_equal(a.rc, RINGKV_OK);
+      next = a.alarm;
+    }
+    /* No hot loop: the next round is at least one interval after this one. */
+    assert_true(next == 0 || next >= t + INTERVAL);
+    now = t;
+    t = next;
+  }
+  tl_reset();
+  return l;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Truncated requests */
+
+static rk_slice write_req(void) {
+  pb_enc e = tl_enc();
+  pb_put_bytes(&e, 2, tl_str("truncated/key"));
+  pb_put_bytes(&e, 6, tl_str("a value"));
+  pb_put_bytes(&e, 7, tl_str("text/plain"));
+  return tl_done(&e);
+}
+
+static rk_slice incoming_req(uint32_t kind, rk_slice message) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, kind);
+  pb_put_bytes(&e, 2, message);
+  return tl_done(&e);
+}
+
+/* Every strict prefix of `full` is an error (the event is its last field, so no prefix
+ * holds a whole one); none traps (ASan/UBSan build); the full request then still works. */
+static void check_prefixes(ringkv_node *n, rk_slice full, int want_full) {
+  rk_slice whole = tl_dup(full);
+  for (size_t len = 0; len < whole.len; len++) {
+    rk_slice cut = {whole.ptr, len};
+    rk_slice rep;
+    int rc = tl_call(n, RINGKV_OP_STEP, cut, &rep);
+    if (rc == RINGKV_OK) print_error("prefix of %zu/%zu bytes accepted\n", len, whole.len);
+    assert_int_not_equal(rc, RINGKV_OK);
+  }
+  rk_slice rep;
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, whole, &rep), want_full);
+  free((void *)whole.ptr);
+}
+
+static void test_truncated_step_requests_are_errors(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(tl_default_config(), 0);
+  check_prefixes(n, step_req(NOW, 1, 6, write_req()), RINGKV_OK);
+  /* A Push of version 2 with no entries, from node 1. */
+  pb_enc p = tl_enc();
+  pb_put_uint(&p, 1, 2);
+  pb_put_uint(&p, 2, 1);
+  pb_put_uint(&p, 15, 2);
+  rk_slice push = tl_done(&p);
+  check_prefixes(n, step_req(NOW, 2, 7, incoming_req(KIND_PUSH, push)), RINGKV_OK);
+  check_prefixes(n, step_req(NOW, 3, 5, answer_msg(77, true, push)), RINGKV_OK);
+  /* `loaded` with no chain waiting is an error even whole. */
+  pb_enc l = tl_enc();
+  pb_put_fixed64(&l, 7, 12345);
+  check_prefixes(n, step_req(NOW, 4, 4, tl_done(&l)), RINGKV_E_STATE);
+  /* Two events, or none, are malformed. */
+  pb_enc two = tl_enc();
+  pb_put_uint(&two, 1, NOW);
+  pb_put_bool(&two, 3, true);
+  pb_put_bool(&two, 8, true);
+  rk_slice rep;
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, tl_done(&two), &rep), RINGKV_E_DECODE);
+  /* And the node still writes. */
+  assert_int_equal(step(n, step_req(NOW + 1, 5, 6, write_req())).rc, RINGKV_OK);
+  ringkv_node_destroy(n);
+  tl_reset();
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* The alarm */
+
+/* A fresh node keeps rounds and anti-entropy going, one round per interval at most. */
+static void test_alarm_paces_rounds(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(big_config(), 0);
+  tout s = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(s.rc, RINGKV_OK);
+  assert_true(s.alarm != 0);
+  assert_true(s.alarm <= NOW + INTERVAL);
+  tlog l = follow(n, NOW, NOW + 3 * AE_INTERVAL_MAX, s.alarm);
+  assert_true(l.rounds >= 3);
+  assert_true(l.digests >= 2);   /* anti-entropy runs at least once per AE_INTERVAL_MAX */
+  ringkv_node_destroy(n);
+}
+
+/* Loaded.next_expiry at either extreme (a tombstone from the far future, or from long ago)
+ * neither stops the alarm nor makes it fire before the next interval. */
+static void test_alarm_with_extreme_next_expiry(void **state) {
+  (void)state;
+  uint64_t extremes[] = {UINT64_MAX, UINT64_C(1), (NOW + DAY) << 16, (uint64_t)RINGKV_HLC_MS_MAX << 16};
+  for (size_t i = 0; i < sizeof extremes / sizeof *extremes; i++) {
+    ringkv_node *n = tl_node(big_config(), 0);
+    uint64_t t = NOW;
+    for (int r = 0; r < 5; r++) {
+      pb_enc l = tl_enc();
+      pb_put_fixed64(&l, 7, extremes[i]);
+      tout o = round_at(n, t, (uint64_t)r, tl_done(&l), NULL);
+      for (size_t k = 0; k < o.nsends; k++) {
+        tout a = step(n, step_req(t, 0, 5, answer_msg(o.sends[k].tag, false, no_rows())));
+        assert_int_equal(a.rc, RINGKV_OK);
+        o.alarm = a.alarm;
+      }
+      assert_true(o.alarm != 0);
+      assert_true(o.alarm >= t + INTERVAL);
+      assert_true(o.alarm <= t + AE_INTERVAL_MAX + INTERVAL);
+      t = o.alarm;
+    }
+    ringkv_node_destroy(n);
+    tl_reset();
+  }
+}
+
+/* State persisted while the node's clock was ahead (FAULTS skew, or a wall clock stepped
+ * back) holds last_round_ms in the future: rounds, pending pushes included, still come
+ * within an interval (clamp_to_clock), not once the clock catches up (a day here). */
+static void test_clock_back_last_round_stalls_rounds(void **state) {
+  (void)state;
+  tstate s = {.last_round_ms = NOW + DAY, .ae_next_ms = NOW, .ae_interval_ms = INTERVAL, .seq = 5, .client_seq = 5};
+  ringkv_node *n = node_from(big_config(), 0, step_state(s), NULL, 0);
+  tout st = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(st.rc, RINGKV_OK);
+  /* Changes wait for every peer (acked 0 < seq 5): a round is due within an interval. */
+  assert_true(st.alarm != 0);
+  assert_true(st.alarm <= NOW + AE_INTERVAL_MAX);
+  ringkv_node_destroy(n);
+  tl_reset();
+}
+
+/* A peer's retry_at persisted a day ahead (clock moved back) waits no longer than the
+ * back-off's cap, PEER_BACKOFF_MS_MAX. */
+static void test_clock_back_retry_at_stalls_pushes(void **state) {
+  (void)state;
+  tstate s = {.last_round_ms = NOW - INTERVAL, .ae_next_ms = NOW, .ae_interval_ms = INTERVAL, .seq = 5, .client_seq = 5};
+  tpeer peers[7];
+  for (uint32_t p = 1; p < 8; p++) peers[p - 1] = (tpeer){p, 3, 0, NOW + DAY};
+  ringkv_node *n = node_from(big_config(), 0, step_state(s), peers, 7);
+  tout st = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(st.rc, RINGKV_OK);
+  tlog l = follow(n, NOW, NOW + 2 * BACKOFF_MAX, st.alarm);
+  assert_true(l.rounds > 0);
+  assert_true(l.changed_asked > 0);   /* some round reads the changes to push them */
+  ringkv_node_destroy(n);
+}
+
+/* The same node without the future retry_at does push (the test above can fail). */
+static void test_backoff_retries_within_the_cap(void **state) {
+  (void)state;
+  tstate s = {.last_round_ms = NOW - INTERVAL, .ae_next_ms = NOW, .ae_interval_ms = INTERVAL, .seq = 5, .client_seq = 5};
+  tpeer peers[7];
+  for (uint32_t p = 1; p < 8; p++) peers[p - 1] = (tpeer){p, 30, 0, NOW + BACKOFF_MAX};
+  ringkv_node *n = node_from(big_config(), 0, step_state(s), peers, 7);
+  tout st = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(st.rc, RINGKV_OK);
+  tlog l = follow(n, NOW, NOW + 2 * BACKOFF_MAX + INTERVAL, st.alarm);
+  assert_true(l.changed_asked > 0);
+  ringkv_node_destroy(n);
+}
+
+/* ae_next_ms persisted a day ahead (clock moved back) waits no longer than one
+ * anti-entropy interval. */
+static void test_clock_back_ae_next_stalls_anti_entropy(void **state) {
+  (void)state;
+  tstate s = {.last_round_ms = NOW - INTERVAL, .ae_next_ms = NOW + DAY, .ae_interval_ms = AE_INTERVAL_MAX};
+  ringkv_node *n = node_from(big_config(), 0, step_state(s), NULL, 0);
+  tout st = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(st.rc, RINGKV_OK);
+  assert_true(st.alarm != 0 && st.alarm <= NOW + AE_INTERVAL_MAX + INTERVAL);
+  tlog l = follow(n, NOW, NOW + 3 * AE_INTERVAL_MAX, st.alarm);
+  assert_true(l.digests > 0);
+  ringkv_node_destroy(n);
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* Hostile DigestReply */
+
+/* The number of anti-entropy buckets node n shares with `peer`: the one length of
+ * DigestReply.bucket_digests that OP_AE_COMPARE accepts from it. */
+static size_t buckets_with(ringkv_node *n, uint32_t peer) {
+  for (size_t len = 2; len <= RINGKV_AE_BUCKETS_MAX; len++) {
+    pb_enc d = tl_enc();
+    pb_put_uint(&d, 1, RINGKV_PROTOCOL_VERSION);
+    pb_put_uint(&d, 2, peer);
+    for (size_t i = 0; i < len; i++) pb_put_fixed64(&d, 5, 1);
+    pb_put_uint(&d, 15, RINGKV_PROTOCOL_VERSION);
+    pb_enc e = tl_enc();
+    pb_put_bytes(&e, 1, tl_done(&d));
+    pb_put_uint(&e, 2, 64);
+    rk_slice rep;
+    if (tl_call(n, RINGKV_OP_AE_COMPARE, tl_done(&e), &rep) == RINGKV_OK) return len;
+  }
+  return 0;
+}
+
+static rk_slice digest_reply_from(uint32_t from, size_t buckets) {
+  pb_enc d = tl_enc();
+  pb_put_uint(&d, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&d, 2, from);
+  for (size_t i = 0; i < buckets; i++) pb_put_fixed64(&d, 5, 1);
+  pb_put_uint(&d, 15, RINGKV_PROTOCOL_VERSION);
+  return tl_done(&d);
+}
+
+/* A node whose first round sends its DigestRequest to a peer sharing fewer buckets with
+ * it than another peer `*q` does; the send's tag in *tag. */
+static ringkv_node *node_in_ae(uint32_t *p, uint32_t *q, size_t *qb, uint32_t *tag) {
+  for (uint32_t self = 0; self < 8; self++) {
+    ringkv_node *n = tl_node(big_config(), self);
+    size_t b[8] = {0}, best = 0;
+    uint32_t bq = 0;
+    for (size_t i = 0; i < n->ae_peers_len; i++) {
+      uint32_t peer = n->ae_peers[i];
+      b[peer] = buckets_with(n, peer);
+      if (b[peer] > best) {
+        best = b[peer];
+        bq = peer;
+      }
+    }
+    for (uint64_t rnd = 0; rnd < 64; rnd++) {
+      if (rnd > 0) {
+        ringkv_node_destroy(n);
+        n = tl_node(big_config(), self);
+      }
+      tout r = round_at(n, NOW, rnd, no_rows(), NULL);
+      for (size_t k = 0; k < r.nsends; k++) {
+        if (r.sends[k].kind != KIND_DIGEST) continue;
+        if (b[r.sends[k].peer] != 0 && b[r.sends[k].peer] < best) {
+          *p = r.sends[k].peer;
+          *q = bq;
+          *qb = best;
+          *tag = r.sends[k].tag;
+          tl_reset();
+          return n;
+        }
+      }
+    }
+    ringkv_node_destroy(n);
+  }
+  fail_msg("no node has peers with different bucket counts");
+  return NULL;
+}
+
+/* Garbage as the answer to a DigestRequest ends the exchange; anti-entropy goes on. */
+static void test_garbage_digest_reply_ends_exchange(void **state) {
+  (void)state;
+  uint32_t p, q, tag;
+  size_t qb;
+  ringkv_node *n = node_in_ae(&p, &q, &qb, &tag);
+  uint8_t junk[] = {0xff, 0xff, 0xff};
+  rk_slice j = {junk, sizeof junk};
+  tout a = step(n, step_req(NOW, 0, 5, answer_msg(tag, true, j)));
+  assert_int_equal(a.rc, RINGKV_OK);
+  tlog l = follow(n, NOW, NOW + 3 * AE_INTERVAL_MAX, a.alarm);
+  assert_true(l.digests > 0);
+  ringkv_node_destroy(n);
+}
+
+static bool contains(rk_slice hay, const char *needle) {
+  size_t len = strlen(needle);
+  for (size_t i = 0; i + len <= hay.len; i++) {
+    if (memcmp(hay.ptr + i, needle, len) == 0) return true;
+  }
+  return false;
+}
+
+/* Peer P answers the root DigestRequest with a DigestReply whose `from` names another
+ * node Q sharing more buckets with this node: OP_AE_COMPARE judges it against Q's shards
+ * and names buckets P does not have, so the narrowing request cannot be built. The answer
+ * is refused and counted and the exchange ends; anti-entropy goes on. */
+static void test_digest_reply_from_another_node_stops_anti_entropy(void **state) {
+  (void)state;
+  uint32_t p, q, tag;
+  size_t qb;
+  ringkv_node *n = node_in_ae(&p, &q, &qb, &tag);
+  assert_int_not_equal(p, q);
+  rk_slice rep;
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(NOW, 0, 5, answer_msg(tag, true, digest_reply_from(q, qb))), &rep),
+                   RINGKV_OK);
+  assert_true(contains(rep, "refused_malformed"));
+  tout a = step(n, step_req(NOW, 0, 8, no_rows()));
+  assert_int_equal(a.rc, RINGKV_OK);
+  tlog l = follow(n, NOW, NOW + 3 * AE_INTERVAL_MAX, a.alarm);
+  assert_true(l.digests > 0);
+  ringkv_node_destroy(n);
+}
+
+/* A send whose outcome never comes back (the executor owes one; say it lost it) holds
+ * anti-entropy only until twice the send's time limit, then the exchange counts as lost
+ * and the next one starts. */
+static void test_unanswered_send_is_forgotten(void **state) {
+  (void)state;
+  uint32_t p, q, tag;
+  size_t qb;
+  ringkv_node *n = node_in_ae(&p, &q, &qb, &tag);
+  size_t early = 0, late = 0;
+  for (uint64_t t = NOW + INTERVAL; t <= NOW + 2 * TIMEOUT + 3 * INTERVAL; t += INTERVAL) {
+    tout r = round_at(n, t, t, no_rows(), NULL);
+    for (size_t k = 0; k < r.nsends; k++) {
+      if (r.sends[k].kind != KIND_DIGEST) continue;
+      if (t < NOW + 2 * TIMEOUT) early++;
+      else late++;
+      /* Later sends are answered (lost), as an executor does. */
+      assert_int_equal(step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, false, no_rows()))).rc, RINGKV_OK);
+    }
+    tl_reset();
+  }
+  assert_int_equal(early, 0);   /* the exchange in flight holds the next one ... */
+  assert_true(late > 0);        /* ... but not forever */
+  ringkv_node_destroy(n);
+}
+
+/* A chain the executor does not go on with (another event instead of `loaded`) frees what
+ * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
+static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();   /* 64 shards: the first answer holds shard digests */
+  ringkv_node *n = tl_node(c, 0);
+  tout r = round_at(n, NOW, 1, no_rows(), NULL);
+  uint32_t tag = 0, peer = 0;
+  for (size_t k = 0; k < r.nsends; k++) {
+    if (r.sends[k].kind == KIND_DIGEST) {
+      tag = r.sends[k].tag;
+      peer = r.sends[k].peer;
+    }
+  }
+  assert_int_not_equal(tag, 0);
+  /* The peer holds something in every shard the two share: every one differs. */
+  pb_enc shards = tl_enc();
+  for (uint32_t sh = 0; sh < c.shards; sh++) {
+    bool mine = false, theirs = false;
+    for (uint32_t j = 0; j < c.replicas; j++) {
+      mine |= n->placement[sh * c.replicas + j] == 0;
+      theirs |= n->placement[sh * c.replicas + j] == peer;
+    }
+    if (!mine || !theirs) continue;
+    size_t m = pb_begin(&shards, 4);
+    pb_put_uint(&shards, 1, sh);
+    pb_put_fixed64(&shards, 2, 7);
+    pb_end(&shards, m);
+  }
+  rk_slice body = tl_done(&shards);
+  pb_enc d = tl_enc();
+  pb_put_uint(&d, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&d, 2, peer);
+  pb_put_raw(&d, body.ptr, body.len);
+  pb_put_uint(&d, 15, RINGKV_PROTOCOL_VERSION);
+  tout a = step(n, step_req(NOW, 0, 5, answer_msg(tag, true, tl_done(&d))));
+  assert_int_equal(a.rc, RINGKV_OK);
+  assert_true(a.has_load);   /* it asks for the differing shards' rows ... */
+  /* ... and gets an alarm instead: the chain is dropped. */
+  tout b = step(n, step_req(NOW + INTERVAL, 0, 8, no_rows()));
+  assert_int_equal(b.rc, RINGKV_OK);
+  tlog l = follow(n, NOW + INTERVAL, NOW + 3 * AE_INTERVAL_MAX, b.alarm);
+  assert_true(l.digests > 0);
+  ringkv_node_destroy(n);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_truncated_step_requests_are_errors),
+      cmocka_unit_test(test_alarm_paces_rounds),
+      cmocka_unit_test(test_alarm_with_extreme_next_expiry),
+      cmocka_unit_test(test_clock_back_last_round_stalls_rounds),
+      cmocka_unit_test(test_clock_back_retry_at_stalls_pushes),
+      cmocka_unit_test(test_backoff_retries_within_the_cap),
+      cmocka_unit_test(test_clock_back_ae_next_stalls_anti_entropy),
+      cmocka_unit_test(test_garbage_digest_reply_ends_exchange),
+      cmocka_unit_test(test_digest_reply_from_another_node_stops_anti_entropy),
+      cmocka_unit_test(test_unanswered_send_is_forgotten),
+      cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  tl_free();
+  return rc;
+}
