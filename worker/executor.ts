@@ -26,7 +26,8 @@ export interface ExecutorHost {
   /** Sends one message; resolves with the answer, the peer's refusal, or neither. */
   send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
   /** Arms the alarm at this wall time (undefined: none). */
-  setAlarm(wallMs: number | undefined): void;
+  /** Arms the alarm at this time of the node's clock (undefined: none). */
+  setAlarm(atMs: number | undefined): void;
   /** What one step's actions performed (record/replay, when recording): key rows written
    *  and sends made ([peer, kind, bytes]); the host adds the alarm it armed. */
   record(performed: { rows: number; sends: number[][] }): void;
@@ -97,11 +98,7 @@ export class Executor {
   }
 
   private arm(alarmMs: bigint): void {
-    if (alarmMs === 0n) {
-      this.host.setAlarm(undefined);
-      return;
-    }
-    // The core's times are in the node's clock; the alarm runs on wall time.
-    this.host.setAlarm(Number(alarmMs) - (this.host.nowMs() - Date.now()));
+    this.host.setAlarm(alarmMs === 0n ? undefined : Number(alarmMs));
   }
+
 }

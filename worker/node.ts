@@ -96,6 +96,7 @@ export class RingNode extends DurableObject {
   private ringPending: Promise<void> | undefined;
   private coreInstance: Core | undefined;
   private coreGeneration = 0;
+  /** The alarm armed, in the node's clock (the core's times); undefined: none. */
   private alarmAtMs: number | undefined;
   private faults: Faults = NO_FAULTS;
 
@@ -115,12 +116,10 @@ export class RingNode extends DurableObject {
       stats: this.stats,
       nowMs: () => this.nowMs(),
       send: (peer, kind, message, timeoutMs) => this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
-      setAlarm: (wallMs) => this.setAlarm(wallMs),
+      setAlarm: (atMs) => this.setAlarm(atMs),
       record: (performed) => {
         if (!this.config?.recordCalls) return;
-        // The alarm armed, in the node's clock as the core gave it (0: none).
-        const alarmMs = this.alarmAtMs === undefined ? 0 : this.alarmAtMs + (this.nowMs() - Date.now());
-        this.recordCall(0, utf8.encode(JSON.stringify({ ...performed, alarmMs })), 0, EMPTY);
+        this.recordCall(0, utf8.encode(JSON.stringify({ ...performed, alarmMs: this.alarmAtMs ?? 0 })), 0, EMPTY);
       },
     });
     ctx.blockConcurrencyWhile(async () => {
@@ -299,10 +298,13 @@ export class RingNode extends DurableObject {
     return Math.max(0, Date.now() + skew);
   }
 
-  private setAlarm(wallMs: number | undefined): void {
-    if (wallMs === this.alarmAtMs) return;
-    this.alarmAtMs = wallMs;
-    const done = wallMs === undefined ? this.ctx.storage.deleteAlarm() : this.ctx.storage.setAlarm(wallMs);
+  /** Arms the alarm at `atMs` of the node's clock: the alarm runs on wall time, so less any
+   *  injected skew. */
+  private setAlarm(atMs: number | undefined): void {
+    if (atMs === this.alarmAtMs) return;
+    this.alarmAtMs = atMs;
+    const skew = this.config?.faultsEnabled ? skewOf(this.faults, this.nodeId) : 0;
+    const done = atMs === undefined ? this.ctx.storage.deleteAlarm() : this.ctx.storage.setAlarm(atMs - skew);
     done.catch((err: Error) => {
       this.alarmAtMs = undefined;
       console.error(`ringkv node ${this.nodeId}: setting the alarm failed: ${err.message}`);
@@ -628,11 +630,12 @@ export class RingNode extends DurableObject {
     this.alarmAtMs = undefined;
     if (this.error !== undefined || this.nodeId === undefined) return;
     try {
-      // A node upgraded from release 1 has data and an alarm but no ring yet.
+      // A node upgraded from release 1 has data and an alarm but no ring yet: with no core
+      // to ask, it tries again after one gossip interval.
       await this.ensureRing();
     } catch (err) {
       console.error(`ringkv node ${this.nodeId}: no ring yet (${(err as Error).message}); trying again`);
-      this.setAlarm(Date.now() + this.config!.gossipIntervalMs);
+      this.setAlarm(this.nowMs() + this.config!.gossipIntervalMs);
       return;
     }
     try {
@@ -640,7 +643,7 @@ export class RingNode extends DurableObject {
       await this.executor.run({ alarm: true }, EMPTY).done;
     } catch (err) {
       console.error(`ringkv node ${this.nodeId}: gossip round failed: ${(err as Error).stack ?? err}`);
-      this.setAlarm(Date.now() + this.config!.gossipIntervalMs);
+      this.setAlarm(this.nowMs() + this.config!.gossipIntervalMs);
     }
     this.stats.flush();
   }
