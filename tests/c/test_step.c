@@ -447,7 +447,7 @@ static bool contains(rk_slice hay, const char *needle) {
  * node Q sharing more buckets with this node: OP_AE_COMPARE judges it against Q's shards
  * and names buckets P does not have, so the narrowing request cannot be built. The answer
  * is refused and counted and the exchange ends; anti-entropy goes on. */
-static void test_digest_reply_from_another_node_stops_anti_entropy(void **state) {
+static void test_digest_reply_from_another_node_ends_its_exchange(void **state) {
   (void)state;
   uint32_t p, q, tag;
   size_t qb;
@@ -545,7 +545,7 @@ int main(void) {
       cmocka_unit_test(test_backoff_retries_within_the_cap),
       cmocka_unit_test(test_clock_back_ae_next_stalls_anti_entropy),
       cmocka_unit_test(test_garbage_digest_reply_ends_exchange),
-      cmocka_unit_test(test_digest_reply_from_another_node_stops_anti_entropy),
+      cmocka_unit_test(test_digest_reply_from_another_node_ends_its_exchange),
       cmocka_unit_test(test_unanswered_send_is_forgotten),
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
   };

@@ -136,3 +136,17 @@ export function rng(seed) {
     return x % n;
   };
 }
+
+/** A key's entry in node `node`'s admin dump (undefined when it holds none), `req` being a
+ *  cluster's request function. */
+export async function dumpEntry(req, node, key) {
+  let cursor = null;
+  for (let page = 0; page < 200; page++) {
+    const r = await req(`/v1/admin/nodes/${node}/keys${cursor ? `?cursor=${cursor}` : ""}`);
+    const entry = r.json.keys.find((k) => k.key === key);
+    if (entry) return entry;
+    cursor = r.json.cursor;
+    if (cursor === null) return undefined;
+  }
+  return undefined;
+}

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startCluster, kvPath, waitFor, root } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, root, dumpEntry } from "./helpers.mjs";
 import { encode, decode } from "../../worker/pb.ts";
 import { Core, Op } from "../../worker/core.ts";
 import { signToken, base64url, unbase64url } from "../../worker/tokens.ts";
@@ -76,18 +76,6 @@ async function stateAt(key, node) {
   return r.status === 404 ? null : r.json.siblings.map((s) => [s.value, s.hlc, s.node, s.deleted]);
 }
 
-/** The dots node `node` holds for `key` (from the admin dump). */
-async function dumpOf(node, key) {
-  let cursor = null;
-  for (let page = 0; page < 100; page++) {
-    const r = await req(`/v1/admin/nodes/${node}/keys${cursor ? `?cursor=${cursor}` : ""}`);
-    const entry = r.json.keys.find((k) => k.key === key);
-    if (entry) return entry;
-    cursor = r.json.cursor;
-    if (cursor === null) return undefined;
-  }
-  return undefined;
-}
 
 function stringLiterals() {
   const out = new Set(["ringkv-dev-secret: set TOKEN_SECRET in production", "integration-test-secret"]);
@@ -172,7 +160,7 @@ test("validly signed tokens claiming what no node issued are refused: own future
   const [x] = await replicasOf(key);
   const w = await put(key, "first", `?node=${x}`);
   assert.equal(w.status, 200);
-  const entry = await dumpOf(x, key);
+  const entry = await dumpEntry(req, x, key);
   const counter = Number(entry.siblings.find((s) => s.node === x).counter);
   const hlc = BigInt(w.json.hlc);
   // The test holds the secret as an insider would (a node hands it to the Worker).
@@ -276,7 +264,7 @@ test("a peer's unknown node ids, claims on the receiver's future dots, contradic
   assert.equal((await put(key, "from y", `?node=${y}`)).status, 200);
   await waitFor("x has y's write", async () => (await req(kvPath(key, `?node=${x}`))).text === "from y", { timeoutMs: 20_000 });
   assert.equal((await put(key, "from x", `?node=${x}`)).status, 200);
-  const dx = await dumpOf(x, key);
+  const dx = await dumpEntry(req, x, key);
   const mine = dx.siblings.find((s) => s.node === x);
   const ys = dx.context.vv.find(([node]) => node === y);
   assert.ok(mine && ys);
@@ -309,7 +297,7 @@ test("a claim on another replica's future dots is harmless once it has reached t
   const secret = new Uint8Array(Buffer.from(ring.secret, "hex"));
   const w = await put(key, "first", `?node=${y}`);
   assert.equal(w.status, 200);
-  const claim = tokenPayload(key, BigInt(w.json.hlc), [{ node: x, counter: 50_000_000 }, { node: y, counter: Number((await dumpOf(y, key)).siblings[0].counter) }]);
+  const claim = tokenPayload(key, BigInt(w.json.hlc), [{ node: x, counter: 50_000_000 }, { node: y, counter: Number((await dumpEntry(req, y, key)).siblings[0].counter) }]);
   const forged = await put(key, "claims x's future", `?node=${y}`, { "X-Ring-Context": await signToken(secret, clusterId, utf8(key), claim) });
   assert.equal(forged.status, 200);
   await waitFor("converged", converged, { timeoutMs: 60_000 });
@@ -317,7 +305,7 @@ test("a claim on another replica's future dots is harmless once it has reached t
   assert.equal(later.status, 200);
   await waitFor("converged", converged, { timeoutMs: 60_000 });
   for (const n of [x, y, z]) assert.equal((await req(kvPath(key, `?node=${n}`))).text, "x writes later", `replica ${n}`);
-  const dot = (await dumpOf(x, key)).siblings.find((s) => s.node === x);
+  const dot = (await dumpEntry(req, x, key)).siblings.find((s) => s.node === x);
   assert.ok(Number(dot.counter) > 50_000_000);
 });
 

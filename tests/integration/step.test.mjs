@@ -8,7 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { startCluster, kvPath, waitFor, root } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, root, dumpEntry } from "./helpers.mjs";
 import { encode, decode } from "../../worker/pb.ts";
 import { Core, Op } from "../../worker/core.ts";
 
@@ -52,18 +52,6 @@ const place = (key) => core.call(Op.Place, { keys: [utf8(key)] }).placements[0];
 const replicasOf = (key) => place(key).replicas.map(Number);
 const hash = (bytes) => core.call(Op.Place, { keys: [bytes] }).placements[0].keyHash;
 const status = async () => (await req("/v1/cluster")).json;
-/** A key's entry in node `node`'s admin dump. */
-async function dumpOf(node, key) {
-  let cursor = null;
-  for (let page = 0; page < 200; page++) {
-    const r = await req(`/v1/admin/nodes/${node}/keys${cursor ? `?cursor=${cursor}` : ""}`);
-    const entry = r.json.keys.find((k) => k.key === key);
-    if (entry) return entry;
-    cursor = r.json.cursor;
-    if (cursor === null) return undefined;
-  }
-  return undefined;
-}
 /** Keys named `prefix<i>` whose replicas include `node`. */
 function keysAt(node, prefix, count) {
   const out = [];
@@ -177,7 +165,7 @@ test("a Push merged in several ranges applies every entry and names the deferred
   assert.deepEqual(answer.deferred.map(text).sort(), [keys[0], keys[n - 1]].sort());
   assert.equal(((await status()).nodes[x].refused.hlc_ahead ?? 0) - before, 2);
   // The stored metadata really needed more than one range (8 MiB each): ~7 KB per key.
-  const dumped = await dumpOf(x, keys[1]);
+  const dumped = await dumpEntry(req, x, keys[1]);
   assert.ok(dumped && dumped.context.dots.length >= 1000, "the explicit dots are stored");
   // Crash x at once; it restarts on the next request and holds what it acknowledged.
   assert.equal((await req(`/v1/admin/nodes/${x}/crash`, { method: "POST" })).status, 200);
