@@ -6,6 +6,8 @@
  *    loop), whatever Loaded.next_expiry says, and it is never 0 while the node has peers.
  *  - A hostile DigestReply naming another node as `from`, or garbage, ends the exchange:
  *    anti-entropy goes on afterwards.
+ *  - A push's time limit is one interval while its quick retries last (a lost push is
+ *    retried at the next round), then doubles per failure, never past PEER_TIMEOUT_MS.
  *  - State persisted by a clock that then moved back (last_round_ms, ae_next_ms, a peer's
  *    retry_at in the future) must not stop rounds, pushes or anti-entropy for that long.
  *
@@ -101,6 +103,7 @@ static rk_slice no_rows(void) {
 
 typedef struct {
   uint32_t kind, peer, tag;
+  uint64_t timeout;
 } tsend;
 
 typedef struct {
@@ -132,6 +135,7 @@ static tout step(ringkv_node *n, rk_slice req) {
       o.sends[o.nsends].kind = (uint32_t)tl_u64(s, 1);
       o.sends[o.nsends].peer = (uint32_t)tl_u64(t, 1);
       o.sends[o.nsends].tag = (uint32_t)tl_u64(t, 2);
+      o.sends[o.nsends].timeout = tl_u64(s, 4);
       o.nsends++;
     }
   }
@@ -489,6 +493,71 @@ static void test_unanswered_send_is_forgotten(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* A client write's row as the round's `loaded` would hold it: Loaded{changed: Candidate{
+ * Local{key, meta, values: (dot, value)}, seq, from_client}}. */
+static rk_slice changed_from_write(ringkv_node *n, const char *key, const char *value) {
+  pb_enc w = tl_enc();
+  pb_put_bytes(&w, 2, tl_str(key));
+  pb_put_bytes(&w, 6, tl_str(value));
+  pb_put_bytes(&w, 7, tl_str("text/plain"));
+  rk_slice rep;
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(NOW, 1, 6, tl_done(&w)), &rep), RINGKV_OK);
+  rk_slice row = tl_dup(tl_bytes_field(rep, 2));
+  rk_slice applied = tl_bytes_field(row, 1);
+  rk_slice put = tl_bytes_field(applied, 6);
+  pb_enc e = tl_enc();
+  size_t c = pb_begin(&e, 4);
+  size_t l = pb_begin(&e, 1);
+  pb_put_bytes(&e, 1, tl_str(key));
+  pb_put_bytes(&e, 2, tl_bytes_field(applied, 3));
+  size_t v = pb_begin(&e, 3);
+  pb_put_bytes(&e, 1, tl_bytes_field(put, 1));
+  pb_put_bytes(&e, 2, tl_str(value));
+  pb_end(&e, v);
+  pb_end(&e, l);
+  pb_put_uint(&e, 2, tl_u64(row, 3));
+  pb_put_bool(&e, 3, true);
+  pb_end(&e, c);
+  rk_slice out = tl_dup(tl_done(&e));
+  free((void *)row.ptr);
+  return out;
+}
+
+static void test_push_time_limit(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(tl_default_config(), 0);
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice loaded = changed_from_write(n, "pushed/key", "v");
+  uint64_t t = NOW + INTERVAL, last_timeout = 0, max_timeout = 0;
+  size_t pushes = 0, quick = 0;
+  for (int round = 0; round < 40; round++, t += INTERVAL) {
+    tout r = round_at(n, t, (uint64_t)round, loaded, NULL);
+    bool pushed = false;
+    for (size_t k = 0; k < r.nsends; k++) {
+      if (r.sends[k].kind != KIND_PUSH || r.sends[k].peer != r.sends[0].peer) continue;
+      pushed = true;
+      pushes++;
+      /* Never shorter than the last one (it only grows with failures), never past the cap. */
+      assert_true(r.sends[k].timeout >= last_timeout);
+      assert_true(r.sends[k].timeout <= TIMEOUT);
+      if (r.sends[k].timeout == INTERVAL && (size_t)round == quick) quick++;
+      last_timeout = r.sends[k].timeout;
+      max_timeout = r.sends[k].timeout > max_timeout ? r.sends[k].timeout : max_timeout;
+    }
+    for (size_t k = 0; k < r.nsends; k++) {
+      assert_int_equal(step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, false, no_rows()))).rc, RINGKV_OK);
+    }
+    (void)pushed;
+  }
+  /* The first push and its quick retries: one interval each, in consecutive rounds. */
+  assert_true(quick >= 3);
+  assert_true(pushes > quick);        /* it goes on trying ... */
+  assert_int_equal(max_timeout, TIMEOUT);   /* ... with more time, up to the cap */
+  free((void *)loaded.ptr);
+  tl_reset();
+  ringkv_node_destroy(n);
+}
+
 /* A chain the executor does not go on with (another event instead of `loaded`) frees what
  * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
 static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
@@ -548,6 +617,7 @@ int main(void) {
       cmocka_unit_test(test_digest_reply_from_another_node_ends_its_exchange),
       cmocka_unit_test(test_unanswered_send_is_forgotten),
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
+      cmocka_unit_test(test_push_time_limit),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

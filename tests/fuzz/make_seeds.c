@@ -407,6 +407,52 @@ int main(int argc, char **argv) {
       emit(done(&e));
     }
     emit(fz_slice(NULL, 0));
+  } else if (strcmp(t, "fuzz_step") == 0) {
+    /* Mode bytes as fuzz_step.c reads them: 0 StepState, 1 PeerState, 2 StepRequest. */
+    static const uint8_t mode[3] = {0, 1, 2};
+    pb_enc e = enc();
+    pb_put_raw(&e, &mode[0], 1);
+    pb_put_fixed64(&e, 1, UINT64_C(1000) << 16);
+    pb_put_uint(&e, 2, 5);
+    pb_put_uint(&e, 3, 9);
+    pb_put_uint(&e, 5, 900);
+    pb_put_uint(&e, 8, 2000);
+    pb_put_uint(&e, 9, 1000);
+    pb_put_uint(&e, 10, 2);
+    emit(done(&e));
+    e = enc();
+    pb_put_raw(&e, &mode[1], 1);
+    pb_put_uint(&e, 1, 3);
+    pb_put_uint(&e, 2, 7);
+    pb_put_uint(&e, 3, 2);
+    pb_put_uint(&e, 4, 5000);
+    emit(done(&e));
+    /* StepRequests: the alarm, a client write, a gossip Push, an answer. */
+    for (int ev = 0; ev < 4; ev++) {
+      e = enc();
+      pb_put_raw(&e, &mode[2], 1);
+      pb_put_uint(&e, 1, 1000);
+      pb_put_uint(&e, 2, 77);
+      if (ev == 0) {
+        pb_put_uint(&e, 3, 1);
+      } else if (ev == 1) {
+        size_t m = pb_begin(&e, 6);
+        pb_put_bytes(&e, 2, fz_str("k"));
+        pb_put_bytes(&e, 6, fz_str("v"));
+        pb_end(&e, m);
+      } else if (ev == 2) {
+        size_t m = pb_begin(&e, 7);
+        pb_put_uint(&e, 1, 1);
+        pb_put_bytes(&e, 2, fz_str("\x08\x01"));
+        pb_end(&e, m);
+      } else {
+        size_t m = pb_begin(&e, 5);
+        pb_put_uint(&e, 1, 1);
+        pb_put_uint(&e, 3, 1);
+        pb_end(&e, m);
+      }
+      emit(done(&e));
+    }
   } else if (strcmp(t, "fuzz_request") == 0) {
     request_seeds();
   } else {

@@ -28,10 +28,15 @@
 #define AE_QUIET_INTERVALS 1u   /* anti-entropy waits this long after a local change ... */
 #define AE_STARVE_INTERVALS 30u /* ... but runs at least once per this many while changes go on */
 /* A failed push is retried at the next round this many times before backing off (2, 4, 8,
- * ... intervals): most failures are one lost message, and the back-off made the tail. */
-#define PEER_RETRY_QUICK 2u
+ * ... intervals): most failures are lost messages, and at 10% loss per message a pair of
+ * nodes among a thousand's million sees a few in a row; backing off after two made the
+ * convergence tail (22-39 rounds at N=128, R=3, 600 writes a node; 11-13 after five). */
+#define PEER_RETRY_QUICK 5u
 #define PEER_BACKOFF_MS_MAX 30000u
 #define PEER_TIMEOUT_MS 10000u                   /* a send unanswered by then is lost */
+/* A push's time limit grows with its size at this rate (bytes per ms: 10 MB/s, a slow
+ * merge at the peer included). */
+#define PUSH_BYTES_PER_MS 10000u
 #define SENT_SLOTS 4096u  /* recently sent keys remembered (half of it: 4 rounds' candidates) */
 
 enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
@@ -369,7 +374,7 @@ static void load_begin(out_t *o) {
 }
 
 /* A Send of `message` on `kind` to one peer; returns its tag. */
-static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t peer) {
+static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t peer, uint64_t timeout_ms) {
   uint32_t tag = new_tag(o->st);
   size_t m = pb_begin(&o->sends, 6);
   pb_put_uint(&o->sends, 1, kind);
@@ -378,9 +383,21 @@ static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t pee
   pb_put_uint(&o->sends, 1, peer);
   pb_put_uint(&o->sends, 2, tag);
   pb_end(&o->sends, t);
-  pb_put_uint(&o->sends, 4, PEER_TIMEOUT_MS);
+  pb_put_uint(&o->sends, 4, timeout_ms);
   pb_end(&o->sends, m);
   return tag;
+}
+
+/* A push's time limit: one interval, or its transfer time when longer (an answer takes
+ * milliseconds, so a lost push is heard by the next round, not after PEER_TIMEOUT_MS:
+ * waiting for that made the convergence tail); once the quick retries are spent, doubled
+ * for each further failure (a slow peer gets the time it needs, as TCP's retransmission
+ * timer backs off), up to PEER_TIMEOUT_MS. */
+static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
+  uint64_t t = RK_MAX(interval_ms(o->n), (uint64_t)(bytes / PUSH_BYTES_PER_MS));
+  uint32_t failures = o->st->peers[peer].failures;
+  t <<= failures > PEER_RETRY_QUICK ? RK_MIN(failures - PEER_RETRY_QUICK, 16u) : 0u;
+  return RK_MIN(t, (uint64_t)PEER_TIMEOUT_MS);
 }
 
 /* A row write for an Applied: seq 0 keeps the row's sequence. */
@@ -839,7 +856,6 @@ static int round_push(out_t *o, rk_slice loaded) {
   pb_put_uint(&req, 3, truncated && count > 0 ? last_seq : st->scan_seq);
   rk_slice rep;
   RK_TRY(inner(o, RINGKV_OP_BUILD_PUSH, &req, &rep));
-  bool sent = false;
   FIELDS(rep) {
     case 1: {
       ok = pb_get_bytes(R, WT, &s);
@@ -872,17 +888,14 @@ static int round_push(out_t *o, rk_slice loaded) {
         if (message.len == 0) {
           push_outcome(o, targets[i], true);   /* nothing for this peer */
         } else {
-          ps->push_tag = send_one(o, KIND_PUSH, message, targets[i]);
+          ps->push_tag = send_one(o, KIND_PUSH, message, targets[i], push_timeout_ms(o, targets[i], message.len));
           ps->push_at = o->now;
-          sent = true;
         }
       }
       break;
     }
     SKIP;
   }
-  /* Pushing is the work anti-entropy would do: it stays quiet meanwhile. */
-  if (sent) note_change(o);
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
@@ -927,7 +940,7 @@ static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
         case 2: ok = pb_get_bytes(R, WT, &message); break;
         SKIP;
       }
-      if (ok && message.len > 0) st->gc_tags[st->gc_len++] = send_one(o, KIND_GC, message, peer);
+      if (ok && message.len > 0) st->gc_tags[st->gc_len++] = send_one(o, KIND_GC, message, peer, PEER_TIMEOUT_MS);
       break;
     }
     SKIP;
@@ -1124,8 +1137,11 @@ static void ae_maybe_start(out_t *o) {
   size_t np = n->ae_peers_len;
   if (st->ae_phase != AE_IDLE || np == 0 || o->now < s->ae_next_ms) return;
   uint64_t base = interval_ms(n);
-  /* Quiet after a change (pushes are doing the work; comparing digests mid-flight only
-   * ships shards twice), unless anti-entropy starves. */
+  /* Quiet after a local change (the node is still learning: comparing digests mid-flight
+   * only ships shards twice), unless anti-entropy starves. Its own pushes do not hold it:
+   * a node an epidemic missed is found only by anti-entropy, and at R=N every node went
+   * on relaying for rounds after the last change (11 rounds at N=64, 600 keys; 5-7 now,
+   * bytes the same). */
   uint64_t quiet_at = s->last_change_ms + base * AE_QUIET_INTERVALS;
   if (o->now < quiet_at && o->now - s->ae_last_ms < base * AE_STARVE_INTERVALS) {
     s->ae_next_ms = quiet_at;
@@ -1151,7 +1167,7 @@ static void ae_maybe_start(out_t *o) {
   }
   st->ae_peer = peer;
   st->ae_phase = AE_ROOT;
-  st->ae_tag = send_one(o, KIND_DIGEST, msg, peer);
+  st->ae_tag = send_one(o, KIND_DIGEST, msg, peer, PEER_TIMEOUT_MS);
   st->ae_at = o->now;
 }
 
@@ -1198,7 +1214,7 @@ static int ae_answered(out_t *o, const rk_slice *message) {
       SKIP;
     }
     st->ae_phase = AE_NARROW;
-    st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer);
+    st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer, PEER_TIMEOUT_MS);
     st->ae_at = o->now;
     return RINGKV_OK;
   }
@@ -1271,7 +1287,7 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
     case 1: ok = pb_get_bytes(R, WT, &msg); break;
     SKIP;
   }
-  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer);
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
   st->ae_repair_at = o->now;
   ae_finish(o, AE_DIFFER);
   return RINGKV_OK;
