@@ -79,10 +79,6 @@ static void note_clock(sim *s, node *n, uint64_t clock, uint64_t counter) {
 
 /* ---------------------------------------------------------------------------------------
  * The executor. One event, and the chain of `loaded` events its replies ask for. */
-typedef struct {
-  int code;                    /* the first step's return code (0: the chain ran) */
-  ProtobufCBinaryData reply;   /* the event's answer (in the arena) */
-} step_result;
 
 /* Performs one StepReply's actions but the load (rows, peer rows, state; sends; alarm). */
 static void perform(sim *s, node *n, const Ringkv__StepReply *rep, ProtobufCBinaryData payload, bool after_load) {
@@ -144,7 +140,7 @@ static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
 /* Runs `req` (one event) at `n` and every `loaded` its chain asks for. A first step that
  * returns an error code changed nothing: its code is returned for the caller to judge; a
  * later one fails the run. */
-static step_result run_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload) {
+step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload) {
   step_result out = {0, {0, NULL}};
   bool after_load = false;
   for (uint32_t hop = 0;; hop++) {
@@ -192,7 +188,7 @@ static step_result run_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufC
 
 /* A step that must succeed on the simulator's well-formed input. */
 static step_result run_step_ok(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload, const char *what) {
-  step_result r = run_step(s, n, req, payload);
+  step_result r = sim_step(s, n, req, payload);
   if (r.code > 0)
     failf(s, "core_error", "node %u: OP_STEP (%s) returned %d (%s)", n->id, what, r.code, ringkv_code_name(r.code));
   return r;
@@ -418,7 +414,7 @@ static void client_write(sim *s, uint64_t write_index) {
   Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
   req.write = &w;
   s->cause = deleted ? "client delete" : w.has_token ? "client context write" : "client write";
-  step_result r = run_step(s, n, &req, w.value);
+  step_result r = sim_step(s, n, &req, w.value);
   if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
   if (r.code == RINGKV_E_SIBLINGS || r.code == RINGKV_E_SKEW || r.code == RINGKV_E_KEY_BYTES) {
     s->res->rejected_writes++;
@@ -883,6 +879,7 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
   const sim_opts *o = s->o;
   s->bytes_this_round = 0;
   if (!s->healed) faults(s);
+  if (!s->healed && o->hostile) hostile_round(s);
   uint64_t writes_until = (uint64_t)o->writes * (s->round + 1) / (o->fault_rounds ? o->fault_rounds : 1);
   if (writes_until > o->writes) writes_until = o->writes;
   while (*write_next < writes_until && !s->failed) {

@@ -59,12 +59,13 @@ void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r) {
           ",\"messages_duplicated\":%" PRIu64 ",\"restarts\":%" PRIu64 ",\"partitions_made\":%" PRIu64
           ",\"expired\":%" PRIu64 ",\"gc_collected\":%" PRIu64 ",\"entries_applied\":%" PRIu64
           ",\"entry_bytes_mean\":%.1f,\"bytes_per_update\":%.1f,\"optimum_bytes_per_update\":%.1f,\"ratio\":%.3f"
-          ",\"idle_bytes_per_round\":%" PRIu64 ",\"replica_checks\":%u}\n",
+          ",\"idle_bytes_per_round\":%" PRIu64 ",\"replica_checks\":%u,\"hostile_sent\":%" PRIu64
+          ",\"hostile_refused\":%" PRIu64 "}\n",
           r->ok ? "ok" : "failed", r->acked_writes, r->rejected_writes, r->rounds_total, r->rounds_to_converge,
           r->rounds_after_heal, r->messages, r->bytes, r->bytes_push, r->bytes_ae, r->bytes_repair, r->bytes_gc,
           r->bytes_to_converge, r->messages_lost, r->messages_duplicated, r->restarts, r->partitions, r->expired,
           r->gc_collected, r->entries_applied, r->entry_bytes_mean, r->bytes_per_update, r->optimum_bytes_per_update,
-          r->ratio, r->idle_bytes_per_round, r->checks_run);
+          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused);
 }
 
 static void usage(void) {
@@ -74,7 +75,7 @@ static void usage(void) {
           "           [--fanout F] [--rounds-max M] [--fault-rounds F] [--settle-rounds S] [--value-bytes B]\n"
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
           "           [--max-skew-ms MS] [--max-siblings S] [--interval-ms MS] [--no-context-check] [--verbose]\n"
-          "           [--partition-rounds P] [--trace-key K]\n"
+          "           [--partition-rounds P] [--trace-key K] [--hostile]\n"
           "           [--break skip-rows|drop-value]   (oracle self-tests: a broken executor)\n"
           "       sim --sweep [--seed S] [--sweep-seeds K] [--out sim/results.json] [--nodes-max N]\n"
           "   Every policy (gossip, retries, anti-entropy, expiry, collection) is the core's.\n");
@@ -345,6 +346,7 @@ int main(int argc, char **argv) {
     FLAG("--no-context-check", check_contexts, false);
     U64("--interval-ms", interval_ms);
     FLAG("--verbose", verbose, true);
+    FLAG("--hostile", hostile, true);
     else if (strcmp(a, "--trace-key") == 0) o.trace_key = strtoll(next_arg(argc, argv, &i), NULL, 10);
     else if (strcmp(a, "--break") == 0) {
       const char *m = next_arg(argc, argv, &i);

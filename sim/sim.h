@@ -52,6 +52,7 @@ typedef struct {
   bool constant_writes;        /* writes keep arriving every round for series_rounds */
   int64_t trace_key;           /* >= 0: log every change of this key to stderr */
   int break_mode;              /* SIM_BREAK_*: oracle self-tests only */
+  bool hostile;                /* the last node also sends forged messages (hostile.c) */
   bool verbose;
 } sim_opts;
 
@@ -88,6 +89,8 @@ typedef struct {
   double ratio;
   uint64_t idle_bytes_per_round;     /* traffic in the last settle round */
   uint32_t checks_run;
+  uint64_t hostile_sent;             /* forged messages delivered (--hostile) */
+  uint64_t hostile_refused;          /* ... that the receiver refused whole */
   /* Series (when series_rounds > 0): per round. */
   uint32_t series_len;
   uint64_t *series_bytes;

@@ -175,6 +175,17 @@ typedef struct {
 } sim;
 
 void failf(sim *s, const char *check, const char *fmt, ...);
+
+typedef struct {
+  int code;                    /* the first step's return code (0: the chain ran) */
+  ProtobufCBinaryData reply;   /* the event's answer (in the arena) */
+} step_result;
+/* Runs `req` (one event) at `n` and every `loaded` its chain asks for; a first step that
+ * returns an error code changed nothing and its code is returned (cluster.c). */
+step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload);
+
+/* hostile.c: the hostile peer's forged messages of one round (--hostile). */
+void hostile_round(sim *s);
 uint64_t now_ms(const sim *s, const node *n);
 
 /* store.c */
