@@ -101,14 +101,21 @@ static double now_s(void) {
 }
 
 /* The scale experiment: a burst of writes to new keys at random replicas in round 0, 10%
- * loss on every leg throughout, then rounds until every shard's replicas are digest-equal. */
+ * loss on every leg throughout, then rounds until every shard's replicas are digest-equal.
+ * At the real shard count, with enough writes that the core's limits bind: every node
+ * pushes more changes than one round carries (PUSH_CANDIDATES_MAX, 512), and anti-entropy
+ * meets more differing shards than one comparison names (AE_SHARDS_MAX, 64). R=3: 600
+ * client writes per node (614,400 keys at N=1024, 37 per shard); R=N: 600 keys, every
+ * node relaying all of them. */
+#define SWEEP_SHARDS 16384u
+#define SWEEP_WRITES_PER_NODE 600u
 static void sweep_opts(sim_opts *o, const sim_opts *base, uint64_t seed, uint32_t n, uint32_t r) {
   *o = *base;   /* the flags given on the command line */
   o->seed = seed;
   o->nodes = n;
   o->replicas = r;
-  o->shards = 1024;
-  o->writes = r == 3 ? 400 : (400u * 8u / n < 16u ? 16u : 400u * 8u / n);
+  o->shards = SWEEP_SHARDS;
+  o->writes = r == n ? SWEEP_WRITES_PER_NODE : SWEEP_WRITES_PER_NODE * n;
   o->keys = o->writes;
   o->fresh_keys = true;
   o->delete_ratio = 0;

@@ -6,6 +6,8 @@
  *    loop), whatever Loaded.next_expiry says, and it is never 0 while the node has peers.
  *  - A hostile DigestReply naming another node as `from`, or garbage, ends the exchange:
  *    anti-entropy goes on afterwards.
+ *  - After two failures in a row a push goes out as two copies, and fails only when both
+ *    are lost.
  *  - A push's time limit is one interval while its quick retries last (a lost push is
  *    retried at the next round), then doubles per failure, never past PEER_TIMEOUT_MS.
  *  - State persisted by a clock that then moved back (last_round_ms, ae_next_ms, a peer's
@@ -558,6 +560,43 @@ static void test_push_time_limit(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* Two failures in a row and the push goes out twice; it fails only when both copies do. */
+static void test_hedged_push(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(tl_default_config(), 0);
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice loaded = changed_from_write(n, "hedged/key", "v");
+  uint64_t t = NOW + INTERVAL;
+  uint32_t peer = UINT32_MAX;
+  size_t copies[8] = {0};
+  for (int round = 0; round < 8; round++, t += INTERVAL) {
+    tout r = round_at(n, t, (uint64_t)round, loaded, NULL);
+    uint32_t tags[4];
+    size_t nt = 0;
+    for (size_t k = 0; k < r.nsends; k++) {
+      if (r.sends[k].kind != KIND_PUSH) continue;
+      if (peer == UINT32_MAX) peer = r.sends[k].peer;
+      if (r.sends[k].peer == peer && nt < 4) tags[nt++] = r.sends[k].tag;
+    }
+    copies[round] = nt;
+    /* Every other send is lost; of this peer's copies, in round 4 the second is answered. */
+    for (size_t k = 0; k < r.nsends; k++) {
+      bool ok = round == 4 && r.sends[k].peer == peer && nt == 2 && r.sends[k].tag == tags[1];
+      if (r.sends[k].peer == peer && r.sends[k].tag == tags[0] && round == 4) ok = false;
+      assert_int_equal(step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, ok, no_rows()))).rc, RINGKV_OK);
+    }
+  }
+  assert_int_equal(copies[0], 1);
+  assert_int_equal(copies[1], 1);
+  assert_int_equal(copies[2], 2);   /* after two failures: hedged */
+  assert_int_equal(copies[3], 2);
+  assert_int_equal(copies[4], 2);   /* the first copy lost, the second answered: delivered */
+  assert_int_equal(copies[5], 0);   /* so the key is not pushed to that peer again */
+  free((void *)loaded.ptr);
+  tl_reset();
+  ringkv_node_destroy(n);
+}
+
 /* A chain the executor does not go on with (another event instead of `loaded`) frees what
  * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
 static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
@@ -618,6 +657,7 @@ int main(void) {
       cmocka_unit_test(test_unanswered_send_is_forgotten),
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
       cmocka_unit_test(test_push_time_limit),
+      cmocka_unit_test(test_hedged_push),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();
