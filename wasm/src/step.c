@@ -27,6 +27,11 @@
 #define AE_INTERVAL_MS_MAX 60000u                /* an agreeing cluster's anti-entropy interval */
 #define AE_QUIET_INTERVALS 1u   /* anti-entropy waits this long after a local change ... */
 #define AE_STARVE_INTERVALS 30u /* ... but runs at least once per this many while changes go on */
+/* An exchange lost after it found a difference (or its repair lost) goes to the same peer
+ * again, at most this many times in a row: an exchange is up to six messages, so at 10%
+ * loss half of them fail, and the difference was found (at R=N a node the epidemic missed
+ * waited for several peers in turn). */
+#define AE_RETRY_SAME_PEER 2u
 /* A failed push is retried at the next round this many times before backing off (2, 4, 8,
  * ... intervals): most failures are lost messages, and at 10% loss per message a pair of
  * nodes among a thousand's million sees a few in a row; backing off after two made the
@@ -86,6 +91,7 @@ struct rk_step {
   /* Anti-entropy in flight. */
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
+  uint32_t ae_repair_peer, ae_retries;   /* the repair's peer; same-peer retries in a row */
   uint64_t ae_at, ae_repair_at;   /* when they were sent */
   /* Keys this node pushed or repaired lately, whose deferral it accepts back: an open-
    * addressed table of their xxh3 (0: empty), emptied when half full. */
@@ -395,15 +401,20 @@ static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t pee
   return tag;
 }
 
-/* A push's time limit: one interval, or its transfer time, or four times what the peer's
- * answers have taken, whichever is longest (an answer takes milliseconds, so a lost push
- * is heard by the next round, not after PEER_TIMEOUT_MS: waiting for that made the
- * convergence tail; a peer that answers slowly is not sent each push several times);
- * once the quick retries are spent, doubled for each further failure (as TCP's
- * retransmission timer backs off), up to PEER_TIMEOUT_MS. */
-static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
+/* A send's time limit: one interval, or its transfer time, or four times what the peer's
+ * answers have taken, whichever is longest (an answer takes milliseconds, so a lost
+ * message is heard by the next round, not after PEER_TIMEOUT_MS: waiting for that made
+ * the convergence tail; a peer that answers slowly is not sent each push several times);
+ * a push's, once its quick retries are spent, doubled for each further failure (as TCP's
+ * retransmission timer backs off); up to PEER_TIMEOUT_MS. */
+static uint64_t send_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
   uint64_t t = RK_MAX(interval_ms(o->n), (uint64_t)(bytes / PUSH_BYTES_PER_MS));
   t = RK_MAX(t, 4u * RK_MIN(o->st->peers[peer].rtt_ms, (uint64_t)PEER_TIMEOUT_MS));
+  return RK_MIN(t, (uint64_t)PEER_TIMEOUT_MS);
+}
+
+static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
+  uint64_t t = send_timeout_ms(o, peer, bytes);
   uint32_t failures = o->st->peers[peer].failures;
   t <<= failures > PEER_RETRY_QUICK ? RK_MIN(failures - PEER_RETRY_QUICK, 16u) : 0u;
   return RK_MIN(t, (uint64_t)PEER_TIMEOUT_MS);
@@ -1179,8 +1190,24 @@ static void ae_maybe_start(out_t *o) {
   }
   st->ae_peer = peer;
   st->ae_phase = AE_ROOT;
-  st->ae_tag = send_one(o, KIND_DIGEST, msg, peer, PEER_TIMEOUT_MS);
+  st->ae_tag = send_one(o, KIND_DIGEST, msg, peer, send_timeout_ms(o, peer, msg.len));
   st->ae_at = o->now;
+}
+
+/* The next exchange goes to `peer` again (AE_RETRY_SAME_PEER). */
+static void ae_retry(out_t *o, uint32_t peer) {
+  rk_step *st = o->st;
+  const ringkv_node *n = o->n;
+  if (st->ae_retries >= AE_RETRY_SAME_PEER) {
+    st->ae_retries = 0;
+    return;
+  }
+  for (size_t i = 0; i < n->ae_peers_len; i++) {
+    if (n->ae_peers[i] != peer) continue;
+    st->s.ae_cursor = (uint32_t)i + 1u;
+    st->ae_retries++;
+    return;
+  }
 }
 
 static int ae_answered(out_t *o, const rk_slice *message) {
@@ -1188,6 +1215,7 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   bool root = st->ae_phase == AE_ROOT;
   if (message == NULL) {
     ae_finish(o, root ? AE_UNKNOWN : AE_DIFFER);
+    if (!root) ae_retry(o, st->ae_peer);
     return RINGKV_OK;
   }
   pb_enc req;
@@ -1226,11 +1254,12 @@ static int ae_answered(out_t *o, const rk_slice *message) {
       SKIP;
     }
     st->ae_phase = AE_NARROW;
-    st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer, PEER_TIMEOUT_MS);
+    st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer, send_timeout_ms(o, st->ae_peer, msg.len));
     st->ae_at = o->now;
     return RINGKV_OK;
   }
   if (equal || shards.len == 0) {
+    st->ae_retries = 0;
     ae_finish(o, AE_EQUAL);
     return RINGKV_OK;
   }
@@ -1299,7 +1328,8 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
     case 1: ok = pb_get_bytes(R, WT, &msg); break;
     SKIP;
   }
-  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, send_timeout_ms(o, st->ae_peer, msg.len));
+  st->ae_repair_peer = st->ae_peer;
   st->ae_repair_at = o->now;
   ae_finish(o, AE_DIFFER);
   return RINGKV_OK;
@@ -1467,6 +1497,8 @@ static int answer(out_t *o, rk_slice ans) {
   }
   if (tag == st->ae_repair_tag) {
     st->ae_repair_tag = 0;
+    if (answered) st->ae_retries = 0;
+    else if (st->ae_phase == AE_IDLE) ae_retry(o, st->ae_repair_peer);
     if (answered) merge_answer(o, message);
     return RINGKV_OK;
   }
