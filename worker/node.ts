@@ -662,18 +662,26 @@ export class RingNode extends DurableObject {
     const env = this.env as any;
     const stub = env.NODE.get(env.NODE.idFromName(String(peer)));
     let timer: any;
+    // The core's time limit covers the answer's body too; past it the fetch is aborted, so
+    // the peer is not left working for an answer no one reads.
+    const abort = new AbortController();
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new Error("peer timeout"));
+      }, timeoutMs);
+    });
     try {
       const response: Response = await Promise.race([
         stub.fetch(`https://node${path}`, {
           method: "POST",
           body,
           headers: { [NODE_ID_HEADER]: String(peer), "Content-Type": "application/octet-stream" },
+          signal: abort.signal,
         }),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("peer timeout")), timeoutMs);
-        }),
+        deadline,
       ]);
-      const answer = new Uint8Array(await response.arrayBuffer());
+      const answer = new Uint8Array(await Promise.race([response.arrayBuffer(), deadline]));
       this.stats.add("bytes_sent", body.length + answer.length);
       if (response.status !== 200) return { refused: response.headers.get(REFUSED_REASON_HEADER) ?? undefined }; // lint: http-status
       return { answer };

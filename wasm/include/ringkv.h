@@ -103,7 +103,7 @@ enum ringkv_op {
  *      other event first; the step holds its place in memory until then);
  *   3. send each Send (in parallel; each target's outcome comes back as an Answer event,
  *      `answered` false when lost, unreachable, a 5xx, or past Send.timeout_ms; one the
- *      executor never reports counts as lost after twice its time limit);
+ *      executor never reports counts as lost after twice the longest limit, 20 s);
  *   4. answer the event with `reply` (after the last `loaded` of its chain);
  *   5. arm the alarm at alarm_ms (0: delete it).
  * Applied.put values given by (at, length) lie in the payload of the event that began the

@@ -37,10 +37,11 @@
  * nodes among a thousand's million sees a few in a row; backing off after two made the
  * convergence tail (22-39 rounds at N=128, R=3, 600 writes a node; 11-13 after five). */
 #define PEER_RETRY_QUICK 5u
-/* After this many failures in a row a push goes out twice, as two requests, and fails only
- * when both do ("The Tail at Scale"'s hedged requests): at 10% loss per message an exchange
- * fails 19% of the time, a hedged one 3.6%, and a pair that lost two is no likelier than
- * any other to lose the next. It costs the bytes of the pushes that follow two failures. */
+/* From this many failures in a row until the quick retries are spent, a push goes out
+ * twice, as two requests, and fails only when both do ("The Tail at Scale"'s hedged
+ * requests): at 10% loss per message an exchange fails 19% of the time, a hedged one 3.6%.
+ * It costs at most three extra requests per failing episode (none once backing off, when
+ * the peer is more likely down or overloaded than unlucky). */
 #define PUSH_HEDGE_AFTER 2u
 #define PEER_BACKOFF_MS_MAX 30000u
 #define PEER_TIMEOUT_MS 10000u                   /* a send unanswered by then is lost */
@@ -91,7 +92,7 @@ struct rk_step {
   /* Anti-entropy in flight. */
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
-  uint32_t ae_repair_peer, ae_retries;   /* the repair's peer; same-peer retries in a row */
+  uint32_t ae_repair_peer, ae_retry_peer, ae_retries;   /* same-peer retries in a row */
   uint64_t ae_at, ae_repair_at;   /* when they were sent */
   /* Keys this node pushed or repaired lately, whose deferral it accepts back: an open-
    * addressed table of their xxh3 (0: empty), emptied when half full. */
@@ -404,9 +405,11 @@ static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t pee
 /* A send's time limit: one interval, or its transfer time, or four times what the peer's
  * answers have taken, whichever is longest (an answer takes milliseconds, so a lost
  * message is heard by the next round, not after PEER_TIMEOUT_MS: waiting for that made
- * the convergence tail; a peer that answers slowly is not sent each push several times);
- * a push's, once its quick retries are spent, doubled for each further failure (as TCP's
- * retransmission timer backs off); up to PEER_TIMEOUT_MS. */
+ * the convergence tail); a push's doubled for each failure in a row after the first (most
+ * failures are one lost message), as TCP's retransmission timer backs off: a peer that
+ * answers in 1.5 s is sent a push three times, not until an estimate catches up; up to
+ * PEER_TIMEOUT_MS. Used where the request bounds
+ * the answer (pushes, digest exchanges), not for a repair, whose answer is the peer's. */
 static uint64_t send_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
   uint64_t t = RK_MAX(interval_ms(o->n), (uint64_t)(bytes / PUSH_BYTES_PER_MS));
   t = RK_MAX(t, 4u * RK_MIN(o->st->peers[peer].rtt_ms, (uint64_t)PEER_TIMEOUT_MS));
@@ -416,7 +419,7 @@ static uint64_t send_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
 static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
   uint64_t t = send_timeout_ms(o, peer, bytes);
   uint32_t failures = o->st->peers[peer].failures;
-  t <<= failures > PEER_RETRY_QUICK ? RK_MIN(failures - PEER_RETRY_QUICK, 16u) : 0u;
+  t <<= failures > 1u ? RK_MIN(failures - 1u, 16u) : 0u;
   return RK_MIN(t, (uint64_t)PEER_TIMEOUT_MS);
 }
 
@@ -911,7 +914,8 @@ static int round_push(out_t *o, rk_slice loaded) {
         } else {
           uint64_t limit = push_timeout_ms(o, targets[i], message.len);
           ps->push_tag = send_one(o, KIND_PUSH, message, targets[i], limit);
-          if (ps->failures >= PUSH_HEDGE_AFTER) ps->hedge_tag = send_one(o, KIND_PUSH, message, targets[i], limit);
+          if (ps->failures >= PUSH_HEDGE_AFTER && ps->failures < PEER_RETRY_QUICK)
+            ps->hedge_tag = send_one(o, KIND_PUSH, message, targets[i], limit);
           ps->push_at = o->now;
         }
       }
@@ -1198,6 +1202,8 @@ static void ae_maybe_start(out_t *o) {
 static void ae_retry(out_t *o, uint32_t peer) {
   rk_step *st = o->st;
   const ringkv_node *n = o->n;
+  if (peer != st->ae_retry_peer) st->ae_retries = 0;
+  st->ae_retry_peer = peer;
   if (st->ae_retries >= AE_RETRY_SAME_PEER) {
     st->ae_retries = 0;
     return;
@@ -1328,7 +1334,7 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
     case 1: ok = pb_get_bytes(R, WT, &msg); break;
     SKIP;
   }
-  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, send_timeout_ms(o, st->ae_peer, msg.len));
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
   st->ae_repair_peer = st->ae_peer;
   st->ae_repair_at = o->now;
   ae_finish(o, AE_DIFFER);
@@ -1464,8 +1470,8 @@ static int answer(out_t *o, rk_slice ans) {
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *pt = &st->peers[p];
     if (pt->push_tag != tag && pt->hedge_tag != tag) continue;
-    /* One copy of a hedged push lost: the other may still arrive. */
-    if (!answered && !was_malformed && pt->push_tag != 0 && pt->hedge_tag != 0) {
+    /* One copy of a hedged push lost: the other may still arrive. (A refusal is final.) */
+    if (!answered && refused.len == 0 && pt->push_tag != 0 && pt->hedge_tag != 0) {
       if (pt->push_tag == tag) pt->push_tag = pt->hedge_tag;
       pt->hedge_tag = 0;
       return RINGKV_OK;
@@ -1479,7 +1485,7 @@ static int answer(out_t *o, rk_slice ans) {
     if (answered) {
       stat_named(o, "entries_sent", pt->entries);
       /* Up at once, down slowly (an eighth per answer): a slow peer keeps its time. */
-      uint64_t took = o->now > pt->push_at ? o->now - pt->push_at : 0;
+      uint64_t took = o->now > pt->push_at ? RK_MIN(o->now - pt->push_at, (uint64_t)PEER_TIMEOUT_MS) : 0;
       pt->rtt_ms = took >= pt->rtt_ms ? took : (7u * pt->rtt_ms + took) / 8u;
     }
     push_outcome(o, p, answered || was_malformed);
@@ -1498,7 +1504,7 @@ static int answer(out_t *o, rk_slice ans) {
   if (tag == st->ae_repair_tag) {
     st->ae_repair_tag = 0;
     if (answered) st->ae_retries = 0;
-    else if (st->ae_phase == AE_IDLE) ae_retry(o, st->ae_repair_peer);
+    else if (refused.len == 0 && st->ae_phase == AE_IDLE) ae_retry(o, st->ae_repair_peer);
     if (answered) merge_answer(o, message);
     return RINGKV_OK;
   }
