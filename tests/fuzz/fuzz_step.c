@@ -10,6 +10,7 @@
 #include "fuzzlib.h"
 
 #define FZ_LOADS_MAX 8
+#define FZ_TAGS_MAX 256
 
 /* InitRequest{config, node{node 0}, [state], [peers]}. */
 static rk_slice init_request(rk_slice state, const rk_slice *peers, size_t npeers) {
@@ -42,8 +43,7 @@ typedef struct {
 } persisted;
 
 static void collect(rk_slice reply, persisted *p) {
-  pb_rd r = {reply.ptr, reply.ptr + reply.len};
-  if (reply.len == 0) r.p = r.end = NULL;
+  pb_rd r = pb_reader(reply);
   uint32_t f, wt;
   rk_slice v;
   p->load = 0;
@@ -75,9 +75,123 @@ static int step(ringkv_node *n, uint64_t now, uint32_t event, rk_slice body, per
   return code;
 }
 
+/* The tags of a StepReply's sends, appended to `tags`. */
+static void collect_tags(rk_slice reply, uint32_t *tags, size_t *n) {
+  pb_rd r = pb_reader(reply);
+  uint32_t f, wt;
+  rk_slice send;
+  while (pb_next(&r, &f, &wt) == 1) {
+    if (f != 6 || wt != PB_LEN) {
+      if (!pb_skip(&r, wt)) break;
+      continue;
+    }
+    FZ_CHECK(pb_get_bytes(&r, wt, &send), "StepReply.sends does not parse");
+    pb_rd t = pb_reader(send);
+    uint32_t g, gw;
+    rk_slice target;
+    while (pb_next(&t, &g, &gw) == 1) {
+      if (g == 3 && gw == PB_LEN && pb_get_bytes(&t, gw, &target)) {
+        pb_rd q = pb_reader(target);
+        uint32_t h, hw;
+        uint64_t v;
+        while (pb_next(&q, &h, &hw) == 1) {
+          if (h == 2 && hw == PB_VARINT && pb_get_u64(&q, hw, &v)) {
+            if (*n < FZ_TAGS_MAX) tags[(*n)++] = (uint32_t)v;
+          } else if (!pb_skip(&q, hw)) {
+            break;
+          }
+        }
+      } else if (!pb_skip(&t, gw)) {
+        break;
+      }
+    }
+  }
+}
+
+/* Loaded{changed: Candidate{Local{key, meta, values: (dot, value)}, seq, from_client}} for
+ * the row of a client write's StepReply. */
+static rk_slice loaded_from_write(rk_slice reply, rk_slice key, rk_slice value) {
+  rk_slice row = fz_bytes_field(reply, 2), applied = fz_bytes_field(row, 1), put = fz_bytes_field(applied, 6);
+  uint64_t seq = 0;
+  pb_rd r = pb_reader(row);
+  uint32_t f, wt;
+  while (pb_next(&r, &f, &wt) == 1) {
+    if (f == 3 && wt == PB_VARINT) FZ_CHECK(pb_get_u64(&r, wt, &seq), "RowWrite.seq");
+    else if (!pb_skip(&r, wt)) break;
+  }
+  pb_enc e = fz_enc();
+  size_t c = pb_begin(&e, 4);
+  size_t l = pb_begin(&e, 1);
+  pb_put_bytes(&e, 1, key);
+  pb_put_bytes(&e, 2, fz_bytes_field(applied, 3));
+  size_t v = pb_begin(&e, 3);
+  pb_put_bytes(&e, 1, fz_bytes_field(put, 1));
+  pb_put_bytes(&e, 2, value);
+  pb_end(&e, v);
+  pb_end(&e, l);
+  pb_put_uint(&e, 2, seq);
+  pb_put_bool(&e, 3, true);
+  pb_end(&e, c);
+  return fz_result(&e);
+}
+
+/* Answer{tag, answered, refused}. */
+static rk_slice answer(uint32_t tag, int outcome) {
+  pb_enc e = fz_enc();
+  pb_put_uint(&e, 1, tag);
+  if (outcome == 0) pb_put_bool(&e, 3, true);
+  if (outcome == 2) pb_put_bytes(&e, 4, fz_str("malformed"));
+  if (outcome == 3) pb_put_bytes(&e, 4, fz_str("protocol_version"));
+  return fz_result(&e);
+}
+
+/* Mode 3: the script. Every step must succeed, whatever order the outcomes come in. */
+static void script(ringkv_node *n, rk_slice ops, persisted *p) {
+  rk_slice key = fz_str("scripted/key"), value = fz_str("v");
+  pb_enc w = fz_enc();
+  pb_put_bytes(&w, 2, key);
+  pb_put_bytes(&w, 6, value);
+  pb_put_bytes(&w, 7, fz_str("text/plain"));
+  rk_slice reply;
+  FZ_CHECK(fz_call(n, RINGKV_OP_STEP, step_request(FZ_NOW_MS, 6, fz_result(&w)), &reply) == RINGKV_OK,
+           "a client write");
+  rk_slice loaded = loaded_from_write(reply, key, value);
+  uint32_t tags[FZ_TAGS_MAX];
+  size_t ntags = 0;
+  uint64_t now = FZ_NOW_MS;
+  for (size_t i = 0; i < ops.len && i < 512; i++) {
+    uint8_t b = ops.ptr[i];
+    int code;
+    if ((b & 7u) == 0 || ntags == 0) {
+      now += 1000u + (b >> 3);
+      code = fz_call(n, RINGKV_OP_STEP, step_request(now, 3, fz_slice(NULL, 0)), &reply);
+      for (int hop = 0; code == RINGKV_OK; hop++) {
+        collect(reply, p);
+        collect_tags(reply, tags, &ntags);
+        if (!p->load || hop == FZ_LOADS_MAX) break;
+        code = fz_call(n, RINGKV_OP_STEP, step_request(now, 4, hop == 0 ? loaded : fz_slice(NULL, 0)), &reply);
+      }
+    } else {
+      code = fz_call(n, RINGKV_OP_STEP, step_request(now, 5, answer(tags[(b >> 3) % ntags], (b & 7u) % 4)), &reply);
+      if (code == RINGKV_OK) {
+        collect(reply, p);
+        collect_tags(reply, tags, &ntags);
+        for (int hop = 0; code == RINGKV_OK && p->load && hop < FZ_LOADS_MAX; hop++) {
+          code = fz_call(n, RINGKV_OP_STEP, step_request(now, 4, fz_slice(NULL, 0)), &reply);
+          if (code == RINGKV_OK) {
+            collect(reply, p);
+            collect_tags(reply, tags, &ntags);
+          }
+        }
+      }
+    }
+    FZ_CHECK(code == RINGKV_OK, "a scripted step failed");
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;
-  uint8_t mode = data[0] % 3;
+  uint8_t mode = data[0] % 4;
   rk_slice rest = fz_slice(data + 1, size - 1);
   persisted p;
   memset(&p, 0, sizeof p);
@@ -90,11 +204,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                                          : init_request(none, NULL, 0),
                      NULL);
   if (code != RINGKV_OK) {
-    FZ_CHECK(mode != 2, "OP_INIT with the standard config");
+    FZ_CHECK(mode >= 2 ? 0 : 1, "OP_INIT with the standard config");
     ringkv_node_destroy(n);
     return 0;
   }
   FZ_CHECK(step(n, FZ_NOW_MS, 8, none, &p) == RINGKV_OK, "the start step of an accepted node");
+  if (mode == 3) script(n, rest, &p);
   if (mode == 2) {
     /* The fuzzed StepRequest as it is (its own now and random bits). */
     rk_slice reply;

@@ -408,7 +408,8 @@ int main(int argc, char **argv) {
     }
     emit(fz_slice(NULL, 0));
   } else if (strcmp(t, "fuzz_step") == 0) {
-    /* Mode bytes as fuzz_step.c reads them: 0 StepState, 1 PeerState, 2 StepRequest. */
+    /* Mode bytes as fuzz_step.c reads them: 0 StepState, 1 PeerState, 2 StepRequest, 3 a
+     * script of events. */
     static const uint8_t mode[3] = {0, 1, 2};
     pb_enc e = enc();
     pb_put_raw(&e, &mode[0], 1);
@@ -427,6 +428,11 @@ int main(int argc, char **argv) {
     pb_put_uint(&e, 3, 2);
     pb_put_uint(&e, 4, 5000);
     emit(done(&e));
+    /* Scripts (mode 3): rounds, then outcomes of sends by index, lost, answered, refused. */
+    static const uint8_t script_a[] = {3, 0, 10, 0, 10, 0, 10, 0, 17, 9, 0, 0, 1, 8};
+    static const uint8_t script_b[] = {3, 0, 11, 0, 2, 0, 10, 18, 26, 0, 3, 9, 9, 0, 0};
+    emit(fz_slice(script_a, sizeof script_a));
+    emit(fz_slice(script_b, sizeof script_b));
     /* StepRequests: the alarm, a client write, a gossip Push, an answer. */
     for (int ev = 0; ev < 4; ev++) {
       e = enc();
