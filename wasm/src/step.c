@@ -1222,6 +1222,8 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   if (message == NULL) {
     ae_finish(o, root ? AE_UNKNOWN : AE_DIFFER);
     if (!root) ae_retry(o, st->ae_peer);
+    /* Lost, not answered: the next exchange at the next round, not an interval later. */
+    st->s.ae_next_ms = o->now;
     return RINGKV_OK;
   }
   pb_enc req;
