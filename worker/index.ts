@@ -152,7 +152,12 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
  *  the Worker's policy its OP_INIT answers with. */
 function placementCore(config: RingConfig, ring: RingView["ring"]): { core: Core; policy: WorkerPolicy } {
   const core = new Core(wasmModule as WebAssembly.Module);
-  const reply = core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [] });
+  const reply = core.call(Op.Init, {
+    config: coreConfig(config, ring),
+    node: { node: 0, clock: 0n, counter: 0n },
+    shards: [],
+    placementOnly: true,
+  });
   const w = reply.worker as Msg;
   const policy: WorkerPolicy = {
     listRoundsMax: w.listRoundsMax,

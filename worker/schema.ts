@@ -113,6 +113,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["state",4,"bytes",0],
     ["peers",5,"PeerState",1],
     ["seq",6,"uint64",0],
+    ["placementOnly",7,"bool",0],
   ],
   InitReply: [
     ["error",1,"string",0],

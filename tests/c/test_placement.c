@@ -1,6 +1,10 @@
 /* test_placement: key -> shard -> replicas through OP_PLACE: balance over many keys,
- * distinct replicas in range, determinism, placement by shard, full replication. */
+ * distinct replicas in range, determinism, placement by shard, full replication; placement
+ * on demand (memoised) equal to a brute-force rendezvous reference, a node's own shards
+ * too, and a Worker's placement-only instance. */
 #include "testlib.h"
+#include "hash.h"
+#include "util.h"
 
 #define KEYS 100000
 #define BATCH 1000
@@ -150,6 +154,112 @@ static void test_same_on_every_node(void **state) {
   ringkv_node_destroy(n5);
 }
 
+/* The reference: every node's rendezvous score for the shard, sorted (highest first, ties
+ * to the lower id), the first R. */
+static void reference(uint32_t cluster, uint32_t replicas, uint32_t shard, uint32_t *out) {
+  uint64_t score[1024];
+  uint32_t order[1024];
+  for (uint32_t node = 0; node < cluster; node++) {
+    uint8_t b[8];
+    rk_le32(b, shard);
+    rk_le32(b + 4, node);
+    score[node] = rk_hash(b, sizeof b);
+    order[node] = node;
+  }
+  for (uint32_t i = 0; i < replicas; i++) {
+    uint32_t best = i;
+    for (uint32_t j = i + 1; j < cluster; j++) {
+      uint32_t x = order[j], y = order[best];
+      if (score[x] > score[y] || (score[x] == score[y] && x < y)) best = j;
+    }
+    uint32_t t = order[i];
+    order[i] = order[best];
+    order[best] = t;
+    out[i] = order[i];
+  }
+}
+
+/* Placement per shard on demand, memoised in a bounded cache: the same as the reference for
+ * every shard, in two passes (the second hits the cache or recomputes what was evicted),
+ * with more shards than the cache holds, with full replication (in rendezvous order), and
+ * on a Worker's placement-only instance, which answers nothing but OP_PLACE. */
+static void test_on_demand_matches_reference(void **state) {
+  (void)state;
+  struct { uint32_t cluster, replicas, shards; } cases[] = {{8, 3, 64}, {100, 3, 65536}, {64, 64, 4096}, {1024, 5, 16384}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    tl_config cfg = tl_default_config();
+    cfg.cluster_size = cases[c].cluster;
+    cfg.replicas = cases[c].replicas;
+    cfg.shards = cases[c].shards;
+    ringkv_node *node = tl_node(cfg, cases[c].cluster - 1);
+    /* The Worker's instance: InitRequest.placement_only. */
+    pb_enc e = tl_enc();
+    tl_put_config(&e, 1, cfg);
+    size_t m = pb_begin(&e, 2);
+    pb_put_uint(&e, 1, 0);
+    pb_end(&e, m);
+    pb_put_bool(&e, 7, true);
+    ringkv_node *worker = ringkv_node_create();
+    rk_slice reply;
+    assert_int_equal(tl_call(worker, RINGKV_OP_INIT, tl_done(&e), &reply), RINGKV_OK);
+    assert_int_equal(tl_call(worker, RINGKV_OP_STEP, tl_str(""), &reply), RINGKV_E_STATE);
+    assert_int_equal(tl_call(worker, RINGKV_OP_WRITE, tl_str(""), &reply), RINGKV_E_STATE);
+    tl_rng rng = {c + 1};
+    for (int pass = 0; pass < 2; pass++) {
+      for (int i = 0; i < 3000; i++) {
+        uint32_t shard = (uint32_t)tl_below(&rng, cases[c].shards);
+        uint32_t want[1024];
+        reference(cases[c].cluster, cases[c].replicas, shard, want);
+        ringkv_node *targets[2] = {node, worker};
+        for (int t = 0; t < 2; t++) {
+          pb_enc q = tl_enc();
+          size_t qm = pb_begin(&q, 2);   /* packed: shard 0 too */
+          pb_put_varint_raw(&q, shard);
+          pb_end(&q, qm);
+          assert_int_equal(tl_call(targets[t], RINGKV_OP_PLACE, tl_done(&q), &reply), RINGKV_OK);
+          uint32_t got[1024];
+          size_t n = tl_repeated_u32(tl_bytes_field(reply, 1), 2, got, 1024);
+          assert_int_equal(n, cases[c].replicas);
+          assert_memory_equal(got, want, n * sizeof(uint32_t));
+        }
+        tl_reset();
+      }
+    }
+    ringkv_node_destroy(node);
+    ringkv_node_destroy(worker);
+  }
+}
+
+/* A node's own shard list (scores against the others', stopping at R above it) agrees with
+ * the reference: the peers OP_INIT reports are exactly the nodes sharing one of its shards. */
+static void test_own_shards_match_reference(void **state) {
+  (void)state;
+  tl_config cfg = tl_default_config();
+  cfg.cluster_size = 200;
+  cfg.replicas = 3;
+  cfg.shards = 4096;
+  for (uint32_t self = 0; self < cfg.cluster_size; self += 37) {
+    bool shares[1024] = {false};
+    for (uint32_t shard = 0; shard < cfg.shards; shard++) {
+      uint32_t r[3];
+      reference(cfg.cluster_size, cfg.replicas, shard, r);
+      if (r[0] != self && r[1] != self && r[2] != self) continue;
+      for (int i = 0; i < 3; i++) shares[r[i]] = true;
+    }
+    ringkv_node *n = ringkv_node_create();
+    rk_slice reply;
+    assert_int_equal(tl_call(n, RINGKV_OP_INIT, tl_init_request(cfg, self), &reply), RINGKV_OK);
+    uint32_t peers[1024];
+    size_t np = tl_repeated_u32(reply, 2, peers, 1024);
+    size_t want = 0;
+    for (uint32_t p = 0; p < cfg.cluster_size; p++) want += shares[p] && p != self;
+    assert_int_equal(np, want);
+    for (size_t i = 0; i < np; i++) assert_true(shares[peers[i]] && peers[i] != self);
+    ringkv_node_destroy(n);
+    tl_reset();
+  }
+}
+
 static void test_key_limits(void **state) {
   (void)state;
   tl_config c = tl_default_config();
@@ -180,6 +290,8 @@ int main(void) {
       cmocka_unit_test(test_full_replication),
       cmocka_unit_test(test_same_on_every_node),
       cmocka_unit_test(test_key_limits),
+      cmocka_unit_test(test_on_demand_matches_reference),
+      cmocka_unit_test(test_own_shards_match_reference),
   };
   int failed = cmocka_run_group_tests_name("placement", tests, NULL, NULL);
   tl_free();

@@ -615,11 +615,20 @@ static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
   assert_int_not_equal(tag, 0);
   /* The peer holds something in every shard the two share: every one differs. */
   pb_enc shards = tl_enc();
+  ringkv_node *pl = tl_node(c, 1);   /* placement through OP_PLACE, on another instance */
   for (uint32_t sh = 0; sh < c.shards; sh++) {
     bool mine = false, theirs = false;
-    for (uint32_t j = 0; j < c.replicas; j++) {
-      mine |= n->placement[sh * c.replicas + j] == 0;
-      theirs |= n->placement[sh * c.replicas + j] == peer;
+    pb_enc q = tl_enc();
+    size_t qm = pb_begin(&q, 2);   /* packed: shard 0 too */
+    pb_put_varint_raw(&q, sh);
+    pb_end(&q, qm);
+    rk_slice rep;
+    assert_int_equal(tl_call(pl, RINGKV_OP_PLACE, tl_done(&q), &rep), RINGKV_OK);
+    pb_rd reps = pb_reader(tl_bytes_field(tl_bytes_field(rep, 1), 2));
+    uint64_t v;
+    while (!pb_done(&reps) && pb_read_varint(&reps, &v)) {
+      mine |= v == 0;
+      theirs |= v == peer;
     }
     if (!mine || !theirs) continue;
     size_t m = pb_begin(&shards, 4);
@@ -627,6 +636,7 @@ static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
     pb_put_fixed64(&shards, 2, 7);
     pb_end(&shards, m);
   }
+  ringkv_node_destroy(pl);
   rk_slice body = tl_done(&shards);
   pb_enc d = tl_enc();
   pb_put_uint(&d, 1, RINGKV_PROTOCOL_VERSION);

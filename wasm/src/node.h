@@ -30,7 +30,14 @@ struct ringkv_node {
   uint64_t counter;
   uint64_t *shard_digest;        /* [cfg.shards], owned (malloc) */
   bool digests_dirty;            /* shard digests changed during the current call */
-  const uint16_t *placement;     /* [cfg.shards * cfg.replicas], shared, never freed */
+  bool placement_only;           /* a Worker's instance: OP_PLACE only (no shards, no step) */
+  /* Placement memo (node.c): memo_mask + 1 slots of cfg.replicas node ids, tagged shard + 1;
+   * scratch for one shard's scores; the node ids 0..cluster_size-1. All owned. */
+  uint16_t *memo;
+  uint32_t *memo_tag;
+  uint32_t memo_mask;
+  void *memo_scratch;
+  uint16_t *all_nodes;
   uint32_t *my_shards;           /* shards this node replicates, ascending, owned */
   size_t my_shards_len;
   uint32_t *ae_peers;            /* the nodes sharing a shard with this one, ascending, owned */
