@@ -486,6 +486,16 @@ static const char *config_problem(const rk_config *c, uint32_t self) {
   return NULL;
 }
 
+/* InitReply.worker: the Worker's policy numbers. */
+static void worker_policy_write(pb_enc *e) {
+  size_t worker = pb_begin(e, 3);
+  pb_put_uint(e, 1, WORKER_LIST_ROUNDS_MAX);
+  pb_put_uint(e, 2, WORKER_RING_ASK_NODES_MAX);
+  pb_put_uint(e, 3, WORKER_NODE_TIMEOUT_MS);
+  pb_put_uint(e, 4, WORKER_WRITE_GENERATIONS_MAX);
+  pb_end(e, worker);
+}
+
 static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_;
@@ -568,12 +578,7 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
     n->ready = true;
     pb_enc e;
     pb_enc_init(&e, a);
-    size_t worker = pb_begin(&e, 3);
-    pb_put_uint(&e, 1, WORKER_LIST_ROUNDS_MAX);
-    pb_put_uint(&e, 2, WORKER_RING_ASK_NODES_MAX);
-    pb_put_uint(&e, 3, WORKER_NODE_TIMEOUT_MS);
-    pb_put_uint(&e, 4, WORKER_WRITE_GENERATIONS_MAX);
-    pb_end(&e, worker);
+    worker_policy_write(&e);
     int err = 0;
     *reply = finish(&e, &err);
     return err;
@@ -633,12 +638,7 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_enc e;
   pb_enc_init(&e, a);
   pb_put_packed_u32(&e, 2, ae_peers, n->ae_peers_len);
-  size_t worker = pb_begin(&e, 3);
-  pb_put_uint(&e, 1, WORKER_LIST_ROUNDS_MAX);
-  pb_put_uint(&e, 2, WORKER_RING_ASK_NODES_MAX);
-  pb_put_uint(&e, 3, WORKER_NODE_TIMEOUT_MS);
-  pb_put_uint(&e, 4, WORKER_WRITE_GENERATIONS_MAX);
-  pb_end(&e, worker);
+  worker_policy_write(&e);
   int err = 0;
   *reply = finish(&e, &err);
   return err;
