@@ -694,7 +694,9 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   });
   if (converged && samples.size > 0) {
     const shards = [...samples.keys()];
-    const placements = place(rs, shards.map((shard) => unbase64url(samples.get(shard)!)!));
+    // Placed by shard number (up to 65,536 in one call), not by a sample key each: the
+    // keys' form was capped at 16,384 and answered 500 beyond.
+    const placements = rs.core.call(Op.Place, { shards }).placements as Msg[];
     for (let i = 0; i < shards.length && converged; i++) {
       const replicas: number[] = placements[i].replicas;
       const first = digests[replicas[0]].get(shards[i]) ?? "0";

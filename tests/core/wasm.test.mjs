@@ -296,3 +296,20 @@ test("linear memory stays bounded over a million calls", () => {
   for (let i = 0; i < 20; i++) meta = core.call(Op.Write, { nowMs: 1_700_000_000_000n, key, meta, value: big }).meta;
   assert.equal(core.memoryBytes(), afterBig);
 });
+
+test("a Worker's placement-only instance places all 65,536 shards in one call, as /v1/cluster does", () => {
+  const core = new Core(wasmModule);
+  const config = { ...CONFIG, shards: 65536 };
+  core.call(Op.Init, { config, node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });
+  const shards = Array.from({ length: 65536 }, (_, i) => i);
+  const placements = core.call(Op.Place, { shards }).placements;
+  assert.equal(placements.length, 65536);
+  // The same replicas a full node computes for its keys' shards.
+  const full = node(3, config);
+  for (const i of [0, 1, 4097, 65535]) {
+    assert.equal(placements[i].shard, i);
+    assert.deepEqual(placements[i].replicas, full.call(Op.Place, { shards: [i] }).placements[0].replicas);
+  }
+  // And nothing else: a placement-only instance has no node state.
+  assert.throws(() => core.call(Op.Step, { nowMs: 1n, alarm: true }), CoreError);
+});
