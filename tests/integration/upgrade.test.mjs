@@ -72,9 +72,14 @@ test("a release-1 cluster upgrades in place: keys read back, old tokens are refu
   const dir = mkdtempSync(join(tmpdir(), "ringkv-upgrade-"));
   const vars = { ...DEFAULT_VARS, CACHE_TTL_SECONDS: "0" };
   try {
-    // Release 1: live keys, a deleted key, a key with two concurrent siblings.
+    // Release 1: live keys, a deleted key, keys with two concurrent siblings. (A blind write
+    // supersedes what its node holds, so when the first write reached the second node before
+    // the second write did, that key has one version: the test compares with what release 1
+    // held, and needs one key of five to have both.)
     const old = await release1Cluster(script, dir, vars);
     const keys = Array.from({ length: 30 }, (_, i) => `upgrade/${i}`);
+    const siblingKeys = Array.from({ length: 5 }, (_, i) => `upgrade/siblings-${i}`);
+    const held = new Map();
     let token;
     try {
       for (const k of keys) {
@@ -84,10 +89,17 @@ test("a release-1 cluster upgrades in place: keys read back, old tokens are refu
       }
       assert.equal((await old.req(kvPath("upgrade/deleted"), { method: "PUT", body: "gone" })).status, 200);
       assert.equal((await old.req(kvPath("upgrade/deleted"), { method: "DELETE" })).status, 200);
-      const reps = (await old.req("/v1/cluster/placement?key=upgrade%2Fsiblings")).json.replicas;
-      assert.equal((await old.req(kvPath("upgrade/siblings", `?node=${reps[0]}`), { method: "PUT", body: "left" })).status, 200);
-      assert.equal((await old.req(kvPath("upgrade/siblings", `?node=${reps[1]}`), { method: "PUT", body: "right" })).status, 200);
+      for (const k of siblingKeys) {
+        const reps = (await old.req(`/v1/cluster/placement?key=${encodeURIComponent(k)}`)).json.replicas;
+        assert.equal((await old.req(kvPath(k, `?node=${reps[0]}`), { method: "PUT", body: "left" })).status, 200);
+        assert.equal((await old.req(kvPath(k, `?node=${reps[1]}`), { method: "PUT", body: "right" })).status, 200);
+      }
       await waitFor("release 1 converged", async () => (await old.req("/v1/cluster")).json?.converged, { timeoutMs: 60_000 });
+      for (const k of siblingKeys) {
+        const r = await old.req(kvPath(k, "?siblings=1"));
+        assert.equal(r.status, 200, k);
+        held.set(k, r.json.siblings.map((x) => x.value).sort());
+      }
     } finally {
       await old.mf.dispose();
     }
@@ -101,9 +113,15 @@ test("a release-1 cluster upgrades in place: keys read back, old tokens are refu
         assert.equal(r.text, `old-${k}`);
       }
       assert.equal((await c.req(kvPath("upgrade/deleted"))).status, 404);
-      const sib = await c.req(kvPath("upgrade/siblings", "?siblings=1"));
-      assert.equal(sib.status, 200);
-      assert.deepEqual(sib.json.siblings.map((s) => s.value).sort(), ["left", "right"]);
+      for (const k of siblingKeys) {
+        const r = await c.req(kvPath(k, "?siblings=1"));
+        assert.equal(r.status, 200, k);
+        assert.deepEqual(r.json.siblings.map((x) => x.value).sort(), held.get(k), k);
+      }
+      const sk = siblingKeys.find((k) => held.get(k).length === 2);
+      assert.ok(sk !== undefined, `no key kept two siblings in release 1: ${JSON.stringify([...held])}`);
+      const sib = await c.req(kvPath(sk, "?siblings=1"));
+      assert.deepEqual(sib.json.siblings.map((x) => x.value).sort(), ["left", "right"]);
       const refused = await c.req(kvPath(keys[29]), { method: "PUT", body: "x", headers: { "X-Ring-Context": token } });
       assert.equal(refused.status, 400);
       assert.equal(refused.json.error, "context from an older release");
@@ -112,13 +130,13 @@ test("a release-1 cluster upgrades in place: keys read back, old tokens are refu
       assert.equal(status.size, 8);
       await waitFor("converged after the upgrade", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 60_000 });
       // A fresh context resolves the siblings; new writes replicate.
-      const resolve = await c.req(kvPath("upgrade/siblings"), { method: "PUT", body: "resolved", headers: { "X-Ring-Context": sib.json.context } });
+      const resolve = await c.req(kvPath(sk), { method: "PUT", body: "resolved", headers: { "X-Ring-Context": sib.json.context } });
       assert.equal(resolve.status, 200, resolve.text);
       assert.equal(resolve.json.siblings, 1);
       assert.equal((await c.req(kvPath("upgrade/new"), { method: "PUT", body: "new" })).status, 200);
       await waitFor("converged after new writes", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 60_000 });
-      for (const n of (await c.req("/v1/cluster/placement?key=upgrade%2Fsiblings")).json.replicas) {
-        assert.equal((await c.req(kvPath("upgrade/siblings", `?node=${n}`))).text, "resolved");
+      for (const n of (await c.req(`/v1/cluster/placement?key=${encodeURIComponent(sk)}`)).json.replicas) {
+        assert.equal((await c.req(kvPath(sk, `?node=${n}`))).text, "resolved");
       }
     } finally {
       await c.dispose();
