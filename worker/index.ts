@@ -683,16 +683,17 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   const refusal = statuses.find((st) => st.configRefusal !== undefined);
   if (refusal !== undefined) return json(503, { error: refusal.configRefusal });
   let converged = statuses.every((st) => st.error === undefined);
-  const held = new Set<number>();
+  const samples = new Map<number, string>();
   const digests: Map<number, string>[] = statuses.map(() => new Map());
   statuses.forEach((st, node) => {
-    for (const [shard, digest] of (st.shards ?? []) as [number, string][]) {
+    for (const [shard, digest, sample] of (st.shards ?? []) as [number, string, string][]) {
       digests[node].set(shard, digest);
-      held.add(shard);
+      if (sample !== "" && !samples.has(shard)) samples.set(shard, sample);
+      if (sample === "") converged = false;
     }
   });
-  if (converged && held.size > 0) {
-    const shards = [...held];
+  if (converged && samples.size > 0) {
+    const shards = [...samples.keys()];
     // Placed by shard number (up to 65,536 in one call), not by a sample key each: the
     // keys' form was capped at 16,384 and answered 500 beyond.
     const placements = rs.core.call(Op.Place, { shards }).placements as Msg[];

@@ -533,12 +533,12 @@ export class RingNode extends DurableObject {
     });
   }
 
-  /** Counters and digests for /v1/cluster: the maintained live-key count and the non-zero
-   *  shard digests (the Worker places the shards and compares all their replicas). */
+  /** Counters and digests for /v1/cluster, with one sample key per non-zero shard so the
+   *  Worker can place the shard and compare all its replicas. */
   private handleStatus(): Response {
     this.stats.flush();
     let digest = 0n;
-    const shards = this.storage.shardDigests();
+    const shards = this.storage.shardSamples();
     for (const [, d] of shards) digest = BigInt.asUintN(64, digest + BigInt("0x" + d)); // lint: encoding
     return json(200, {
       id: this.nodeId,

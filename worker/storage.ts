@@ -78,16 +78,6 @@ export class NodeStorage {
       failures INTEGER NOT NULL, retry_at_ms INTEGER NOT NULL)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS stats(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS step_state(id INTEGER PRIMARY KEY, state BLOB NOT NULL)`);
-    // The live-key count, maintained by triggers on every change of a row's live flag, so
-    // /v1/cluster never counts rows. A node from an earlier build counts once, here.
-    sql.exec(`CREATE TABLE IF NOT EXISTS counts(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
-    sql.exec(`INSERT OR IGNORE INTO counts(name, value) SELECT 'live', count(*) FROM keys WHERE live = 1`);
-    sql.exec(`CREATE TRIGGER IF NOT EXISTS keys_live_insert AFTER INSERT ON keys WHEN NEW.live = 1
-      BEGIN UPDATE counts SET value = value + 1 WHERE name = 'live'; END`);
-    sql.exec(`CREATE TRIGGER IF NOT EXISTS keys_live_delete AFTER DELETE ON keys WHEN OLD.live = 1
-      BEGIN UPDATE counts SET value = value - 1 WHERE name = 'live'; END`);
-    sql.exec(`CREATE TRIGGER IF NOT EXISTS keys_live_update AFTER UPDATE OF live ON keys WHEN OLD.live != NEW.live
-      BEGIN UPDATE counts SET value = value + NEW.live - OLD.live WHERE name = 'live'; END`);
   }
 
   getConf(name: string): string | undefined {
@@ -331,18 +321,20 @@ export class NodeStorage {
     }
   }
 
-  /** Live keys, for /v1/cluster: the maintained count (one row read). */
+  /** Live keys, for /v1/cluster. */
   liveKeys(): number {
-    return Number(this.sql.exec(`SELECT value FROM counts WHERE name = 'live'`).one().value);
-  }
-
-  /** Live keys counted row by row: what the maintained count must equal (tests). */
-  liveKeysCounted(): number {
     return Number(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
   }
 
-  /** The non-zero shard digests (the Worker places the shards by number). */
-  shardDigests(): [number, string][] {
-    return this.sql.exec(`SELECT shard, digest FROM shard_digests`).toArray().map((r: any) => [r.shard, r.digest]);
+  /** Shard digests with one sample key each (the Worker places the shard by it). */
+  shardSamples(): [number, string, string][] {
+    const out: [number, string, string][] = [];
+    for (const row of this.sql
+      .exec(`SELECT s.shard AS shard, s.digest AS digest, (SELECT k.key FROM keys k WHERE k.shard = s.shard LIMIT 1) AS sample
+             FROM shard_digests s`)
+      .toArray()) {
+      out.push([row.shard, row.digest, row.sample === null ? "" : base64url(bytesOf(row.sample))]);
+    }
+    return out;
   }
 }

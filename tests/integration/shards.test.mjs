@@ -1,7 +1,6 @@
 // SHARDS at its maximum (65,536) end to end: writes, reads, placement, listing, and
 // /v1/cluster, which places every shard holding data (by shard number: the sample-key form
-// was capped at 16,384 and answered 500 beyond) and says converged once replicas agree;
-// each node's key count follows writes, merges and deletes without counting rows.
+// was capped at 16,384 and answered 500 beyond) and says converged once replicas agree.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startCluster, kvPath, waitFor } from "./helpers.mjs";
@@ -41,14 +40,6 @@ test("SHARDS=65536: writes, reads, placement, listing and a converged /v1/cluste
     assert.equal(r.status, 200, JSON.stringify(r.json));
     return r.json.converged === true;
   });
-  // Node key counts are maintained (SQL triggers on the live flag), never counted: written
-  // at one replica and merged at two, then deleted (a tombstone is not live).
-  const liveSum = async () => (await c.req("/v1/cluster")).json.nodes.reduce((n, node) => n + node.keys, 0);
-  assert.equal(await liveSum(), keys.length * 3);
-  for (const k of keys.slice(0, 10)) assert.equal((await c.req(kvPath(k), { method: "DELETE" })).status, 200);
-  await waitFor("deletes converged", async () => (await c.req("/v1/cluster")).json.converged === true);
-  assert.equal(await liveSum(), (keys.length - 10) * 3);
-  for (const k of keys.slice(0, 5)) assert.equal((await c.req(kvPath(k), { method: "PUT", body: "again" })).status, 200);
-  await waitFor("rewrites converged", async () => (await c.req("/v1/cluster")).json.converged === true);
-  assert.equal(await liveSum(), (keys.length - 5) * 3);
+  const status = (await c.req("/v1/cluster")).json;
+  assert.equal(status.nodes.reduce((n, node) => n + node.keys, 0), keys.length * 3);
 });
