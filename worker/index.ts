@@ -186,10 +186,11 @@ function fail(status: number, error: string): never {
   throw new HttpError(status, error);
 }
 
-/** Places keys with the core; rebuilds the instance if it ever traps. */
-function place(rs: RingState, keys: Uint8Array[]): Msg[] {
+/** Places keys, then shards by number, with the core; rebuilds the instance if it ever
+ *  traps. */
+function place(rs: RingState, keys: Uint8Array[], shards: number[] = []): Msg[] {
   try {
-    return rs.core.call(Op.Place, { keys }).placements;
+    return rs.core.call(Op.Place, { keys, shards }).placements;
   } catch (err) {
     if (!(err instanceof CoreError)) {
       ringCache = undefined;
@@ -683,20 +684,22 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   const refusal = statuses.find((st) => st.configRefusal !== undefined);
   if (refusal !== undefined) return json(503, { error: refusal.configRefusal });
   let converged = statuses.every((st) => st.error === undefined);
-  const samples = new Map<number, string>();
+  // The shards some node holds rows of. (A digest with no key row behind it at a node is
+  // not converged: the node's sample for that shard is empty.)
+  const held = new Set<number>();
   const digests: Map<number, string>[] = statuses.map(() => new Map());
   statuses.forEach((st, node) => {
     for (const [shard, digest, sample] of (st.shards ?? []) as [number, string, string][]) {
       digests[node].set(shard, digest);
-      if (sample !== "" && !samples.has(shard)) samples.set(shard, sample);
-      if (sample === "") converged = false;
+      if (sample !== "") held.add(shard);
+      else converged = false;
     }
   });
-  if (converged && samples.size > 0) {
-    const shards = [...samples.keys()];
+  if (converged && held.size > 0) {
+    const shards = [...held];
     // Placed by shard number (up to 65,536 in one call), not by a sample key each: the
     // keys' form was capped at 16,384 and answered 500 beyond.
-    const placements = rs.core.call(Op.Place, { shards }).placements as Msg[];
+    const placements = place(rs, [], shards);
     for (let i = 0; i < shards.length && converged; i++) {
       const replicas: number[] = placements[i].replicas;
       const first = digests[replicas[0]].get(shards[i]) ?? "0";
