@@ -7,7 +7,8 @@
  *  - A hostile DigestReply naming another node as `from`, or garbage, ends the exchange:
  *    anti-entropy goes on afterwards.
  *  - After two failures in a row a push goes out as two copies, and fails only when both
- *    are lost.
+ *    are lost; a node restarted in the middle pushes again, hedged, and the old instance's
+ *    late answers are dropped.
  *  - A push's time limit is one interval for the first try and the first retry (a lost
  *    push is retried at the next round), then doubles per failure, never past
  *    PEER_TIMEOUT_MS.
@@ -598,6 +599,63 @@ static void test_hedged_push(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* A node restarted in the middle of a hedged push: the new instance, from the persisted
+ * state and peer rows (failures 3), pushes again at its first round, hedged; the old
+ * instance's answers arriving late (answered or lost) are dropped, not taken for its own;
+ * one copy of the new push answered delivers it, and the key is not pushed to that peer
+ * again. Nothing stalls, nothing is acknowledged that was not delivered. */
+static void test_restart_mid_hedged_push(void **state) {
+  (void)state;
+  tpeer peers[7];
+  for (uint32_t p = 1; p < 8; p++) peers[p - 1] = (tpeer){p, 3, 0, 0};
+  tstate s0 = {.last_round_ms = NOW - INTERVAL, .ae_next_ms = NOW + 60 * INTERVAL, .ae_interval_ms = INTERVAL};
+  ringkv_node *old = node_from(tl_default_config(), 0, step_state(s0), peers, 7);
+  /* Each instance's first step brings its own random bits, as an executor's do. */
+  assert_int_equal(step(old, step_req(NOW, UINT64_C(0x1111) << 32, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice loaded = changed_from_write(old, "restart/key", "v");
+  tout r = round_at(old, NOW + INTERVAL, 1, loaded, NULL);
+  uint32_t peer = UINT32_MAX, old_tags[4];
+  size_t nold = 0;
+  for (size_t k = 0; k < r.nsends; k++) {
+    if (r.sends[k].kind != KIND_PUSH) continue;
+    if (peer == UINT32_MAX) peer = r.sends[k].peer;
+    if (r.sends[k].peer == peer && nold < 4) old_tags[nold++] = r.sends[k].tag;
+  }
+  assert_int_equal(nold, 2);   /* failures 3: hedged */
+  ringkv_node_destroy(old);
+  tl_reset();
+
+  /* The restart: the write's row and seq were persisted (seq 1), the peer rows unchanged. */
+  tstate s1 = {.last_round_ms = NOW + INTERVAL, .ae_next_ms = NOW + 60 * INTERVAL, .ae_interval_ms = INTERVAL,
+               .seq = 1, .client_seq = 1};
+  ringkv_node *n = node_from(tl_default_config(), 0, step_state(s1), peers, 7);
+  assert_int_equal(step(n, step_req(NOW + 2 * INTERVAL, UINT64_C(0x2222) << 32, 8, no_rows())).rc, RINGKV_OK);
+  r = round_at(n, NOW + 2 * INTERVAL, 2, loaded, NULL);
+  uint32_t tags[4];
+  size_t nt = 0;
+  for (size_t k = 0; k < r.nsends; k++) {
+    if (r.sends[k].kind == KIND_PUSH && r.sends[k].peer == peer && nt < 4) tags[nt++] = r.sends[k].tag;
+  }
+  assert_int_equal(nt, 2);   /* pushed again at once, hedged */
+  /* The old instance's answers, late: answered and lost. Neither is this instance's. */
+  for (size_t i = 0; i < nold; i++) {
+    /* Tags start at a random point per instance (the first steps' random bits differ). */
+    assert_true(old_tags[i] != tags[0] && old_tags[i] != tags[1]);
+    assert_int_equal(step(n, step_req(NOW + 2 * INTERVAL, 0, 5, answer_msg(old_tags[i], i == 0, no_rows()))).rc, RINGKV_OK);
+  }
+  /* Still pending: the next round (its answers not in) sends nothing new to the peer... */
+  tout mid = round_at(n, NOW + 3 * INTERVAL, 3, loaded, NULL);
+  for (size_t k = 0; k < mid.nsends; k++) assert_false(mid.sends[k].kind == KIND_PUSH && mid.sends[k].peer == peer);
+  /* ... then one copy lost, the other answered: delivered. */
+  assert_int_equal(step(n, step_req(NOW + 3 * INTERVAL, 0, 5, answer_msg(tags[0], false, no_rows()))).rc, RINGKV_OK);
+  assert_int_equal(step(n, step_req(NOW + 3 * INTERVAL, 0, 5, answer_msg(tags[1], true, no_rows()))).rc, RINGKV_OK);
+  tout after = round_at(n, NOW + 4 * INTERVAL, 4, loaded, NULL);
+  for (size_t k = 0; k < after.nsends; k++) assert_false(after.sends[k].kind == KIND_PUSH && after.sends[k].peer == peer);
+  free((void *)loaded.ptr);
+  tl_reset();
+  ringkv_node_destroy(n);
+}
+
 /* A chain the executor does not go on with (another event instead of `loaded`) frees what
  * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
 static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
@@ -669,6 +727,7 @@ int main(void) {
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
       cmocka_unit_test(test_push_time_limit),
       cmocka_unit_test(test_hedged_push),
+      cmocka_unit_test(test_restart_mid_hedged_push),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

@@ -79,6 +79,7 @@ struct rk_step {
   uint32_t peers_len;          /* cluster_size */
   peer_t *peers;
   uint32_t next_tag;
+  bool tags_seeded;   /* tags start at a random point per instance (rk_step_run) */
   buf_t saved;                 /* the StepState last handed out for persisting */
   /* What a `loaded` event goes on with. */
   int wait;
@@ -1588,6 +1589,13 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Only `loaded` may follow a load; anything else drops the chain it would have gone on
    * with (as a lost message: its sender tries again). */
   if (st->wait != WAIT_NONE && event != 4) chain_drop(st);
+  /* Tags start at a random point per instance, so an answer to an earlier instance's send
+   * that an executor hands in anyway (it should drop it) names no send of this one: taken
+   * for this one's, it would acknowledge changes the other message never carried. */
+  if (!st->tags_seeded) {
+    st->next_tag = (uint32_t)(rnd >> 32);
+    st->tags_seeded = true;
+  }
   sched_t saved = st->s;
   out_t o;
   memset(&o, 0, sizeof o);
