@@ -19,6 +19,12 @@
 //             The keys are loaded through the nodes' own merge path (core-built Push
 //             messages of 512 entries sent to both nodes' Durable Objects), because 100k
 //             client PUTs at one node take longer than the benchmark should.
+//   repair    bytes on the wire to repair one key (1 KiB value) that one replica lacks, in
+//             a shard holding 100k keys (SHARDS=16, 64-byte values, N=3 R=3), from
+//             converged to converged (every exchange counted, idle ones included), against
+//             what shipping the shard would take (its entries, encoded). The keys are
+//             seeded through the nodes' merge path (core-built Pushes to /internal/push,
+//             tests/integration/seed.mjs): 100k client PUTs would take minutes.
 //   core      the core's own table (bench/core.mjs): read from bench/out/core.json, or
 //             produced by scripts/bench-core.sh (npm run bench:core) when that is missing.
 //
@@ -35,6 +41,7 @@ import { parseArgs } from "node:util";
 import { startCluster } from "../tests/integration/helpers.mjs";
 import { Core, Op } from "../worker/core.ts";
 import { encode } from "../worker/pb.ts";
+import { registerMaker, pushEntries } from "../tests/integration/seed.mjs";
 import { coreConfig, parseConfig } from "../worker/config.ts";
 import {
   clusterStatus,
@@ -68,7 +75,7 @@ const ROUNDS = Number(args.rounds ?? (QUICK ? 2 : 4));
 const SECONDS = Number(args.seconds ?? (QUICK ? 2 : 5));
 const BIG_KEYS = Number(args["big-keys"] ?? (QUICK ? 10_000 : 100_000));
 const SMALL_KEYS = 1000;
-const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,core").split(","));
+const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,repair,core").split(","));
 
 const CLIENTS = 16;
 const KEYSPACE = 500;
@@ -668,6 +675,50 @@ async function benchBigKey() {
 // ---------------------------------------------------------------------------------------
 // core: bench/core.mjs's table.
 
+// ---------------------------------------------------------------------------------------
+// repair: one differing key in a shard of 100k keys.
+
+const REPAIR_SHARD_KEYS = 100_000;
+const REPAIR_SHARDS = 16;
+
+async function benchRepair() {
+  const keysWanted = QUICK ? 10_000 : REPAIR_SHARD_KEYS;
+  const c = await start("ring", { vars: ringVars({ CLUSTER_SIZE: "3", REPLICAS: "3", SHARDS: String(REPAIR_SHARDS), GOSSIP_INTERVAL_MS: "200" }) });
+  try {
+    const maker = registerMaker({ size: 3, replicas: 3, shards: REPAIR_SHARDS });
+    // Keys of shard 0 only: about one candidate in 16.
+    const keys = [];
+    for (let base = 0; keys.length < keysWanted + 1; base += 65_536) {
+      const candidates = Array.from({ length: 65_536 }, (_, i) => `repair/${base + i}`);
+      maker.shardsOf(candidates).forEach((shard, i) => {
+        if (shard === 0 && keys.length < keysWanted + 1) keys.push(candidates[i]);
+      });
+    }
+    const lonely = keys.pop();
+    const t = performance.now();
+    const entries = keys.map((k) => maker.entry(k, randomValue(VALUE_BYTES)));
+    for (let node = 0; node < 3; node++) await pushEntries(c.mf, node, (node + 1) % 3, entries);
+    await waitConverged(c.url, { timeoutMs: 300_000, everyMs: 500 });
+    log(`repair: ${keys.length} keys of one shard seeded into 3 replicas in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const shardBytes = entries.reduce((sum, e) => sum + encode("Entry", e).length, 0);
+    const before = gossipTotal(await clusterStatus(c.url), "bytes_sent");
+    await pushEntries(c.mf, 1, 0, [maker.entry(lonely, randomValue(1024))]);
+    const done = await waitConverged(c.url, { timeoutMs: 300_000, everyMs: 200 });
+    const bytes = gossipTotal(done.status, "bytes_sent") - before;
+    results.repair = { shard_keys: keys.length, bytes, shard_entries_bytes: shardBytes, ms: Math.round(done.ms) };
+    rows.push([
+      `anti-entropy repair of one key (1 KiB) in a shard of ${keys.length} keys (SHARDS=16, 64 B values)`,
+      `${bytes} B`,
+      `shard: ${shardBytes} B`,
+      round1((bytes / shardBytes) * 1000) / 1000,
+      "≤ 64 KiB",
+      bytes <= 64 * 1024,
+    ]);
+  } finally {
+    await stop(c);
+  }
+}
+
 function benchCore() {
   const file = join(root, "bench/out/core.json");
   if (!existsSync(file) && existsSync(join(root, "scripts/bench-core.sh"))) {
@@ -754,6 +805,7 @@ const benches = [
   ["converge", benchConverge],
   ["round", benchRound],
   ["bigkey", benchBigKey],
+  ["repair", benchRepair],
   ["core", benchCore],
 ];
 let failed = false;

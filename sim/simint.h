@@ -59,6 +59,7 @@ typedef struct {
   uint32_t siblings;
   uint64_t digest;
   bool expired;
+  uint64_t position;   /* the kh column */
 } key_info;
 
 typedef struct {

@@ -220,6 +220,81 @@ Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
       if (load->shard_bytes_max > 0 && bytes >= load->shard_bytes_max) break;
     }
   }
+  /* ranges: whole ranges only, within ranges_rows_max and (after the first) bytes max. */
+  if (load->n_ranges > 0) {
+    size_t cap = 0;
+    for (size_t i = 0; i < load->n_ranges; i++) {
+      uint32_t sh = load->ranges[i]->shard;
+      if (sh < o->shards) cap += s->shard_keys_start[sh + 1] - s->shard_keys_start[sh];
+    }
+    ld->range_rows = rk_alloc_array(&s->ar, cap + 1, sizeof(*ld->range_rows));
+    CHECK_ALLOC(ld->range_rows);
+    uint64_t rows = 0, bytes = 0;
+    for (size_t i = 0; i < load->n_ranges; i++) {
+      const Ringkv__KeyRange *kr = load->ranges[i];
+      if (kr->shard >= o->shards || kr->bits > RINGKV_KEY_POSITION_BITS) {
+        failf(s, "shard_range", "node %u: Load names range of shard %u", n->id, kr->shard);
+        break;
+      }
+      size_t first = ld->n_range_rows;
+      uint64_t range_bytes = 0;
+      bool over = false;
+      for (uint32_t j = s->shard_keys_start[kr->shard]; j < s->shard_keys_start[kr->shard + 1] && !over; j++) {
+        uint32_t k = s->shard_keys[j];
+        const row *r = n->rows[k];
+        if (r == NULL || r->info.position < kr->lo || r->info.position - kr->lo >= (UINT64_C(1) << kr->bits)) continue;
+        Ringkv__Local *l = store_local(s, n, k, true, false);
+        range_bytes += local_bytes(l);
+        ld->range_rows[ld->n_range_rows++] = l;
+        uint64_t got = ld->n_range_rows - first;
+        bool alone = i == 0 && got == 1;
+        over = (load->ranges_rows_max > 0 && rows + got > load->ranges_rows_max) ||
+               (load->ranges_bytes_max > 0 && bytes + range_bytes > load->ranges_bytes_max && !alone);
+      }
+      uint64_t got = ld->n_range_rows - first;
+      if (over) {
+        ld->n_range_rows = first;
+        break;
+      }
+      rows += got;
+      bytes += range_bytes;
+      ld->ranges_loaded++;
+    }
+  }
+  /* range_parts: each range's 16 parts' rows and digest contributions. */
+  if (load->n_range_parts > 0) {
+    ld->parts = rk_alloc_array(&s->ar, load->n_range_parts, sizeof(*ld->parts));
+    CHECK_ALLOC(ld->parts);
+    for (size_t i = 0; i < load->n_range_parts; i++) {
+      const Ringkv__KeyRange *kr = load->range_parts[i];
+      uint64_t counts[RINGKV_AE_PARTS] = {0}, digests[RINGKV_AE_PARTS] = {0};
+      uint32_t mask = 0;
+      if (kr->shard < o->shards && kr->bits >= RINGKV_AE_PART_BITS && kr->bits <= RINGKV_KEY_POSITION_BITS) {
+        for (uint32_t j = s->shard_keys_start[kr->shard]; j < s->shard_keys_start[kr->shard + 1]; j++) {
+          const row *r = n->rows[s->shard_keys[j]];
+          if (r == NULL || r->info.position < kr->lo || r->info.position - kr->lo >= (UINT64_C(1) << kr->bits)) continue;
+          uint32_t part = (uint32_t)((r->info.position - kr->lo) >> (kr->bits - RINGKV_AE_PART_BITS));
+          mask |= 1u << part;
+          counts[part]++;
+          if (!r->info.expired) digests[part] += r->info.digest;
+        }
+      }
+      Ringkv__RangeParts *rp = rk_alloc(&s->ar, sizeof(*rp));
+      CHECK_ALLOC(rp);
+      ringkv__range_parts__init(rp);
+      rp->mask = mask;
+      rp->counts = rk_alloc_array(&s->ar, RINGKV_AE_PARTS, sizeof(*rp->counts));
+      rp->digests = rk_alloc_array(&s->ar, RINGKV_AE_PARTS, sizeof(*rp->digests));
+      CHECK_ALLOC(rp->counts);
+      CHECK_ALLOC(rp->digests);
+      for (uint32_t k = 0; k < RINGKV_AE_PARTS; k++) {
+        if ((mask >> k & 1u) == 0) continue;
+        rp->counts[rp->n_counts++] = counts[k];
+        rp->digests[rp->n_digests++] = digests[k];
+      }
+      ld->parts[ld->n_parts++] = rp;
+    }
+  }
   /* changed: rows with seq > changed_after, by seq, with values. */
   if (load->changed) {
     size_t lo = 0, hi = n->log_len;
@@ -368,6 +443,7 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
       r->info.siblings = a->info->siblings;
       r->info.digest = a->info->digest;
       r->info.expired = a->info->expired;
+      r->info.position = a->info->position;
     }
     for (size_t i = 0; i < a->n_dropped; i++) {
       dot_t d = {a->dropped[i]->node, a->dropped[i]->counter};

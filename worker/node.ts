@@ -247,6 +247,8 @@ export class RingNode extends DurableObject {
     }
     this.coreInstance = core;
     this.coreGeneration++;
+    const filled = this.storage.backfillPositions((keys) => core.call(Op.Place, { keys, shards: [] }).placements.map((p: any) => p.position));
+    if (filled > 0) console.log(`ringkv node ${this.nodeId}: gave ${filled} rows of an earlier build their key positions`);
   }
 
   /** Record/replay (RECORD_CALLS with FAULTS): every core call, and (op 0) what each step's

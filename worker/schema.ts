@@ -36,7 +36,18 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["entries",3,"Entry",1],
     ["shards",4,"uint32",1],
     ["deferred",5,"bytes",1],
+    ["ranges",6,"KeyRange",1],
     ["speaks",15,"uint32",0],
+  ],
+  KeyRange: [
+    ["shard",1,"uint32",0],
+    ["lo",2,"uint64",0],
+    ["bits",3,"uint32",0],
+  ],
+  RangeParts: [
+    ["mask",1,"uint32",0],
+    ["counts",2,"uint64",1],
+    ["digests",3,"fixed64",1],
   ],
   ShardDigest: [
     ["shard",1,"uint32",0],
@@ -47,6 +58,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["from",2,"uint32",0],
     ["root",3,"fixed64",0],
     ["buckets",4,"uint32",1],
+    ["ranges",5,"KeyRange",1],
     ["speaks",15,"uint32",0],
   ],
   DigestReply: [
@@ -55,6 +67,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["equal",3,"bool",0],
     ["shards",4,"ShardDigest",1],
     ["bucketDigests",5,"fixed64",1],
+    ["parts",6,"RangeParts",1],
     ["speaks",15,"uint32",0],
   ],
   KeyDigest: [
@@ -128,6 +141,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["shard",1,"uint32",0],
     ["replicas",2,"uint32",1],
     ["keyHash",3,"fixed64",0],
+    ["position",4,"uint64",0],
   ],
   PlaceReply: [
     ["placements",1,"Placement",1],
@@ -171,6 +185,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["siblings",6,"uint32",0],
     ["digest",7,"fixed64",0],
     ["expired",8,"bool",0],
+    ["position",9,"uint64",0],
   ],
   ReadRequest: [
     ["key",1,"bytes",0],
@@ -189,6 +204,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["from",1,"uint32",0],
     ["keys",2,"bytes",1],
     ["shards",3,"uint32",1],
+    ["ranges",4,"KeyRange",1],
   ],
   MergeRequest: [
     ["nowMs",1,"uint64",0],
@@ -198,6 +214,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["entriesFrom",5,"uint32",0],
     ["entriesTo",6,"uint32",0],
     ["deferredBefore",7,"bytes",1],
+    ["rangesLoaded",8,"uint32",0],
   ],
   Applied: [
     ["key",1,"bytes",0],
@@ -250,29 +267,43 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   AeStartRequest: [
     ["peer",1,"uint32",0],
     ["buckets",2,"uint32",1],
+    ["ranges",3,"KeyRange",1],
   ],
   AeStartReply: [
     ["message",1,"bytes",0],
   ],
   AeAnswerRequest: [
     ["message",1,"bytes",0],
+    ["parts",2,"RangeParts",1],
   ],
   AeAnswerReply: [
     ["message",1,"bytes",0],
+    ["load",2,"KeyRange",1],
   ],
   AeCompareRequest: [
     ["message",1,"bytes",0],
     ["shardsMax",2,"uint32",0],
+    ["asked",3,"KeyRange",1],
+    ["own",4,"RangeParts",1],
+    ["leafKeys",5,"uint64",0],
+    ["rowsBudget",6,"uint64",0],
+    ["leavesMax",7,"uint64",0],
+    ["random",8,"uint64",0],
+    ["rowsMax",9,"uint64",0],
   ],
   AeCompareReply: [
     ["equal",1,"bool",0],
     ["shards",2,"uint32",1],
     ["buckets",3,"uint32",1],
+    ["leaves",4,"KeyRange",1],
+    ["next",5,"KeyRange",1],
+    ["leavesRows",6,"uint64",0],
   ],
   AeRepairRequest: [
     ["peer",1,"uint32",0],
     ["shards",2,"uint32",1],
     ["locals",3,"Local",1],
+    ["ranges",4,"KeyRange",1],
   ],
   AeRepairReply: [
     ["message",1,"bytes",0],
@@ -377,6 +408,10 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["expireBefore",11,"fixed64",0],
     ["collectable",12,"uint32",0],
     ["nextExpiry",13,"bool",0],
+    ["ranges",14,"KeyRange",1],
+    ["rangesRowsMax",15,"uint32",0],
+    ["rangesBytesMax",16,"uint64",0],
+    ["rangeParts",17,"KeyRange",1],
   ],
   Loaded: [
     ["rows",1,"Local",1],
@@ -386,6 +421,9 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["expirable",5,"Local",1],
     ["collectable",6,"Local",1],
     ["nextExpiry",7,"fixed64",0],
+    ["rangesLoaded",8,"uint32",0],
+    ["rangeRows",9,"Local",1],
+    ["parts",10,"RangeParts",1],
   ],
   RowWrite: [
     ["applied",1,"Applied",0],

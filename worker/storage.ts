@@ -8,6 +8,14 @@ export type Msg = Record<string, any>;
 // Durable Object SQLite binds at most 100 parameters per statement.
 const SQL_PARAMS_MAX = 100; // lint: platform-limit
 const EMPTY = new Uint8Array(0);
+// A key's digest is kept as two 32-bit halves (dh, dl) so that SQL sums them exactly: a
+// range's digest mod 2^64 is ((sum dh + (sum dl >> 32)) mod 2^32) << 32 | (sum dl mod 2^32).
+const HALF = 32n; // lint: encoding (64-bit digest halves)
+const HALF_MASK = 0xffffffffn; // lint: encoding (64-bit digest halves)
+// A key range is cut in 16 parts (RINGKV_AE_PART_BITS bits of position).
+const PART_BITS = 4; // lint: abi (RINGKV_AE_PART_BITS)
+// Rows given their key position (kh) per statement when a node from an earlier build starts.
+const POSITION_BACKFILL_ROWS = 1000; // lint: api-limit (one OP_PLACE call's keys, well below its 16,384)
 
 /** 64-bit values as 16-char lowercase hex, so that SQL text order is numeric order. */
 export function hex64(v: bigint): string {
@@ -38,8 +46,13 @@ export function keyId(u8: Uint8Array): string {
   return s;
 }
 
+function digestHalves(d: bigint): [number, number] {
+  const v = BigInt.asUintN(64, d); // lint: encoding
+  return [Number(v >> HALF), Number(v & HALF_MASK)];
+}
+
 /** A KeyInfo as the key row's columns, in the order
- *  live, winner_hlc, winner_node, all_deleted, max_hlc, expired, siblings, digest. */
+ *  live, winner_hlc, winner_node, all_deleted, max_hlc, expired, siblings, digest, kh, dh, dl. */
 function infoColumns(info: Msg): unknown[] {
   return [
     info.live ? 1 : 0,
@@ -50,6 +63,8 @@ function infoColumns(info: Msg): unknown[] {
     info.expired ? 1 : 0,
     info.siblings ?? 0,
     hex64(info.digest ?? 0n),
+    Number(info.position ?? 0n),
+    ...digestHalves(info.digest ?? 0n),
   ];
 }
 
@@ -66,8 +81,15 @@ export class NodeStorage {
       key BLOB PRIMARY KEY, shard INTEGER NOT NULL, meta BLOB NOT NULL, seq INTEGER NOT NULL,
       from_client INTEGER NOT NULL, live INTEGER NOT NULL, winner_hlc TEXT NOT NULL,
       winner_node INTEGER NOT NULL, all_deleted INTEGER NOT NULL, max_hlc TEXT NOT NULL,
-      expired INTEGER NOT NULL, siblings INTEGER NOT NULL, digest TEXT NOT NULL)`);
-    sql.exec(`CREATE INDEX IF NOT EXISTS keys_shard ON keys(shard)`);
+      expired INTEGER NOT NULL, siblings INTEGER NOT NULL, digest TEXT NOT NULL,
+      kh INTEGER, dh INTEGER, dl INTEGER)`);
+    // kh: the key's position in its shard (KeyInfo.position), dh/dl: its digest's halves.
+    // Added to tables of earlier builds (their rows get them at start: backfillPositions).
+    const columns = new Set(sql.exec(`PRAGMA table_info(keys)`).toArray().map((c: any) => c.name));
+    for (const c of ["kh", "dh", "dl"]) if (!columns.has(c)) sql.exec(`ALTER TABLE keys ADD COLUMN ${c} INTEGER`);
+    // Key ranges below a shard are read by (shard, kh); their parts' digests from the index alone.
+    sql.exec(`DROP INDEX IF EXISTS keys_shard`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_range ON keys(shard, kh, expired, dh, dl)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_client_seq ON keys(from_client, seq)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_expiry ON keys(all_deleted, expired, max_hlc)`);
@@ -116,9 +138,11 @@ export class NodeStorage {
   // Loads (the Load message of wasm/ringkv.proto says what each one is).
 
   load(l: Msg): Msg {
-    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n };
+    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n, rangesLoaded: 0, rangeRows: [], parts: [] };
     if (l.keys.length > 0) out.rows = this.loadKeys(l.keys, Number(l.rowsBytesMax));
     if (l.shards.length > 0) this.loadShards(l.shards, Number(l.shardBytesMax), out);
+    if (l.ranges.length > 0) this.loadRanges(l.ranges, l.rangesRowsMax, Number(l.rangesBytesMax), out);
+    if (l.rangeParts.length > 0) out.parts = l.rangeParts.map((r: Msg) => this.rangeParts(r));
     if (l.changed) out.changed = this.loadChanged(l);
     if (l.expirable > 0) {
       out.expirable = this.rowsWhere(`all_deleted = 1 AND expired = 0 AND max_hlc < ? LIMIT ?`, hex64(l.expireBefore), l.expirable);
@@ -192,6 +216,89 @@ export class NodeStorage {
         for (const v of values) bytes += v.value.length;
         out.shardRows.push({ key, meta: bytesOf(row.meta), expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 });
       }
+    }
+  }
+
+  /** Rows of key ranges, whole ranges only: a range whose rows would pass rowsMax, or
+   *  whose bytes would pass bytesMax (unless it is the first and holds one row), ends the
+   *  load, read no further than that (0: no bound). */
+  private loadRanges(ranges: Msg[], rowsMax: number, bytesMax: number, out: Msg): void {
+    let rows = 0;
+    let bytes = 0;
+    out.rangesLoaded = 0;
+    out.rangeRows = [];
+    for (const r of ranges) {
+      const lo = Number(r.lo);
+      const limit = rowsMax > 0 ? rowsMax - rows + 1 : -1;
+      const locals: Msg[] = [];
+      let rangeBytes = 0;
+      for (const row of this.sql.exec(
+        `SELECT key, meta, expired, seq, from_client FROM keys WHERE shard = ? AND kh >= ? AND kh < ? LIMIT ?`,
+        r.shard,
+        lo,
+        lo + 2 ** r.bits,
+        limit,
+      )) {
+        if (rowsMax > 0 && rows + locals.length + 1 > rowsMax) return;
+        const key = bytesOf(row.key);
+        const values = this.loadValues(key);
+        rangeBytes += bytesOf(row.meta).length;
+        for (const v of values) rangeBytes += v.value.length;
+        locals.push({ key, meta: bytesOf(row.meta), expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 });
+        const alone = out.rangesLoaded === 0 && locals.length === 1;
+        if (bytesMax > 0 && bytes + rangeBytes > bytesMax && !alone) return;
+      }
+      rows += locals.length;
+      bytes += rangeBytes;
+      out.rangeRows.push(...locals);
+      out.rangesLoaded++;
+    }
+  }
+
+  /** A key range's 16 parts: key rows and digest (the sum of the rows' contributions, 0 for
+   *  an expired row), from the keys_range index alone. */
+  private rangeParts(r: Msg): Msg {
+    const lo = Number(r.lo);
+    const shift = r.bits - PART_BITS;
+    const parts = this.sql
+      .exec(
+        `SELECT (kh - ?) >> ? AS part, count(*) AS n,
+           (sum(CASE WHEN expired = 0 THEN dh ELSE 0 END) + (sum(CASE WHEN expired = 0 THEN dl ELSE 0 END) >> 32)) & 4294967295 AS hi,
+           sum(CASE WHEN expired = 0 THEN dl ELSE 0 END) & 4294967295 AS lo
+         FROM keys WHERE shard = ? AND kh >= ? AND kh < ? GROUP BY part ORDER BY part`,
+        lo,
+        shift,
+        r.shard,
+        lo,
+        lo + 2 ** r.bits,
+      )
+      .toArray();
+    let mask = 0;
+    const counts: bigint[] = [];
+    const digests: bigint[] = [];
+    for (const p of parts) {
+      mask |= 1 << p.part;
+      counts.push(BigInt(p.n));
+      digests.push((BigInt(p.hi) << HALF) | BigInt(p.lo));
+    }
+    return { mask, counts, digests };
+  }
+
+  /** Rows stored by an earlier build have no key position: given theirs (the core hashes the
+   *  keys), a batch at a time. */
+  backfillPositions(positions: (keys: Uint8Array[]) => bigint[]): number {
+    let done = 0;
+    for (;;) {
+      const rows = this.sql.exec(`SELECT key, digest FROM keys WHERE kh IS NULL LIMIT ?`, POSITION_BACKFILL_ROWS).toArray();
+      if (rows.length === 0) return done;
+      const keys = rows.map((r: any) => bytesOf(r.key));
+      const pos = positions(keys);
+      this.storage.transactionSync(() => {
+        rows.forEach((r: any, i: number) => {
+          this.sql.exec(`UPDATE keys SET kh = ?, dh = ?, dl = ? WHERE key = ?`, Number(pos[i]), ...digestHalves(unhex64(r.digest)), blob(keys[i]));
+        });
+      });
+      done += rows.length;
     }
   }
 
@@ -275,11 +382,12 @@ export class NodeStorage {
     } else if (seq > 0) {
       this.sql.exec(
         `INSERT INTO keys(key, shard, meta, seq, from_client, live, winner_hlc, winner_node, all_deleted,
-           max_hlc, expired, siblings, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           max_hlc, expired, siblings, digest, kh, dh, dl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(key) DO UPDATE SET shard = excluded.shard, meta = excluded.meta, seq = excluded.seq,
            from_client = excluded.from_client, live = excluded.live, winner_hlc = excluded.winner_hlc,
            winner_node = excluded.winner_node, all_deleted = excluded.all_deleted, max_hlc = excluded.max_hlc,
-           expired = excluded.expired, siblings = excluded.siblings, digest = excluded.digest`,
+           expired = excluded.expired, siblings = excluded.siblings, digest = excluded.digest, kh = excluded.kh,
+           dh = excluded.dh, dl = excluded.dl`,
         blob(key),
         a.shard,
         blob(a.meta),
@@ -291,7 +399,7 @@ export class NodeStorage {
       // Expiry and collection keep the row's sequence: they are not news.
       this.sql.exec(
         `UPDATE keys SET meta = ?, live = ?, winner_hlc = ?, winner_node = ?, all_deleted = ?, max_hlc = ?,
-           expired = ?, siblings = ?, digest = ? WHERE key = ?`,
+           expired = ?, siblings = ?, digest = ?, kh = ?, dh = ?, dl = ? WHERE key = ?`,
         blob(a.meta),
         ...infoColumns(a.info ?? {}),
         blob(key),

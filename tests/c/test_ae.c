@@ -3,6 +3,7 @@
  * shared shards per bucket), the differing buckets are asked next, and their shard
  * digests name exactly the differing shard. Bucket lists are bounded and checked. */
 #include "testlib.h"
+#include "range.h"
 
 #define SHARDS_MAX 8192
 
@@ -230,6 +231,181 @@ static void test_one_bucket(void **state) {
   ringkv_node_destroy(b);
 }
 
+/* Below shards (version 3): a request names key ranges only to a peer heard to speak it;
+ * the answer is asked for the ranges' parts first (loaded by the executor); the compare
+ * sorts differing parts into leaves (small on both sides, or empty on one, within the
+ * repair's rows budget) and ranges to cut again (large on both sides, or too large for
+ * any repair). Only digests decide what differs. */
+typedef struct {
+  rk_range leaves[64], next[64];
+  size_t leaves_len, next_len;
+  uint64_t leaves_rows;
+  bool equal;
+} ranges_compared;
+
+static void read_ranges(rk_slice reply, uint32_t field, rk_range *out, size_t *len) {
+  pb_rd it = pb_reader(reply);
+  rk_slice x;
+  *len = 0;
+  while (tl_next_bytes(&it, field, &x)) assert_true(rk_range_read(x, 1, &out[(*len)++]));
+}
+
+static int compare_parts(ringkv_node *a, const rk_parts *mine, const rk_parts *theirs, uint64_t budget,
+                         uint64_t rnd, ranges_compared *out) {
+  pb_enc m = tl_enc();
+  pb_put_uint(&m, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&m, 2, 1);
+  rk_parts_write(&m, 6, theirs);
+  pb_put_uint(&m, 15, RINGKV_PROTOCOL_VERSION);
+  rk_slice msg = copy(tl_done(&m));
+  rk_range whole = rk_range_shard(0);
+  pb_enc e = tl_enc();
+  pb_put_bytes(&e, 1, msg);
+  pb_put_uint(&e, 2, 64);
+  rk_range_write(&e, 3, &whole);
+  rk_parts_write(&e, 4, mine);
+  pb_put_uint(&e, 5, 64);
+  pb_put_uint(&e, 6, budget);
+  pb_put_uint(&e, 7, 64);
+  pb_put_uint(&e, 8, rnd);
+  pb_put_uint(&e, 9, 4096);
+  rk_slice reply;
+  int code = tl_call(a, RINGKV_OP_AE_COMPARE, tl_done(&e), &reply);
+  if (code == RINGKV_OK) {
+    out->equal = tl_u64(reply, 1) != 0;
+    read_ranges(reply, 4, out->leaves, &out->leaves_len);
+    read_ranges(reply, 5, out->next, &out->next_len);
+    out->leaves_rows = tl_u64(reply, 6);
+  }
+  tl_reset();
+  drop(msg);
+  return code;
+}
+
+static void part_set(rk_parts *p, uint32_t k, uint64_t count, uint64_t digest) {
+  p->mask |= 1u << k;
+  p->counts[k] = count;
+  p->digests[k] = digest;
+}
+
+static bool has_part(const rk_range *list, size_t len, uint32_t k) {
+  rk_range want = rk_range_part(rk_range_shard(0), k);
+  for (size_t i = 0; i < len; i++) {
+    if (list[i].lo == want.lo && list[i].bits == want.bits) return true;
+  }
+  return false;
+}
+
+static void test_ranges_below_shards(void **state) {
+  (void)state;
+  tl_config c = config(2, 2, 1);
+  ringkv_node *a = tl_node(c, 0), *b = tl_node(c, 1);
+  rk_range whole = rk_range_shard(0);
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, 1);
+  rk_range_write(&e, 3, &whole);
+  rk_slice req_bytes = copy(tl_done(&e));
+  rk_slice reply;
+  /* Not before a has heard b speak version 3. */
+  assert_int_equal(tl_call(a, RINGKV_OP_AE_START, req_bytes, &reply), RINGKV_E_STATE);
+  tl_reset();
+  rk_slice req, ans;
+  assert_int_equal(ae_start(a, 1, NULL, 0, &req), RINGKV_OK);
+  assert_int_equal(ae_answer(b, req, &ans), RINGKV_OK);
+  compared cmp;
+  ae_compare(a, ans, &cmp);
+  assert_true(cmp.equal);
+  drop(req);
+  drop(ans);
+  assert_int_equal(tl_call(a, RINGKV_OP_AE_START, req_bytes, &reply), RINGKV_OK);
+  req = copy(tl_bytes_field(reply, 1));
+  tl_reset();
+  /* b asks for the parts first, then answers with them. */
+  e = tl_enc();
+  pb_put_bytes(&e, 1, req);
+  assert_int_equal(tl_call(b, RINGKV_OP_AE_ANSWER, tl_done(&e), &reply), RINGKV_OK);
+  assert_int_equal(tl_bytes_field(reply, 1).len, 0);
+  rk_range load;
+  assert_true(rk_range_read(tl_bytes_field(reply, 2), 1, &load));
+  assert_int_equal(load.bits, RINGKV_KEY_POSITION_BITS);
+  tl_reset();
+  rk_parts theirs, mine;
+  memset(&theirs, 0, sizeof theirs);
+  part_set(&theirs, 2, 7, 99);
+  e = tl_enc();
+  pb_put_bytes(&e, 1, req);
+  rk_parts_write(&e, 2, &theirs);
+  assert_int_equal(tl_call(b, RINGKV_OP_AE_ANSWER, tl_done(&e), &reply), RINGKV_OK);
+  rk_parts back;
+  assert_true(rk_parts_read(tl_bytes_field(tl_bytes_field(reply, 1), 6), &back));
+  assert_int_equal(back.mask, 1u << 2);
+  assert_int_equal(back.counts[2], 7);
+  assert_true(back.digests[2] == 99);
+  tl_reset();
+  drop(req);
+
+  /* Small in all: the shard itself is the leaf. */
+  memset(&mine, 0, sizeof mine);
+  part_set(&mine, 2, 8, 98);
+  ranges_compared rc;
+  assert_int_equal(compare_parts(a, &mine, &theirs, 4096, 1, &rc), RINGKV_OK);
+  assert_false(rc.equal);
+  assert_int_equal(rc.leaves_len, 1);
+  assert_int_equal(rc.leaves[0].bits, RINGKV_KEY_POSITION_BITS);
+  assert_int_equal(rc.next_len, 0);
+  assert_int_equal(rc.leaves_rows, 8);
+
+  /* Large: part 3 large on both sides is cut again, part 5 small is a leaf, part 7 empty
+   * here is a leaf however large, part 9 beyond any repair is cut; equal parts (1, with
+   * other counts) are left alone. */
+  memset(&mine, 0, sizeof mine);
+  memset(&theirs, 0, sizeof theirs);
+  part_set(&mine, 1, 500, 11);
+  part_set(&theirs, 1, 501, 11);
+  part_set(&mine, 3, 1000, 1);
+  part_set(&theirs, 3, 1000, 2);
+  part_set(&mine, 5, 10, 3);
+  part_set(&theirs, 5, 11, 4);
+  part_set(&theirs, 7, 3000, 5);
+  part_set(&theirs, 9, 5000, 6);
+  assert_int_equal(compare_parts(a, &mine, &theirs, 4096, 0, &rc), RINGKV_OK);
+  assert_int_equal(rc.next_len, 2);
+  assert_true(has_part(rc.next, rc.next_len, 3));
+  assert_true(has_part(rc.next, rc.next_len, 9));
+  assert_int_equal(rc.leaves_len, 2);
+  assert_true(has_part(rc.leaves, rc.leaves_len, 5));
+  assert_true(has_part(rc.leaves, rc.leaves_len, 7));
+  assert_false(has_part(rc.leaves, rc.leaves_len, 1) || has_part(rc.next, rc.next_len, 1));
+  assert_int_equal(rc.leaves_rows, 3011);
+
+  /* Within the budget: of two leaves of 3000 and 2000 rows only one fits 4096; which one
+   * depends on the random start, and the other waits. */
+  memset(&theirs, 0, sizeof theirs);
+  memset(&mine, 0, sizeof mine);
+  part_set(&theirs, 7, 3000, 5);
+  part_set(&theirs, 11, 2000, 6);
+  bool took7 = false, took11 = false;
+  for (uint64_t rnd = 0; rnd < 8; rnd++) {
+    assert_int_equal(compare_parts(a, &mine, &theirs, 4096, rnd, &rc), RINGKV_OK);
+    assert_int_equal(rc.leaves_len, 1);
+    assert_true(rc.leaves_rows <= 4096);
+    took7 |= has_part(rc.leaves, 1, 7);
+    took11 |= has_part(rc.leaves, 1, 11);
+  }
+  assert_true(took7 && took11);
+
+  /* A reply whose counts do not follow its mask is malformed. */
+  pb_enc bad = tl_enc();
+  pb_put_uint(&bad, 1, 1u << 4);
+  pb_put_bytes(&bad, 3, (rk_slice){(const uint8_t *)"12345678", 8});
+  rk_parts p;
+  assert_false(rk_parts_read(tl_done(&bad), &p));
+  tl_reset();
+  drop(req_bytes);
+  ringkv_node_destroy(a);
+  ringkv_node_destroy(b);
+}
+
 /* Bucket lists: below the bucket count, strictly ascending, at most 64; a bucket digest
  * list of the wrong length is malformed. */
 static void test_bucket_limits(void **state) {
@@ -288,6 +464,7 @@ int main(void) {
       cmocka_unit_test(test_one_key_two_levels),
       cmocka_unit_test(test_one_bucket),
       cmocka_unit_test(test_bucket_limits),
+      cmocka_unit_test(test_ranges_below_shards),
   };
   int failed = cmocka_run_group_tests_name("anti-entropy", tests, NULL, NULL);
   tl_free();

@@ -1,6 +1,7 @@
 /* fuzz_digest: the anti-entropy and collection decoders: DigestRequest (OP_AE_ANSWER),
- * DigestReply (OP_AE_COMPARE), GcQuery (OP_GC_ANSWER) and GcReply (OP_GC_DECIDE). */
+ * DigestReply (OP_AE_COMPARE; key ranges and their parts too), GcQuery (OP_GC_ANSWER) and GcReply (OP_GC_DECIDE). */
 #include "fuzzlib.h"
+#include "range.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ringkv_node *n = fz_begin();
@@ -13,6 +14,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   e = fz_enc();
   pb_put_bytes(&e, 1, msg);
   pb_put_uint(&e, 2, 64);
+  fz_call(n, RINGKV_OP_AE_COMPARE, fz_result(&e), NULL);
+
+  /* Below shards (version 3): the message as a DigestRequest for ranges answered with
+   * their parts, and as the reply to a request for three ranges' parts. */
+  rk_parts parts[3];
+  rk_range asked[3] = {rk_range_shard(3), rk_range_shard(17), {40, 0, 8}};
+  memset(parts, 0, sizeof parts);
+  parts[1].mask = 5;
+  parts[1].counts[0] = 70;
+  parts[1].counts[2] = 1;
+  parts[1].digests[2] = 9;
+  e = fz_enc();
+  pb_put_bytes(&e, 1, msg);
+  for (int i = 0; i < 3; i++) rk_parts_write(&e, 2, &parts[i]);
+  fz_call(n, RINGKV_OP_AE_ANSWER, fz_result(&e), NULL);
+  e = fz_enc();
+  pb_put_bytes(&e, 1, msg);
+  pb_put_uint(&e, 2, 64);
+  for (int i = 0; i < 3; i++) rk_range_write(&e, 3, &asked[i]);
+  for (int i = 0; i < 3; i++) rk_parts_write(&e, 4, &parts[i]);
+  pb_put_uint(&e, 5, 64);
+  pb_put_uint(&e, 6, 4096);
+  pb_put_uint(&e, 7, 64);
+  pb_put_uint(&e, 8, size);
+  pb_put_uint(&e, 9, 4096);
   fz_call(n, RINGKV_OP_AE_COMPARE, fz_result(&e), NULL);
 
   e = fz_enc();

@@ -6,6 +6,7 @@
 
 #include "fuzzlib.h"
 #include "hash.h"
+#include "range.h"
 
 static const char *out_dir;
 static int seeds;
@@ -169,6 +170,38 @@ static rk_slice digest_reply(bool equal, int shards) {
     pb_put_fixed64(&e, 2, i % 3 == 0 ? 0 : rk_hash(&i, sizeof i));
     pb_end(&e, m);
   }
+  return done(&e);
+}
+
+/* The third step (version 3): the parts of key ranges of these shards. */
+static rk_slice digest_request_ranges(const uint32_t *shards, size_t n, uint32_t bits) {
+  pb_enc e = enc();
+  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 2, 1);
+  for (size_t i = 0; i < n; i++) {
+    rk_range r = {shards[i], 0, bits};
+    rk_range_write(&e, 5, &r);
+  }
+  pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
+  return done(&e);
+}
+
+/* Its answer: `n` ranges' parts, some empty. */
+static rk_slice digest_reply_parts(int n) {
+  pb_enc e = enc();
+  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 2, 1);
+  for (int i = 0; i < n; i++) {
+    rk_parts p;
+    memset(&p, 0, sizeof p);
+    for (uint32_t k = 0; k < RINGKV_AE_PARTS; k += (uint32_t)i + 1u) {
+      p.mask |= 1u << k;
+      p.counts[k] = k * 7u + (uint32_t)i;
+      p.digests[k] = rk_hash(&k, sizeof k);
+    }
+    rk_parts_write(&e, 6, &p);
+  }
+  pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
   return done(&e);
 }
 
@@ -389,6 +422,11 @@ int main(int argc, char **argv) {
     emit(digest_request_buckets(7, buckets, 2));
     emit(digest_reply_buckets(1));
     emit(digest_reply_buckets(3));
+    uint32_t range_shards[3] = {3, 17, 40};
+    emit(digest_request_ranges(range_shards, 1, RINGKV_KEY_POSITION_BITS));
+    emit(digest_request_ranges(range_shards, 3, 8));
+    emit(digest_reply_parts(1));
+    emit(digest_reply_parts(3));
     emit(gc_message(1));
     emit(gc_message(3));
   } else if (strcmp(t, "fuzz_control") == 0) {

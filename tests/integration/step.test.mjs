@@ -84,14 +84,14 @@ test("malformed, oversized and foreign-version peer messages are refused (400, r
       assert.equal(r.reason, "malformed");
     }
   }
-  // Versions 0 and 3 are refused on every channel; version 1 is read.
-  const v3 = [
-    ["/internal/push", encode("Push", { version: 3, from: 1, speaks: 3 })],
-    ["/internal/digest", encode("DigestRequest", { version: 3, from: 1, root: 5n, speaks: 3 })],
-    ["/internal/gc", encode("GcQuery", { version: 3, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: 3 })],
+  // Versions 0 and 4 are refused on every channel; version 1 is read.
+  const unknown = [
+    ["/internal/push", encode("Push", { version: 4, from: 1, speaks: 4 })],
+    ["/internal/digest", encode("DigestRequest", { version: 4, from: 1, root: 5n, speaks: 4 })],
+    ["/internal/gc", encode("GcQuery", { version: 4, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: 4 })],
     ["/internal/push", encode("Push", { version: 0, from: 1 })],
   ];
-  for (const [path, body] of v3) {
+  for (const [path, body] of unknown) {
     const r = await toNode(x, path, body);
     assert.equal(r.status, 400, path);
     assert.equal(r.reason, "protocol_version", path);

@@ -25,7 +25,7 @@
 
 /* Node-to-node protocol: a node speaks RINGKV_PROTOCOL_VERSION and accepts the version
  * before it too (an upgrade runs old and new nodes side by side). */
-#define RINGKV_PROTOCOL_VERSION 2u
+#define RINGKV_PROTOCOL_VERSION 3u   /* 3: anti-entropy narrows below shards (KeyRange) */
 #define RINGKV_PROTOCOL_VERSION_MIN 1u
 
 /* Limits. Units last; every decoder enforces them. */
@@ -49,6 +49,15 @@
 #define RINGKV_HLC_MS_MAX ((UINT64_C(1) << 48) - 1u)
 #define RINGKV_AE_BUCKET_SHARDS 64u        /* shared shards per anti-entropy bucket */
 #define RINGKV_AE_BUCKETS_MAX 64u          /* buckets asked in one DigestRequest */
+/* Below a shard, keys are ordered by position: their xxh3-64 >> RINGKV_KEY_POSITION_SHIFT
+ * (52 bits, exact in a JavaScript number and an SQLite integer). A KeyRange is cut in
+ * RINGKV_AE_PARTS parts; one DigestRequest or repair request names at most
+ * RINGKV_AE_RANGES_MAX ranges. */
+#define RINGKV_KEY_POSITION_SHIFT 12u
+#define RINGKV_KEY_POSITION_BITS 52u
+#define RINGKV_AE_PARTS 16u
+#define RINGKV_AE_PART_BITS 4u
+#define RINGKV_AE_RANGES_MAX 64u
 /* A peer's version whose HLC lies beyond now + max skew waits (deferred); beyond now + max
  * skew + this horizon no clock can be that wrong, and the entry is refused. */
 #define RINGKV_HLC_HORIZON_MS (UINT64_C(366) * 24u * 3600u * 1000u)

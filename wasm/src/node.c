@@ -8,6 +8,7 @@
 #include "hash.h"
 #include "hlc.h"
 #include "node.h"
+#include "range.h"
 #include "register.h"
 
 
@@ -359,7 +360,8 @@ static void node_state_write(pb_enc *e, uint32_t field, const ringkv_node *n) {
   pb_end(e, m);
 }
 
-static void key_info_write(pb_enc *e, uint32_t field, const rk_reg *r, uint64_t raw, bool expired) {
+static void key_info_write(pb_enc *e, uint32_t field, const rk_reg *r, uint64_t raw, bool expired,
+                           uint64_t key_hash) {
   size_t m = pb_begin(e, field);
   int w = rk_reg_winner(r);
   if (w >= 0) {
@@ -372,6 +374,7 @@ static void key_info_write(pb_enc *e, uint32_t field, const rk_reg *r, uint64_t 
   pb_put_uint(e, 6, r->sibs_len);
   pb_put_fixed64(e, 7, raw);
   pb_put_bool(e, 8, expired);
+  pb_put_uint(e, 9, rk_key_position(key_hash));
   pb_end(e, m);
 }
 
@@ -660,6 +663,7 @@ static void placement_write(pb_enc *e, const ringkv_node *n, uint32_t shard, uin
   pb_put_varint_raw(e, bytes);
   for (uint32_t i = 0; i < n->cfg.replicas; i++) pb_put_varint_raw(e, reps[i]);
   pb_put_fixed64(e, 3, key_hash);
+  if (key_hash != 0) pb_put_uint(e, 4, rk_key_position(key_hash));
   pb_end(e, m);
 }
 
@@ -882,7 +886,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (size_t i = 0; i < dropped_len; i++) dot_write(&e, 9, dropped[i]);
   pb_put_uint(&e, 10, shard);
   pb_put_fixed64(&e, 11, sd);
-  key_info_write(&e, 12, &next, new_raw, false);
+  key_info_write(&e, 12, &next, new_raw, false, key_hash);
   *reply = finish(&e, &err);
   return err;
 }
@@ -944,6 +948,8 @@ typedef struct {
   size_t shards_len;
   rk_slice *deferred;     /* keys the sender of this answer did not apply yet */
   size_t deferred_len;
+  rk_range *ranges;       /* a repair request over key ranges (version 3) */
+  size_t ranges_len;
 } rk_push;
 
 static int version_check(uint32_t version) {
@@ -957,11 +963,12 @@ static void peer_heard(ringkv_node *n, uint32_t from, uint32_t version, uint32_t
   n->peer_version[from] = (uint8_t)RK_MIN(RK_MAX(version, speaks), RINGKV_PROTOCOL_VERSION);
 }
 
-/* The version to write to `peer`: the current one once the peer was seen to speak it,
- * else the previous one (which every node of this release and the one before reads). */
+/* The version to write to `peer`: the highest both speak once the peer was heard (a node
+ * of the release before speaks 2 and never learns of key ranges), else the oldest one
+ * read (which every node of this release and the ones before reads). */
 static uint32_t version_for(const ringkv_node *n, uint32_t peer) {
-  if (peer < n->cfg.cluster_size && n->peer_version[peer] >= RINGKV_PROTOCOL_VERSION) {
-    return RINGKV_PROTOCOL_VERSION;
+  if (peer < n->cfg.cluster_size && n->peer_version[peer] >= RINGKV_PROTOCOL_VERSION_MIN) {
+    return RK_MIN((uint32_t)n->peer_version[peer], RINGKV_PROTOCOL_VERSION);
   }
   return RINGKV_PROTOCOL_VERSION_MIN;
 }
@@ -982,12 +989,21 @@ static bool shard_sink_push(void *ctx, uint32_t v) {
   return true;
 }
 
+/* Appends a KeyRange to a list of at most RINGKV_AE_RANGES_MAX. */
+static bool range_push(rk_arena *a, const ringkv_node *n, pb_rd *r, uint32_t wt, rk_range **arr, size_t *len,
+                       size_t *cap) {
+  rk_slice s;
+  if (!pb_get_bytes(r, wt, &s) || *len >= RINGKV_AE_RANGES_MAX) return false;
+  rk_range *slot = VEC_PUSH(a, *arr, *len, *cap);
+  return slot != NULL && rk_range_read(s, n->cfg.shards, slot);
+}
+
 static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
   rk_arena *a = &n->arena;
   int t_;
   bool ok = true;
   uint32_t version = 0, speaks = 0;
-  size_t cap = 0, deferred_cap = 0;
+  size_t cap = 0, deferred_cap = 0, ranges_cap = 0;
   shard_sink sink = {a, p, 0, n->cfg.shards};
   rk_slice ent;
   memset(p, 0, sizeof *p);
@@ -1018,12 +1034,16 @@ static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
       *slot = key;
       break;
     }
+    case 6: ok = range_push(a, n, R, WT, &p->ranges, &p->ranges_len, &ranges_cap); break;
     case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
+  if (a->failed) return RINGKV_E_NOMEM;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   if (p->from >= n->cfg.cluster_size) return RINGKV_E_DECODE;
+  /* A repair request names whole shards or key ranges (ordered, disjoint), not both. */
+  if (p->ranges_len > 0 && (p->shards_len > 0 || !rk_ranges_ordered(p->ranges, p->ranges_len))) return RINGKV_E_DECODE;
   p->version = version;
   peer_heard(n, p->from, version, speaks);
   return RINGKV_OK;
@@ -1045,6 +1065,7 @@ static int op_message_keys(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_put_uint(&e, 1, p.from);
   for (size_t i = 0; i < p.entries_len; i++) pb_put_bytes_always(&e, 2, p.entries[i].key);
   pb_put_packed_u32(&e, 3, p.shards, p.shards_len);
+  for (size_t i = 0; i < p.ranges_len; i++) rk_range_write(&e, 4, &p.ranges[i]);
   *reply = finish(&e, &err);
   return err;
 }
@@ -1126,7 +1147,7 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
     if (next == NULL || !sib_in(next, old->sibs[i].dot)) dot_write(e, 7, old->sibs[i].dot);
   }
   pb_put_fixed64(e, 8, sd);
-  if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired);
+  if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired, rk_hash_slice(key));
   pb_end(e, m);
 }
 
@@ -1204,6 +1225,20 @@ static bool reg_within_limits(const rk_reg *m, const rk_local *l) {
   return bytes <= RINGKV_NODE_KEY_BYTES_MAX;
 }
 
+/* Whether a repair request's answer covers `key`: its shard was asked, or it lies in one
+ * of the first `ranges_loaded` ranges (the ones whose rows were loaded). */
+static bool repair_covers(const ringkv_node *n, const rk_push *p, uint32_t ranges_loaded, rk_slice key) {
+  uint64_t h = rk_hash_slice(key);
+  uint32_t shard = shard_of(n, h);
+  for (size_t s = 0; s < p->shards_len; s++) {
+    if (p->shards[s] == shard) return true;
+  }
+  for (uint32_t r = 0; r < ranges_loaded; r++) {
+    if (rk_range_has(&p->ranges[r], shard, h)) return true;
+  }
+  return false;
+}
+
 static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_, err = 0;
@@ -1213,7 +1248,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_local *locals = NULL;
   size_t locals_len = 0, locals_cap = 0;
   bool answer = false;
-  uint32_t entries_from = 0, entries_to = 0;
+  uint32_t entries_from = 0, entries_to = 0, ranges_loaded = 0;
   rk_slice *before = NULL;   /* keys earlier calls on this message deferred */
   size_t before_len = 0, before_cap = 0;
   FIELDS(req) {
@@ -1232,22 +1267,24 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       *slot = key;
       break;
     }
+    case 8: ok = pb_get_u32(R, WT, &ranges_loaded); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   rk_push p;
   RK_TRY(push_read(n, msg, &p));
+  if (ranges_loaded > p.ranges_len) return RINGKV_E_DECODE;
   /* A push may be merged in ranges of entries (the rows of each range loaded apart); a
    * repair request only whole, since its answer covers every local key of its shards. */
   size_t first = entries_from, end = entries_to == 0 ? p.entries_len : entries_to;
-  if (first > end || end > p.entries_len || (p.shards_len > 0 && (first != 0 || end != p.entries_len))) {
+  bool repair = p.shards_len > 0 || p.ranges_len > 0;
+  if (first > end || end > p.entries_len || (repair && (first != 0 || end != p.entries_len))) {
     return RINGKV_E_DECODE;
   }
   if (locals_len > 1) qsort(locals, locals_len, sizeof *locals, local_cmp_qsort);
   for (size_t i = 1; i < locals_len; i++) {
     if (rk_slice_eq(locals[i - 1].key, locals[i].key)) return RINGKV_E_DECODE;
   }
-  bool repair = p.shards_len > 0;
 
   /* Decode every register before touching state. An entry that does not decode (or
    * names a key twice) is refused on its own: the rest of the message still applies. */
@@ -1271,7 +1308,14 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       malformed[order[k]] = true;
     }
   }
-  for (size_t i = 0; i < locals_len; i++) RK_TRY(local_reg(a, &locals[i], repair, &current[i]));
+  /* The answer covers the keys of the asked shards, or of the key ranges loaded: their
+   * rows come with values. */
+  bool *answers = rk_zalloc(a, locals_len + 1);
+  if (answers == NULL) return RINGKV_E_NOMEM;
+  for (size_t i = 0; i < locals_len; i++) {
+    answers[i] = repair && repair_covers(n, &p, ranges_loaded, locals[i].key);
+    RK_TRY(local_reg(a, &locals[i], answers[i], &current[i]));
+  }
 
   pb_enc e;
   pb_enc_init(&e, a);
@@ -1359,11 +1403,8 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     push_header(&r, n, p.version);
     for (size_t i = 0; repair && i < locals_len; i++) {
       rk_slice key = locals[i].key;
-      uint32_t shard = shard_of(n, rk_hash_slice(key));
-      bool asked = false;
-      for (size_t s = 0; s < p.shards_len && !asked; s++) asked = p.shards[s] == shard;
       /* Expired tombstones are sent too: a replica that missed the delete needs them. */
-      if (!asked || current[i].sibs_len == 0) continue;
+      if (!answers[i] || current[i].sibs_len == 0) continue;
       bool same = false;
       for (size_t j = 0; j < p.entries_len; j++) {
         if (!malformed[j] && rk_slice_eq(p.entries[j].key, key)) {
@@ -1661,28 +1702,49 @@ static int peer_id_read(const ringkv_node *n, uint32_t peer) {
   return peer < n->cfg.cluster_size && peer != n->self ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
+/* Ranges of a DigestRequest: ordered and disjoint (each row is read once), of shards both
+ * nodes replicate, and cut-able in parts. */
+static int ranges_check(const ringkv_node *n, uint32_t peer, const rk_range *r, size_t len) {
+  if (!rk_ranges_ordered(r, len)) return RINGKV_E_DECODE;
+  for (size_t i = 0; i < len; i++) {
+    if (r[i].bits < RINGKV_AE_PART_BITS || !is_replica(n, r[i].shard, n->self) || !is_replica(n, r[i].shard, peer)) {
+      return RINGKV_E_DECODE;
+    }
+  }
+  return RINGKV_OK;
+}
+
 static int op_ae_start(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
   int t_, err = 0;
   bool ok = true;
   uint32_t peer = 0;
   bucket_list bl;
   bl.len = 0;
+  rk_range *ranges = NULL;
+  size_t ranges_len = 0, ranges_cap = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u32(R, WT, &peer); break;
     case 2: ok = pb_get_repeated_u32(R, WT, bucket_list_push, &bl); break;
+    case 3: ok = range_push(a, n, R, WT, &ranges, &ranges_len, &ranges_cap); break;
     SKIP;
   }
+  if (a->failed) return RINGKV_E_NOMEM;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(peer_id_read(n, peer));
   shared_set sh;
   RK_TRY(shared_get(n, peer, &sh));
   RK_TRY(buckets_check(&bl, &sh));
-  pb_enc m;
-  pb_enc_init(&m, &n->arena);
+  RK_TRY(ranges_check(n, peer, ranges, ranges_len));
   uint32_t version = version_for(n, peer);
+  /* Ranges only to a peer that reads them. */
+  if (ranges_len > 0 && (version < 3u || bl.len > 0)) return RINGKV_E_STATE;
+  pb_enc m;
+  pb_enc_init(&m, a);
   push_header(&m, n, version);
-  pb_put_fixed64(&m, 3, shared_root(n, &sh));
+  if (ranges_len == 0) pb_put_fixed64(&m, 3, shared_root(n, &sh));
   pb_put_packed_u32(&m, 4, bl.v, bl.len);
+  for (size_t i = 0; i < ranges_len; i++) rk_range_write(&m, 5, &ranges[i]);
   speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
@@ -1692,44 +1754,67 @@ static int op_ae_start(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
-static int message_field(rk_slice req, rk_slice *msg) {
-  int t_;
-  bool ok = true;
-  FIELDS(req) {
-    case 1: ok = pb_get_bytes(R, WT, msg); break;
-    SKIP;
-  }
-  return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
+/* Appends a RangeParts to a list of at most RINGKV_AE_RANGES_MAX. */
+static bool parts_push(rk_arena *a, pb_rd *r, uint32_t wt, rk_parts **arr, size_t *len, size_t *cap) {
+  rk_slice s;
+  if (!pb_get_bytes(r, wt, &s) || *len >= RINGKV_AE_RANGES_MAX) return false;
+  rk_parts *slot = VEC_PUSH(a, *arr, *len, *cap);
+  return slot != NULL && rk_parts_read(s, slot);
 }
 
 static int op_ae_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
   int t_, err = 0;
   bool ok = true;
   rk_slice msg = {NULL, 0};
-  RK_TRY(message_field(req, &msg));
+  rk_parts *parts = NULL;
+  size_t parts_len = 0, parts_cap = 0;
+  bool parts_given = false;
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    case 2: ok = parts_push(a, R, WT, &parts, &parts_len, &parts_cap); parts_given = true; break;
+    SKIP;
+  }
+  if (a->failed) return RINGKV_E_NOMEM;
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
   uint32_t version = 0, from = 0, speaks = 0;
   uint64_t root = 0;
   bucket_list bl;
   bl.len = 0;
+  rk_range *ranges = NULL;
+  size_t ranges_len = 0, ranges_cap = 0;
   FIELDS(msg) {
     case 1: ok = pb_get_u32(R, WT, &version); break;
     case 2: ok = pb_get_u32(R, WT, &from); break;
     case 3: ok = pb_get_fixed64(R, WT, &root); break;
     case 4: ok = pb_get_repeated_u32(R, WT, bucket_list_push, &bl); break;
+    case 5: ok = range_push(a, n, R, WT, &ranges, &ranges_len, &ranges_cap); break;
     case 15: ok = pb_get_u32(R, WT, &speaks); break;
     SKIP;
   }
+  if (a->failed) return RINGKV_E_NOMEM;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   RK_TRY(peer_id_read(n, from));
+  if (ranges_len > 0 && (version < 3u || bl.len > 0)) return RINGKV_E_DECODE;
+  RK_TRY(ranges_check(n, from, ranges, ranges_len));
   peer_heard(n, from, version, speaks);
   shared_set sh;
   RK_TRY(shared_get(n, from, &sh));
   RK_TRY(buckets_check(&bl, &sh));
   pb_enc m;
-  pb_enc_init(&m, &n->arena);
+  pb_enc_init(&m, a);
+  if (ranges_len > 0 && !parts_given) {
+    /* The parts come from storage: the caller loads them and calls again. */
+    for (size_t i = 0; i < ranges_len; i++) rk_range_write(&m, 2, &ranges[i]);
+    *reply = finish(&m, &err);
+    return err;
+  }
+  if (ranges_len > 0 && parts_len != ranges_len) return RINGKV_E_STATE;
   push_header(&m, n, version);
-  if (shared_root(n, &sh) == root) {
+  if (ranges_len > 0) {
+    for (size_t i = 0; i < parts_len; i++) rk_parts_write(&m, 6, &parts[i]);
+  } else if (shared_root(n, &sh) == root) {
     pb_put_bool(&m, 3, true);
   } else if (bl.len > 0) {
     for (size_t i = 0; i < bl.len; i++) shard_digests_write(&m, n, &sh, bl.v[i]);
@@ -1778,18 +1863,121 @@ static bool bucket_digests_read(rk_arena *a, pb_rd *r, uint32_t wt, uint64_t **a
   return true;
 }
 
+/* A DigestReply to a request for ranges: the peer's parts against this node's own. Only
+ * digests say what differs (counts size the work: an expired key contributes nothing,
+ * whether or not it was collected). A differing range is a leaf, repaired whole, when it
+ * holds at most leaf_keys key rows on both sides, or none on one side (cutting it would
+ * find every part different); otherwise its differing parts are, or are cut again. Leaves
+ * are taken from a random one on while they fit the repair's rows budget (what does not
+ * fit waits for the next exchange); a leaf too large for any repair is cut instead. */
+typedef struct {
+  rk_range range;
+  uint64_t rows;   /* the larger side's key rows */
+} leaf_candidate;
+
+static void leaf_or_next(leaf_candidate *c, size_t *c_len, pb_enc *next, rk_range r, uint64_t mine, uint64_t theirs,
+                         uint32_t leaf_keys, uint64_t rows_max) {
+  uint64_t rows = RK_MAX(mine, theirs);
+  bool leaf = rows <= leaf_keys || RK_MIN(mine, theirs) == 0 || r.bits < RINGKV_AE_PART_BITS;
+  if (leaf && (rows <= rows_max || r.bits < RINGKV_AE_PART_BITS)) {
+    c[*c_len].range = r;
+    c[*c_len].rows = rows;
+    (*c_len)++;
+  } else {
+    rk_range_write(next, 5, &r);
+  }
+}
+
+static int ae_compare_parts(ringkv_node *n, rk_slice msg, const rk_range *asked, const rk_parts *own, size_t len,
+                            const uint64_t *limits, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  uint32_t version = 0, from = 0, speaks = 0;
+  rk_parts *theirs = NULL;
+  size_t theirs_len = 0, theirs_cap = 0;
+  FIELDS(msg) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &from); break;
+    case 6: ok = parts_push(a, R, WT, &theirs, &theirs_len, &theirs_cap); break;
+    case 15: ok = pb_get_u32(R, WT, &speaks); break;
+    SKIP;
+  }
+  if (a->failed) return RINGKV_E_NOMEM;
+  if (!ok || t_ < 0 || theirs_len != len) return RINGKV_E_DECODE;
+  RK_TRY(version_check(version));
+  RK_TRY(peer_id_read(n, from));
+  peer_heard(n, from, version, speaks);
+  uint32_t leaf_keys = (uint32_t)limits[0];
+  uint64_t budget = limits[1], leaves_max = limits[2], rnd = limits[3], rows_max = limits[4];
+  leaf_candidate *cand = rk_alloc_array(a, len * RINGKV_AE_PARTS + 1, sizeof *cand);
+  if (cand == NULL) return RINGKV_E_NOMEM;
+  size_t cand_len = 0;
+  pb_enc e, next;
+  pb_enc_init(&e, a);
+  pb_enc_init(&next, a);
+  bool differ = false;
+  for (size_t i = 0; i < len; i++) {
+    uint64_t mine_total = 0, their_total = 0;
+    bool same = true;
+    for (uint32_t k = 0; k < RINGKV_AE_PARTS; k++) {
+      mine_total = rk_add_sat(mine_total, own[i].counts[k]);
+      their_total = rk_add_sat(their_total, theirs[i].counts[k]);
+      same = same && own[i].digests[k] == theirs[i].digests[k];
+    }
+    if (same) continue;
+    differ = true;
+    uint64_t rows = RK_MAX(mine_total, their_total);
+    if ((rows <= leaf_keys || RK_MIN(mine_total, their_total) == 0) && rows <= rows_max) {
+      leaf_or_next(cand, &cand_len, &next, asked[i], mine_total, their_total, leaf_keys, rows_max);
+      continue;
+    }
+    for (uint32_t k = 0; k < RINGKV_AE_PARTS; k++) {
+      if (own[i].digests[k] == theirs[i].digests[k]) continue;
+      leaf_or_next(cand, &cand_len, &next, rk_range_part(asked[i], k), own[i].counts[k], theirs[i].counts[k],
+                   leaf_keys, rows_max);
+    }
+  }
+  uint64_t taken_rows = 0, taken = 0;
+  size_t from_i = cand_len > 0 ? (size_t)(rnd % cand_len) : 0;
+  for (size_t j = 0; j < cand_len && taken < leaves_max; j++) {
+    const leaf_candidate *c = &cand[(from_i + j) % cand_len];
+    if (taken_rows + c->rows > budget && taken > 0) continue;
+    if (taken_rows + c->rows > budget && c->rows <= rows_max) continue;
+    rk_range_write(&e, 4, &c->range);
+    taken_rows += c->rows;
+    taken++;
+  }
+  pb_put_bool(&e, 1, !differ);
+  rk_slice nx = pb_result(&next);
+  pb_put_raw(&e, nx.ptr, nx.len);
+  if (next.err) return next.err;
+  pb_put_uint(&e, 6, taken_rows);
+  *reply = finish(&e, &err);
+  return err;
+}
+
 static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_, err = 0;
   bool ok = true;
   rk_slice msg = {NULL, 0}, sd;
   uint32_t shards_max = 0;
+  uint64_t limits[5] = {0};   /* leaf_keys, rows_budget, leaves_max, random, rows_max */
+  rk_range *asked = NULL;
+  rk_parts *own = NULL;
+  size_t asked_len = 0, asked_cap = 0, own_len = 0, own_cap = 0;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &msg); break;
     case 2: ok = pb_get_u32(R, WT, &shards_max); break;
+    case 3: ok = range_push(a, n, R, WT, &asked, &asked_len, &asked_cap); break;
+    case 4: ok = parts_push(a, R, WT, &own, &own_len, &own_cap); break;
+    case 5: case 6: case 7: case 8: case 9: ok = pb_get_u64(R, WT, &limits[f_ - 5]); break;
     SKIP;
   }
-  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (a->failed) return RINGKV_E_NOMEM;
+  if (!ok || t_ < 0 || own_len != asked_len) return RINGKV_E_DECODE;
+  if (asked_len > 0) return ae_compare_parts(n, msg, asked, own, asked_len, limits, reply);
   uint32_t version = 0, from = 0;
   bool equal = false;
   uint32_t *diff = NULL;
@@ -1867,30 +2055,33 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
   memset(&want, 0, sizeof want);
   shard_sink sink = {a, &want, 0, n->cfg.shards};
   rk_local *locals = NULL;
-  size_t locals_len = 0, locals_cap = 0;
+  size_t locals_len = 0, locals_cap = 0, ranges_cap = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u32(R, WT, &peer); break;
     case 2: ok = pb_get_repeated_u32(R, WT, shard_sink_push, &sink); break;
     case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
+    case 4: ok = range_push(a, n, R, WT, &want.ranges, &want.ranges_len, &ranges_cap); break;
     SKIP;
   }
+  if (a->failed) return RINGKV_E_NOMEM;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(peer_id_read(n, peer));
+  uint32_t version = version_for(n, peer);
+  if (want.ranges_len > 0 && (version < 3u || want.shards_len > 0 || !rk_ranges_ordered(want.ranges, want.ranges_len))) {
+    return RINGKV_E_STATE;
+  }
   pb_enc m;
   pb_enc_init(&m, a);
-  uint32_t version = version_for(n, peer);
   push_header(&m, n, version);
   for (size_t i = 0; i < locals_len; i++) {
     if (locals[i].meta.len == 0) continue;
-    uint32_t shard = shard_of(n, rk_hash_slice(locals[i].key));
-    bool asked = false;
-    for (size_t s = 0; s < want.shards_len && !asked; s++) asked = want.shards[s] == shard;
-    if (!asked) continue;
+    if (!repair_covers(n, &want, (uint32_t)want.ranges_len, locals[i].key)) continue;
     rk_reg reg;
     RK_TRY(local_reg(a, &locals[i], true, &reg));
     entry_write(&m, 3, locals[i].key, &reg);
   }
   pb_put_packed_u32(&m, 4, want.shards, want.shards_len);
+  for (size_t i = 0; i < want.ranges_len; i++) rk_range_write(&m, 6, &want.ranges[i]);
   speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;

@@ -14,6 +14,7 @@
 #include "fields.h"
 #include "hash.h"
 #include "node.h"
+#include "range.h"
 
 /* Policy. Units last. */
 #define PUSH_CANDIDATES_MAX 512u                 /* rows one round reads to push */
@@ -32,6 +33,13 @@
  * loss half of them fail, and the difference was found (at R=N a node the epidemic missed
  * waited for several peers in turn). */
 #define AE_RETRY_SAME_PEER 2u
+/* Below a differing shard (a version-3 peer), key ranges are cut in 16 until a differing
+ * range holds at most AE_LEAF_KEYS key rows on both sides; one repair exchange carries at
+ * most RINGKV_AE_RANGES_MAX such leaves, so at most AE_REPAIR_ROWS_MAX rows each way
+ * whatever the shards hold. 64: a leaf's entries cost about what the digests of one more
+ * level would (16 parts x 12 bytes per range, and the round trip). */
+#define AE_LEAF_KEYS 64u
+#define AE_REPAIR_ROWS_MAX (AE_LEAF_KEYS * RINGKV_AE_RANGES_MAX)
 /* A failed push is retried at the next round this many times before backing off (2, 4, 8,
  * ... intervals): most failures are lost messages, and at 10% loss per message a pair of
  * nodes among a thousand's million sees a few in a row; backing off after two made the
@@ -51,8 +59,18 @@
 #define SENT_SLOTS 4096u  /* recently sent keys remembered (half of it: 4 rounds' candidates) */
 
 enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
-enum { WAIT_NONE, WAIT_ROUND, WAIT_MERGE_RANGE, WAIT_MERGE_REPAIR, WAIT_GC_ANSWER, WAIT_AE_REPAIR, WAIT_GC_DECIDE };
-enum { AE_IDLE, AE_ROOT, AE_NARROW };
+enum {
+  WAIT_NONE,
+  WAIT_ROUND,
+  WAIT_MERGE_RANGE,
+  WAIT_MERGE_REPAIR,
+  WAIT_GC_ANSWER,
+  WAIT_AE_REPAIR,
+  WAIT_GC_DECIDE,
+  WAIT_AE_OWN_PARTS,      /* this node's parts of the ranges it is about to ask */
+  WAIT_DIGEST_PARTS,      /* its parts of the ranges a peer asked */
+};
+enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
 
 typedef struct {
   uint64_t acked, retry_at, ack_on_success, push_at;
@@ -95,6 +113,16 @@ struct rk_step {
   uint32_t ae_tag, ae_peer, ae_repair_tag;
   uint32_t ae_repair_peer, ae_retry_peer, ae_retries;   /* same-peer retries in a row */
   uint64_t ae_at, ae_repair_at;   /* when they were sent */
+  /* Below shards: the ranges asked (and this node's parts of them), and the leaves found
+   * so far, repaired together. */
+  rk_range ae_asked[RINGKV_AE_RANGES_MAX];
+  rk_parts ae_own[RINGKV_AE_RANGES_MAX];
+  rk_range ae_leaves[RINGKV_AE_RANGES_MAX];
+  size_t ae_asked_len, ae_leaves_len;
+  uint64_t ae_leaves_rows;     /* their rows (the larger side's): a repair's budget */
+  bool ae_cut;                 /* cutting a leaf too large to load, down to single keys */
+  bool msg_ranges;             /* the chain's message is a repair request over key ranges */
+  uint32_t ranges_loaded;      /* ... and the rows of its first ranges_loaded were loaded */
   /* Keys this node pushed or repaired lately, whose deferral it accepts back: an open-
    * addressed table of their xxh3 (0: empty), emptied when half full. */
   uint64_t sent[SENT_SLOTS];
@@ -346,6 +374,8 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
 
 static void chain_clear(rk_step *st) {
   st->wait = WAIT_NONE;
+  st->msg_ranges = false;
+  st->ranges_loaded = 0;
   buf_free(&st->msg);
   buf_free(&st->mk);
   buf_free(&st->deferred);
@@ -358,7 +388,7 @@ static void gc_clear(rk_step *st);
  * the next round, anti-entropy when next due). */
 static void chain_drop(rk_step *st) {
   if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
-  if (st->wait == WAIT_AE_REPAIR) st->ae_phase = AE_IDLE;
+  if (st->wait == WAIT_AE_REPAIR || st->wait == WAIT_AE_OWN_PARTS) st->ae_phase = AE_IDLE;
   chain_clear(st);
 }
 
@@ -512,13 +542,30 @@ static int merge_begin(out_t *o, rk_slice message, bool answer) {
   if (!buf_set(&st->msg, message) || !buf_set(&st->mk, mk)) return RINGKV_E_NOMEM;
   st->msg_answer = answer;
   int t_;
-  bool ok = true, repair = false;
+  bool ok = true, repair = false, ranges = false;
   size_t keys = 0;
   rk_slice key;
   FIELDS(mk) {
     case 2: ok = pb_get_bytes(R, WT, &key); keys++; break;
     case 3: ok = pb_skip(R, WT); repair = true; break;
+    case 4: ok = pb_skip(R, WT); ranges = true; break;
     SKIP;
+  }
+  if (ranges) {
+    /* A repair request over key ranges: their rows (with values) as far as a repair's
+     * bounds take them, and every key it carries (its merge needs their rows, whichever
+     * range they lie in; the answer covers the ranges loaded). */
+    load_begin(o);
+    FIELDS(mk) {
+      case 2: ok = pb_get_bytes(R, WT, &key); if (ok) pb_put_bytes_always(&o->load, 1, key); break;
+      case 4: ok = pb_get_bytes(R, WT, &key); if (ok) pb_put_bytes_always(&o->load, 14, key); break;
+      SKIP;
+    }
+    pb_put_uint(&o->load, 15, AE_REPAIR_ROWS_MAX);
+    pb_put_uint(&o->load, 16, AE_REPAIR_BYTES_MAX);
+    st->msg_ranges = true;
+    st->wait = WAIT_MERGE_REPAIR;
+    return RINGKV_OK;
   }
   if (repair) {
     /* A repair request is merged whole: its answer covers every local key of its shards,
@@ -585,6 +632,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
   pb_put_bytes(&e, 2, buf_slice(&st->msg));
   pb_put_raw(&e, rows_raw.ptr, rows_raw.len);
   pb_put_bool(&e, 4, st->msg_answer);
+  pb_put_uint(&e, 8, st->ranges_loaded);
   if (!whole) {
     pb_put_uint(&e, 5, from);
     pb_put_uint(&e, 6, to);
@@ -713,12 +761,55 @@ static size_t mk_keys(out_t *o, rk_slice **keys) {
   return len;
 }
 
+/* A repair request over key ranges: the loaded ranges' rows (with values), and the rows of
+ * its keys not among them. */
+static int merge_ranges_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  pb_enc raw;
+  enc(o, &raw);
+  local_info *srows, *rows;
+  size_t srows_len, rows_len;
+  RK_TRY(locals_collect(o, loaded, 9, &raw, 3, &srows, &srows_len));
+  RK_TRY(locals_collect(o, loaded, 1, NULL, 3, &rows, &rows_len));
+  int t_;
+  bool ok = true;
+  FIELDS(loaded) {
+    case 8: ok = pb_get_u32(R, WT, &st->ranges_loaded); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (srows_len > 1) qsort(srows, srows_len, sizeof *srows, local_info_cmp);
+  local_info *all = rk_alloc_array(&o->n->arena, srows_len + rows_len + 1, sizeof *all);
+  if (all == NULL) return RINGKV_E_NOMEM;
+  if (srows_len) memcpy(all, srows, srows_len * sizeof *all);
+  size_t len = srows_len;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 1: {
+      ok = pb_get_bytes(R, WT, &s);
+      local_info li;
+      if (!ok || !local_info_read(s, &li)) {
+        ok = false;
+        break;
+      }
+      if (srows_len > 0 && bsearch(&li, srows, srows_len, sizeof *srows, local_info_cmp) != NULL) break;
+      pb_put_bytes_always(&raw, 3, s);
+      all[len++] = li;
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  return merge_range(o, pb_result(&raw), all, len, true, true, 0, 0);
+}
+
 static int merge_loaded(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
   pb_enc raw;
   enc(o, &raw);
   local_info *rows;
   size_t rows_len;
+  if (st->wait == WAIT_MERGE_REPAIR && st->msg_ranges) return merge_ranges_loaded(o, loaded);
   if (st->wait == WAIT_MERGE_REPAIR) {
     /* Its shards' rows (with values) and the rows of its other keys: no key twice. */
     local_info *srows;
@@ -783,7 +874,9 @@ static void forget_stale_sends(out_t *o) {
   for (uint32_t p = 0; p < st->peers_len; p++) {
     if (st->peers[p].push_tag != 0 && st->peers[p].push_at < before) push_outcome(o, p, false);
   }
-  if (st->ae_phase != AE_IDLE && st->wait != WAIT_AE_REPAIR && st->ae_at < before) ae_finish(o, AE_UNKNOWN);
+  if (st->ae_phase != AE_IDLE && st->wait != WAIT_AE_REPAIR && st->wait != WAIT_AE_OWN_PARTS && st->ae_at < before) {
+    ae_finish(o, AE_UNKNOWN);
+  }
   if (st->ae_repair_tag != 0 && st->ae_repair_at < before) st->ae_repair_tag = 0;
   if (st->gc_len > 0 && st->gc_at < before) gc_clear(st);
 }
@@ -1156,6 +1249,10 @@ static void ae_finish(out_t *o, int outcome) {
   s->ae_next_ms = o->now + s->ae_interval_ms;
   st->ae_phase = AE_IDLE;
   st->ae_tag = 0;
+  st->ae_asked_len = 0;
+  st->ae_leaves_len = 0;
+  st->ae_leaves_rows = 0;
+  st->ae_cut = false;
 }
 
 static void ae_maybe_start(out_t *o) {
@@ -1217,6 +1314,137 @@ static void ae_retry(out_t *o, uint32_t peer) {
   }
 }
 
+/* Loads this node's parts of st->ae_asked; the request goes out once they are in. */
+static void ae_ranges_ask(out_t *o) {
+  rk_step *st = o->st;
+  rk_ranges_sort(st->ae_asked, st->ae_asked_len);   /* as the peer reads them: in order */
+  load_begin(o);
+  for (size_t i = 0; i < st->ae_asked_len; i++) rk_range_write(&o->load, 17, &st->ae_asked[i]);
+  st->wait = WAIT_AE_OWN_PARTS;
+  st->ae_tag = 0;
+}
+
+static int ae_own_parts_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  int t_;
+  bool ok = true;
+  size_t got = 0;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 10:
+      ok = pb_get_bytes(R, WT, &s) && got < st->ae_asked_len && rk_parts_read(s, &st->ae_own[got]);
+      got++;
+      break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || got != st->ae_asked_len) {
+    ae_finish(o, AE_UNKNOWN);
+    return RINGKV_E_STATE;   /* the executor loaded other parts than asked */
+  }
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, st->ae_peer);
+  for (size_t i = 0; i < st->ae_asked_len; i++) rk_range_write(&req, 3, &st->ae_asked[i]);
+  rk_slice rep, msg = {NULL, 0};
+  int rc = inner(o, RINGKV_OP_AE_START, &req, &rep);
+  if (rc != RINGKV_OK) {
+    ae_finish(o, AE_UNKNOWN);
+    return rc == RINGKV_E_NOMEM ? rc : RINGKV_OK;
+  }
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  st->ae_phase = AE_RANGES;
+  st->ae_tag = send_one(o, KIND_DIGEST, msg, st->ae_peer, send_timeout_ms(o, st->ae_peer, msg.len));
+  st->ae_at = o->now;
+  return RINGKV_OK;
+}
+
+/* Appends to `out` (holding *len, at most RINGKV_AE_RANGES_MAX) the KeyRanges of `field` in
+ * `msg`, from a random one on: a bad or lost exchange does not hold the others back. */
+static bool ranges_pick(out_t *o, rk_slice msg, uint32_t field, rk_range *out, size_t *len) {
+  rk_range *all = rk_alloc_array(&o->n->arena, RINGKV_AE_RANGES_MAX * RINGKV_AE_PARTS, sizeof *all);
+  size_t n = 0;
+  if (all == NULL) return false;
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  FIELDS(msg) {
+    default:
+      if (f_ != field) {
+        ok = pb_skip(R, WT);
+        break;
+      }
+      ok = pb_get_bytes(R, WT, &s) && n < RINGKV_AE_RANGES_MAX * RINGKV_AE_PARTS &&
+           rk_range_read(s, o->n->cfg.shards, &all[n]);
+      n++;
+      break;
+  }
+  if (!ok || t_ < 0) return false;
+  size_t from = n > 0 ? (size_t)(rk_mix64(&o->rnd) % n) : 0;
+  for (size_t i = 0; i < n && *len < RINGKV_AE_RANGES_MAX; i++) out[(*len)++] = all[(from + i) % n];
+  return true;
+}
+
+/* The peer's parts of the ranges asked: leaves gather for one repair, differing parts too
+ * large are asked again, cut in 16, until none is left or the leaves fill a repair. */
+static int ae_ranges_answered(out_t *o, rk_slice message) {
+  rk_step *st = o->st;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_bytes(&req, 1, message);
+  for (size_t i = 0; i < st->ae_asked_len; i++) rk_range_write(&req, 3, &st->ae_asked[i]);
+  for (size_t i = 0; i < st->ae_asked_len; i++) rk_parts_write(&req, 4, &st->ae_own[i]);
+  /* Cutting a leaf that did not load: down to single keys. */
+  pb_put_uint(&req, 5, st->ae_cut ? 1u : AE_LEAF_KEYS);
+  pb_put_uint(&req, 6, AE_REPAIR_ROWS_MAX - RK_MIN(st->ae_leaves_rows, (uint64_t)AE_REPAIR_ROWS_MAX));
+  pb_put_uint(&req, 7, RINGKV_AE_RANGES_MAX - st->ae_leaves_len);
+  pb_put_uint(&req, 8, rk_mix64(&o->rnd));
+  pb_put_uint(&req, 9, st->ae_cut ? 1u : AE_REPAIR_ROWS_MAX);
+  rk_slice rep;
+  int rc = inner(o, RINGKV_OP_AE_COMPARE, &req, &rep);
+  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
+    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
+    ae_finish(o, AE_DIFFER);
+    return RINGKV_OK;
+  }
+  RK_TRY(rc);
+  int t_;
+  bool ok = true, equal = false;
+  uint64_t rows = 0;
+  FIELDS(rep) {
+    case 1: ok = pb_get_bool(R, WT, &equal); break;
+    case 6: ok = pb_get_u64(R, WT, &rows); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!ranges_pick(o, rep, 4, st->ae_leaves, &st->ae_leaves_len)) return RINGKV_E_DECODE;
+  st->ae_leaves_rows += rows;
+  size_t next = 0;
+  if (st->ae_leaves_len < RINGKV_AE_RANGES_MAX && st->ae_leaves_rows < AE_REPAIR_ROWS_MAX) {
+    if (!ranges_pick(o, rep, 5, st->ae_asked, &next)) return RINGKV_E_DECODE;
+  }
+  if (next > 0) {
+    st->ae_asked_len = next;
+    ae_ranges_ask(o);
+    return RINGKV_OK;
+  }
+  if (st->ae_leaves_len == 0) {
+    ae_finish(o, equal ? AE_EQUAL : AE_DIFFER);
+    return RINGKV_OK;
+  }
+  rk_ranges_sort(st->ae_leaves, st->ae_leaves_len);
+  load_begin(o);
+  for (size_t i = 0; i < st->ae_leaves_len; i++) rk_range_write(&o->load, 14, &st->ae_leaves[i]);
+  pb_put_uint(&o->load, 15, AE_REPAIR_ROWS_MAX);
+  pb_put_uint(&o->load, 16, AE_REPAIR_BYTES_MAX);
+  st->wait = WAIT_AE_REPAIR;
+  st->ae_tag = 0;
+  return RINGKV_OK;
+}
+
 static int ae_answered(out_t *o, const rk_slice *message) {
   rk_step *st = o->st;
   bool root = st->ae_phase == AE_ROOT;
@@ -1227,6 +1455,7 @@ static int ae_answered(out_t *o, const rk_slice *message) {
     st->s.ae_next_ms = o->now;
     return RINGKV_OK;
   }
+  if (st->ae_phase == AE_RANGES) return ae_ranges_answered(o, *message);
   pb_enc req;
   enc(o, &req);
   pb_put_bytes(&req, 1, *message);
@@ -1284,6 +1513,18 @@ static int ae_answered(out_t *o, const rk_slice *message) {
     return RINGKV_OK;
   }
   size_t from = (size_t)(rk_mix64(&o->rnd) % len);
+  if (o->n->peer_version[st->ae_peer] >= 3u) {
+    /* A peer that narrows below shards: each differing shard is a range to cut. */
+    st->ae_leaves_len = 0;
+    st->ae_leaves_rows = 0;
+    st->ae_asked_len = 0;
+    for (size_t i = 0; i < len && st->ae_asked_len < RINGKV_AE_RANGES_MAX; i++) {
+      st->ae_asked[st->ae_asked_len++] = rk_range_shard(list[(from + i) % len]);
+    }
+    ae_ranges_ask(o);
+    return RINGKV_OK;
+  }
+  /* A version-2 peer: whole shards. */
   load_begin(o);
   size_t m = pb_begin(&o->load, 3);
   for (size_t i = 0; i < len; i++) pb_put_varint_raw(&o->load, list[(from + i) % len]);
@@ -1299,8 +1540,64 @@ static int u32_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* The leaves' rows are in (as far as they fit): the repair request over those ranges. */
+static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  uint32_t ranges_loaded = 0;
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, st->ae_peer);
+  FIELDS(loaded) {
+    case 8: ok = pb_get_u32(R, WT, &ranges_loaded); break;
+    case 9: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      pb_put_bytes_always(&req, 3, s);
+      local_info li;
+      if (local_info_read(s, &li)) sent_add(st, li.key);
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0 || ranges_loaded > st->ae_leaves_len) return RINGKV_E_DECODE;
+  if (ranges_loaded == 0) {
+    /* Its first leaf alone is beyond a repair's rows or bytes (large values): it is cut
+     * again, down to single keys, which always load. (A leaf that cannot be cut holds keys
+     * crafted to share a position: counted, and the next exchange starts elsewhere.) */
+    if (st->ae_leaves[0].bits < RINGKV_AE_PART_BITS || st->ae_cut) {
+      stat_named(o, "refused_too_large", 1);
+      ae_finish(o, AE_DIFFER);
+      return RINGKV_OK;
+    }
+    st->ae_asked[0] = st->ae_leaves[0];
+    st->ae_asked_len = 1;
+    st->ae_leaves_len = 0;
+    st->ae_leaves_rows = 0;
+    st->ae_cut = true;
+    ae_ranges_ask(o);
+    return RINGKV_OK;
+  }
+  for (uint32_t i = 0; i < ranges_loaded; i++) rk_range_write(&req, 4, &st->ae_leaves[i]);
+  rk_slice rep, msg = {NULL, 0};
+  RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, &req, &rep));
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
+  st->ae_repair_peer = st->ae_peer;
+  st->ae_repair_at = o->now;
+  ae_finish(o, AE_DIFFER);
+  return RINGKV_OK;
+}
+
 static int ae_repair_loaded(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
+  if (st->ae_leaves_len > 0) return ae_ranges_repair_loaded(o, loaded);
   st->wait = WAIT_NONE;
   uint32_t list[AE_SHARDS_MAX];
   size_t len = 0;
@@ -1422,6 +1719,61 @@ static int client_write(out_t *o, rk_slice wreq) {
   return RINGKV_OK;
 }
 
+/* A peer's DigestRequest: answered at once, or (ranges asked) once their parts are loaded. */
+static int digest_incoming(out_t *o, rk_slice message) {
+  rk_step *st = o->st;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_bytes(&req, 1, message);
+  rk_slice rep, range;
+  RK_TRY(inner(o, RINGKV_OP_AE_ANSWER, &req, &rep));
+  int t_;
+  bool ok = true, load = false;
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &o->reply); break;
+    case 2:
+      ok = pb_get_bytes(R, WT, &range);
+      if (!ok) break;
+      if (!load) {
+        chain_clear(st);
+        if (!buf_set(&st->msg, message)) return RINGKV_E_NOMEM;
+        load_begin(o);
+        load = true;
+      }
+      pb_put_bytes_always(&o->load, 17, range);
+      break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (load) st->wait = WAIT_DIGEST_PARTS;
+  return RINGKV_OK;
+}
+
+static int digest_parts_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  pb_enc req;
+  enc(o, &req);
+  pb_put_bytes(&req, 1, buf_slice(&st->msg));
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 10: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 2, s); break;
+    SKIP;
+  }
+  chain_clear(st);
+  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  rk_slice rep;
+  RK_TRY(inner(o, RINGKV_OP_AE_ANSWER, &req, &rep));
+  o->reply.len = 0;
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &o->reply); break;
+    SKIP;
+  }
+  /* The executor loaded other parts than asked: a bug, never answered with a guess. */
+  return ok && t_ >= 0 && o->reply.len > 0 ? RINGKV_OK : RINGKV_E_STATE;
+}
+
 static int incoming(out_t *o, rk_slice inc) {
   int t_;
   bool ok = true;
@@ -1435,18 +1787,7 @@ static int incoming(out_t *o, rk_slice inc) {
   if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
   switch (kind) {
     case KIND_PUSH: return merge_begin(o, message, false);
-    case KIND_DIGEST: {
-      pb_enc req;
-      enc(o, &req);
-      pb_put_bytes(&req, 1, message);
-      rk_slice rep;
-      RK_TRY(inner(o, RINGKV_OP_AE_ANSWER, &req, &rep));
-      FIELDS(rep) {
-        case 1: ok = pb_get_bytes(R, WT, &o->reply); break;
-        SKIP;
-      }
-      return RINGKV_OK;
-    }
+    case KIND_DIGEST: return digest_incoming(o, message);
     case KIND_GC: return gc_incoming(o, message);
   }
   return RINGKV_E_DECODE;
@@ -1525,6 +1866,8 @@ static int loaded_event(out_t *o, rk_slice loaded) {
     case WAIT_MERGE_REPAIR: return merge_loaded(o, loaded);
     case WAIT_GC_ANSWER: return gc_answer_loaded(o, loaded);
     case WAIT_AE_REPAIR: return ae_repair_loaded(o, loaded);
+    case WAIT_AE_OWN_PARTS: return ae_own_parts_loaded(o, loaded);
+    case WAIT_DIGEST_PARTS: return digest_parts_loaded(o, loaded);
     case WAIT_GC_DECIDE: return gc_decide(o, loaded);
   }
   return RINGKV_E_STATE;
