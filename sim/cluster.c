@@ -261,12 +261,13 @@ static void node_init_core(sim *s, node *n) {
   in.shards = rk_alloc_array(&s->ar, o->shards, sizeof(*in.shards));
   CHECK_ALLOC(in.shards);
   for (uint32_t sh = 0; sh < o->shards; sh++) {
-    if (n->shard_digest[sh] == 0) continue;
+    if (n->shard_digest[sh] == 0 && n->shard_keys[sh] == 0) continue;
     Ringkv__ShardDigest *d = rk_alloc(&s->ar, sizeof(*d));
     CHECK_ALLOC(d);
     ringkv__shard_digest__init(d);
     d->shard = sh;
     d->digest = n->shard_digest[sh];
+    d->keys = n->shard_keys[sh];
     in.shards[in.n_shards++] = d;
   }
   in.state.data = n->state;
@@ -608,6 +609,8 @@ static void setup(sim *s) {
     node *n = &s->nodes[i];
     n->id = i;
     n->shard_digest = calloc(o->shards, sizeof(uint64_t));
+    n->shard_keys = calloc(o->shards, sizeof(uint32_t));
+    CHECK_ALLOC(n->shard_keys);
     n->rows = calloc(o->keys, sizeof(row *));
     n->peers = calloc(o->nodes, sizeof(peer_row));
     n->keys = malloc((cnt[i] + 1) * sizeof(uint32_t));
@@ -629,6 +632,8 @@ static void setup(sim *s) {
   }
   s->tmp_digest = calloc(o->shards, sizeof(uint64_t));
   CHECK_ALLOC(s->tmp_digest);
+  s->tmp_rows = calloc(o->shards, sizeof(uint32_t));
+  CHECK_ALLOC(s->tmp_rows);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -666,14 +671,22 @@ static bool converged(sim *s) {
   for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
     node *n = &s->nodes[i];
     memset(s->tmp_digest, 0, o->shards * sizeof(uint64_t));
+    memset(s->tmp_rows, 0, o->shards * sizeof(uint32_t));
     for (uint32_t j = 0; j < n->keys_len; j++) {
       row *r = n->rows[n->keys[j]];
-      if (r && !r->info.expired) s->tmp_digest[s->keys[n->keys[j]].shard] += r->info.digest;
+      if (r == NULL) continue;
+      s->tmp_rows[s->keys[n->keys[j]].shard]++;
+      if (!r->info.expired) s->tmp_digest[s->keys[n->keys[j]].shard] += r->info.digest;
     }
     for (uint32_t sh = 0; sh < o->shards; sh++) {
       if (s->tmp_digest[sh] != n->shard_digest[sh]) {
         failf(s, "digests_consistent", "node %u shard %u: persisted digest %016" PRIx64 ", sum of its rows %016" PRIx64,
               n->id, sh, n->shard_digest[sh], s->tmp_digest[sh]);
+        return false;
+      }
+      if (s->tmp_rows[sh] != n->shard_keys[sh]) {
+        failf(s, "shard_keys_consistent", "node %u shard %u: the core counts %u key rows, it holds %u", n->id, sh,
+              n->shard_keys[sh], s->tmp_rows[sh]);
         return false;
       }
     }
@@ -1004,6 +1017,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
     for (uint32_t k = 0; k < o->keys; k++) row_free(n->rows[k]);
     free(n->rows);
     free(n->shard_digest);
+    free(n->shard_keys);
     free(n->log_seq);
     free(n->log_key);
     free(n->peers);
@@ -1030,6 +1044,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   free(s->shard_keys_start);
   free(s->shard_keys);
   free(s->tmp_digest);
+  free(s->tmp_rows);
   free(order);
   rk_arena_free(&s->ar);
   free(s);

@@ -84,7 +84,8 @@ typedef struct {
   ringkv_node *core;
   uint64_t epoch;          /* bumped at every restart: answers to the old instance die */
   /* persisted */
-  uint64_t *shard_digest;  /* [shards], 0 = no row */
+  uint64_t *shard_digest;  /* [shards], 0 = no row (with shard_keys 0) */
+  uint32_t *shard_keys;    /* [shards]: the key rows the core counts */
   row **rows;              /* [keys] */
   uint64_t *log_seq;       /* the seq index: (seq, key) at every seq change, by seq */
   uint32_t *log_key;
@@ -172,6 +173,7 @@ typedef struct {
   uint64_t entry_count;
   bool failed;
   uint64_t *tmp_digest;    /* [shards] */
+  uint32_t *tmp_rows;      /* [shards] */
   const char *cause;       /* what the current change is, for --trace-key */
 } sim;
 

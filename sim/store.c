@@ -475,6 +475,7 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
     }
   }
   n->shard_digest[a->shard] = a->shard_digest;
+  n->shard_keys[a->shard] = a->shard_keys;
   if (s->o->trace_key == k) trace_row(s, n, (uint32_t)k, s->cause ? s->cause : "?");
 }
 

@@ -52,6 +52,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ShardDigest: [
     ["shard",1,"uint32",0],
     ["digest",2,"fixed64",0],
+    ["keys",3,"uint32",0],
   ],
   DigestRequest: [
     ["version",1,"uint32",0],
@@ -175,6 +176,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["shard",10,"uint32",0],
     ["shardDigest",11,"fixed64",0],
     ["info",12,"KeyInfo",0],
+    ["shardKeys",13,"uint32",0],
   ],
   KeyInfo: [
     ["live",1,"bool",0],
@@ -226,6 +228,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["dropped",7,"Dot",1],
     ["shardDigest",8,"fixed64",0],
     ["info",9,"KeyInfo",0],
+    ["shardKeys",10,"uint32",0],
   ],
   MergeReply: [
     ["node",1,"NodeState",0],
@@ -298,6 +301,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["leaves",4,"KeyRange",1],
     ["next",5,"KeyRange",1],
     ["leavesRows",6,"uint64",0],
+    ["shardKeysMine",7,"uint64",1],
+    ["shardKeysTheirs",8,"uint64",1],
   ],
   AeRepairRequest: [
     ["peer",1,"uint32",0],

@@ -95,7 +95,24 @@ export class NodeStorage {
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_expiry ON keys(all_deleted, expired, max_hlc)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS vals(key BLOB NOT NULL, node INTEGER NOT NULL,
       counter INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY(key, node, counter))`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS shard_digests(shard INTEGER PRIMARY KEY, digest TEXT NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS shard_digests(shard INTEGER PRIMARY KEY, digest TEXT NOT NULL, keys INTEGER)`);
+    // keys: the shard's key rows (the core keeps the count; an earlier build's tables get
+    // the column, and its counts, at start: backfillPositions).
+    const shardColumns = new Set(sql.exec(`PRAGMA table_info(shard_digests)`).toArray().map((c: any) => c.name));
+    if (!shardColumns.has("keys")) sql.exec(`ALTER TABLE shard_digests ADD COLUMN keys INTEGER`);
+    // An earlier build's shards get their key rows counted once (one pass by the shard
+    // index), before the core starts from them; the core keeps the counts from then on.
+    if (this.getConf("shard_keys") !== "1") {
+      this.storage.transactionSync(() => {
+        sql.exec(`UPDATE shard_digests SET keys = 0 WHERE keys IS NULL`);
+        sql.exec(
+          `INSERT INTO shard_digests(shard, digest, keys) SELECT shard, ?, count(*) FROM keys GROUP BY shard
+           ON CONFLICT(shard) DO UPDATE SET keys = excluded.keys`,
+          hex64(0n),
+        );
+        this.setConf("shard_keys", "1");
+      });
+    }
     sql.exec(`CREATE TABLE IF NOT EXISTS peers(peer INTEGER PRIMARY KEY, acked_seq INTEGER NOT NULL,
       failures INTEGER NOT NULL, retry_at_ms INTEGER NOT NULL)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS stats(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
@@ -129,9 +146,9 @@ export class NodeStorage {
 
   shardDigests(): Msg[] {
     return this.sql
-      .exec(`SELECT shard, digest FROM shard_digests`)
+      .exec(`SELECT shard, digest, keys FROM shard_digests`)
       .toArray()
-      .map((r: any) => ({ shard: r.shard, digest: unhex64(r.digest) }));
+      .map((r: any) => ({ shard: r.shard, digest: unhex64(r.digest), keys: r.keys ?? 0 }));
   }
 
   // ---------------------------------------------------------------------------------
@@ -285,21 +302,29 @@ export class NodeStorage {
   }
 
   /** Rows stored by an earlier build have no key position: given theirs (the core hashes the
-   *  keys), a batch at a time. */
+   *  keys), a batch at a time by rowid (each batch commits, so an interrupted start goes
+   *  on where it stopped); once done, a config row says so and later starts skip it. */
   backfillPositions(positions: (keys: Uint8Array[]) => bigint[]): number {
+    if (this.getConf("positions") === "1") return 0;
     let done = 0;
+    let after = 0;
     for (;;) {
-      const rows = this.sql.exec(`SELECT key, digest FROM keys WHERE kh IS NULL LIMIT ?`, POSITION_BACKFILL_ROWS).toArray();
-      if (rows.length === 0) return done;
+      const rows = this.sql
+        .exec(`SELECT rowid AS id, key, digest FROM keys WHERE rowid > ? AND kh IS NULL ORDER BY rowid LIMIT ?`, after, POSITION_BACKFILL_ROWS)
+        .toArray();
+      if (rows.length === 0) break;
       const keys = rows.map((r: any) => bytesOf(r.key));
       const pos = positions(keys);
       this.storage.transactionSync(() => {
         rows.forEach((r: any, i: number) => {
-          this.sql.exec(`UPDATE keys SET kh = ?, dh = ?, dl = ? WHERE key = ?`, Number(pos[i]), ...digestHalves(unhex64(r.digest)), blob(keys[i]));
+          this.sql.exec(`UPDATE keys SET kh = ?, dh = ?, dl = ? WHERE rowid = ?`, Number(pos[i]), ...digestHalves(unhex64(r.digest)), r.id);
         });
       });
+      after = rows[rows.length - 1].id;
       done += rows.length;
     }
+    this.setConf("positions", "1");
+    return done;
   }
 
   private loadChanged(l: Msg): Msg[] {
@@ -419,12 +444,13 @@ export class NodeStorage {
         this.sql.exec(`INSERT OR REPLACE INTO vals(key, node, counter, value) VALUES (?, ?, ?, ?)`, blob(key), v.dot.node, Number(v.dot.counter), blob(value));
       }
     }
-    if (a.shardDigest === 0n) this.sql.exec(`DELETE FROM shard_digests WHERE shard = ?`, a.shard);
+    if (a.shardDigest === 0n && a.shardKeys === 0) this.sql.exec(`DELETE FROM shard_digests WHERE shard = ?`, a.shard);
     else {
       this.sql.exec(
-        `INSERT INTO shard_digests(shard, digest) VALUES (?, ?) ON CONFLICT(shard) DO UPDATE SET digest = excluded.digest`,
+        `INSERT INTO shard_digests(shard, digest, keys) VALUES (?, ?, ?) ON CONFLICT(shard) DO UPDATE SET digest = excluded.digest, keys = excluded.keys`,
         a.shard,
         hex64(a.shardDigest),
+        a.shardKeys,
       );
     }
   }

@@ -394,6 +394,23 @@ static void test_ranges_below_shards(void **state) {
   }
   assert_true(took7 && took11);
 
+  /* An asked range too narrow to cut is never the core's own: refused. */
+  memset(&mine, 0, sizeof mine);
+  pb_enc m2 = tl_enc();
+  pb_put_uint(&m2, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&m2, 2, 1);
+  rk_parts_write(&m2, 6, &mine);
+  rk_slice narrow_msg = copy(tl_done(&m2));
+  rk_range narrow = {0, 0, 2};
+  pb_enc q = tl_enc();
+  pb_put_bytes(&q, 1, narrow_msg);
+  rk_range_write(&q, 3, &narrow);
+  rk_parts_write(&q, 4, &mine);
+  pb_put_uint(&q, 5, 64);
+  assert_int_equal(tl_call(a, RINGKV_OP_AE_COMPARE, tl_done(&q), &reply), RINGKV_E_DECODE);
+  tl_reset();
+  drop(narrow_msg);
+
   /* A reply whose counts do not follow its mask is malformed. */
   pb_enc bad = tl_enc();
   pb_put_uint(&bad, 1, 1u << 4);

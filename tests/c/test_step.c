@@ -712,6 +712,144 @@ static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* A ranges exchange whose repair chain is dropped (another event instead of `loaded`)
+ * leaves nothing behind: a later exchange with a peer gone back to version 2 repairs
+ * whole shards (it took the stale leaves' path and sent nothing, before ae_clear). */
+static rk_slice range_parts_loaded(rk_slice load) {
+  pb_enc l = tl_enc();
+  pb_rd it = pb_reader(load);
+  rk_slice r;
+  size_t n = 0;
+  while (tl_next_bytes(&it, 17, &r)) {
+    size_t m = pb_begin(&l, 10);
+    pb_end(&l, m);
+    n++;
+  }
+  assert_true(n > 0);
+  return tl_done(&l);
+}
+
+static rk_slice shard_digests_reply(tl_config c, uint32_t peer, uint32_t version) {
+  pb_enc shards = tl_enc();
+  ringkv_node *pl = tl_node(c, 1);
+  for (uint32_t sh = 0; sh < c.shards; sh++) {
+    bool mine = false, theirs = false;
+    pb_enc q = tl_enc();
+    size_t qm = pb_begin(&q, 2);
+    pb_put_varint_raw(&q, sh);
+    pb_end(&q, qm);
+    rk_slice rep;
+    assert_int_equal(tl_call(pl, RINGKV_OP_PLACE, tl_done(&q), &rep), RINGKV_OK);
+    pb_rd reps = pb_reader(tl_bytes_field(tl_bytes_field(rep, 1), 2));
+    uint64_t v;
+    while (!pb_done(&reps) && pb_read_varint(&reps, &v)) {
+      mine |= v == 0;
+      theirs |= v == peer;
+    }
+    if (!mine || !theirs) continue;
+    size_t m = pb_begin(&shards, 4);
+    pb_put_uint(&shards, 1, sh);
+    pb_put_fixed64(&shards, 2, 7);
+    pb_end(&shards, m);
+  }
+  ringkv_node_destroy(pl);
+  rk_slice body = tl_dup(tl_done(&shards));
+  pb_enc d = tl_enc();
+  pb_put_uint(&d, 1, version);
+  pb_put_uint(&d, 2, peer);
+  pb_put_raw(&d, body.ptr, body.len);
+  pb_put_uint(&d, 15, version);
+  free((void *)body.ptr);
+  return tl_done(&d);
+}
+
+static void test_dropped_ranges_chain_leaves_nothing_behind(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  ringkv_node *n = tl_node(c, 0);
+  tout r = round_at(n, NOW, 1, no_rows(), NULL);
+  uint32_t tag = 0, peer = 0;
+  for (size_t k = 0; k < r.nsends; k++) if (r.sends[k].kind == KIND_DIGEST) { tag = r.sends[k].tag; peer = r.sends[k].peer; }
+  assert_int_not_equal(tag, 0);
+  rk_slice rep;
+  /* 1. peer speaks 3: the differing shards become ranges; own parts are loaded */
+  rk_slice msg = tl_dup(shard_digests_reply(c, peer, 3));
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(NOW, 0, 5, answer_msg(tag, true, msg)), &rep), RINGKV_OK);
+  rk_slice load = tl_dup(tl_bytes_field(rep, 1));
+  (void)range_parts_loaded(load);
+  /* count */
+  size_t asked = 0; { pb_rd it = pb_reader(load); rk_slice x; while (tl_next_bytes(&it, 17, &x)) asked++; }
+  pb_enc pl = tl_enc();
+  for (size_t i = 0; i < asked; i++) pb_put_bytes_always(&pl, 10, (rk_slice){NULL, 0});
+  rk_slice loaded = tl_dup(tl_done(&pl));
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(NOW, 0, 4, loaded), &rep), RINGKV_OK);
+  tout o;
+  memset(&o, 0, sizeof o);
+  { pb_rd it = pb_reader(rep); rk_slice s; while (tl_next_bytes(&it, 6, &s)) { pb_rd ti = pb_reader(s); rk_slice t;
+      while (tl_next_bytes(&ti, 3, &t)) { tag = (uint32_t)tl_u64(t, 2); assert_int_equal(tl_u64(s,1), KIND_DIGEST);} } }
+  /* 2. the peer's parts: one key in part 0 of every range -> every range a leaf */
+  pb_enc d = tl_enc();
+  pb_put_uint(&d, 1, 3);
+  pb_put_uint(&d, 2, peer);
+  for (size_t i = 0; i < asked; i++) {
+    size_t m = pb_begin(&d, 6);
+    pb_put_uint(&d, 1, 1);
+    size_t cm = pb_begin(&d, 2); pb_put_varint_raw(&d, 1); pb_end(&d, cm);
+    size_t dm = pb_begin(&d, 3); uint8_t le[8] = {5}; pb_put_raw(&d, le, 8); pb_end(&d, dm);
+    pb_end(&d, m);
+  }
+  pb_put_uint(&d, 15, 3);
+  rk_slice reply3 = tl_dup(tl_done(&d));
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(NOW, 0, 5, answer_msg(tag, true, reply3)), &rep), RINGKV_OK);
+  rk_slice l2 = tl_bytes_field(rep, 1);
+  { pb_rd it = pb_reader(l2); rk_slice x; assert_true(tl_next_bytes(&it, 14, &x)); }   /* leaves' rows asked */
+  /* 3. the chain is dropped (a start event instead of `loaded`) */
+  assert_int_equal(step(n, step_req(NOW + 1, 0, 8, no_rows())).rc, RINGKV_OK);
+  /* 4. the peer goes back to version 2 (a DigestRequest of version 2 from it) */
+  pb_enc q = tl_enc();
+  pb_put_uint(&q, 1, 2);
+  pb_put_uint(&q, 2, peer);
+  pb_put_fixed64(&q, 3, 1);
+  pb_put_uint(&q, 15, 2);
+  rk_slice dq = tl_dup(tl_done(&q));
+  assert_int_equal(step(n, step_req(NOW + 2, 0, 7, incoming_req(KIND_DIGEST, dq))).rc, RINGKV_OK);
+  assert_int_equal(n->peer_version[peer], 2);
+  /* 5. next exchanges until one goes to `peer`, answered with differing shards (v2) */
+  uint64_t t = NOW + 10 * AE_INTERVAL_MAX;
+  bool pushed = false, ranges_loaded_again = false;
+  for (int round = 0; round < 200 && !pushed && !ranges_loaded_again; round++, t += 10 * AE_INTERVAL_MAX) {
+    tout a = round_at(n, t, (uint64_t)round + 7, no_rows(), NULL);
+    uint32_t dt = 0;
+    for (size_t k = 0; k < a.nsends; k++) {
+      if (a.sends[k].kind == KIND_DIGEST) { dt = a.sends[k].tag; peer = a.sends[k].peer; }
+    }
+    if (dt == 0) continue;
+    rk_slice v2 = tl_dup(shard_digests_reply(c, peer, 2));
+    assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(t, 0, 5, answer_msg(dt, true, v2)), &rep), RINGKV_OK);
+    rk_slice ld = tl_bytes_field(rep, 1);
+    assert_true(ld.len > 0);   /* the shards' rows */
+    pb_enc none = tl_enc();
+    pb_put_uint(&none, 2, 0);
+    /* Loaded with no rows: the shards whole (field 2 = shards loaded) */
+    { pb_rd it = pb_reader(ld); rk_slice sh; if (tl_next_bytes(&it, 3, &sh)) { size_t m = pb_begin(&none, 2); pb_put_raw(&none, sh.ptr, sh.len); pb_end(&none, m);} }
+    assert_int_equal(tl_call(n, RINGKV_OP_STEP, step_req(t, 0, 4, tl_done(&none)), &rep), RINGKV_OK);
+    pb_rd it = pb_reader(rep); rk_slice s;
+    while (tl_next_bytes(&it, 6, &s)) {
+      if (tl_u64(s, 1) != KIND_PUSH) continue;
+      rk_slice pm = tl_bytes_field(s, 2);
+      pushed = tl_bytes_field(pm, 4).len > 0;   /* a repair of whole shards */
+    }
+    rk_slice ld2 = tl_bytes_field(rep, 1);
+    { pb_rd i2 = pb_reader(ld2); rk_slice x; if (tl_next_bytes(&i2, 17, &x)) ranges_loaded_again = true; }
+    free((void *)v2.ptr);
+  }
+  assert_true(pushed);
+  assert_false(ranges_loaded_again);
+  rk_slice dups[] = {msg, load, loaded, reply3, dq};
+  for (size_t i = 0; i < sizeof dups / sizeof *dups; i++) free((void *)dups[i].ptr);
+  ringkv_node_destroy(n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_truncated_step_requests_are_errors),
@@ -728,6 +866,7 @@ int main(void) {
       cmocka_unit_test(test_push_time_limit),
       cmocka_unit_test(test_hedged_push),
       cmocka_unit_test(test_restart_mid_hedged_push),
+      cmocka_unit_test(test_dropped_ranges_chain_leaves_nothing_behind),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

@@ -425,9 +425,12 @@ static int token_read(rk_arena *a, rk_slice s, rk_token *t) {
   return RINGKV_OK;
 }
 
-/* Updates the shard digest by the key's change of contribution (sums mod 2^64). */
-static uint64_t shard_update(ringkv_node *n, uint32_t shard, uint64_t old_contrib, uint64_t new_contrib) {
+/* Updates the shard digest by the key's change of contribution (sums mod 2^64), and its
+ * count of key rows by `rows` (+1 a new row, -1 a row deleted). */
+static uint64_t shard_update(ringkv_node *n, uint32_t shard, uint64_t old_contrib, uint64_t new_contrib, int rows) {
   n->shard_digest[shard] = n->shard_digest[shard] - old_contrib + new_contrib;
+  if (rows > 0) n->shard_keys[shard]++;
+  if (rows < 0 && n->shard_keys[shard] > 0) n->shard_keys[shard]--;
   n->digests_dirty = true;
   return n->shard_digest[shard];
 }
@@ -504,9 +507,9 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   int t_;
   bool ok = true;
   rk_slice cfg_bytes = {NULL, 0}, state_bytes = {NULL, 0}, s;
-  uint32_t *sd_shard = NULL;
+  uint32_t *sd_shard = NULL, *sd_keys = NULL;
   uint64_t *sd_digest = NULL;
-  size_t sd_len = 0, sd_cap = 0, sd_cap2 = 0;
+  size_t sd_len = 0, sd_cap = 0, sd_cap2 = 0, sd_cap3 = 0;
   rk_slice step_state = {NULL, 0};
   rk_slice *peer_rows = NULL;
   size_t peer_rows_len = 0, peer_rows_cap = 0;
@@ -529,20 +532,23 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 3: {
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
-      uint32_t shard = 0;
+      uint32_t shard = 0, keys = 0;
       uint64_t digest = 0;
       FIELDS(s) {
         case 1: ok = pb_get_u32(R, WT, &shard); break;
         case 2: ok = pb_get_fixed64(R, WT, &digest); break;
+        case 3: ok = pb_get_u32(R, WT, &keys); break;
         SKIP;
       }
       if (t_ < 0) ok = false;
-      size_t l2 = sd_len;
+      size_t l2 = sd_len, l3 = sd_len;
       uint32_t *p1 = VEC_PUSH(a, sd_shard, sd_len, sd_cap);
       uint64_t *p2 = VEC_PUSH(a, sd_digest, l2, sd_cap2);
-      if (p1 == NULL || p2 == NULL) return RINGKV_E_NOMEM;
+      uint32_t *p3 = VEC_PUSH(a, sd_keys, l3, sd_cap3);
+      if (p1 == NULL || p2 == NULL || p3 == NULL) return RINGKV_E_NOMEM;
       *p1 = shard;
       *p2 = digest;
+      *p3 = keys;
       break;
     }
     SKIP;
@@ -591,11 +597,13 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
                               &step_err);
   if (step == NULL) return step_err;
   uint64_t *digests = calloc(cfg.shards, sizeof *digests);
+  uint32_t *shard_keys = calloc(cfg.shards, sizeof *shard_keys);
   uint32_t *mine = malloc(cfg.shards * sizeof *mine);
   uint8_t *versions = calloc(cfg.cluster_size, 1);
   uint32_t *ae_peers = malloc(cfg.cluster_size * sizeof *ae_peers);
-  if (digests == NULL || mine == NULL || versions == NULL || ae_peers == NULL) {
+  if (digests == NULL || shard_keys == NULL || mine == NULL || versions == NULL || ae_peers == NULL) {
     free(digests);
+    free(shard_keys);
     free(mine);
     free(versions);
     free(ae_peers);
@@ -606,8 +614,13 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (n->peer_version != NULL) memcpy(versions, n->peer_version, RK_MIN(n->cfg.cluster_size, cfg.cluster_size));
   free(n->peer_version);
   n->peer_version = versions;
-  for (size_t i = 0; i < sd_len; i++) digests[sd_shard[i]] = sd_digest[i];
+  for (size_t i = 0; i < sd_len; i++) {
+    digests[sd_shard[i]] = sd_digest[i];
+    shard_keys[sd_shard[i]] = sd_keys[i];
+  }
   free(n->shard_digest);
+  free(n->shard_keys);
+  n->shard_keys = shard_keys;
   free(n->my_shards);
   n->cfg = cfg;
   n->self = self;
@@ -871,7 +884,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Commit the node state only now that nothing can fail but the reply encoding. */
   n->clock = hlc;
   n->counter = fresh.dot.counter;
-  uint64_t sd = shard_update(n, shard, old_contrib, new_raw);
+  uint64_t sd = shard_update(n, shard, old_contrib, new_raw, local.sibs_len == 0 ? 1 : 0);
 
   pb_enc e;
   pb_enc_init(&e, a);
@@ -887,6 +900,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_put_uint(&e, 10, shard);
   pb_put_fixed64(&e, 11, sd);
   key_info_write(&e, 12, &next, new_raw, false, key_hash);
+  pb_put_uint(&e, 13, n->shard_keys[shard]);
   *reply = finish(&e, &err);
   return err;
 }
@@ -1119,7 +1133,8 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
                           bool new_expired, rk_slice msg) {
   uint32_t shard = shard_of(n, rk_hash_slice(key));
   uint64_t new_contrib = new_expired ? 0 : new_raw;
-  uint64_t sd = shard_update(n, shard, old_contrib, next ? new_contrib : 0);
+  int rows = (next != NULL ? 1 : 0) - (old->sibs_len > 0 ? 1 : 0);
+  uint64_t sd = shard_update(n, shard, old_contrib, next ? new_contrib : 0, rows);
   size_t m = pb_begin(e, field);
   pb_put_bytes(e, 1, key);
   pb_put_uint(e, 2, shard);
@@ -1148,6 +1163,7 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
   }
   pb_put_fixed64(e, 8, sd);
   if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired, rk_hash_slice(key));
+  pb_put_uint(e, 10, n->shard_keys[shard]);
   pb_end(e, m);
 }
 
@@ -1694,6 +1710,7 @@ static void shard_digests_write(pb_enc *m, const ringkv_node *n, const shared_se
     size_t mk = pb_begin(m, 4);
     pb_put_uint(m, 1, s);
     pb_put_fixed64(m, 2, n->shard_digest[s]);
+    pb_put_uint(m, 3, n->shard_keys[s]);   /* version 3: sizes the narrowing */
     pb_end(m, mk);
   }
 }
@@ -1977,11 +1994,15 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   if (a->failed) return RINGKV_E_NOMEM;
   if (!ok || t_ < 0 || own_len != asked_len) return RINGKV_E_DECODE;
+  for (size_t i = 0; i < asked_len; i++) {
+    if (asked[i].bits < RINGKV_AE_PART_BITS) return RINGKV_E_DECODE;   /* never asked: not cut-able */
+  }
   if (asked_len > 0) return ae_compare_parts(n, msg, asked, own, asked_len, limits, reply);
   uint32_t version = 0, from = 0;
   bool equal = false;
   uint32_t *diff = NULL;
-  size_t diff_len = 0, diff_cap = 0, seen = 0;
+  uint64_t *diff_theirs = NULL;   /* the peer's key rows in each differing shard */
+  size_t diff_len = 0, diff_cap = 0, theirs_cap = 0, seen = 0;
   uint64_t *bd = NULL;
   size_t bd_len = 0, bd_cap = 0;
   uint32_t buckets[RINGKV_AE_BUCKETS_MAX];
@@ -2005,10 +2026,11 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
         ok = pb_get_bytes(R, WT, &sd) && ++seen <= RINGKV_SHARDS_MAX;
         if (!ok) break;
         uint32_t shard = 0;
-        uint64_t digest = 0;
+        uint64_t digest = 0, keys = UINT64_MAX;   /* a peer before version 3: unknown */
         FIELDS(sd) {
           case 1: ok = pb_get_u32(R, WT, &shard); break;
           case 2: ok = pb_get_fixed64(R, WT, &digest); break;
+          case 3: ok = pb_get_u64(R, WT, &keys); break;
           SKIP;
         }
         if (!ok || t_ < 0 || shard >= n->cfg.shards) {
@@ -2017,9 +2039,12 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
         }
         if (!is_replica(n, shard, n->self) || !is_replica(n, shard, from)) break;
         if (n->shard_digest[shard] != digest && diff_len < shards_max) {
+          size_t l2 = diff_len;
           uint32_t *slot = VEC_PUSH(a, diff, diff_len, diff_cap);
-          if (slot == NULL) return RINGKV_E_NOMEM;
+          uint64_t *kslot = VEC_PUSH(a, diff_theirs, l2, theirs_cap);
+          if (slot == NULL || kslot == NULL) return RINGKV_E_NOMEM;
           *slot = shard;
+          *kslot = keys;
         }
         break;
       }
@@ -2042,6 +2067,15 @@ static int op_ae_compare(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_put_bool(&e, 1, diff_len == 0 && buckets_len == 0);
   pb_put_packed_u32(&e, 2, diff, diff_len);
   pb_put_packed_u32(&e, 3, buckets, buckets_len);
+  if (diff_len > 0) {
+    /* Key rows in each differing shard, here and at the peer (UINT64_MAX: not said). */
+    size_t m = pb_begin(&e, 7);
+    for (size_t i = 0; i < diff_len; i++) pb_put_varint_raw(&e, n->shard_keys[diff[i]]);
+    pb_end(&e, m);
+    m = pb_begin(&e, 8);
+    for (size_t i = 0; i < diff_len; i++) pb_put_varint_raw(&e, diff_theirs[i]);
+    pb_end(&e, m);
+  }
   *reply = finish(&e, &err);
   return err;
 }
@@ -2343,6 +2377,7 @@ void ringkv_node_destroy(ringkv_node *n) {
   if (n == NULL) return;
   rk_arena_free(&n->arena);
   free(n->shard_digest);
+  free(n->shard_keys);
   free(n->my_shards);
   free(n->peer_version);
   free(n->ae_peers);

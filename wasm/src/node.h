@@ -29,6 +29,7 @@ struct ringkv_node {
   uint64_t clock;
   uint64_t counter;
   uint64_t *shard_digest;        /* [cfg.shards], owned (malloc) */
+  uint32_t *shard_keys;          /* [cfg.shards]: key rows held (anti-entropy sizes its work) */
   bool digests_dirty;            /* shard digests changed during the current call */
   bool placement_only;           /* a Worker's instance: OP_PLACE only (no shards, no step) */
   /* Placement memo (node.c): memo_mask + 1 slots of cfg.replicas node ids, tagged shard + 1;

@@ -386,9 +386,18 @@ static void gc_clear(rk_step *st);
 
 /* A chain the executor did not go on with: what waited on it starts over (collection at
  * the next round, anti-entropy when next due). */
+static void ae_clear(rk_step *st) {
+  st->ae_phase = AE_IDLE;
+  st->ae_tag = 0;
+  st->ae_asked_len = 0;
+  st->ae_leaves_len = 0;
+  st->ae_leaves_rows = 0;
+  st->ae_cut = false;
+}
+
 static void chain_drop(rk_step *st) {
   if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
-  if (st->wait == WAIT_AE_REPAIR || st->wait == WAIT_AE_OWN_PARTS) st->ae_phase = AE_IDLE;
+  if (st->wait == WAIT_AE_REPAIR || st->wait == WAIT_AE_OWN_PARTS) ae_clear(st);
   chain_clear(st);
 }
 
@@ -1247,12 +1256,7 @@ static void ae_finish(out_t *o, int outcome) {
   }
   s->ae_interval_ms = RK_MAX(s->ae_interval_ms, base);
   s->ae_next_ms = o->now + s->ae_interval_ms;
-  st->ae_phase = AE_IDLE;
-  st->ae_tag = 0;
-  st->ae_asked_len = 0;
-  st->ae_leaves_len = 0;
-  st->ae_leaves_rows = 0;
-  st->ae_cut = false;
+  ae_clear(st);
 }
 
 static void ae_maybe_start(out_t *o) {
@@ -1388,6 +1392,23 @@ static bool ranges_pick(out_t *o, rk_slice msg, uint32_t field, rk_range *out, s
   return true;
 }
 
+/* Loads the leaves' rows, from a random leaf on: the loader stops at the first leaf that
+ * does not fit, so one that never does holds back different ones each time. */
+static void ae_leaves_load(out_t *o) {
+  rk_step *st = o->st;
+  size_t n = st->ae_leaves_len;
+  rk_range rotated[RINGKV_AE_RANGES_MAX];
+  size_t from = n > 0 ? (size_t)(rk_mix64(&o->rnd) % n) : 0;
+  for (size_t i = 0; i < n; i++) rotated[i] = st->ae_leaves[(from + i) % n];
+  memcpy(st->ae_leaves, rotated, n * sizeof *rotated);
+  load_begin(o);
+  for (size_t i = 0; i < n; i++) rk_range_write(&o->load, 14, &st->ae_leaves[i]);
+  pb_put_uint(&o->load, 15, AE_REPAIR_ROWS_MAX);
+  pb_put_uint(&o->load, 16, AE_REPAIR_BYTES_MAX);
+  st->wait = WAIT_AE_REPAIR;
+  st->ae_tag = 0;
+}
+
 /* The peer's parts of the ranges asked: leaves gather for one repair, differing parts too
  * large are asked again, cut in 16, until none is left or the leaves fill a repair. */
 static int ae_ranges_answered(out_t *o, rk_slice message) {
@@ -1435,13 +1456,7 @@ static int ae_ranges_answered(out_t *o, rk_slice message) {
     ae_finish(o, equal ? AE_EQUAL : AE_DIFFER);
     return RINGKV_OK;
   }
-  rk_ranges_sort(st->ae_leaves, st->ae_leaves_len);
-  load_begin(o);
-  for (size_t i = 0; i < st->ae_leaves_len; i++) rk_range_write(&o->load, 14, &st->ae_leaves[i]);
-  pb_put_uint(&o->load, 15, AE_REPAIR_ROWS_MAX);
-  pb_put_uint(&o->load, 16, AE_REPAIR_BYTES_MAX);
-  st->wait = WAIT_AE_REPAIR;
-  st->ae_tag = 0;
+  ae_leaves_load(o);
   return RINGKV_OK;
 }
 
@@ -1470,11 +1485,13 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   RK_TRY(rc);
   int t_;
   bool ok = true, equal = false;
-  rk_slice buckets = {NULL, 0}, shards = {NULL, 0};
+  rk_slice buckets = {NULL, 0}, shards = {NULL, 0}, keys_mine = {NULL, 0}, keys_theirs = {NULL, 0};
   FIELDS(rep) {
     case 1: ok = pb_get_bool(R, WT, &equal); break;
     case 2: ok = pb_get_bytes(R, WT, &shards); break;
     case 3: ok = pb_get_bytes(R, WT, &buckets); break;
+    case 7: ok = pb_get_bytes(R, WT, &keys_mine); break;
+    case 8: ok = pb_get_bytes(R, WT, &keys_theirs); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1514,14 +1531,39 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   }
   size_t from = (size_t)(rk_mix64(&o->rnd) % len);
   if (o->n->peer_version[st->ae_peer] >= 3u) {
-    /* A peer that narrows below shards: each differing shard is a range to cut. */
+    /* A peer that narrows below shards. A differing shard small on both sides (or empty
+     * on one) is a leaf at once, while the repair's rows allow; a larger one is a range
+     * to cut. (Most shards hold a few keys: no round trip for their parts.) */
+    uint64_t mine[AE_SHARDS_MAX], theirs[AE_SHARDS_MAX];
+    size_t nm = 0, nt = 0;
+    pb_rd km = pb_reader(keys_mine), kt = pb_reader(keys_theirs);
+    while (!pb_done(&km) && nm < len && pb_read_varint(&km, &mine[nm])) nm++;
+    while (!pb_done(&kt) && nt < len && pb_read_varint(&kt, &theirs[nt])) nt++;
     st->ae_leaves_len = 0;
     st->ae_leaves_rows = 0;
     st->ae_asked_len = 0;
-    for (size_t i = 0; i < len && st->ae_asked_len < RINGKV_AE_RANGES_MAX; i++) {
-      st->ae_asked[st->ae_asked_len++] = rk_range_shard(list[(from + i) % len]);
+    st->ae_cut = false;
+    for (size_t i = 0; i < len; i++) {
+      size_t k = (from + i) % len;
+      uint64_t a = k < nm ? mine[k] : UINT64_MAX, b = k < nt ? theirs[k] : UINT64_MAX;
+      uint64_t rows = RK_MAX(a, b);
+      bool leaf = (rows <= AE_LEAF_KEYS || RK_MIN(a, b) == 0) && rows <= AE_REPAIR_ROWS_MAX;
+      if (leaf) {
+        if (st->ae_leaves_len < RINGKV_AE_RANGES_MAX && st->ae_leaves_rows + rows <= AE_REPAIR_ROWS_MAX) {
+          st->ae_leaves[st->ae_leaves_len++] = rk_range_shard(list[k]);
+          st->ae_leaves_rows += rows;
+        }
+      } else if (st->ae_asked_len < RINGKV_AE_RANGES_MAX) {
+        st->ae_asked[st->ae_asked_len++] = rk_range_shard(list[k]);
+      }
     }
-    ae_ranges_ask(o);
+    if (st->ae_asked_len > 0 && st->ae_leaves_len < RINGKV_AE_RANGES_MAX && st->ae_leaves_rows < AE_REPAIR_ROWS_MAX) {
+      ae_ranges_ask(o);
+    } else if (st->ae_leaves_len > 0) {
+      ae_leaves_load(o);
+    } else {
+      ae_finish(o, AE_DIFFER);
+    }
     return RINGKV_OK;
   }
   /* A version-2 peer: whole shards. */
@@ -1566,10 +1608,16 @@ static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
   if (!ok || t_ < 0 || ranges_loaded > st->ae_leaves_len) return RINGKV_E_DECODE;
   if (ranges_loaded == 0) {
     /* Its first leaf alone is beyond a repair's rows or bytes (large values): it is cut
-     * again, down to single keys, which always load. (A leaf that cannot be cut holds keys
-     * crafted to share a position: counted, and the next exchange starts elsewhere.) */
+     * again, down to single keys, which always load. A leaf that cannot be cut (keys
+     * crafted to share a position) is counted and left out: the rest load without it. */
     if (st->ae_leaves[0].bits < RINGKV_AE_PART_BITS || st->ae_cut) {
       stat_named(o, "refused_too_large", 1);
+      if (st->ae_leaves_len > 1) {
+        memmove(st->ae_leaves, st->ae_leaves + 1, (st->ae_leaves_len - 1) * sizeof *st->ae_leaves);
+        st->ae_leaves_len--;
+        ae_leaves_load(o);
+        return RINGKV_OK;
+      }
       ae_finish(o, AE_DIFFER);
       return RINGKV_OK;
     }
@@ -1581,6 +1629,8 @@ static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
     ae_ranges_ask(o);
     return RINGKV_OK;
   }
+  /* The request names them in order (the peer reads each row once). */
+  rk_ranges_sort(st->ae_leaves, ranges_loaded);
   for (uint32_t i = 0; i < ranges_loaded; i++) rk_range_write(&req, 4, &st->ae_leaves[i]);
   rk_slice rep, msg = {NULL, 0};
   RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, &req, &rep));
@@ -1664,7 +1714,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   rk_slice rep;
   RK_TRY(inner(o, RINGKV_OP_WRITE, &req, &rep));
   rk_slice meta = {NULL, 0}, dropped_raw = {NULL, 0}, info = {NULL, 0}, key = {NULL, 0};
-  uint64_t digest_old = 0, digest_new = 0, shard_digest = 0;
+  uint64_t digest_old = 0, digest_new = 0, shard_digest = 0, shard_keys = 0;
   uint32_t shard = 0;
   rk_slice dot = {NULL, 0};
   pb_enc drops;
@@ -1678,6 +1728,7 @@ static int client_write(out_t *o, rk_slice wreq) {
     case 10: ok = pb_get_u32(R, WT, &shard); break;
     case 11: ok = pb_get_fixed64(R, WT, &shard_digest); break;
     case 12: ok = pb_get_bytes(R, WT, &info); break;
+    case 13: ok = pb_get_u64(R, WT, &shard_keys); break;
     SKIP;
   }
   FIELDS(wreq) {
@@ -1704,6 +1755,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   rk_slice dr = pb_result(&drops);
   pb_put_raw(&a, dr.ptr, dr.len);
   pb_put_fixed64(&a, 8, shard_digest);
+  pb_put_uint(&a, 10, shard_keys);
   if (info.len > 0) {
     size_t m = pb_begin(&a, 9);
     pb_put_raw(&a, info.ptr, info.len);
