@@ -55,7 +55,10 @@ export class Executor {
       this.arm(reply.alarmMs);
       this.host.record(performed);
       if (reply.load === undefined) break;
-      reply = this.step({ loaded: this.host.storage.load(reply.load) });
+      const loaded = this.host.storage.load(reply.load);
+      // A report's facts only the executor knows: the database's size and its counters.
+      if (reply.load.report) loaded.facts = { dbBytes: BigInt(this.host.storage.databaseBytes()), counters: this.host.stats.all() };
+      reply = this.step({ loaded });
     }
     return { reply: reply.reply, done: Promise.all(pending).then(() => undefined) };
   }

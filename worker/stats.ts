@@ -28,6 +28,14 @@ export class Stats {
     return (rows.length > 0 ? Number(rows[0].value) : 0) + (this.pending.get(name) ?? 0);
   }
 
+  /** Every counter with its value (a report's facts), pending ones included. */
+  all(): { name: string; value: bigint }[] {
+    const values = new Map<string, number>();
+    for (const row of this.sql.exec(`SELECT name, value FROM stats`)) values.set(String(row.name), Number(row.value));
+    for (const [name, delta] of this.pending) values.set(name, (values.get(name) ?? 0) + delta);
+    return [...values].map(([name, value]) => ({ name, value: BigInt(value) }));
+  }
+
   /** The refused_<reason> counters, as {"<reason>": n}. */
   refused(): Record<string, number> {
     this.flush();

@@ -1,7 +1,6 @@
 // A node's SQLite storage: the schema, the rows a core step asks to load (StepReply.load),
 // and the writes it hands back (StepReply rows, peers, state), applied in one transaction.
 // Mechanics only: what to load and write, and when, is the core's.
-import { base64url } from "./tokens";
 
 export type Msg = Record<string, any>;
 
@@ -116,7 +115,7 @@ export class NodeStorage {
   // Loads (the Load message of wasm/ringkv.proto says what each one is).
 
   load(l: Msg): Msg {
-    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n };
+    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n, liveKeys: 0n };
     if (l.keys.length > 0) out.rows = this.loadKeys(l.keys, Number(l.rowsBytesMax));
     if (l.shards.length > 0) this.loadShards(l.shards, Number(l.shardBytesMax), out);
     if (l.changed) out.changed = this.loadChanged(l);
@@ -130,6 +129,8 @@ export class NodeStorage {
         .one();
       if (row.m !== null) out.nextExpiry = unhex64(row.m);
     }
+    // Once, for a node persisted by an earlier build: from then on the core keeps the count.
+    if (l.countLive) out.liveKeys = BigInt(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
     return out;
   }
 
@@ -321,20 +322,8 @@ export class NodeStorage {
     }
   }
 
-  /** Live keys, for /v1/cluster. */
-  liveKeys(): number {
-    return Number(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
-  }
-
-  /** Shard digests with one sample key each (the Worker places the shard by it). */
-  shardSamples(): [number, string, string][] {
-    const out: [number, string, string][] = [];
-    for (const row of this.sql
-      .exec(`SELECT s.shard AS shard, s.digest AS digest, (SELECT k.key FROM keys k WHERE k.shard = s.shard LIMIT 1) AS sample
-             FROM shard_digests s`)
-      .toArray()) {
-      out.push([row.shard, row.digest, row.sample === null ? "" : base64url(bytesOf(row.sample))]);
-    }
-    return out;
+  /** The database's size in bytes (a report's fact). */
+  databaseBytes(): number {
+    return Number(this.sql.databaseSize ?? 0);
   }
 }
