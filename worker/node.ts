@@ -15,6 +15,9 @@
 //   GET  /internal/ring     the ring, cluster id and generated secret, for a Worker isolate
 //   POST /internal/faults   fault injection settings (only with FAULTS)
 //   POST /internal/crash    ctx.abort() (only with FAULTS)
+//   POST /internal/bulk     rows inserted directly, outside the core (only with FAULTS:
+//                           the benchmark's seeding)
+//   GET  /internal/report-cost  reports sent and the SQL rows their facts read (FAULTS)
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
@@ -371,6 +374,11 @@ export class RingNode extends DurableObject {
           return this.handleDump(url);
         case "/internal/calls":
           return this.handleCalls(url);
+        case "/internal/bulk":
+          return this.handleBulk(await jsonBody(request));
+        case "/internal/report-cost":
+          if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
+          return json(200, { ...this.executor.reportCost, stored_rows: this.sql.exec(`SELECT count(*) AS n FROM keys`).one().n });
         case "/internal/faults":
           return this.handleFaults(await jsonBody(request));
         case "/internal/crash":
@@ -603,6 +611,20 @@ export class RingNode extends DurableObject {
     const more = taken < rows.length || rows.length === DUMP_KEYS_MAX;
     const last = more ? base64url(bytesOf(rows[taken - 1].key)) : null;
     return json(200, { node: this.nodeId, keys, cursor: last });
+  }
+
+  /** FAULTS only: the benchmark's bulk seeding (NodeStorage.bulkInsert). */
+  private handleBulk(body: any): Response {
+    if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
+    const from = Number(body?.from);
+    const count = Number(body?.count);
+    const meta = unbase64url(String(body?.meta ?? ""));
+    if (!Number.isInteger(from) || !Number.isInteger(count) || from < 0 || count < 1 || meta === undefined) throw new HttpError(400, "bad bulk request");
+    let written = 0;
+    this.ctx.storage.transactionSync(() => {
+      written = this.storage.bulkInsert(String(body?.prefix ?? "bulk/"), from, count, this.config!.shards, meta);
+    });
+    return json(200, { written });
   }
 
   private handleFaults(body: any): Response {

@@ -32,11 +32,14 @@ function hex64(v: bigint): string {
 export interface ReportCosts {
   report: { rows_read: number; rows_written: number; ms: number };
   cluster: { rows_read: number; ms: number };
+  /** Since the instance started. */
+  reports: number;
+  report_rows_read: number;
 }
 
 export class ControlReports {
   private readonly core: Core;
-  readonly costs: ReportCosts = { report: { rows_read: 0, rows_written: 0, ms: 0 }, cluster: { rows_read: 0, ms: 0 } };
+  readonly costs: ReportCosts = { report: { rows_read: 0, rows_written: 0, ms: 0 }, cluster: { rows_read: 0, ms: 0 }, reports: 0, report_rows_read: 0 };
   private read = 0;
   private written = 0;
 
@@ -85,6 +88,8 @@ export class ControlReports {
       if (reply.stale) return json(409, { error: "an older report than the one kept" });
       this.ctx.storage.transactionSync(() => this.write(first.load.node, reply));
       this.costs.report = { rows_read: this.read, rows_written: this.written, ms: performance.now() - started };
+      this.costs.reports++;
+      this.costs.report_rows_read += this.read;
       return new Response(null, { status: 200 });
     } catch (err) {
       if (err instanceof CoreError && err.code !== CoreError.E_NOMEM) {

@@ -53,6 +53,9 @@ function infoColumns(info: Msg): unknown[] {
 }
 
 export class NodeStorage {
+  /** SQL rows the last load's live count read (0 when it asked none). */
+  lastCountRowsRead = 0;
+
   constructor(
     private readonly sql: any,
     private readonly storage: any,
@@ -130,7 +133,12 @@ export class NodeStorage {
       if (row.m !== null) out.nextExpiry = unhex64(row.m);
     }
     // Once, for a node persisted by an earlier build: from then on the core keeps the count.
-    if (l.countLive) out.liveKeys = BigInt(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
+    this.lastCountRowsRead = 0;
+    if (l.countLive) {
+      const cursor = this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`);
+      out.liveKeys = BigInt(cursor.one().n);
+      this.lastCountRowsRead = cursor.rowsRead;
+    }
     return out;
   }
 
@@ -320,6 +328,30 @@ export class NodeStorage {
         hex64(a.shardDigest),
       );
     }
+  }
+
+  /** FAULTS only (the benchmark's seeding): `count` key rows numbered from `from`, inserted
+   *  directly with one metadata for all and no value rows, outside the core: no digest,
+   *  count or sequence includes them, so they are inert stored keys (no round, report or
+   *  anti-entropy exchange reads them). */
+  bulkInsert(prefix: string, from: number, count: number, shards: number, meta: Uint8Array): number {
+    const zero = hex64(0n);
+    const cursor = this.sql.exec(
+      `WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+       INSERT OR IGNORE INTO keys(key, shard, meta, seq, from_client, live, winner_hlc, winner_node, all_deleted,
+         max_hlc, expired, siblings, digest)
+       SELECT CAST(? || printf('%09d', i) AS BLOB), i % ?, ?, 0, 0, 1, ?, 0, 0, ?, 0, 1, ? FROM n`,
+      from,
+      from + count,
+      prefix,
+      shards,
+      blob(meta),
+      zero,
+      zero,
+      zero,
+    );
+    cursor.toArray();
+    return cursor.rowsWritten;
   }
 
   /** The database's size in bytes (a report's fact). */
