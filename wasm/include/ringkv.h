@@ -106,7 +106,11 @@ enum ringkv_op {
  * callable for tests and fuzzers.
  *
  * Events: a client write (with the key's row), a peer's message, a Send's answer or its
- * loss, the alarm, the node's start, and `loaded` (the rows the previous reply asked for).
+ * loss, the alarm, the node's start, `loaded` (the rows the previous reply asked for), and
+ * `refused` (a peer's message the executor refused before the step could take it).
+ * With Config.reports the step also reports to RingControl (KIND_REPORT sends to
+ * RINGKV_PEER_CONTROL, see NodeReport): a report's facts come in by a `loaded` (Load.report),
+ * and the event's `reply` then comes with that later step.
  * The time and fresh random bits come with every event: the step never reads a clock.
  *
  * Actions, in this order:
