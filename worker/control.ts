@@ -67,7 +67,7 @@ export class RingControl extends DurableObject {
   /** The reports, on a placement core at the ring's size (the ring as this object holds it;
    *  the ring does not change in this release, so it is taken once per instance). */
   private reportsOf(config: RingConfig): ControlReports {
-    if (this.reports === undefined) {
+    if (this.reports === undefined || this.reports.broken) {
       const view = this.step(config.clusterSize, 0, false);
       this.reports = new ControlReports(this.ctx, this.env, this.sql, config, view.ring);
     }

@@ -42,6 +42,8 @@ export class ControlReports {
   readonly costs: ReportCosts = { report: { rows_read: 0, rows_written: 0, ms: 0 }, cluster: { rows_read: 0, ms: 0 }, reports: 0, report_rows_read: 0 };
   private read = 0;
   private written = 0;
+  /** The core trapped (anything but a return code): RingControl builds a new one. */
+  broken = false;
 
   constructor(
     private readonly ctx: any,
@@ -57,6 +59,15 @@ export class ControlReports {
     sql.exec(`CREATE INDEX IF NOT EXISTS node_shards_node ON node_shards(node)`);
     this.core = new Core(wasmModule as WebAssembly.Module);
     this.core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });
+  }
+
+  private call(op: number, request: Msg): Msg {
+    try {
+      return this.core.call(op as any, request);
+    } catch (err) {
+      if (!(err instanceof CoreError)) this.broken = true;
+      throw err;
+    }
   }
 
   private rows(query: string, ...params: unknown[]): any[] {
@@ -81,10 +92,10 @@ export class ControlReports {
     this.read = 0;
     this.written = 0;
     try {
-      const first = this.core.call(Op.Report, { report: body });
+      const first = this.call(Op.Report, { report: body });
       const loaded = this.load(first.load);
       // Nothing is awaited from here to the transaction's end.
-      const reply = this.core.call(Op.Report, { report: body, loaded });
+      const reply = this.call(Op.Report, { report: body, loaded });
       if (reply.stale) return json(409, { error: "an older report than the one kept" });
       this.ctx.storage.transactionSync(() => this.write(first.load.node, reply));
       this.costs.report = { rows_read: this.read, rows_written: this.written, ms: performance.now() - started };
@@ -154,7 +165,7 @@ export class ControlReports {
       summary: new Uint8Array(r.summary as ArrayBuffer),
       receivedMs: BigInt(r.received_ms),
     }));
-    const reply = this.core.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()) });
+    const reply = this.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()) });
     for (const id of reply.wake as number[]) this.ctx.waitUntil(this.wake(id));
     this.costs.cluster = { rows_read: this.read, ms: performance.now() - started };
     return json(200, {
