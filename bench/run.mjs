@@ -25,11 +25,18 @@
 //             what shipping the shard would take (its entries, encoded). The keys are
 //             seeded through the nodes' merge path (core-built Pushes to /internal/push,
 //             tests/integration/seed.mjs): 100k client PUTs would take minutes.
+//   cluster   /v1/cluster's time and one node's report (SQL rows read at the node and at
+//             RingControl) with 1k vs 1M keys stored at a node (N=8 R=3). The keys are
+//             seeded by a FAULTS-only route that inserts rows directly (POST
+//             /internal/bulk: no value rows, outside the core, so no digest, count or
+//             sequence includes them: inert stored rows, which is what the cost is to be
+//             independent of); --cluster-keys=N for another size.
 //   core      the core's own table (bench/core.mjs): read from bench/out/core.json, or
 //             produced by scripts/bench-core.sh (npm run bench:core) when that is missing.
 //
 // Options: --quick (a smoke run: fewer and shorter rounds, 10k keys instead of 100k),
-// --only=e2e,latency,gossip,converge,round,core, --rounds=N, --seconds=S, --big-keys=N.
+// --only=e2e,latency,gossip,converge,round,bigkey,cluster,core, --rounds=N, --seconds=S,
+// --big-keys=N, --cluster-keys=N.
 // A full run writes bench/results.json and bench/results.md (a partial one, with any of
 // these options, writes bench/out/results.partial.*). Exit status 0 even when a target is
 // missed (the table says so); non-zero only when the benchmark itself fails.
@@ -68,6 +75,7 @@ const { values: args } = parseArgs({
     rounds: { type: "string" },
     seconds: { type: "string" },
     "big-keys": { type: "string" },
+    "cluster-keys": { type: "string" },
   },
 });
 const QUICK = args.quick;
@@ -75,7 +83,8 @@ const ROUNDS = Number(args.rounds ?? (QUICK ? 2 : 4));
 const SECONDS = Number(args.seconds ?? (QUICK ? 2 : 5));
 const BIG_KEYS = Number(args["big-keys"] ?? (QUICK ? 10_000 : 100_000));
 const SMALL_KEYS = 1000;
-const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,repair,core").split(","));
+const CLUSTER_KEYS = Number(args["cluster-keys"] ?? (QUICK ? 100_000 : 1_000_000));
+const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,repair,cluster,core").split(","));
 
 const CLIENTS = 16;
 const KEYSPACE = 500;
@@ -673,9 +682,6 @@ async function benchBigKey() {
 }
 
 // ---------------------------------------------------------------------------------------
-// core: bench/core.mjs's table.
-
-// ---------------------------------------------------------------------------------------
 // repair: one differing key in a shard of 100k keys.
 
 const REPAIR_SHARD_KEYS = 100_000;
@@ -718,6 +724,134 @@ async function benchRepair() {
     await stop(c);
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// cluster: /v1/cluster and one node's report, 1k vs 1M stored keys.
+
+const SEED_BATCH = 100_000;
+const STATUS_SAMPLES = 30;
+const REPORT_WRITES = 10;
+
+async function internal(c, binding, name, path, init = {}) {
+  const ns = await c.mf.getDurableObjectNamespace(binding);
+  const headers = binding === "NODE" ? { "X-Ring-Node-Id": name, ...(init.headers ?? {}) } : init.headers ?? {};
+  const r = await ns.get(ns.idFromName(name)).fetch(`https://${binding.toLowerCase()}${path}`, { ...init, headers });
+  const text = await r.text();
+  if (r.status !== 200) throw new Error(`${binding} ${name} ${path}: ${r.status} ${text.slice(0, 200)}`);
+  return JSON.parse(text);
+}
+
+/** Seeds `count` rows at node 0 (the FAULTS-only bulk route); returns the seconds taken. */
+async function seedRows(c, count) {
+  const parsed = parseConfig(c.vars);
+  const core = new Core(new WebAssembly.Module(readFileSync(join(root, "build/ringkv.wasm"))));
+  const ring = { epoch: 1, size: 8, from: 0, to: 0, phase: 0, nodeIdsMax: 8 };
+  core.call(Op.Init, { config: coreConfig(parsed.config, ring), node: { node: 0, clock: 0n, counter: 1n << 31n }, shards: [] });
+  const w = core.call(Op.Write, { nowMs: BigInt(Date.now()), key: utf8("seed"), value: randomValue(VALUE_BYTES), contentType: utf8(CONTENT_TYPE) });
+  const meta = Buffer.from(w.meta).toString("base64url");
+  const t = performance.now();
+  for (let from = 0; from < count; from += SEED_BATCH) {
+    await internal(c, "NODE", "0", "/internal/bulk", {
+      method: "POST",
+      body: JSON.stringify({ prefix: "seed/", from, count: Math.min(SEED_BATCH, count - from), meta }),
+    });
+  }
+  return (performance.now() - t) / 1000;
+}
+
+/** A key whose replicas include node 0, so that ?node=0 writes it there. */
+async function keyAtNode0(url, prefix) {
+  for (let i = 0; ; i++) {
+    const r = await request(`${url}/v1/cluster/placement?key=${encodeURIComponent(`${prefix}${i}`)}`);
+    if (r.json.replicas.includes("0")) return `${prefix}${i}`;
+  }
+}
+
+async function benchCluster() {
+  const sizes = [SMALL_KEYS, CLUSTER_KEYS];
+  const clusters = [];
+  try {
+    for (const size of sizes) {
+      const c = await start("ring", { vars: ringVars({ FAULTS: "1" }) });
+      await waitConverged(c.url, { timeoutMs: 30_000 });
+      log(`cluster: seeding ${size} rows at node 0`);
+      const seedS = await seedRows(c, size);
+      const stored = (await internal(c, "NODE", "0", "/internal/report-cost")).stored_rows;
+      await waitConverged(c.url, { timeoutMs: 60_000 });
+      log(`cluster: ${stored} rows stored at node 0 in ${seedS.toFixed(1)} s`);
+      clusters.push({ size, c, seedS, stored, statusMs: [], statusRows: [], report: {} });
+    }
+    // /v1/cluster, alternating the two clusters.
+    for (let i = 0; i < STATUS_SAMPLES + 2; i++) {
+      for (const e of i % 2 === 0 ? clusters : [...clusters].reverse()) {
+        const r = await request(`${e.c.url}/v1/cluster`);
+        if (r.status !== 200) throw new Error(`/v1/cluster: ${r.status}`);
+        if (i < 2) continue; // warm-up
+        e.statusMs.push(r.ms);
+        e.statusRows.push((await internal(e.c, "CONTROL", "control", "/control/stats")).cluster.rows_read);
+      }
+    }
+    // Reports: writes at node 0, each until converged; the rows every report read.
+    for (const e of clusters) {
+      const key = await keyAtNode0(e.c.url, "report/");
+      const node0 = await internal(e.c, "NODE", "0", "/internal/report-cost");
+      const control0 = await internal(e.c, "CONTROL", "control", "/control/stats");
+      for (let i = 0; i < REPORT_WRITES; i++) {
+        const w = await request(e.c.url + kvPath(key, "?node=0"), { method: "PUT", body: randomValue(VALUE_BYTES) });
+        if (w.status !== 200) throw new Error(`PUT at node 0: ${w.status}`);
+        await waitConverged(e.c.url, { timeoutMs: 30_000 });
+      }
+      const node1 = await internal(e.c, "NODE", "0", "/internal/report-cost");
+      const control1 = await internal(e.c, "CONTROL", "control", "/control/stats");
+      const nodeReports = node1.reports - node0.reports;
+      const controlReports = control1.reports - control0.reports;
+      e.report = {
+        node0_reports: nodeReports,
+        node0_rows_per_report: (node1.rows_read - node0.rows_read) / Math.max(1, nodeReports),
+        control_reports: controlReports,
+        control_rows_per_report: (control1.report_rows_read - control0.report_rows_read) / Math.max(1, controlReports),
+      };
+    }
+    results.cluster = {};
+    for (const e of clusters) {
+      results.cluster[`${e.size} keys`] = {
+        stored_rows_node0: e.stored,
+        seed_s: round1(e.seedS),
+        status_ms_median: round1(median(e.statusMs)),
+        status_ms_p90: round1(percentile([...e.statusMs].sort((a, b) => a - b), 0.9)),
+        status_rows_read_median: median(e.statusRows),
+        ...Object.fromEntries(Object.entries(e.report).map(([k, v]) => [k, round1(v)])),
+      };
+    }
+    const [small, big] = clusters;
+    const statusRatio = median(big.statusMs) / median(small.statusMs);
+    const reportRows = (e) => e.report.node0_rows_per_report + e.report.control_rows_per_report;
+    const reportRatio = reportRows(big) / reportRows(small);
+    results.cluster.status_ratio = Math.round(statusRatio * 1000) / 1000;
+    results.cluster.report_rows_ratio = Math.round(reportRatio * 1000) / 1000;
+    rows.push([
+      `/v1/cluster, ${big.stored} vs ${small.stored} keys stored at a node (seeded by the FAULTS-only bulk route), N=8 R=3`,
+      `${round1(median(big.statusMs))} ms median, ${median(big.statusRows)} SQL rows at RingControl`,
+      `${round1(median(small.statusMs))} ms, ${median(small.statusRows)} rows`,
+      `${statusRatio.toFixed(2)} x`,
+      "<= 1.5 x",
+      statusRatio <= 1.5,
+    ]);
+    rows.push([
+      `one node's report (SQL rows read: the node's facts + RingControl taking it), ${big.stored} vs ${small.stored} keys`,
+      `${round1(reportRows(big))} rows (${round1(big.report.node0_rows_per_report)} + ${round1(big.report.control_rows_per_report)})`,
+      `${round1(reportRows(small))} rows`,
+      `${reportRatio.toFixed(2)} x`,
+      "<= 1.5 x",
+      reportRatio <= 1.5,
+    ]);
+  } finally {
+    for (const e of clusters) await stop(e.c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// core: bench/core.mjs's table.
 
 function benchCore() {
   const file = join(root, "bench/out/core.json");
@@ -789,7 +923,9 @@ function report() {
     "",
   ];
   // Only a full run replaces the committed results; partial runs go to bench/out/.
-  const partial = QUICK || args.only !== undefined || args.rounds !== undefined || args.seconds !== undefined || args["big-keys"] !== undefined;
+  const partial =
+    QUICK || args.only !== undefined || args.rounds !== undefined || args.seconds !== undefined || args["big-keys"] !== undefined ||
+    args["cluster-keys"] !== undefined;
   const base = partial ? "bench/out/results.partial" : "bench/results";
   mkdirSync(join(root, "bench/out"), { recursive: true });
   writeFileSync(join(root, `${base}.md`), md.join("\n"));
@@ -806,6 +942,7 @@ const benches = [
   ["round", benchRound],
   ["bigkey", benchBigKey],
   ["repair", benchRepair],
+  ["cluster", benchCluster],
   ["core", benchCore],
 ];
 let failed = false;

@@ -118,9 +118,39 @@ static void perform(sim *s, node *n, const Ringkv__StepReply *rep, ProtobufCBina
     if (strcmp(rep->stats[i]->name, "entries_applied") == 0) s->res->entries_applied += rep->stats[i]->delta;
 }
 
+/* A report to RingControl: checked as the control object would (it decodes, it is this
+ * node's, its number grows), and answered later in the round. */
+static void report_send(sim *s, node *n, const Ringkv__Send *sd) {
+  if (sd->n_to != 1 || sd->to[0]->peer != RINGKV_PEER_CONTROL || sd->to[0]->tag == 0) {
+    failf(s, "report_target", "node %u: a report not addressed to RingControl alone", n->id);
+    return;
+  }
+  Ringkv__NodeReport *r = ringkv__node_report__unpack(NULL, sd->message.len, sd->message.data);
+  if (r == NULL || r->from != n->id || r->number <= n->report_number) {
+    failf(s, "report", "node %u: a report that RingControl would refuse", n->id);
+    if (r) ringkv__node_report__free_unpacked(r, NULL);
+    return;
+  }
+  n->report_number = r->number;
+  s->res->reports++;
+  ringkv__node_report__free_unpacked(r, NULL);
+  if (s->reports_len == s->reports_cap) {
+    s->reports_cap = s->reports_cap ? s->reports_cap * 2 : 64;
+    s->reports_q = realloc(s->reports_q, s->reports_cap * sizeof(*s->reports_q));
+    CHECK_ALLOC(s->reports_q);
+  }
+  s->reports_q[s->reports_len].node = n->id;
+  s->reports_q[s->reports_len].tag = sd->to[0]->tag;
+  s->reports_q[s->reports_len++].epoch = n->epoch;
+}
+
 static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
   for (size_t i = 0; i < rep->n_sends && !s->failed; i++) {
     const Ringkv__Send *sd = rep->sends[i];
+    if (sd->kind == RINGKV__KIND__KIND_REPORT) {
+      report_send(s, n, sd);
+      continue;
+    }
     if (sd->kind < RINGKV__KIND__KIND_PUSH || sd->kind > RINGKV__KIND__KIND_GC) {
       failf(s, "send_kind", "node %u: a Send of kind %u", n->id, sd->kind);
       return;
@@ -238,6 +268,7 @@ static Ringkv__Config sim_config(const sim *s) {
   c.tombstone_grace_ms = o->tombstone_grace_ms;
   c.fanout = o->fanout;
   c.gossip_interval_ms = o->interval_ms;
+  c.reports = true;
   /* As a deployment must: up to 2 x replicas writers' siblings and bytes of one key stay
    * within the core's bounds (full replication at 1024 nodes: 16 KiB, 2 siblings). */
   uint64_t accepting = RK_MIN(2u * (uint64_t)o->replicas, RINGKV_CLUSTER_SIZE_MAX);
@@ -829,6 +860,20 @@ static void check_oracles(sim *s) {
       check_key_at(s, k, n, best);
     }
   }
+  /* The live count the core keeps (StepState.live_keys) is the count of live rows. */
+  for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+    node *n = &s->nodes[i];
+    Ringkv__StepState *st = ringkv__step_state__unpack(NULL, n->state_len, n->state);
+    if (st == NULL) continue;
+    uint64_t live = 0;
+    for (uint32_t x = 0; x < n->keys_len; x++) {
+      const row *r = n->rows[n->keys[x]];
+      if (r && r->info.live) live++;
+    }
+    if (st->report_state != 0 && st->live_keys != live)
+      failf(s, "live_keys", "node %u: the core counts %" PRIu64 " live keys, its rows hold %" PRIu64, n->id, st->live_keys, live);
+    ringkv__step_state__free_unpacked(st, NULL);
+  }
   /* Nothing stored where it does not belong. */
   for (uint32_t i = 0; i < o->nodes && !s->failed; i++)
     for (uint32_t k = 0; k < o->keys; k++)
@@ -914,6 +959,23 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
       ev_free(e);
       busy = true;
     }
+    /* The control object's answers (an instance restarted since forgets its report). */
+    size_t due = s->reports_len;
+    for (size_t i = 0; i < due && !s->failed; i++) {
+      node *n = &s->nodes[s->reports_q[i].node];
+      if (n->epoch != s->reports_q[i].epoch) continue;
+      Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
+      Ringkv__Answer an = RINGKV__ANSWER__INIT;
+      an.tag = s->reports_q[i].tag;
+      an.answered = true;
+      req.answer = &an;
+      s->cause = "report answer";
+      rk_arena_reset(&s->ar);
+      run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "report answer");
+      busy = true;
+    }
+    memmove(s->reports_q, s->reports_q + due, (s->reports_len - due) * sizeof(*s->reports_q));
+    s->reports_len -= due;
     for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
       node *n = &s->nodes[order[i]];
       if (n->alarm_ms == 0 || now_ms(s, n) < n->alarm_ms) continue;
@@ -1045,6 +1107,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   free(s->shard_keys);
   free(s->tmp_digest);
   free(s->tmp_rows);
+  free(s->reports_q);
   free(order);
   rk_arena_free(&s->ar);
   free(s);

@@ -79,6 +79,7 @@ typedef struct {
   uint64_t messages_lost;
   uint64_t messages_duplicated;
   uint64_t restarts;
+  uint64_t reports;                  /* NodeReports sent to the control object */
   uint64_t partitions;
   uint64_t gc_collected;
   uint64_t expired;

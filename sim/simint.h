@@ -95,6 +95,7 @@ typedef struct {
   size_t state_len;
   uint64_t alarm_ms;       /* the armed alarm, 0 = none */
   uint64_t clock, counter; /* the last seen (monotonic oracles) */
+  uint64_t report_number;  /* the last report's (RingControl drops an older one) */
   /* volatile */
   int64_t skew_ms;
   uint8_t side;            /* partition side */
@@ -174,6 +175,10 @@ typedef struct {
   bool failed;
   uint64_t *tmp_digest;    /* [shards] */
   uint32_t *tmp_rows;      /* [shards] */
+  /* Reports sent this round, answered by the simulated control object (never lost: the
+   * report path is not gossip) once the round's network is quiet. */
+  struct { uint32_t node, tag; uint64_t epoch; } *reports_q;
+  size_t reports_len, reports_cap;
   const char *cause;       /* what the current change is, for --trace-key */
 } sim;
 

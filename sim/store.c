@@ -348,6 +348,19 @@ Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
       }
     }
   }
+  /* A report's facts: the simulator keeps no counters of its own and no database. */
+  if (load->report) {
+    Ringkv__ReportFacts *f = rk_alloc(&s->ar, sizeof(*f));
+    CHECK_ALLOC(f);
+    ringkv__report_facts__init(f);
+    ld->facts = f;
+  }
+  if (load->count_live) {
+    for (uint32_t x = 0; x < n->keys_len; x++) {
+      const row *r = n->rows[n->keys[x]];
+      if (r && r->info.live) ld->live_keys++;
+    }
+  }
   return ld;
 }
 

@@ -2,14 +2,20 @@
 // core's control step (RINGKV_OP_CONTROL): it persists the ControlState the step hands
 // back and answers with the ring, the cluster id and, when TOKEN_SECRET is unset, the
 // generated secret. It is never on the request path: only a node without a ring asks.
+// It also keeps each node's latest report (reports.ts) and answers /v1/cluster from them.
 //
-// Internal route (reachable only through the CONTROL binding, from nodes):
-//   POST /control/ring   {reported_size, secret_needed} -> the RingView as JSON
+// Internal routes (reachable only through the CONTROL binding, from nodes and the Worker,
+// which never forwards a client's path here):
+//   POST /control/ring     {reported_size, secret_needed} -> the RingView as JSON
+//   POST /control/report   a node's NodeReport (200: persisted; 4xx: refused, nothing kept)
+//   GET  /control/cluster  the nodes' statuses and `converged`, as JSON for /v1/cluster
+//   GET  /control/stats    SQL rows of the last report and status (only with FAULTS)
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
-import { parseConfig } from "./config";
+import { parseConfig, type RingConfig } from "./config";
 import { viewJson, type RingView } from "./ring";
+import { ControlReports } from "./reports";
 
 /** The control object's name under the CONTROL binding: there is one. */
 export const CONTROL_NAME = "control";
@@ -23,6 +29,7 @@ function json(status: number, body: unknown): Response {
 export class RingControl extends DurableObject {
   private readonly sql: any;
   private core: Core | undefined;
+  private reports: ControlReports | undefined;
 
   constructor(ctx: any, env: any) {
     super(ctx, env);
@@ -32,9 +39,12 @@ export class RingControl extends DurableObject {
 
   async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
-    if (url.pathname !== "/control/ring" || request.method !== "POST") return json(404, { error: "not found" });
     const parsed = parseConfig(this.env as Record<string, unknown>);
     if (parsed.error !== undefined) return json(503, { error: parsed.error });
+    if (url.pathname === "/control/report" && request.method === "POST") return this.reportsOf(parsed.config!).take(request);
+    if (url.pathname === "/control/cluster" && request.method === "GET") return this.reportsOf(parsed.config!).cluster();
+    if (url.pathname === "/control/stats" && request.method === "GET" && parsed.config!.faultsEnabled) return json(200, this.reportsOf(parsed.config!).costs);
+    if (url.pathname !== "/control/ring" || request.method !== "POST") return json(404, { error: "not found" });
     let body: any;
     try {
       body = await request.json();
@@ -52,6 +62,16 @@ export class RingControl extends DurableObject {
       }
       throw err;
     }
+  }
+
+  /** The reports, on a placement core at the ring's size (the ring as this object holds it;
+   *  the ring does not change in this release, so it is taken once per instance). */
+  private reportsOf(config: RingConfig): ControlReports {
+    if (this.reports === undefined || this.reports.broken) {
+      const view = this.step(config.clusterSize, 0, false);
+      this.reports = new ControlReports(this.ctx, this.env, this.sql, config, view.ring);
+    }
+    return this.reports;
   }
 
   /** One control step: stored state in, new state persisted, the view out. */

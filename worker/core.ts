@@ -25,6 +25,8 @@ export const Op = {
   Expire: 15, // lint: abi
   Control: 16, // lint: abi
   Step: 17, // lint: abi
+  Report: 18, // lint: abi
+  Cluster: 19, // lint: abi
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -46,6 +48,8 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.Expire]: "Expire",
   [Op.Control]: "Control",
   [Op.Step]: "Step",
+  [Op.Report]: "Report",
+  [Op.Cluster]: "Cluster",
 };
 
 /** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */

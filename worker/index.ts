@@ -16,6 +16,7 @@ import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson,
 
 export { RingNode } from "./node";
 export { RingControl } from "./control";
+import { CONTROL_NAME } from "./control";
 
 type Msg = Record<string, any>;
 
@@ -654,69 +655,29 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
   return json(200, { keys, cursor: next === null ? null : base64url(next) });
 }
 
-/** The cluster's status: every node's counters, and whether all replicas of every shard
- *  hold equal digests. */
+/** The cluster's status, from the nodes' reports to RingControl: one subrequest whatever
+ *  the size, and no key read anywhere (SPEC, release 2). A node that never reported shows
+ *  zeros, and the cluster is not converged until it has. */
 async function cluster(env: Msg, rs: RingState): Promise<Response> {
   const config = rs.setup.config!;
-  const size = rs.view.ring.size;
-  const statuses = await Promise.all(
-    Array.from({ length: size }, async (_, node) => {
-      try {
-        const response = await callNode(env, node, "/internal/status", {}, rs.policy.nodeTimeoutMs);
-        if (response.status === 503 && response.headers.get(REFUSED_HEADER) !== null) {
-          const text = await response.text();
-          let reason = text;
-          try {
-            reason = JSON.parse(text).error ?? text;
-          } catch {
-            // keep the text
-          }
-          return { error: `answered 503: ${reason}`, configRefusal: `node ${node}: ${reason}` };
-        }
-        if (response.status !== 200) return { error: `answered ${response.status}: ${(await response.text()).slice(0, 200)}` };
-        return (await response.json()) as Msg;
-      } catch (err) {
-        return { error: (err as Error).message };
-      }
-    }),
-  );
-  // A node that refuses to serve (configuration mismatch) makes the whole answer a 503.
-  const refusal = statuses.find((st) => st.configRefusal !== undefined);
-  if (refusal !== undefined) return json(503, { error: refusal.configRefusal });
-  let converged = statuses.every((st) => st.error === undefined);
-  // The shards some node holds rows of. (A digest with no key row behind it at a node is
-  // not converged: the node's sample for that shard is empty.)
-  const held = new Set<number>();
-  const digests: Map<number, string>[] = statuses.map(() => new Map());
-  statuses.forEach((st, node) => {
-    for (const [shard, digest, sample] of (st.shards ?? []) as [number, string, string][]) {
-      digests[node].set(shard, digest);
-      if (sample !== "") held.add(shard);
-      else converged = false;
-    }
-  });
-  if (converged && held.size > 0) {
-    const shards = [...held];
-    // Placed by shard number (up to 65,536 in one call), not by a sample key each: the
-    // keys' form was capped at 16,384 and answered 500 beyond.
-    const placements = place(rs, [], shards);
-    for (let i = 0; i < shards.length && converged; i++) {
-      const replicas: number[] = placements[i].replicas;
-      const first = digests[replicas[0]].get(shards[i]) ?? "0";
-      for (const r of replicas) if ((digests[r].get(shards[i]) ?? "0") !== first) converged = false;
-    }
+  const stubControl = env.CONTROL.get(env.CONTROL.idFromName(CONTROL_NAME));
+  let status: Msg;
+  try {
+    const response: Response = await stubControl.fetch("https://control/control/cluster");
+    const text = await response.text();
+    if (response.status !== 200) fail(503, `RingControl answered ${response.status}: ${text.slice(0, 200)}`); // lint: http-status
+    status = JSON.parse(text);
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    fail(503, `RingControl did not answer: ${(err as Error).message}`);
   }
   return json(200, {
-    size,
+    size: rs.view.ring.size,
     replicas: config.replicas,
     epoch: rs.view.ring.epoch,
     transition: null,
-    nodes: statuses.map((st, node) =>
-      st.error !== undefined
-        ? { id: String(node), error: st.error }
-        : { id: String(node), keys: st.keys, digest: st.digest, gossip: st.gossip, refused: st.refused },
-    ),
-    converged,
+    nodes: status.nodes.map((n: Msg) => ({ id: n.id, keys: n.keys, digest: n.digest, gossip: n.gossip, refused: n.refused })),
+    converged: status.converged,
   });
 }
 

@@ -8,7 +8,6 @@
 //   POST /internal/write    client PUT/DELETE (key, token payload in headers; body = value)
 //   GET  /internal/read     client GET (?siblings=1)
 //   POST /internal/list     listing page: {prefix, after, limit} (base64url keys)
-//   GET  /internal/status   counters, digests, per-shard digests for `converged`
 //   GET  /internal/dump     the admin dump (?cursor=)
 //   POST /internal/push     gossip Push, or an anti-entropy repair request (answer: Push)
 //   POST /internal/digest   anti-entropy DigestRequest (answer: DigestReply)
@@ -16,6 +15,9 @@
 //   GET  /internal/ring     the ring, cluster id and generated secret, for a Worker isolate
 //   POST /internal/faults   fault injection settings (only with FAULTS)
 //   POST /internal/crash    ctx.abort() (only with FAULTS)
+//   POST /internal/bulk     rows inserted directly, outside the core (only with FAULTS:
+//                           the benchmark's seeding)
+//   GET  /internal/report-cost  reports sent and the SQL rows their facts read (FAULTS)
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
@@ -48,6 +50,10 @@ const DUMP_KEYS_MAX = 100; // lint: api-limit
 const DUMP_VALUE_BYTES_MAX = 8 * 1024 * 1024; // lint: platform-limit
 /** The channel (StepRequest Kind) each peer path carries. */
 const KIND_PATHS = ["", "/internal/push", "/internal/digest", "/internal/gc"];
+/** Kind KIND_REPORT (wasm/ringkv.proto): a NodeReport for RingControl. */
+const KIND_REPORT = 4; // lint: abi
+/** RingControl's route for reports (worker/control.ts). */
+const REPORT_PATH = "/control/report";
 
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
@@ -115,7 +121,8 @@ export class RingNode extends DurableObject {
       storage: this.storage,
       stats: this.stats,
       nowMs: () => this.nowMs(),
-      send: (peer, kind, message, timeoutMs) => this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
+      send: (peer, kind, message, timeoutMs) =>
+        kind === KIND_REPORT ? this.report(message, timeoutMs) : this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
       setAlarm: (atMs) => this.setAlarm(atMs),
       record: (performed) => {
         if (!this.config?.recordCalls) return;
@@ -233,7 +240,7 @@ export class RingNode extends DurableObject {
     const conf = (name: string) => this.storage.getConf(name) ?? "0";
     try {
       core.call(Op.Init, {
-        config: coreConfig(this.config!, this.ringView!.ring),
+        config: { ...coreConfig(this.config!, this.ringView!.ring), reports: true },
         node: { node: this.nodeId, clock: BigInt(conf("clock")), counter: BigInt(conf("counter")) },
         shards: this.storage.shardDigests(),
         state: this.storage.stepState(),
@@ -365,12 +372,15 @@ export class RingNode extends DurableObject {
           return this.handleRead(request, url);
         case "/internal/list":
           return this.handleList(await jsonBody(request));
-        case "/internal/status":
-          return this.handleStatus();
         case "/internal/dump":
           return this.handleDump(url);
         case "/internal/calls":
           return this.handleCalls(url);
+        case "/internal/bulk":
+          return this.handleBulk(await jsonBody(request));
+        case "/internal/report-cost":
+          if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
+          return json(200, { ...this.executor.reportCost, stored_rows: this.sql.exec(`SELECT count(*) AS n FROM keys`).one().n });
         case "/internal/faults":
           return this.handleFaults(await jsonBody(request));
         case "/internal/crash":
@@ -402,15 +412,15 @@ export class RingNode extends DurableObject {
           if (fromPeer) {
             // This node's own request to its core came out too large (the rows a message
             // needs): not the peer's fault, so the peer keeps it unacknowledged.
-            this.stats.add("refused_request_too_large", 1);
+            this.countRefused("request_too_large");
             return json(503, { error: "the rows this message needs exceed one core call; try again later" });
           }
           return json(413, { error: "value or content type too large" });
         case CoreError.E_DECODE:
-          if (fromPeer) this.stats.add("refused_malformed", 1);
+          if (fromPeer) this.countRefused("malformed");
           return json(400, { error: "malformed message" }, { [REFUSED_REASON_HEADER]: "malformed" });
         case CoreError.E_PROTOCOL:
-          this.stats.add("refused_protocol_version", 1);
+          this.countRefused("protocol_version");
           return json(400, { error: "unknown protocol version" }, { [REFUSED_REASON_HEADER]: "protocol_version" });
       }
       console.error(`ringkv node ${this.nodeId}: ${err.message}`);
@@ -418,6 +428,16 @@ export class RingNode extends DurableObject {
     }
     console.error(`ringkv node ${this.nodeId}: ${(err as Error).stack ?? err}`);
     return json(500, { error: "internal error" });
+  }
+
+  /** A peer's message refused before its step could take it: the core counts it (and so
+   *  reports it); counted here only when the core is unavailable. */
+  private countRefused(reason: string): void {
+    try {
+      this.executor.run({ refused: reason }, EMPTY);
+    } catch {
+      this.stats.add(`refused_${reason}`, 1);
+    }
   }
 
   private requestKey(request: Request): Uint8Array {
@@ -535,29 +555,6 @@ export class RingNode extends DurableObject {
     });
   }
 
-  /** Counters and digests for /v1/cluster, with one sample key per non-zero shard so the
-   *  Worker can place the shard and compare all its replicas. */
-  private handleStatus(): Response {
-    this.stats.flush();
-    let digest = 0n;
-    const shards = this.storage.shardSamples();
-    for (const [, d] of shards) digest = BigInt.asUintN(64, digest + BigInt("0x" + d)); // lint: encoding
-    return json(200, {
-      id: this.nodeId,
-      keys: this.storage.liveKeys(),
-      digest: digest.toString(),
-      gossip: {
-        rounds: this.stats.get("rounds"),
-        messages_sent: this.stats.get("messages_sent"),
-        bytes_sent: this.stats.get("bytes_sent"),
-        entries_sent: this.stats.get("entries_sent"),
-        entries_applied: this.stats.get("entries_applied"),
-      },
-      refused: this.stats.refused(),
-      shards,
-    });
-  }
-
   /** The admin dump: this node's registers with their siblings, DUMP_KEYS_MAX at a time.
    *  Metadata is decoded in JS (no core call): it is the node's own canonical encoding. */
   private handleDump(url: URL): Response {
@@ -618,6 +615,20 @@ export class RingNode extends DurableObject {
     return json(200, { node: this.nodeId, keys, cursor: last });
   }
 
+  /** FAULTS only: the benchmark's bulk seeding (NodeStorage.bulkInsert). */
+  private handleBulk(body: any): Response {
+    if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
+    const from = Number(body?.from);
+    const count = Number(body?.count);
+    const meta = unbase64url(String(body?.meta ?? ""));
+    if (!Number.isInteger(from) || !Number.isInteger(count) || from < 0 || count < 1 || meta === undefined) throw new HttpError(400, "bad bulk request");
+    let written = 0;
+    this.ctx.storage.transactionSync(() => {
+      written = this.storage.bulkInsert(String(body?.prefix ?? "bulk/"), from, count, this.config!.shards, meta);
+    });
+    return json(200, { written });
+  }
+
   private handleFaults(body: any): Response {
     if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
     this.faults = normalizeFaults(body, this.config!.maxClockSkewMs);
@@ -648,6 +659,31 @@ export class RingNode extends DurableObject {
       this.setAlarm(this.nowMs() + this.config!.gossipIntervalMs);
     }
     this.stats.flush();
+  }
+
+  /** Sends a NodeReport to RingControl (not gossip: not in the gossip counters). Resolves
+   *  with the answer (RingControl persisted it), a refusal (4xx), or neither. */
+  private async report(body: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }> {
+    const env = this.env as any;
+    const stub = env.CONTROL.get(env.CONTROL.idFromName(CONTROL_NAME));
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
+    try {
+      const response: Response = await stub.fetch(`https://control${REPORT_PATH}`, {
+        method: "POST",
+        body,
+        headers: { "Content-Type": "application/octet-stream" },
+        signal: abort.signal,
+      });
+      const answer = new Uint8Array(await response.arrayBuffer());
+      if (response.status === 200) return { answer }; // lint: http-status
+      if (response.status < 500) return { refused: "refused" }; // lint: http-status
+      return {};
+    } catch {
+      return {};
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Sends one node-to-node message; resolves with the answer body, or the reason the peer

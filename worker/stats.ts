@@ -3,6 +3,8 @@
 // hot paths.
 export class Stats {
   private readonly pending = new Map<string, number>();
+  /** SQL rows the last all() read (a report's cost, for the benchmark). */
+  lastRowsRead = 0;
 
   constructor(private readonly sql: any) {}
 
@@ -26,6 +28,16 @@ export class Stats {
   get(name: string): number {
     const rows = this.sql.exec(`SELECT value FROM stats WHERE name = ?`, name).toArray();
     return (rows.length > 0 ? Number(rows[0].value) : 0) + (this.pending.get(name) ?? 0);
+  }
+
+  /** Every counter with its value (a report's facts), pending ones included. */
+  all(): { name: string; value: bigint }[] {
+    const values = new Map<string, number>();
+    const cursor = this.sql.exec(`SELECT name, value FROM stats`);
+    for (const row of cursor) values.set(String(row.name), Number(row.value));
+    this.lastRowsRead = cursor.rowsRead;
+    for (const [name, delta] of this.pending) values.set(name, (values.get(name) ?? 0) + delta);
+    return [...values].map(([name, value]) => ({ name, value: BigInt(value) }));
   }
 
   /** The refused_<reason> counters, as {"<reason>": n}. */

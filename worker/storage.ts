@@ -1,7 +1,6 @@
 // A node's SQLite storage: the schema, the rows a core step asks to load (StepReply.load),
 // and the writes it hands back (StepReply rows, peers, state), applied in one transaction.
 // Mechanics only: what to load and write, and when, is the core's.
-import { base64url } from "./tokens";
 
 export type Msg = Record<string, any>;
 
@@ -69,6 +68,9 @@ function infoColumns(info: Msg): unknown[] {
 }
 
 export class NodeStorage {
+  /** SQL rows the last load's live count read (0 when it asked none). */
+  lastCountRowsRead = 0;
+
   constructor(
     private readonly sql: any,
     private readonly storage: any,
@@ -155,7 +157,7 @@ export class NodeStorage {
   // Loads (the Load message of wasm/ringkv.proto says what each one is).
 
   load(l: Msg): Msg {
-    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n, rangesLoaded: 0, rangeRows: [], parts: [] };
+    const out: Msg = { rows: [], shards: [], shardRows: [], changed: [], expirable: [], collectable: [], nextExpiry: 0n, rangesLoaded: 0, rangeRows: [], parts: [], liveKeys: 0n };
     if (l.keys.length > 0) out.rows = this.loadKeys(l.keys, Number(l.rowsBytesMax));
     if (l.shards.length > 0) this.loadShards(l.shards, Number(l.shardBytesMax), out);
     if (l.ranges.length > 0) this.loadRanges(l.ranges, l.rangesRowsMax, Number(l.rangesBytesMax), out);
@@ -170,6 +172,13 @@ export class NodeStorage {
         .exec(`SELECT min(max_hlc) AS m FROM keys WHERE all_deleted = 1 AND expired = 0 AND max_hlc >= ?`, hex64(l.expireBefore))
         .one();
       if (row.m !== null) out.nextExpiry = unhex64(row.m);
+    }
+    // Once, for a node persisted by an earlier build: from then on the core keeps the count.
+    this.lastCountRowsRead = 0;
+    if (l.countLive) {
+      const cursor = this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`);
+      out.liveKeys = BigInt(cursor.one().n);
+      this.lastCountRowsRead = cursor.rowsRead;
     }
     return out;
   }
@@ -455,20 +464,32 @@ export class NodeStorage {
     }
   }
 
-  /** Live keys, for /v1/cluster. */
-  liveKeys(): number {
-    return Number(this.sql.exec(`SELECT count(*) AS n FROM keys WHERE live = 1`).one().n);
+  /** FAULTS only (the benchmark's seeding): `count` key rows numbered from `from`, inserted
+   *  directly with one metadata for all and no value rows, outside the core: no digest,
+   *  count or sequence includes them, so they are inert stored keys (no round, report or
+   *  anti-entropy exchange reads them). */
+  bulkInsert(prefix: string, from: number, count: number, shards: number, meta: Uint8Array): number {
+    const zero = hex64(0n);
+    const cursor = this.sql.exec(
+      `WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+       INSERT OR IGNORE INTO keys(key, shard, meta, seq, from_client, live, winner_hlc, winner_node, all_deleted,
+         max_hlc, expired, siblings, digest)
+       SELECT CAST(? || printf('%09d', i) AS BLOB), i % ?, ?, 0, 0, 1, ?, 0, 0, ?, 0, 1, ? FROM n`,
+      from,
+      from + count,
+      prefix,
+      shards,
+      blob(meta),
+      zero,
+      zero,
+      zero,
+    );
+    cursor.toArray();
+    return cursor.rowsWritten;
   }
 
-  /** Shard digests with one sample key each (the Worker places the shard by it). */
-  shardSamples(): [number, string, string][] {
-    const out: [number, string, string][] = [];
-    for (const row of this.sql
-      .exec(`SELECT s.shard AS shard, s.digest AS digest, (SELECT k.key FROM keys k WHERE k.shard = s.shard LIMIT 1) AS sample
-             FROM shard_digests s`)
-      .toArray()) {
-      out.push([row.shard, row.digest, row.sample === null ? "" : base64url(bytesOf(row.sample))]);
-    }
-    return out;
+  /** The database's size in bytes (a report's fact). */
+  databaseBytes(): number {
+    return Number(this.sql.databaseSize ?? 0);
   }
 }

@@ -297,7 +297,7 @@ test("linear memory stays bounded over a million calls", () => {
   assert.equal(core.memoryBytes(), afterBig);
 });
 
-test("a Worker's placement-only instance places all 65,536 shards in one call, as /v1/cluster does", () => {
+test("a Worker's placement-only instance places all 65,536 shards in one call (RingControl places shards one by one as reports touch them)", () => {
   const core = new Core(wasmModule);
   const config = { ...CONFIG, shards: 65536 };
   core.call(Op.Init, { config, node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });

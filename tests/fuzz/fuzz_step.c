@@ -4,6 +4,7 @@
  *   1: one PeerState given to OP_INIT (InitRequest.peers), then the start and an alarm;
  *   2: a StepRequest to a started node, then, as an executor must, `loaded` (empty) for
  *      as long as a reply asks for a load, then an alarm.
+ * Bit 4 of the first byte turns the node's reports to RingControl on (Config.reports).
  * Oracles: whatever a node accepted must not wedge it (the next alarm step succeeds, and
  * its reply frames), and the state and peer rows the core asks to persist must be taken
  * back by OP_INIT on a fresh node (a restart never fails on the node's own state). */
@@ -12,10 +13,27 @@
 #define FZ_LOADS_MAX 8
 #define FZ_TAGS_MAX 256
 
+/* Whether the node reports to RingControl (Config.reports): bit 4 of the first byte. */
+static bool fz_reports;
+
 /* InitRequest{config, node{node 0}, [state], [peers]}. */
 static rk_slice init_request(rk_slice state, const rk_slice *peers, size_t npeers) {
   pb_enc e = fz_enc();
-  fz_put_config(&e, 1);
+  if (fz_reports) {
+    pb_enc c = fz_enc();
+    fz_put_config(&c, 1);
+    rk_slice cs = fz_result(&c);
+    pb_rd r = pb_reader(cs);
+    uint32_t f, wt;
+    rk_slice inner = {NULL, 0};
+    if (pb_next(&r, &f, &wt) == 1) pb_get_bytes(&r, wt, &inner);
+    size_t m = pb_begin(&e, 1);
+    pb_put_raw(&e, inner.ptr, inner.len);
+    pb_put_bool(&e, 20, true);
+    pb_end(&e, m);
+  } else {
+    fz_put_config(&e, 1);
+  }
   size_t m = pb_begin(&e, 2);
   pb_put_uint(&e, 1, 0);
   pb_end(&e, m);
@@ -192,6 +210,7 @@ static void script(ringkv_node *n, rk_slice ops, persisted *p) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;
   uint8_t mode = data[0] % 4;
+  fz_reports = (data[0] & 0x10) != 0;
   rk_slice rest = fz_slice(data + 1, size - 1);
   persisted p;
   memset(&p, 0, sizeof p);

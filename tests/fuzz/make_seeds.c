@@ -445,6 +445,43 @@ int main(int argc, char **argv) {
       emit(done(&e));
     }
     emit(fz_slice(NULL, 0));
+  } else if (strcmp(t, "fuzz_report") == 0) {
+    /* A NodeReport (2-byte length first), then a ReportLoaded. */
+    for (int full = 0; full < 2; full++) {
+      pb_enc r = enc();
+      pb_put_uint(&r, 1, RINGKV_PROTOCOL_VERSION);
+      pb_put_uint(&r, 2, 3);
+      pb_put_uint(&r, 3, 7);
+      pb_put_uint(&r, 5, (uint64_t)full);
+      size_t m = pb_begin(&r, 9);
+      pb_put_bytes(&r, 1, fz_str("rounds"));
+      pb_put_uint(&r, 2, 4);
+      pb_end(&r, m);
+      for (uint32_t sh = 1; sh < 4; sh++) {
+        m = pb_begin(&r, 10);
+        pb_put_uint(&r, 1, sh * 5u);
+        pb_put_fixed64(&r, 2, sh);
+        pb_end(&r, m);
+      }
+      pb_put_bool(&r, 11, full == 1);
+      rk_slice rs = done(&r);
+      pb_enc l = enc();
+      pb_put_bool(&l, 1, true);
+      pb_put_uint(&l, 2, 2);
+      m = pb_begin(&l, 3);
+      pb_put_uint(&l, 1, 5);
+      pb_put_uint(&l, 2, 1);
+      pb_put_fixed64(&l, 3, 9);
+      pb_end(&l, m);
+      pb_put_uint(&l, 4, 1);
+      rk_slice ls = done(&l);
+      uint8_t *buf = rk_alloc(&A, 2 + rs.len + ls.len);
+      buf[0] = (uint8_t)(rs.len >> 8);
+      buf[1] = (uint8_t)rs.len;
+      memcpy(buf + 2, rs.ptr, rs.len);
+      memcpy(buf + 2 + rs.len, ls.ptr, ls.len);
+      emit(fz_slice(buf, 2 + rs.len + ls.len));
+    }
   } else if (strcmp(t, "fuzz_step") == 0) {
     /* Mode bytes as fuzz_step.c reads them: 0 StepState, 1 PeerState, 2 StepRequest, 3 a
      * script of events. */

@@ -27,7 +27,13 @@ after(async () => {
 
 const replicasOf = async (key) => (await c.req(`/v1/cluster/placement?key=${encodeURIComponent(key)}`)).json.replicas.map(Number);
 const faults = (body) => c.req("/v1/admin/faults", { method: "POST", body: JSON.stringify(body) });
-const refusedAt = async (node) => (await c.req("/v1/cluster")).json.nodes[node].refused;
+// /v1/cluster is served from the nodes' reports: counts are exact once converged (every
+// node has reported since its last change).
+const refusedAt = async (node) =>
+  (await waitFor("converged", async () => {
+    const s = (await c.req("/v1/cluster")).json;
+    return s.converged ? s : undefined;
+  }, { timeoutMs: 60_000, everyMs: 100 })).nodes[node].refused;
 
 async function toNode(node, path, body) {
   const stub = ns.get(ns.idFromName(String(node)));

@@ -209,7 +209,13 @@ function pushOf({ version = 2, from, key, siblings, vv = [], dots = [] }) {
   return encode("Push", { version, from, entries: [{ key: utf8(key), register: { siblings: sibs, context } }], speaks: version });
 }
 
-const refusedAt = async (node) => (await req("/v1/cluster")).json.nodes[node].refused;
+// /v1/cluster is served from the nodes' reports: counts are exact once converged (every
+// node has reported since its last change).
+const refusedAt = async (node) =>
+  (await waitFor("converged", async () => {
+    const s = (await req("/v1/cluster")).json;
+    return s.converged ? s : undefined;
+  }, { timeoutMs: 60_000, everyMs: 100 })).nodes[node].refused;
 
 test("a peer's far-future and near-2^64 HLCs never reach a node's state or clock; gossip carries on", async () => {
   const key = "hostile/future";

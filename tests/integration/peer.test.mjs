@@ -30,7 +30,11 @@ test("a Push with an unknown protocol version is refused (400) and counted in /v
   assert.equal(r.status, 400);
   const d = await toNode(0, "/internal/digest", encode("DigestRequest", { version: 99, from: 1, root: 5n }));
   assert.equal(d.status, 400);
-  const status = (await c.req("/v1/cluster")).json;
+  // Counted by the node's core and reported to RingControl (exact once converged).
+  const status = await waitFor("converged", async () => {
+    const s = (await c.req("/v1/cluster")).json;
+    return s.converged ? s : undefined;
+  }, { timeoutMs: 30_000, everyMs: 100 });
   assert.ok(status.nodes[0].refused.protocol_version >= 2, JSON.stringify(status.nodes[0].refused));
 });
 

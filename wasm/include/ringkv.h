@@ -75,6 +75,14 @@
 #define RINGKV_GOSSIP_INTERVAL_MS_DEFAULT 1000u  /* Config.gossip_interval_ms 0 */
 #define RINGKV_CLUSTER_ID_BYTES 16u
 #define RINGKV_SECRET_BYTES 32u
+/* Node reports (NodeReport, RingControl's POST /control/report): the Target.peer of a
+ * KIND_REPORT send names no node; a report is at most this large (one at 65,536 shards
+ * is about 1 MiB); reports exist from protocol version 2 on. */
+#define RINGKV_PEER_CONTROL 0xFFFFFFFFu
+#define RINGKV_REPORT_BYTES_MAX (4u * 1024u * 1024u)
+#define RINGKV_REPORT_VERSION_MIN 2u
+#define RINGKV_REPORT_COUNTERS_MAX 64u     /* counters in one report */
+#define RINGKV_COUNTER_NAME_BYTES_MAX 64u
 
 /* Operations: RINGKV_OP_X takes an XRequest and returns an XReply (wasm/ringkv.proto). */
 enum ringkv_op {
@@ -96,6 +104,10 @@ enum ringkv_op {
   RINGKV_OP_CONTROL = 16,     /* RingControl's step: the ring, cluster id and secret (no
                                  OP_INIT needed: the control object is not a node) */
   RINGKV_OP_STEP = 17,        /* the node step: one event in, the actions out (below) */
+  RINGKV_OP_REPORT = 18,      /* RingControl: take a NodeReport (two calls: what to load,
+                                 then what to write); on a placement-only instance */
+  RINGKV_OP_CLUSTER = 19,     /* RingControl: /v1/cluster and `converged` from the stored
+                                 summaries; on a placement-only instance */
 };
 
 /* The node step (RINGKV_OP_STEP, StepRequest -> StepReply): the one entry an executor
@@ -103,7 +115,11 @@ enum ringkv_op {
  * callable for tests and fuzzers.
  *
  * Events: a client write (with the key's row), a peer's message, a Send's answer or its
- * loss, the alarm, the node's start, and `loaded` (the rows the previous reply asked for).
+ * loss, the alarm, the node's start, `loaded` (the rows the previous reply asked for), and
+ * `refused` (a peer's message the executor refused before the step could take it).
+ * With Config.reports the step also reports to RingControl (KIND_REPORT sends to
+ * RINGKV_PEER_CONTROL, see NodeReport): a report's facts come in by a `loaded` (Load.report),
+ * and the event's `reply` then comes with that later step.
  * The time and fresh random bits come with every event: the step never reads a clock.
  *
  * Actions, in this order:

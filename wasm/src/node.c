@@ -10,6 +10,7 @@
 #include "node.h"
 #include "range.h"
 #include "register.h"
+#include "report.h"
 
 
 
@@ -109,6 +110,8 @@ static const uint16_t *placement_of(const ringkv_node *cn, uint32_t shard) {
 static const uint16_t *replicas_of(const ringkv_node *n, uint32_t shard) {
   return full_replication(n) ? n->all_nodes : placement_of(n, shard);
 }
+
+const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard) { return replicas_of(n, shard); }
 
 static bool is_mine(const ringkv_node *n, uint32_t shard) {
   if (full_replication(n)) return true;
@@ -459,6 +462,7 @@ static int config_read(rk_slice s, rk_config *c) {
     case 9: ok = pb_get_u64(R, WT, &c->key_bytes_max); break;
     case 10: ok = pb_get_u64(R, WT, &c->value_bytes_max); break;
     case 11: ok = pb_get_u64(R, WT, &c->gossip_interval_ms); break;
+    case 20: ok = pb_get_bool(R, WT, &c->reports); break;
     SKIP;
   }
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
@@ -2426,8 +2430,11 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
     rc = op_init(n, in, &out);
   } else if (op == RINGKV_OP_CONTROL) {
     rc = rk_control_step(&n->arena, in, &out);
+  } else if ((op == RINGKV_OP_REPORT || op == RINGKV_OP_CLUSTER) && n->ready) {
+    /* RingControl's: placement only, no node state. */
+    rc = op == RINGKV_OP_REPORT ? rk_control_report(n, in, &out) : rk_control_cluster(n, in, &out);
   } else if (!n->ready || (n->placement_only && op != RINGKV_OP_PLACE)) {
-    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_STEP && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
+    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_CLUSTER && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
   } else {
     /* Node state is only committed by operations that succeed: keep a copy to restore. */
     uint64_t clock = n->clock, counter = n->counter;

@@ -17,6 +17,7 @@ typedef struct {
   uint64_t key_bytes_max;  /* value bytes a context write may leave in a key */
   uint64_t value_bytes_max;
   uint64_t gossip_interval_ms;  /* at most one gossip round per interval */
+  bool reports;                 /* the node reports to RingControl (Config.reports) */
 } rk_config;
 
 typedef struct rk_step rk_step;
@@ -53,6 +54,9 @@ struct ringkv_node {
 /* Runs operation `op` (RINGKV_OP_PLACE .. RINGKV_OP_EXPIRE) inside the current call: the
  * arena is not reset, so replies of earlier operations in the same call stay valid. */
 int rk_node_op(ringkv_node *n, uint32_t op, rk_slice req, rk_slice *reply);
+
+/* The shard's replicas (cfg.replicas node ids, any order), valid until the next call. */
+const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard);
 
 /* step.c. rk_step_new decodes the persisted StepState and peer rows for a node of this
  * configuration (NULL with *err set when they do not decode); *clock and *counter are

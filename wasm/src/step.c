@@ -15,6 +15,7 @@
 #include "hash.h"
 #include "node.h"
 #include "range.h"
+#include "report.h"
 
 /* Policy. Units last. */
 #define PUSH_CANDIDATES_MAX 512u                 /* rows one round reads to push */
@@ -58,7 +59,7 @@
 #define PUSH_BYTES_PER_MS 10000u
 #define SENT_SLOTS 4096u  /* recently sent keys remembered (half of it: 4 rounds' candidates) */
 
-enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3 };
+enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3, KIND_REPORT = 4 };
 enum {
   WAIT_NONE,
   WAIT_ROUND,
@@ -69,6 +70,7 @@ enum {
   WAIT_GC_DECIDE,
   WAIT_AE_OWN_PARTS,      /* this node's parts of the ranges it is about to ask */
   WAIT_DIGEST_PARTS,      /* its parts of the ranges a peer asked */
+  WAIT_REPORT,
 };
 enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
 
@@ -132,6 +134,7 @@ struct rk_step {
   buf_t *gc_replies;
   size_t gc_len, gc_waiting;
   uint64_t gc_at;
+  rk_report rep;               /* reports to RingControl (report.c) */
 };
 
 #define STATS_MAX 32u
@@ -142,6 +145,7 @@ typedef struct {
   pb_enc rows, sends, load;
   bool has_load;
   rk_slice reply;
+  bool report_answer;          /* the event was the outcome of a report */
   struct {
     rk_slice name;
     uint64_t delta;
@@ -253,6 +257,7 @@ static uint64_t push_target(const ringkv_node *n, const rk_step *st) {
 /* A Local's key, its seq and from_client columns, and the bytes it holds. */
 typedef struct {
   rk_slice key;
+  rk_slice meta;
   uint64_t seq;
   bool from_client;
   uint64_t bytes;
@@ -282,6 +287,7 @@ static bool local_info_read(rk_slice s, local_info *li) {
     SKIP;
   }
   li->bytes += meta.len;
+  li->meta = meta;
   return ok && t_ >= 0;
 }
 
@@ -302,6 +308,7 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_uint(e, 11, s->ae_agreed);
   pb_put_uint(e, 12, s->expiry_at_ms);
   pb_put_uint(e, 13, s->gc_at_ms);
+  if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
 }
 
 rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
@@ -311,6 +318,8 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
   sched_t s;
   memset(&s, 0, sizeof s);
   uint64_t st_clock = *clock, st_counter = *counter;
+  rk_report rep;
+  memset(&rep, 0, sizeof rep);
   if (state.len == 0) {
     s.seq = legacy_seq;
     s.client_seq = legacy_seq;
@@ -329,9 +338,12 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 11: ok = pb_get_u32(R, WT, &s.ae_agreed); break;
     case 12: ok = pb_get_u64(R, WT, &s.expiry_at_ms); break;
     case 13: ok = pb_get_u64(R, WT, &s.gc_at_ms); break;
+    case 20: ok = pb_get_u64(R, WT, &rep.live_keys); break;
+    case 21: ok = pb_get_u32(R, WT, &rep.state); break;
+    case 22: ok = pb_get_u64(R, WT, &rep.number); break;
     SKIP;
   }
-  if (!ok || t_ < 0 || s.client_seq > s.seq) {
+  if (!ok || t_ < 0 || s.client_seq > s.seq || rep.state > RK_REPORT_PENDING) {
     *err = RINGKV_E_DECODE;
     return NULL;
   }
@@ -344,6 +356,8 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     return NULL;
   }
   st->s = s;
+  st->rep = rep;
+  rk_report_start(&st->rep);
   st->peers = ps;
   st->peers_len = cfg->cluster_size;
   for (size_t i = 0; i < peers_len; i++) {
@@ -398,6 +412,7 @@ static void ae_clear(rk_step *st) {
 static void chain_drop(rk_step *st) {
   if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
   if (st->wait == WAIT_AE_REPAIR || st->wait == WAIT_AE_OWN_PARTS) ae_clear(st);
+  if (st->wait == WAIT_REPORT) rk_report_dropped(&st->rep);
   chain_clear(st);
 }
 
@@ -415,6 +430,7 @@ void rk_step_free(rk_step *st) {
   chain_clear(st);
   gc_clear(st);
   buf_free(&st->saved);
+  rk_report_free(&st->rep);
   free(st->peers);
   free(st);
 }
@@ -463,8 +479,10 @@ static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
   return RK_MIN(t, (uint64_t)PEER_TIMEOUT_MS);
 }
 
-/* A row write for an Applied: seq 0 keeps the row's sequence. */
-static void row_applied(out_t *o, rk_slice applied, uint64_t seq, bool from_client) {
+/* A row write for an Applied: seq 0 keeps the row's sequence. `was_live`: the row's
+ * winner was live before (the live count follows). */
+static void row_applied(out_t *o, rk_slice applied, uint64_t seq, bool from_client, bool was_live) {
+  rk_report_row(&o->st->rep, was_live, applied);
   size_t m = pb_begin(&o->rows, 2);
   pb_put_bytes_always(&o->rows, 1, applied);
   pb_put_uint(&o->rows, 3, seq);
@@ -666,7 +684,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
       const local_info *row = rows_len ? bsearch(&probe, rows, rows_len, sizeof *rows, local_info_cmp) : NULL;
       /* A client's write stays a client's write until every peer has it. */
       bool from_client = row != NULL && row->from_client && row->seq > low;
-      row_applied(o, s, ++st->s.seq, from_client);
+      row_applied(o, s, ++st->s.seq, from_client, row != NULL && rk_meta_live(row->meta));
       stat_named(o, "entries_applied", 1);
       changed = true;
       break;
@@ -1114,7 +1132,7 @@ static int round_loaded(out_t *o, rk_slice loaded) {
     rk_slice rep;
     RK_TRY(inner(o, RINGKV_OP_EXPIRE, &ex, &rep));
     FIELDS(rep) {
-      case 1: ok = pb_get_bytes(R, WT, &s); if (ok) row_applied(o, s, 0, false); break;
+      case 1: ok = pb_get_bytes(R, WT, &s); if (ok) row_applied(o, s, 0, false, false); break;
       SKIP;
     }
   }
@@ -1171,7 +1189,7 @@ static int gc_decide(out_t *o, rk_slice loaded) {
   }
   RK_TRY(rc);
   FIELDS(rep) {
-    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) { row_applied(o, s, 0, false); collected++; } break;
+    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) { row_applied(o, s, 0, false, false); collected++; } break;
     SKIP;
   }
   if (current > collected) st->s.gc_at_ms = o->now + RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
@@ -1713,7 +1731,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   pb_put_uint(&req, 1, o->now);
   rk_slice rep;
   RK_TRY(inner(o, RINGKV_OP_WRITE, &req, &rep));
-  rk_slice meta = {NULL, 0}, dropped_raw = {NULL, 0}, info = {NULL, 0}, key = {NULL, 0};
+  rk_slice meta = {NULL, 0}, dropped_raw = {NULL, 0}, info = {NULL, 0}, key = {NULL, 0}, old_meta = {NULL, 0};
   uint64_t digest_old = 0, digest_new = 0, shard_digest = 0, shard_keys = 0;
   uint32_t shard = 0;
   rk_slice dot = {NULL, 0};
@@ -1733,6 +1751,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   }
   FIELDS(wreq) {
     case 2: ok = pb_get_bytes(R, WT, &key); break;
+    case 3: ok = pb_get_bytes(R, WT, &old_meta); break;
     SKIP;
   }
   pb_enc a;
@@ -1764,7 +1783,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   if (a.err) return a.err;
   st->s.seq++;
   st->s.client_seq = st->s.seq;
-  row_applied(o, pb_result(&a), st->s.seq, true);
+  row_applied(o, pb_result(&a), st->s.seq, true, rk_meta_live(old_meta));
   o->reply = rep;
   note_change(o);
   ae_reset(o);
@@ -1863,6 +1882,11 @@ static int answer(out_t *o, rk_slice ans) {
   rk_slice r_malformed = {(const uint8_t *)malformed, sizeof malformed - 1};
   rk_slice r_protocol = {(const uint8_t *)protocol, sizeof protocol - 1};
   bool was_malformed = rk_slice_eq(refused, r_malformed);
+  if (rk_report_owns(&st->rep, tag)) {
+    rk_report_outcome(&st->rep, o->n, o->now, answered, refused.len > 0);
+    o->report_answer = true;
+    return RINGKV_OK;
+  }
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *pt = &st->peers[p];
     if (pt->push_tag != tag && pt->hedge_tag != tag) continue;
@@ -1910,6 +1934,36 @@ static int answer(out_t *o, rk_slice ans) {
   return RINGKV_OK;   /* a send the instance forgot (it was rebuilt): nothing to do */
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Reports to RingControl (report.c decides what and when; here: the step's part) */
+
+/* Outgoing changes some peer has not acknowledged: what a push still has to carry. */
+static uint64_t unacked_changes(const ringkv_node *n, const rk_step *st) {
+  uint64_t target = push_target(n, st), low = lowest_ack(n, st);
+  return target > low ? target - low : 0;
+}
+
+static int report_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  rk_slice msg, held;
+  RK_TRY(rk_report_build(&st->rep, o->n, o->now, st->s.seq, unacked_changes(o->n, st), loaded, &msg, &held));
+  rk_report_sent(&st->rep, send_one(o, KIND_REPORT, msg, RINGKV_PEER_CONTROL, RK_REPORT_TIMEOUT_MS), o->now);
+  o->reply = held;
+  return RINGKV_OK;
+}
+
+/* A peer's message the executor refused before the step could take it: counted here. */
+static int refused_event(out_t *o, rk_slice reason) {
+  if (reason.len < 1 || reason.len > RINGKV_COUNTER_NAME_BYTES_MAX / 2u) return RINGKV_E_DECODE;
+  for (size_t i = 0; i < reason.len; i++) {
+    uint8_t c = reason.ptr[i];
+    if (!((c >= 'a' && c <= 'z') || c == '_')) return RINGKV_E_DECODE;
+  }
+  stat_refused(o, reason, 1);
+  return RINGKV_OK;
+}
+
 static int loaded_event(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
   switch (st->wait) {
@@ -1921,6 +1975,7 @@ static int loaded_event(out_t *o, rk_slice loaded) {
     case WAIT_AE_OWN_PARTS: return ae_own_parts_loaded(o, loaded);
     case WAIT_DIGEST_PARTS: return digest_parts_loaded(o, loaded);
     case WAIT_GC_DECIDE: return gc_decide(o, loaded);
+    case WAIT_REPORT: return report_loaded(o, loaded);
   }
   return RINGKV_E_STATE;
 }
@@ -1940,8 +1995,11 @@ static uint64_t next_alarm(const out_t *o) {
     if (p == n->self || ps->push_tag != 0 || ps->acked >= target) continue;
     t = RK_MIN(t, ps->retry_at);
   }
-  if (t == UINT64_MAX) return 0;
-  return RK_MAX(t, st->s.last_round_ms + interval_ms(n));
+  uint64_t gossip = t == UINT64_MAX ? 0 : RK_MAX(t, st->s.last_round_ms + interval_ms(n));
+  /* A report may be due before the next round: that alarm runs no round (rk_step_run). */
+  uint64_t report = rk_report_alarm(&st->rep, n);
+  if (gossip == 0 || (report != 0 && report < gossip)) return report;
+  return gossip;
 }
 
 /* A node's clock may move back (a skew removed, a restored wall clock): times it set
@@ -1963,6 +2021,24 @@ static void clamp_to_clock(out_t *o) {
 /* ---------------------------------------------------------------------------------------
  * The step */
 
+/* After the event: whatever a report shows that changed (rows, counters, sends, a peer's
+ * answer) marks the report changed; a due report asks for the facts once the chain has
+ * nothing else to load, holding the event's answer for the report's step. */
+static int report_step(out_t *o, uint32_t event, int waited) {
+  rk_step *st = o->st;
+  bool report_chain = event == 4 && waited == WAIT_REPORT;
+  bool sent = pb_result(&o->sends).len > 0 && !report_chain;
+  bool answer = event == 5 && !o->report_answer;
+  if (pb_result(&o->rows).len > 0 || o->stat_len > 0 || sent || answer) rk_report_changed(&st->rep);
+  if (o->has_load || st->wait != WAIT_NONE || !rk_report_due(&st->rep, o->n, o->now)) return RINGKV_OK;
+  load_begin(o);
+  RK_TRY(rk_report_ask(&st->rep, &o->load, o->reply));
+  o->reply.ptr = NULL;
+  o->reply.len = 0;
+  st->wait = WAIT_REPORT;
+  return RINGKV_OK;
+}
+
 int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_step *st = n->step;
   if (st == NULL) return RINGKV_E_STATE;
@@ -1978,9 +2054,11 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 3: ok = pb_get_bool(R, WT, &alarm); if (alarm) { event = 3; events++; } break;
     case 4: case 5: case 6: case 7: ok = pb_get_bytes(R, WT, &body); event = f_; events++; break;
     case 8: ok = pb_get_bool(R, WT, &start); if (start) { event = 8; events++; } break;
+    case 20: ok = pb_get_bytes(R, WT, &body); event = f_; events++; break;
     SKIP;
   }
   if (!ok || t_ < 0 || events != 1) return RINGKV_E_DECODE;
+  int waited = st->wait;
   /* Only `loaded` may follow a load; anything else drops the chain it would have gone on
    * with (as a lost message: its sender tries again). */
   if (st->wait != WAIT_NONE && event != 4) chain_drop(st);
@@ -1991,7 +2069,9 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     st->next_tag = (uint32_t)(rnd >> 32);
     st->tags_seeded = true;
   }
+  RK_TRY(rk_report_ready(&st->rep, n));
   sched_t saved = st->s;
+  rk_report saved_rep = st->rep;
   out_t o;
   memset(&o, 0, sizeof o);
   o.n = n;
@@ -2003,15 +2083,25 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   clamp_to_clock(&o);
   int rc = RINGKV_OK;
   switch (event) {
-    case 3: round_begin(&o); break;
+    case 3:
+      /* An alarm armed for a report (before the round is due) runs no round. */
+      if (!n->cfg.reports || o.now >= st->s.last_round_ms + interval_ms(n)) round_begin(&o);
+      break;
     case 4: rc = loaded_event(&o, body); break;
     case 5: rc = answer(&o, body); break;
     case 6: rc = client_write(&o, body); break;
     case 7: rc = incoming(&o, body); break;
+    case 20: rc = refused_event(&o, body); break;
     default: break;   /* start: only the alarm */
   }
+  if (rc == RINGKV_OK && n->cfg.reports) rc = report_step(&o, event, waited);
   if (rc != RINGKV_OK) {
     st->s = saved;
+    /* Only the scalars roll back: the buffers are the report's own (a failed step sent
+     * nothing, so nothing is in flight that was not before). */
+    st->rep.live_keys = saved_rep.live_keys;
+    st->rep.state = saved_rep.state;
+    st->rep.number = saved_rep.number;
     return rc;
   }
   /* The reply, fields in order. */
