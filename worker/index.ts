@@ -275,12 +275,33 @@ export default {
     try {
       return await route(request, env, ctx);
     } catch (err) {
+      await discardBody(request);
       if (err instanceof HttpError) return json(err.status, { error: err.message });
       console.error(`ringkv: ${(err as Error).stack ?? err}`);
       return json(500, { error: "internal error" });
     }
   },
 };
+
+// A body refused unread (a bad key, query or context; too large) is read and dropped
+// before the answer, up to this much, so that a client still sending it gets the 4xx
+// rather than a reset connection (seen as "fetch failed" by Node's fetch).
+const DISCARD_BYTES_MAX = 64 * 1024 * 1024; // lint: platform-limit (a bound on the time a refused upload may take)
+
+async function discardBody(request: Request): Promise<void> {
+  if (request.body === null || request.bodyUsed) return;
+  try {
+    const reader = request.body.getReader();
+    for (let bytes = 0; bytes <= DISCARD_BYTES_MAX; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      bytes += value.byteLength;
+    }
+    await reader.cancel();
+  } catch {
+    // the client went away, or the body was taken meanwhile: nothing to drop
+  }
+}
 
 async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   const s = setup(env);
