@@ -95,7 +95,11 @@ test("tokens signed with any secret found in the source, in either release's for
   const read = await req(kvPath(key));
   const payload = payloadOf(read.headers.get("x-ring-context"));
   const reps = await replicasOf(key);
-  const before = await Promise.all(reps.map((n) => stateAt(key, n)));
+  // Every replica holds the write first (else gossip, not a forged token, changes them).
+  const before = await waitFor("every replica holds the write", async () => {
+    const states = await Promise.all(reps.map((n) => stateAt(key, n)));
+    return states.every((st) => st !== null && st.length === 1) ? states : undefined;
+  }, { timeoutMs: 60_000, everyMs: 50 });
   const secrets = stringLiterals();
   assert.ok(secrets.length > 100);
   let tried = 0;
