@@ -301,6 +301,20 @@ typedef struct {
 
 static const char *const GOSSIP_COUNTERS[] = {"rounds", "messages_sent", "bytes_sent", "entries_sent", "entries_applied"};
 
+/* A Counter of a stored summary. */
+static bool counter_read(rk_slice s, rk_slice *name, uint64_t *value) {
+  int t_;
+  bool ok = true;
+  *name = (rk_slice){NULL, 0};
+  *value = 0;
+  FIELDS(s) {
+    case 1: ok = pb_get_bytes(R, WT, name); break;
+    case 2: ok = pb_get_u64(R, WT, value); break;
+    SKIP;
+  }
+  return ok && t_ >= 0;
+}
+
 /* One node's status from its summary; false when the summary does not decode. */
 static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *unacked) {
   int t_;
@@ -331,15 +345,10 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
   pb_put_fixed64(e, 4, digest);
   FIELDS(slot->summary) {
     case 9: {
-      ok = pb_get_bytes(R, WT, &s);
+      rk_slice name;
+      uint64_t value;
+      ok = pb_get_bytes(R, WT, &s) && counter_read(s, &name, &value);
       if (!ok) break;
-      rk_slice name = {NULL, 0};
-      uint64_t value = 0;
-      FIELDS(s) {
-        case 1: ok = pb_get_bytes(R, WT, &name); break;
-        case 2: ok = pb_get_u64(R, WT, &value); break;
-        SKIP;
-      }
       for (size_t i = 0; i < 5; i++) {
         size_t l = strlen(GOSSIP_COUNTERS[i]);
         if (name.len == l && memcmp(name.ptr, GOSSIP_COUNTERS[i], l) == 0) gossip[i] = value;
@@ -353,15 +362,10 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
   size_t pl = sizeof prefix - 1;
   FIELDS(slot->summary) {
     case 9: {
-      ok = pb_get_bytes(R, WT, &s);
+      rk_slice name;
+      uint64_t value;
+      ok = pb_get_bytes(R, WT, &s) && counter_read(s, &name, &value);
       if (!ok) break;
-      rk_slice name = {NULL, 0};
-      uint64_t value = 0;
-      FIELDS(s) {
-        case 1: ok = pb_get_bytes(R, WT, &name); break;
-        case 2: ok = pb_get_u64(R, WT, &value); break;
-        SKIP;
-      }
       if (name.len <= pl || memcmp(name.ptr, prefix, pl) != 0) break;
       size_t c = pb_begin(e, 10);
       rk_slice reason = {name.ptr + pl, name.len - pl};

@@ -1227,19 +1227,33 @@ static int gc_incoming(out_t *o, rk_slice message) {
   return RINGKV_OK;
 }
 
-static int gc_answer_loaded(out_t *o, rk_slice loaded) {
-  rk_step *st = o->st;
-  pb_enc req;
-  enc(o, &req);
-  pb_put_bytes(&req, 1, buf_slice(&st->msg));
+/* The request answering the chain's held message: the message as field 1 and the loaded
+ * items of `field` (rows, or parts) as field 2. */
+static bool held_request(out_t *o, rk_slice loaded, uint32_t field, pb_enc *req) {
+  enc(o, req);
+  pb_put_bytes(req, 1, buf_slice(&o->st->msg));
   int t_;
   bool ok = true;
   rk_slice s;
   FIELDS(loaded) {
-    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 2, s); break;
-    SKIP;
+    default:
+      if (f_ != field) {
+        ok = pb_skip(R, WT);
+        break;
+      }
+      ok = pb_get_bytes(R, WT, &s);
+      if (ok) pb_put_bytes_always(req, 2, s);
+      break;
   }
-  rk_slice rep;
+  return ok && t_ >= 0;
+}
+
+static int gc_answer_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  pb_enc req;
+  int t_;
+  bool ok = held_request(o, loaded, 1, &req);
+  rk_slice s, rep;
   int rc = inner(o, RINGKV_OP_GC_ANSWER, &req, &rep);
   chain_clear(st);
   RK_TRY(rc);
@@ -1600,6 +1614,25 @@ static int u32_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* OP_AE_REPAIR on the request built, and its Push to the exchange's peer. */
+static int ae_repair_send(out_t *o, const pb_enc *req) {
+  rk_step *st = o->st;
+  rk_slice rep, msg = {NULL, 0};
+  RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, req, &rep));
+  int t_;
+  bool ok = true;
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &msg); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
+  st->ae_repair_peer = st->ae_peer;
+  st->ae_repair_at = o->now;
+  ae_finish(o, AE_DIFFER);
+  return RINGKV_OK;
+}
+
 /* The leaves' rows are in (as far as they fit): the repair request over those ranges. */
 static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
@@ -1650,17 +1683,7 @@ static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
   /* The request names them in order (the peer reads each row once). */
   rk_ranges_sort(st->ae_leaves, ranges_loaded);
   for (uint32_t i = 0; i < ranges_loaded; i++) rk_range_write(&req, 4, &st->ae_leaves[i]);
-  rk_slice rep, msg = {NULL, 0};
-  RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, &req, &rep));
-  FIELDS(rep) {
-    case 1: ok = pb_get_bytes(R, WT, &msg); break;
-    SKIP;
-  }
-  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
-  st->ae_repair_peer = st->ae_peer;
-  st->ae_repair_at = o->now;
-  ae_finish(o, AE_DIFFER);
-  return RINGKV_OK;
+  return ae_repair_send(o, &req);
 }
 
 static int ae_repair_loaded(out_t *o, rk_slice loaded) {
@@ -1696,17 +1719,7 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   qsort(list, len, sizeof *list, u32_cmp);
   pb_put_packed_u32(&req, 2, list, len);
-  rk_slice rep, msg = {NULL, 0};
-  RK_TRY(inner(o, RINGKV_OP_AE_REPAIR, &req, &rep));
-  FIELDS(rep) {
-    case 1: ok = pb_get_bytes(R, WT, &msg); break;
-    SKIP;
-  }
-  st->ae_repair_tag = send_one(o, KIND_PUSH, msg, st->ae_peer, PEER_TIMEOUT_MS);
-  st->ae_repair_peer = st->ae_peer;
-  st->ae_repair_at = o->now;
-  ae_finish(o, AE_DIFFER);
-  return RINGKV_OK;
+  return ae_repair_send(o, &req);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1823,17 +1836,10 @@ static int digest_incoming(out_t *o, rk_slice message) {
 static int digest_parts_loaded(out_t *o, rk_slice loaded) {
   rk_step *st = o->st;
   pb_enc req;
-  enc(o, &req);
-  pb_put_bytes(&req, 1, buf_slice(&st->msg));
   int t_;
-  bool ok = true;
-  rk_slice s;
-  FIELDS(loaded) {
-    case 10: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 2, s); break;
-    SKIP;
-  }
+  bool ok = held_request(o, loaded, 10, &req);
   chain_clear(st);
-  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  if (!ok) return RINGKV_E_STATE;
   rk_slice rep;
   RK_TRY(inner(o, RINGKV_OP_AE_ANSWER, &req, &rep));
   o->reply.len = 0;
