@@ -1350,6 +1350,19 @@ static void ae_retry(out_t *o, uint32_t peer) {
   }
 }
 
+/* OP_AE_COMPARE on a peer's DigestReply. One that does not decode or is in a version this
+ * node does not read ends the exchange, counted (*ended): it never fails the step. */
+static int ae_compare(out_t *o, const pb_enc *req, rk_slice *rep, bool *ended) {
+  int rc = inner(o, RINGKV_OP_AE_COMPARE, req, rep);
+  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
+    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
+    ae_finish(o, AE_DIFFER);
+    *ended = true;
+    return RINGKV_OK;
+  }
+  return rc;
+}
+
 /* Loads this node's parts of st->ae_asked; the request goes out once they are in. */
 static void ae_ranges_ask(out_t *o) {
   rk_step *st = o->st;
@@ -1457,13 +1470,9 @@ static int ae_ranges_answered(out_t *o, rk_slice message) {
   pb_put_uint(&req, 8, rk_mix64(&o->rnd));
   pb_put_uint(&req, 9, st->ae_cut ? 1u : AE_REPAIR_ROWS_MAX);
   rk_slice rep;
-  int rc = inner(o, RINGKV_OP_AE_COMPARE, &req, &rep);
-  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
-    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
-    ae_finish(o, AE_DIFFER);
-    return RINGKV_OK;
-  }
-  RK_TRY(rc);
+  bool ended = false;
+  RK_TRY(ae_compare(o, &req, &rep, &ended));
+  if (ended) return RINGKV_OK;
   int t_;
   bool ok = true, equal = false;
   uint64_t rows = 0;
@@ -1508,13 +1517,9 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   pb_put_bytes(&req, 1, *message);
   pb_put_uint(&req, 2, AE_SHARDS_MAX);
   rk_slice rep;
-  int rc = inner(o, RINGKV_OP_AE_COMPARE, &req, &rep);
-  if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
-    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
-    ae_finish(o, AE_DIFFER);
-    return RINGKV_OK;
-  }
-  RK_TRY(rc);
+  bool ended = false;
+  RK_TRY(ae_compare(o, &req, &rep, &ended));
+  if (ended) return RINGKV_OK;
   int t_;
   bool ok = true, equal = false;
   rk_slice buckets = {NULL, 0}, shards = {NULL, 0}, keys_mine = {NULL, 0}, keys_theirs = {NULL, 0};
