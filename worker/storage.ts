@@ -230,17 +230,26 @@ export class NodeStorage {
     return values;
   }
 
+  /** A key row (key, meta, expired, seq, from_client) as a Local with its values, and the
+   *  bytes of its metadata and values. */
+  private localWithValues(row: any): { local: Msg; bytes: number } {
+    const key = bytesOf(row.key);
+    const meta = bytesOf(row.meta);
+    const values = this.loadValues(key);
+    let bytes = meta.length;
+    for (const v of values) bytes += v.value.length;
+    return { local: { key, meta, expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 }, bytes };
+  }
+
   private loadShards(shards: number[], bytesMax: number, out: Msg): void {
     let bytes = 0;
     for (const shard of shards) {
       if (bytesMax > 0 && bytes >= bytesMax) break;
       out.shards.push(shard);
       for (const row of this.sql.exec(`SELECT key, meta, expired, seq, from_client FROM keys WHERE shard = ?`, shard).toArray()) {
-        const key = bytesOf(row.key);
-        const values = this.loadValues(key);
-        bytes += bytesOf(row.meta).length;
-        for (const v of values) bytes += v.value.length;
-        out.shardRows.push({ key, meta: bytesOf(row.meta), expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 });
+        const local = this.localWithValues(row);
+        bytes += local.bytes;
+        out.shardRows.push(local.local);
       }
     }
   }
@@ -266,11 +275,9 @@ export class NodeStorage {
         limit,
       )) {
         if (rowsMax > 0 && rows + locals.length + 1 > rowsMax) return;
-        const key = bytesOf(row.key);
-        const values = this.loadValues(key);
-        rangeBytes += bytesOf(row.meta).length;
-        for (const v of values) rangeBytes += v.value.length;
-        locals.push({ key, meta: bytesOf(row.meta), expired: row.expired === 1, values, seq: BigInt(row.seq), fromClient: row.from_client === 1 });
+        const local = this.localWithValues(row);
+        rangeBytes += local.bytes;
+        locals.push(local.local);
         const alone = out.rangesLoaded === 0 && locals.length === 1;
         if (bytesMax > 0 && bytes + rangeBytes > bytesMax && !alone) return;
       }
@@ -348,11 +355,9 @@ export class NodeStorage {
     let bytes = 0;
     const bytesMax = Number(l.changedBytesMax);
     for (const r of rows) {
-      const key = bytesOf(r.key);
-      const values = this.loadValues(key);
-      bytes += bytesOf(r.meta).length;
-      for (const v of values) bytes += v.value.length;
-      out.push({ local: { key, meta: bytesOf(r.meta), expired: r.expired === 1, values }, seq: BigInt(r.seq), fromClient: r.from_client === 1 });
+      const { local, bytes: rowBytes } = this.localWithValues(r);
+      bytes += rowBytes;
+      out.push({ local: { key: local.key, meta: local.meta, expired: local.expired, values: local.values }, seq: local.seq, fromClient: local.fromClient });
       if (bytesMax > 0 && bytes >= bytesMax) break;
     }
     return out;

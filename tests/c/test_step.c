@@ -656,79 +656,8 @@ static void test_restart_mid_hedged_push(void **state) {
   ringkv_node_destroy(n);
 }
 
-/* A chain the executor does not go on with (another event instead of `loaded`) frees what
- * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
-static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
-  (void)state;
-  tl_config c = tl_default_config();   /* 64 shards: the first answer holds shard digests */
-  ringkv_node *n = tl_node(c, 0);
-  tout r = round_at(n, NOW, 1, no_rows(), NULL);
-  uint32_t tag = 0, peer = 0;
-  for (size_t k = 0; k < r.nsends; k++) {
-    if (r.sends[k].kind == KIND_DIGEST) {
-      tag = r.sends[k].tag;
-      peer = r.sends[k].peer;
-    }
-  }
-  assert_int_not_equal(tag, 0);
-  /* The peer holds something in every shard the two share: every one differs. */
-  pb_enc shards = tl_enc();
-  ringkv_node *pl = tl_node(c, 1);   /* placement through OP_PLACE, on another instance */
-  for (uint32_t sh = 0; sh < c.shards; sh++) {
-    bool mine = false, theirs = false;
-    pb_enc q = tl_enc();
-    size_t qm = pb_begin(&q, 2);   /* packed: shard 0 too */
-    pb_put_varint_raw(&q, sh);
-    pb_end(&q, qm);
-    rk_slice rep;
-    assert_int_equal(tl_call(pl, RINGKV_OP_PLACE, tl_done(&q), &rep), RINGKV_OK);
-    pb_rd reps = pb_reader(tl_bytes_field(tl_bytes_field(rep, 1), 2));
-    uint64_t v;
-    while (!pb_done(&reps) && pb_read_varint(&reps, &v)) {
-      mine |= v == 0;
-      theirs |= v == peer;
-    }
-    if (!mine || !theirs) continue;
-    size_t m = pb_begin(&shards, 4);
-    pb_put_uint(&shards, 1, sh);
-    pb_put_fixed64(&shards, 2, 7);
-    pb_end(&shards, m);
-  }
-  ringkv_node_destroy(pl);
-  rk_slice body = tl_done(&shards);
-  pb_enc d = tl_enc();
-  pb_put_uint(&d, 1, RINGKV_PROTOCOL_VERSION);
-  pb_put_uint(&d, 2, peer);
-  pb_put_raw(&d, body.ptr, body.len);
-  pb_put_uint(&d, 15, RINGKV_PROTOCOL_VERSION);
-  tout a = step(n, step_req(NOW, 0, 5, answer_msg(tag, true, tl_done(&d))));
-  assert_int_equal(a.rc, RINGKV_OK);
-  assert_true(a.has_load);   /* it asks for the differing shards' rows ... */
-  /* ... and gets an alarm instead: the chain is dropped. */
-  tout b = step(n, step_req(NOW + INTERVAL, 0, 8, no_rows()));
-  assert_int_equal(b.rc, RINGKV_OK);
-  tlog l = follow(n, NOW + INTERVAL, NOW + 3 * AE_INTERVAL_MAX, b.alarm);
-  assert_true(l.digests > 0);
-  ringkv_node_destroy(n);
-}
-
-/* A ranges exchange whose repair chain is dropped (another event instead of `loaded`)
- * leaves nothing behind: a later exchange with a peer gone back to version 2 repairs
- * whole shards (it took the stale leaves' path and sent nothing, before ae_clear). */
-static rk_slice range_parts_loaded(rk_slice load) {
-  pb_enc l = tl_enc();
-  pb_rd it = pb_reader(load);
-  rk_slice r;
-  size_t n = 0;
-  while (tl_next_bytes(&it, 17, &r)) {
-    size_t m = pb_begin(&l, 10);
-    pb_end(&l, m);
-    n++;
-  }
-  assert_true(n > 0);
-  return tl_done(&l);
-}
-
+/* A peer's DigestReply (in `version`) naming every shard node 0 shares with `peer` with a
+ * digest of 7: every one differs. */
 static rk_slice shard_digests_reply(tl_config c, uint32_t peer, uint32_t version) {
   pb_enc shards = tl_enc();
   ringkv_node *pl = tl_node(c, 1);
@@ -762,6 +691,53 @@ static rk_slice shard_digests_reply(tl_config c, uint32_t peer, uint32_t version
   free((void *)body.ptr);
   return tl_done(&d);
 }
+
+/* A chain the executor does not go on with (another event instead of `loaded`) frees what
+ * waited on it: here a repair that was to load its shards, and anti-entropy goes on. */
+static void test_dropped_repair_chain_frees_anti_entropy(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();   /* 64 shards: the first answer holds shard digests */
+  ringkv_node *n = tl_node(c, 0);
+  tout r = round_at(n, NOW, 1, no_rows(), NULL);
+  uint32_t tag = 0, peer = 0;
+  for (size_t k = 0; k < r.nsends; k++) {
+    if (r.sends[k].kind == KIND_DIGEST) {
+      tag = r.sends[k].tag;
+      peer = r.sends[k].peer;
+    }
+  }
+  assert_int_not_equal(tag, 0);
+  /* The peer holds something in every shard the two share: every one differs. */
+  rk_slice reply = tl_dup(shard_digests_reply(c, peer, RINGKV_PROTOCOL_VERSION));
+  tout a = step(n, step_req(NOW, 0, 5, answer_msg(tag, true, reply)));
+  free((void *)reply.ptr);
+  assert_int_equal(a.rc, RINGKV_OK);
+  assert_true(a.has_load);   /* it asks for the differing shards' rows ... */
+  /* ... and gets an alarm instead: the chain is dropped. */
+  tout b = step(n, step_req(NOW + INTERVAL, 0, 8, no_rows()));
+  assert_int_equal(b.rc, RINGKV_OK);
+  tlog l = follow(n, NOW + INTERVAL, NOW + 3 * AE_INTERVAL_MAX, b.alarm);
+  assert_true(l.digests > 0);
+  ringkv_node_destroy(n);
+}
+
+/* A ranges exchange whose repair chain is dropped (another event instead of `loaded`)
+ * leaves nothing behind: a later exchange with a peer gone back to version 2 repairs
+ * whole shards (it took the stale leaves' path and sent nothing, before ae_clear). */
+static rk_slice range_parts_loaded(rk_slice load) {
+  pb_enc l = tl_enc();
+  pb_rd it = pb_reader(load);
+  rk_slice r;
+  size_t n = 0;
+  while (tl_next_bytes(&it, 17, &r)) {
+    size_t m = pb_begin(&l, 10);
+    pb_end(&l, m);
+    n++;
+  }
+  assert_true(n > 0);
+  return tl_done(&l);
+}
+
 
 static void test_dropped_ranges_chain_leaves_nothing_behind(void **state) {
   (void)state;

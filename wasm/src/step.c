@@ -1619,6 +1619,15 @@ static int u32_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* A loaded row into the AeRepairRequest; its key is one this node sent (a deferral of it
+ * comes back). */
+static bool repair_row(rk_step *st, pb_enc *req, rk_slice row) {
+  pb_put_bytes_always(req, 3, row);
+  local_info li;
+  if (local_info_read(row, &li)) sent_add(st, li.key);
+  return true;
+}
+
 /* OP_AE_REPAIR on the request built, and its Push to the exchange's peer. */
 static int ae_repair_send(out_t *o, const pb_enc *req) {
   rk_step *st = o->st;
@@ -1651,14 +1660,7 @@ static int ae_ranges_repair_loaded(out_t *o, rk_slice loaded) {
   pb_put_uint(&req, 1, st->ae_peer);
   FIELDS(loaded) {
     case 8: ok = pb_get_u32(R, WT, &ranges_loaded); break;
-    case 9: {
-      ok = pb_get_bytes(R, WT, &s);
-      if (!ok) break;
-      pb_put_bytes_always(&req, 3, s);
-      local_info li;
-      if (local_info_read(s, &li)) sent_add(st, li.key);
-      break;
-    }
+    case 9: ok = pb_get_bytes(R, WT, &s) && repair_row(st, &req, s); break;
     SKIP;
   }
   if (!ok || t_ < 0 || ranges_loaded > st->ae_leaves_len) return RINGKV_E_DECODE;
@@ -1711,14 +1713,7 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
       while (ok && !pb_done(&pr) && len < AE_SHARDS_MAX && pb_read_varint(&pr, &v)) list[len++] = (uint32_t)v;
       break;
     }
-    case 3: {
-      ok = pb_get_bytes(R, WT, &s);
-      if (!ok) break;
-      pb_put_bytes_always(&req, 3, s);
-      local_info li;
-      if (local_info_read(s, &li)) sent_add(st, li.key);
-      break;
-    }
+    case 3: ok = pb_get_bytes(R, WT, &s) && repair_row(st, &req, s); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
