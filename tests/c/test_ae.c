@@ -320,6 +320,24 @@ static void test_ranges_below_shards(void **state) {
   assert_int_equal(tl_call(a, RINGKV_OP_AE_START, req_bytes, &reply), RINGKV_OK);
   req = copy(tl_bytes_field(reply, 1));
   tl_reset();
+  /* Ranges in an older version are no message of any node: refused, whatever they name. */
+  pb_enc old = tl_enc();
+  pb_put_uint(&old, 1, 2);
+  pb_put_uint(&old, 2, 0);
+  rk_range_write(&old, 5, &whole);
+  pb_put_uint(&old, 15, 2);
+  rk_slice old_req = copy(tl_done(&old));
+  assert_int_equal(ae_answer(b, old_req, &ans), RINGKV_E_DECODE);
+  pb_enc op = tl_enc();
+  pb_put_uint(&op, 1, 2);
+  pb_put_uint(&op, 2, 0);
+  rk_range_write(&op, 6, &whole);
+  pb_put_uint(&op, 15, 2);
+  pb_enc mk = tl_enc();
+  pb_put_bytes(&mk, 1, tl_done(&op));
+  assert_int_equal(tl_call(b, RINGKV_OP_MESSAGE_KEYS, tl_done(&mk), &reply), RINGKV_E_DECODE);
+  tl_reset();
+  drop(old_req);
   /* b asks for the parts first, then answers with them. */
   e = tl_enc();
   pb_put_bytes(&e, 1, req);

@@ -1060,8 +1060,10 @@ static int push_read(ringkv_node *n, rk_slice s, rk_push *p) {
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   RK_TRY(version_check(version));
   if (p->from >= n->cfg.cluster_size) return RINGKV_E_DECODE;
-  /* A repair request names whole shards or key ranges (ordered, disjoint), not both. */
-  if (p->ranges_len > 0 && (p->shards_len > 0 || !rk_ranges_ordered(p->ranges, p->ranges_len))) return RINGKV_E_DECODE;
+  /* A repair request names whole shards or key ranges (version 3: ordered, disjoint), not both. */
+  if (p->ranges_len > 0 && (version < 3u || p->shards_len > 0 || !rk_ranges_ordered(p->ranges, p->ranges_len))) {
+    return RINGKV_E_DECODE;
+  }
   p->version = version;
   peer_heard(n, p->from, version, speaks);
   return RINGKV_OK;
