@@ -427,6 +427,39 @@ static void test_control_counts_disagreement(void **state) {
   tl_reset();
 }
 
+/* A node whose clock ran a day ahead, then was corrected (a skew removed), goes on
+ * reporting: its report times are clamped to the clock like the gossip ones (before, no
+ * report went for a day while the instance lived). */
+#define DAY UINT64_C(86400000)
+static void test_clock_back_keeps_reporting(void **state) {
+  (void)state;
+  ringkv_node *n = started(1, NOW + DAY);
+  out w = step(n, NOW + DAY + 5, 6, write_req("a", false, (rk_slice){NULL, 0}));
+  out r = report_step(n, NOW + DAY + 5, w, 0);
+  assert_true(tl_u64(r.report, 5) > 0);   /* unacked: not quiet */
+  assert_int_equal(step(n, NOW + DAY + 6, 5, answer(r.report_tag, true, NULL)).rc, RINGKV_OK);
+  /* Clock corrected. An hour of writes and alarms: reports are asked for. */
+  rk_slice meta = tl_bytes_field(r.reply, 2);
+  size_t asked = 0;
+  uint64_t alarm = 0;
+  for (uint64_t t = NOW + 10; t < NOW + 3600000; t += 60000) {
+    out w2 = step(n, t, 6, write_req("a", false, meta));
+    assert_int_equal(w2.rc, RINGKV_OK);
+    out cur = w2;
+    for (int i = 0; i < 8 && cur.has_load && !cur.load_report; i++) cur = step(n, t, 4, (rk_slice){NULL, 0});
+    if (cur.load_report) asked++;
+    out al = step(n, t + 1, 3, (rk_slice){NULL, 0});
+    for (int i = 0; i < 8 && al.has_load && !al.load_report; i++) al = step(n, t + 1, 4, (rk_slice){NULL, 0});
+    if (al.load_report) asked++;
+    if (w2.reply.len) meta = tl_bytes_field(w2.reply, 2);
+    alarm = al.alarm;
+  }
+  assert_true(asked >= 30);   /* about one per minute's write (118 with no skew at all) */
+  (void)alarm;
+  ringkv_node_destroy(n);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_start_reports_once_then_idle),
@@ -435,6 +468,7 @@ int main(void) {
       cmocka_unit_test(test_live_count_and_restarts),
       cmocka_unit_test(test_control_refuses_bad_reports),
       cmocka_unit_test(test_control_counts_disagreement),
+      cmocka_unit_test(test_clock_back_keeps_reporting),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

@@ -186,6 +186,12 @@ int rk_report_ask(rk_report *r, pb_enc *load, rk_slice reply) {
 
 void rk_report_dropped(rk_report *r) { r->waiting = false; }
 
+void rk_report_clamp(rk_report *r, uint64_t now) {
+  if (r->last_ms > now) r->last_ms = now;
+  if (r->sent_ms > now) r->sent_ms = now;
+  if (r->retry_ms > now + REPORT_BACKOFF_MS_MAX) r->retry_ms = now + REPORT_BACKOFF_MS_MAX;
+}
+
 typedef struct {
   rk_slice name;
   uint64_t value;

@@ -75,6 +75,9 @@ int rk_report_build(rk_report *r, struct ringkv_node *n, uint64_t now, uint64_t 
 void rk_report_sent(rk_report *r, uint32_t tag, uint64_t now);
 /* The chain waiting for the facts was dropped: the report goes at the next chance. */
 void rk_report_dropped(rk_report *r);
+/* The node's clock moved back (a skew removed): times set ahead wait no longer than their
+ * own bound. */
+void rk_report_clamp(rk_report *r, uint64_t now);
 
 /* RingControl (control_report.c): RINGKV_OP_REPORT and RINGKV_OP_CLUSTER on a placement
  * instance (it knows the ring's size, replicas and shards). Errors: RINGKV_E_DECODE (a

@@ -2015,6 +2015,7 @@ static void clamp_to_clock(out_t *o) {
   sched_t *s = &st->s;
   if (s->last_round_ms > o->now) s->last_round_ms = o->now;
   if (s->ae_next_ms > o->now + s->ae_interval_ms) s->ae_next_ms = o->now + s->ae_interval_ms;
+  rk_report_clamp(&st->rep, o->now);
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *ps = &st->peers[p];
     if (ps->retry_at > o->now + PEER_BACKOFF_MS_MAX) {
