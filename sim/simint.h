@@ -66,6 +66,7 @@ typedef struct {
   uint8_t *meta;
   uint32_t meta_len;
   uint64_t seq;
+  uint64_t gc_since, gc_epoch;   /* a noted collection agreement, or a marker's collection */
   bool from_client;
   key_info info;
   stored_value *values;
