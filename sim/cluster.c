@@ -1000,6 +1000,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   s->step = rng_stream(o->seed, 4);
   s->loss = o->loss;
   s->dup = o->dup;
+  s->delay = o->delay;
   if (o->series_rounds) {
     res->series_bytes = calloc(o->series_rounds, sizeof(uint64_t));
     res->series_keys_min = calloc(o->series_rounds, sizeof(uint32_t));
@@ -1023,6 +1024,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       s->partitioned = false;
       s->loss = o->heal_loss;
       s->dup = 0;
+      s->delay = 0;
     }
     uint64_t before = write_next;
     run_round(s, &write_next, order);
@@ -1049,7 +1051,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       res->idle_bytes_per_round = s->bytes_this_round;
       continue;
     }
-    if (conv && (o->series_rounds == 0 || s->round + 1 >= o->series_rounds)) break;
+    if (conv && s->late_in_flight == 0 && (o->series_rounds == 0 || s->round + 1 >= o->series_rounds)) break;
   }
   res->rounds_total = s->round + (s->failed ? 0 : 1);
   if (!s->failed) {
