@@ -15,6 +15,8 @@ const HALF_MASK = 0xffffffffn; // lint: encoding (64-bit digest halves)
 const PART_BITS = 4; // lint: abi (RINGKV_AE_PART_BITS)
 // Rows given their key position (kh) per statement when a node from an earlier build starts.
 const POSITION_BACKFILL_ROWS = 1000; // lint: api-limit (one OP_PLACE call's keys, well below its 16,384)
+// FAULTS only: messages a held node keeps for late delivery.
+const HELD_MESSAGES_MAX = 4096; // lint: platform-limit (keeps a FAULTS-only table far below a Durable Object's storage)
 
 /** 64-bit values as 16-char lowercase hex, so that SQL text order is numeric order. */
 export function hex64(v: bigint): string {
@@ -523,6 +525,42 @@ export class NodeStorage {
     );
     cursor.toArray();
     return cursor.rowsWritten;
+  }
+
+  // ---------------------------------------------------------------------------------
+  // FAULTS only: messages a held node kept instead of sending (delivered late on request).
+
+  private heldTable(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS held(n INTEGER PRIMARY KEY AUTOINCREMENT, peer INTEGER NOT NULL,
+      path TEXT NOT NULL, body BLOB NOT NULL)`);
+  }
+
+  /** Keeps a message, up to HELD_MESSAGES_MAX (later ones are only lost). */
+  holdMessage(peer: number, path: string, body: Uint8Array): void {
+    this.heldTable();
+    if (this.sql.exec(`SELECT count(*) AS n FROM held`).one().n >= HELD_MESSAGES_MAX) return;
+    this.sql.exec(`INSERT INTO held(peer, path, body) VALUES (?, ?, ?)`, peer, path, blob(body));
+  }
+
+  heldMessages(): { peer: number; path: string; body: Uint8Array }[] {
+    this.heldTable();
+    return this.sql
+      .exec(`SELECT peer, path, body FROM held ORDER BY n`)
+      .toArray()
+      .map((r: any) => ({ peer: r.peer, path: r.path, body: bytesOf(r.body) }));
+  }
+
+  clearHeld(): void {
+    this.heldTable();
+    this.sql.exec(`DELETE FROM held`);
+  }
+
+  /** Held messages by channel path. */
+  heldCounts(): Record<string, number> {
+    this.heldTable();
+    const out: Record<string, number> = {};
+    for (const r of this.sql.exec(`SELECT path, count(*) AS n FROM held GROUP BY path`)) out[r.path] = r.n;
+    return out;
   }
 
   /** The database's size in bytes (a report's fact). */

@@ -986,6 +986,9 @@ static void round_begin(out_t *o) {
 
 static void push_outcome(out_t *o, uint32_t p, bool ok) {
   peer_t *ps = &o->st->peers[p];
+  /* A peer answering again may be the replica collection waited for: a pass backing off
+   * comes soon. */
+  if (ok && ps->failures > 0 && o->st->s.gc_at_ms != 0) gc_schedule(o);
   if (ok) {
     ps->acked = RK_MAX(ps->acked, ps->ack_on_success);
     ps->failures = 0;
