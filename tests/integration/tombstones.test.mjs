@@ -111,6 +111,35 @@ test("a missed delete and a missed collection are reconciled; late copies of col
   assert.equal((await c.req("/v1/kv?prefix=tomb%2Flate%2F")).json.keys.length, 0);
 });
 
+test("replicas holding different tombstones past the grace are reconciled before anything is collected", async () => {
+  const key = "tomb/concurrent";
+  const [a, b, cc] = await replicasOf(key);
+  assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "PUT", body: "v" })).status, 200);
+  await waitFor("replicated", async () => (await statesOf(key)).every((s) => s.status === 200), { timeoutMs: 30_000 });
+  const rest = [0, 1, 2, 3, 4, 5, 6, 7].filter((n) => String(n) !== a);
+  assert.equal((await faults({ partitions: [[Number(a)], rest] })).status, 200);
+  try {
+    // Two concurrent deletes: each side holds its own tombstone, well past the grace.
+    assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "DELETE" })).status, 200);
+    assert.equal((await c.req(kvPath(key, `?node=${b}`), { method: "DELETE" })).status, 200);
+    await sleep(3000);
+    const [sa, sb] = await Promise.all([siblingsAt(key, a), siblingsAt(key, b)]);
+    assert.equal(sa.status, 200, "a tombstone no other replica holds is not collected");
+    assert.equal(sb.status, 200);
+    assert.notDeepEqual(sa.json.siblings, sb.json.siblings);
+  } finally {
+    assert.equal((await faults({})).status, 200);
+  }
+  // Converged means the same state everywhere (both tombstones), or collected everywhere:
+  // never two different expired tombstones that both count as nothing.
+  await waitFor("converged", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 60_000 });
+  const states = await Promise.all([a, b, cc].map((n) => siblingsAt(key, n)));
+  const shapes = states.map((s) => (s.status === 404 ? "collected" : JSON.stringify(s.json.siblings.map((x) => [x.node, x.hlc, x.deleted]))));
+  assert.ok(shapes.every((x) => x === "collected") || new Set(shapes).size === 1, `replica states: ${shapes.join(" | ")}`);
+  if (shapes[0] !== "collected") assert.equal(states[0].json.siblings.length, 2, "both tombstones kept until collected");
+  await waitFor("collected everywhere", async () => (await statesOf(key)).every((s) => s.status === 404), { timeoutMs: 60_000 });
+});
+
 test("faults: partition settings are validated; the routes 404 without FAULTS", async () => {
   assert.equal((await faults({ drop: 2 })).status, 400);
   assert.equal((await faults({ hold: ["x"] })).status, 400);
