@@ -5,7 +5,7 @@
 // a collected key back.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startCluster, kvPath, waitFor, sleep } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, sleep, dumpEntry } from "./helpers.mjs";
 
 let c;
 before(async () => {
@@ -38,6 +38,15 @@ test("a deleted key is collected on every replica once all of them hold the tomb
     assert.equal((await c.req(kvPath(k))).status, 404);
   }
   assert.equal((await c.req("/v1/kv?prefix=tomb%2F")).json.keys.length, 0);
+  // What a collected key leaves is a marker: its context, no version; deleted after ten
+  // times the grace (1 s here).
+  const node = (await replicasOf(keys[1]))[0];
+  const req = (path) => c.req(path);
+  const marker = await dumpEntry(req, node, keys[1]);
+  assert.ok(marker, "the marker is a row");
+  assert.equal(marker.siblings.length, 0);
+  assert.ok(marker.context.vv.length > 0, "the marker keeps the key's context");
+  await waitFor("marker deleted after 10 x the grace", async () => (await dumpEntry(req, node, keys[1])) === undefined, { timeoutMs: 30_000, everyMs: 1000 });
   // A collected key can be written again.
   assert.equal((await c.req(kvPath(keys[0]), { method: "PUT", body: "again" })).status, 200);
   assert.equal((await c.req(kvPath(keys[0]))).text, "again");
