@@ -369,12 +369,122 @@ static void test_marker_expiry(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* ------------------------------------------------------------------------------------- */
+/* The step's schedule: a tombstone no pass can decide (both other replicas lost to it). */
+
+static rk_slice step_event(uint64_t now, uint32_t field, rk_slice body) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, now);
+  pb_put_uint(&e, 2, now * 7u);
+  if (field == 3 || field == 8) pb_put_bool(&e, field, true);
+  else pb_put_bytes_always(&e, field, body);
+  return copy(tl_done(&e));
+}
+
+typedef struct {
+  uint64_t alarm;
+  bool loads, asks_collectable;
+  uint32_t tags[16];
+  size_t ntags;
+} stepped;
+
+static stepped run_step(ringkv_node *n, rk_slice req) {
+  rk_slice rep;
+  assert_int_equal(tl_call(n, RINGKV_OP_STEP, req, &rep), RINGKV_OK);
+  drop(req);
+  stepped o;
+  memset(&o, 0, sizeof o);
+  o.alarm = tl_u64(rep, 8);
+  pb_rd r;
+  if (tl_field(rep, 1, PB_LEN, &r)) {
+    o.loads = true;
+    o.asks_collectable = tl_u64(tl_bytes_field(rep, 1), 12) > 0;
+  }
+  pb_rd it = pb_reader(rep);
+  rk_slice send;
+  while (tl_next_bytes(&it, 6, &send)) {
+    pb_rd ti = pb_reader(send);
+    rk_slice t;
+    while (tl_next_bytes(&ti, 3, &t) && o.ntags < 16) o.tags[o.ntags++] = (uint32_t)tl_u64(t, 2);
+  }
+  return o;
+}
+
+/* The `loaded` answering a load: the tombstone row, in the list the load asked. */
+static rk_slice loaded_tomb(uint32_t field, rk_slice tomb) {
+  pb_enc e = tl_enc();
+  size_t m = pb_begin(&e, field);
+  pb_put_bytes(&e, 1, tl_str("gone"));
+  pb_put_bytes(&e, 2, tomb);
+  pb_put_uint(&e, 10, 1);
+  pb_end(&e, m);
+  return tl_done(&e);
+}
+
+static void test_undecidable_backs_off(void **state) {
+  (void)state;
+  ringkv_node *n = node3(0);
+  rk_dot ctx[1] = {{0, 1}};
+  rk_slice tomb = reg_bytes((rk_dot){0, 1}, true, ctx, 1, false);
+  stepped s = run_step(n, step_event(NOW_MS, 8, (rk_slice){NULL, 0}));
+  uint64_t t = s.alarm, passes[32];
+  size_t npass = 0, rounds = 0;
+  const uint64_t until = NOW_MS + 2u * 3600u * 1000u;   /* two hours */
+  uint64_t now = NOW_MS;
+  while (t != 0 && t <= until && rounds < 10000) {
+    rounds++;
+    if (t < now) t = now;   /* an alarm in the past fires at once */
+    now = t;
+    s = run_step(n, step_event(t, 3, (rk_slice){NULL, 0}));
+    uint64_t next = s.alarm;
+    /* The executor answers each load at once, and every send is lost. */
+    size_t pending_tags = 0;
+    uint32_t tags[64];
+    for (int hop = 0; hop < 8 && (s.loads || s.ntags > 0); hop++) {
+      for (size_t i = 0; i < s.ntags && pending_tags < 64; i++) tags[pending_tags++] = s.tags[i];
+      if (s.loads) {
+        if (s.asks_collectable && npass < 32) passes[npass++] = t;
+        rk_slice body = s.asks_collectable ? loaded_tomb(6, tomb) : loaded_tomb(1, tomb);
+        s = run_step(n, step_event(t, 4, body));
+        next = s.alarm;
+        continue;
+      }
+      s.ntags = 0;
+      while (pending_tags > 0 && !s.loads) {
+        pb_enc e = tl_enc();
+        pb_put_uint(&e, 1, tags[--pending_tags]);
+        pb_put_bool(&e, 3, false);
+        s = run_step(n, step_event(t, 5, tl_done(&e)));
+        next = s.alarm;
+        for (size_t i = 0; i < s.ntags && pending_tags < 64; i++) tags[pending_tags++] = s.tags[i];
+        s.ntags = 0;
+      }
+    }
+    assert_true(next == 0 || next > t);
+    t = next;
+    tl_reset();
+  }
+  /* Passes come further and further apart: each wait at least doubles (to an hour). */
+  assert_true(npass >= 5);
+  for (size_t i = 2; i < npass; i++) {
+    uint64_t before = passes[i - 1] - passes[i - 2], gap = passes[i] - passes[i - 1];
+    if (before < UINT64_C(3600000)) assert_true(gap + 1000u >= 2u * before);
+  }
+  /* Two hours hold about a dozen passes, not one a second (release 1: 7,200), and the node
+   * wakes about once a minute (anti-entropy with peers that never answer backs off too). */
+  assert_true(npass <= 16);
+  assert_true(rounds <= 400);
+  drop(tomb);
+  ringkv_node_destroy(n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_agreement_then_grace),
       cmocka_unit_test(test_marker_answers_covered),
       cmocka_unit_test(test_marker_merges),
       cmocka_unit_test(test_marker_expiry),
+      cmocka_unit_test(test_undecidable_backs_off),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

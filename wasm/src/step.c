@@ -118,6 +118,7 @@ struct rk_step {
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
   uint32_t ae_repair_peer, ae_retry_peer, ae_retries;   /* same-peer retries in a row */
+  uint32_t ae_failed;          /* exchanges in a row that no peer answered (in memory) */
   uint64_t ae_at, ae_repair_at;   /* when they were sent */
   /* Below shards: the ranges asked (and this node's parts of them), and the leaves found
    * so far, repaired together. */
@@ -1428,7 +1429,13 @@ static void ae_finish(out_t *o, int outcome) {
   } else if (outcome == AE_EQUAL && ++s->ae_agreed >= np) {
     s->ae_agreed = np;
     s->ae_interval_ms = RK_MIN(s->ae_interval_ms * 2, (uint64_t)AE_INTERVAL_MS_MAX);
+  } else if (outcome == AE_UNKNOWN && ++st->ae_failed >= np) {
+    /* A full cycle of peers none of which answered (all down, or cut off): nothing to
+     * learn sooner, so an idle node with no reachable peer backs off too. */
+    st->ae_failed = np;
+    s->ae_interval_ms = RK_MIN(s->ae_interval_ms * 2, (uint64_t)AE_INTERVAL_MS_MAX);
   }
+  if (outcome != AE_UNKNOWN) st->ae_failed = 0;
   s->ae_interval_ms = RK_MAX(s->ae_interval_ms, base);
   s->ae_next_ms = o->now + s->ae_interval_ms;
   ae_clear(st);
@@ -1650,8 +1657,9 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   if (message == NULL) {
     ae_finish(o, root ? AE_UNKNOWN : AE_DIFFER);
     if (!root) ae_retry(o, st->ae_peer);
-    /* Lost, not answered: the next exchange at the next round, not an interval later. */
-    st->s.ae_next_ms = o->now;
+    /* Lost, not answered: the next exchange at the next round, not an interval later;
+     * unless a full cycle of peers went unanswered (ae_finish backs off then). */
+    if (st->ae_failed < o->n->ae_peers_len) st->s.ae_next_ms = o->now;
     return RINGKV_OK;
   }
   if (st->ae_phase == AE_RANGES) return ae_ranges_answered(o, *message);
