@@ -4,7 +4,7 @@
 // happening its collection passes back off until it is all but quiet.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startCluster, kvPath, waitFor, sleep } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, sleep, dumpEntry } from "./helpers.mjs";
 
 let c;
 before(async () => {
@@ -39,6 +39,11 @@ test("undecidable tombstones are rotated past and back off until the node is qui
     timeoutMs: 60_000,
   });
   const kept = await c.req(kvPath(stuck[0], `?siblings=1&node=${a}`));
+  if (kept.status !== 200) {
+    const reps = await replicasOf(stuck[0]);
+    const dumps = await Promise.all(reps.map((n) => dumpEntry((p) => c.req(p), n, stuck[0])));
+    console.log(`${stuck[0]} (replicas ${reps}): ${kept.status} ${kept.text}; dumps ${JSON.stringify(dumps)}`);
+  }
   assert.equal(kept.status, 200, "a tombstone the down replica never acknowledged is kept");
   assert.equal(kept.json.siblings[0].deleted, true);
 
