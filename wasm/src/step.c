@@ -2155,8 +2155,10 @@ static uint64_t next_alarm(const out_t *o) {
   uint64_t gossip = t == UINT64_MAX ? 0 : RK_MAX(t, st->s.last_round_ms + interval_ms(n));
   /* A report may be due before the next round: that alarm runs no round (rk_step_run). */
   uint64_t report = rk_report_alarm(&st->rep, n);
-  if (gossip == 0 || (report != 0 && report < gossip)) return report;
-  return gossip;
+  uint64_t at = gossip == 0 || (report != 0 && report < gossip) ? report : gossip;
+  /* What is due already is due now: an executor's clock may be skewed back from the
+   * node's (FAULTS), and a time near 0 would then be before the epoch. */
+  return at == 0 ? 0 : RK_MAX(at, o->now);
 }
 
 /* A node's clock may move back (a skew removed, a restored wall clock): times it set
