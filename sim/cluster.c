@@ -817,6 +817,42 @@ static void check_key_at(sim *s, uint32_t k, node *n, const ack *best) {
   ringkv__read_reply__free_unpacked(rd, NULL);
 }
 
+static void run_round(sim *s, uint64_t *write_next, uint32_t *order);
+
+/* Rows whose versions are all tombstones, at any node. */
+static uint32_t tombstone_rows(const sim *s, uint32_t *key_out, uint32_t *node_out) {
+  uint32_t count = 0;
+  for (uint32_t i = 0; i < s->o->nodes; i++) {
+    const node *n = &s->nodes[i];
+    for (uint32_t j = 0; j < n->keys_len; j++) {
+      const row *r = n->rows[n->keys[j]];
+      if (r == NULL || !r->info.all_deleted || r->info.siblings == 0) continue;
+      if (count++ == 0) {
+        *key_out = n->keys[j];
+        *node_out = n->id;
+      }
+    }
+  }
+  return count;
+}
+
+/* Oracle "collected": with every replica up and nothing written, every tombstone is
+ * collected within a few graces of the last change (a key no pass comes back to would
+ * stay for good: digests agree, so nothing else wakes it). */
+static void check_collected(sim *s, uint64_t *write_next, uint32_t *order) {
+  uint64_t grace_rounds = (s->o->tombstone_grace_ms + s->o->interval_ms - 1) / s->o->interval_ms;
+  uint64_t limit = s->round + 4u * grace_rounds + 60u;
+  uint32_t key = 0, at = 0;
+  for (; s->round < limit && !s->failed; s->round++) {
+    if (tombstone_rows(s, &key, &at) == 0) return;
+    run_round(s, write_next, order);
+  }
+  uint32_t left = tombstone_rows(s, &key, &at);
+  if (left > 0 && !s->failed)
+    failf(s, "collected", "%u tombstone rows left %" PRIu64 " rounds after converging (key %u at node %u)", left,
+          4u * grace_rounds + 60u, key, at);
+}
+
 static void check_oracles(sim *s) {
   const sim_opts *o = s->o;
   for (uint32_t k = 0; k < o->keys && !s->failed; k++) {
@@ -1063,6 +1099,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
             o->rounds_max, why);
     }
   }
+  if (!s->failed && o->collect_check) check_collected(s, &write_next, order);
   if (!s->failed) check_oracles(s);
 
   res->entry_bytes_mean = s->entry_count ? s->entry_bytes_sum / (double)s->entry_count : 0;

@@ -75,7 +75,7 @@ static void usage(void) {
           "           [--fanout F] [--rounds-max M] [--fault-rounds F] [--settle-rounds S] [--value-bytes B]\n"
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
           "           [--max-skew-ms MS] [--max-siblings S] [--interval-ms MS] [--no-context-check] [--verbose]\n"
-          "           [--partition-rounds P] [--trace-key K] [--hostile]\n"
+          "           [--partition-rounds P] [--trace-key K] [--hostile] [--collect-check]\n"
           "           [--break skip-rows|drop-value]   (oracle self-tests: a broken executor)\n"
           "       sim --sweep [--seed S] [--sweep-seeds K] [--out sim/results.json] [--nodes-max N]\n"
           "   Every policy (gossip, retries, anti-entropy, expiry, collection) is the core's.\n");
@@ -355,6 +355,7 @@ int main(int argc, char **argv) {
     U64("--interval-ms", interval_ms);
     FLAG("--verbose", verbose, true);
     FLAG("--hostile", hostile, true);
+    FLAG("--collect-check", collect_check, true);
     else if (strcmp(a, "--trace-key") == 0) o.trace_key = strtoll(next_arg(argc, argv, &i), NULL, 10);
     else if (strcmp(a, "--break") == 0) {
       const char *m = next_arg(argc, argv, &i);

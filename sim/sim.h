@@ -56,6 +56,8 @@ typedef struct {
   int64_t trace_key;           /* >= 0: log every change of this key to stderr */
   int break_mode;              /* SIM_BREAK_*: oracle self-tests only */
   bool hostile;                /* the last node also sends forged messages (hostile.c) */
+  bool collect_check;          /* after converging, idle until every tombstone is collected
+                                  (oracle "collected": none is left behind for good) */
   bool verbose;
 } sim_opts;
 

@@ -76,6 +76,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["digest",2,"fixed64",0],
     ["context",3,"bytes",0],
     ["covered",4,"bool",0],
+    ["asked",5,"fixed64",0],
   ],
   GcQuery: [
     ["version",1,"uint32",0],
@@ -516,6 +517,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["gcDueMs",16,"uint64",0],
     ["gcUndecided",17,"bool",0],
     ["gcBegun",18,"bool",0],
+    ["gcPendingMs",19,"uint64",0],
     ["liveKeys",20,"uint64",0],
     ["reportState",21,"uint32",0],
     ["reportNumber",22,"uint64",0],

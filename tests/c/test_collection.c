@@ -72,18 +72,25 @@ static void local_write(pb_enc *e, uint32_t field, const char *key, rk_slice met
   pb_end(e, m);
 }
 
-/* A GcReply from `from` for `key`: its digest, and whether it holds a covering marker. */
-static rk_slice gc_reply(uint32_t from, const char *key, uint64_t digest, bool covered) {
+/* A GcReply in `version` from `from` for `key`: its digest, and whether it holds a marker
+ * covering the state whose digest was `asked`. */
+static rk_slice gc_reply_v(uint32_t version, uint32_t from, const char *key, uint64_t digest, bool covered,
+                           uint64_t asked) {
   pb_enc e = tl_enc();
-  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 1, version);
   pb_put_uint(&e, 2, from);
   size_t m = pb_begin(&e, 3);
   pb_put_bytes(&e, 1, tl_str(key));
   pb_put_fixed64(&e, 2, digest);
   pb_put_bool(&e, 4, covered);
+  pb_put_fixed64(&e, 5, asked);
   pb_end(&e, m);
-  pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 15, version);
   return copy(tl_done(&e));
+}
+
+static rk_slice gc_reply(uint32_t from, const char *key, uint64_t digest, bool covered, uint64_t asked) {
+  return gc_reply_v(RINGKV_PROTOCOL_VERSION, from, key, digest, covered, asked);
 }
 
 typedef struct {
@@ -94,11 +101,11 @@ typedef struct {
   uint64_t marker_since;
 } decided;
 
-static decided decide(ringkv_node *n, uint64_t now, const char *key, rk_slice meta, uint64_t since,
-                      const rk_slice *replies, size_t nr) {
+static decided decide_epoch(ringkv_node *n, uint64_t now, const char *key, rk_slice meta, uint64_t since,
+                            uint64_t since_epoch, const rk_slice *replies, size_t nr) {
   pb_enc e = tl_enc();
   pb_put_uint(&e, 1, now);
-  local_write(&e, 2, key, meta, since, 1, false);
+  local_write(&e, 2, key, meta, since, since_epoch, false);
   for (size_t i = 0; i < nr; i++) pb_put_bytes(&e, 3, replies[i]);
   pb_put_uint(&e, 4, 1);
   rk_slice reply;
@@ -124,6 +131,12 @@ static decided decide(ringkv_node *n, uint64_t now, const char *key, rk_slice me
   return d;
 }
 
+/* A decision where the row's noted agreement (if any) is of this epoch (1). */
+static decided decide(ringkv_node *n, uint64_t now, const char *key, rk_slice meta, uint64_t since,
+                      const rk_slice *replies, size_t nr) {
+  return decide_epoch(n, now, key, meta, since, 1, replies, nr);
+}
+
 static void test_agreement_then_grace(void **state) {
   (void)state;
   ringkv_node *n = node3(0);
@@ -131,7 +144,7 @@ static void test_agreement_then_grace(void **state) {
   rk_dot ctx[2] = {{0, 1}, {1, 1}};
   rk_slice tomb = reg_bytes((rk_dot){0, 1}, true, ctx, 2, false);
   uint64_t raw = digest_of(key, tomb);
-  rk_slice agree[2] = {gc_reply(1, key, raw, false), gc_reply(2, key, raw, false)};
+  rk_slice agree[2] = {gc_reply(1, key, raw, false, raw), gc_reply(2, key, raw, false, raw)};
 
   /* First agreement: noted now, collected no sooner than a grace later. */
   decided d = decide(n, NOW_MS, key, tomb, 0, agree, 2);
@@ -156,25 +169,44 @@ static void test_agreement_then_grace(void **state) {
 
   /* A replica with no row never agrees (it may have missed the write and the delete): the
    * noted agreement is voided. One that holds a covering marker agrees. */
-  rk_slice none[2] = {gc_reply(1, key, raw, false), gc_reply(2, key, 0, false)};
+  rk_slice none[2] = {gc_reply(1, key, raw, false, raw), gc_reply(2, key, 0, false, raw)};
   d = decide(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, none, 2);
   assert_int_equal(d.collected, 0);
   assert_int_equal(d.undecided, 1);
   assert_int_equal(d.marks, 1);
   assert_int_equal(d.mark_since, 0);
-  rk_slice covered[2] = {gc_reply(1, key, raw, false), gc_reply(2, key, 0, true)};
+  rk_slice covered[2] = {gc_reply(1, key, raw, false, raw), gc_reply(2, key, 0, true, raw)};
   d = decide(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, covered, 2);
   assert_int_equal(d.collected, 1);
   drop(d.marker_meta);
-  /* A replica that did not answer: undecided, nothing collected. */
+  /* `covered` is about the state asked: a marker covering another (the row changed since
+   * the query) is a replica holding another state. */
+  rk_slice stale[2] = {gc_reply(1, key, raw, false, raw), gc_reply(2, key, 0, true, raw + 1)};
+  d = decide(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, stale, 2);
+  assert_int_equal(d.collected, 0);
+  assert_int_equal(d.marks, 1);
+  assert_int_equal(d.mark_since, 0);
+  /* A replica that did not answer: undecided, nothing collected, the note kept. */
   d = decide(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, agree, 1);
   assert_int_equal(d.collected, 0);
   assert_int_equal(d.undecided, 1);
+  assert_int_equal(d.marks, 0);
+  /* A version-3 replica's 0 may be a marker it cannot name: undecided, the note kept; its
+   * `covered` (a field it does not have) counts for nothing. */
+  rk_slice old[2] = {gc_reply(1, key, raw, false, raw), gc_reply_v(3, 2, key, 0, true, raw)};
+  d = decide(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, old, 2);
+  assert_int_equal(d.collected + d.marks, 0);
+  assert_int_equal(d.undecided, 1);
+  /* An agreement noted under another epoch is void: noted again, not collected. */
+  d = decide_epoch(n, NOW_MS + GRACE_MS, key, tomb, NOW_MS, 2, agree, 2);
+  assert_int_equal(d.collected, 0);
+  assert_int_equal(d.marks, 1);
+  assert_int_equal(d.mark_since, NOW_MS + GRACE_MS);
   /* A live row is not collection's at all. */
   rk_slice live = reg_bytes((rk_dot){0, 1}, false, ctx, 2, false);
   d = decide(n, NOW_MS + GRACE_MS, key, live, NOW_MS, agree, 2);
   assert_int_equal(d.collected + d.marks + d.undecided, 0);
-  for (int i = 0; i < 2; i++) drop(agree[i]), drop(none[i]), drop(covered[i]);
+  for (int i = 0; i < 2; i++) drop(agree[i]), drop(none[i]), drop(covered[i]), drop(stale[i]), drop(old[i]);
   drop(tomb);
   drop(live);
   ringkv_node_destroy(n);
@@ -248,11 +280,12 @@ typedef struct {
   uint32_t malformed;
 } merged;
 
-static merged merge(ringkv_node *n, uint64_t now, rk_slice push, const char *key, rk_slice meta) {
+/* OP_MERGE of `push` where `key` holds `meta` (a marker collected here at `since`). */
+static merged merge_since(ringkv_node *n, uint64_t now, rk_slice push, const char *key, rk_slice meta, uint64_t since) {
   pb_enc e = tl_enc();
   pb_put_uint(&e, 1, now);
   pb_put_bytes(&e, 2, push);
-  local_write(&e, 3, key, meta, 0, 0, false);
+  local_write(&e, 3, key, meta, since, 0, false);
   rk_slice reply;
   assert_int_equal(tl_call(n, RINGKV_OP_MERGE, tl_done(&e), &reply), RINGKV_OK);
   merged out;
@@ -270,6 +303,10 @@ static merged merge(ringkv_node *n, uint64_t now, rk_slice push, const char *key
   out.malformed = tl_refused(reply, "malformed");
   tl_reset();
   return out;
+}
+
+static merged merge(ringkv_node *n, uint64_t now, rk_slice push, const char *key, rk_slice meta) {
+  return merge_since(n, now, push, key, meta, 0);
 }
 
 static void test_marker_merges(void **state) {
@@ -295,9 +332,9 @@ static void test_marker_merges(void **state) {
   assert_int_not_equal(m.digest_new, 0);
   drop(p);
   /* A marker arriving where the tombstone it covers is stored: the row becomes the marker
-   * (digest 0, with its time of collection here). */
+   * (digest 0), collected here now. */
   rk_slice tomb = reg_bytes((rk_dot){0, 1}, true, ctx, 2, false);
-  rk_slice marker_wire = marker_bytes(ctx, 2);
+  rk_slice marker_wire = marker_bytes(later_ctx, 3);
   p = push_of(RINGKV_PROTOCOL_VERSION, key, marker_wire);
   m = merge(n, NOW_MS, p, key, tomb);
   assert_int_equal(m.applied, 1);
@@ -305,11 +342,17 @@ static void test_marker_merges(void **state) {
   assert_int_equal(m.digest_new, 0);
   assert_int_equal(m.gc_since, NOW_MS);
   drop(p);
-  /* ... and where no row is stored, it is kept too (what anti-entropy ships). */
+  /* Into a marker it brings its context but not a later deadline: the row's time stays. */
   p = push_of(RINGKV_PROTOCOL_VERSION, key, marker_wire);
-  m = merge(n, NOW_MS, p, key, (rk_slice){NULL, 0});
+  m = merge_since(n, NOW_MS, p, key, marker, NOW_MS - 5000);
   assert_int_equal(m.applied, 1);
   assert_true(m.marker);
+  assert_int_equal(m.gc_since, NOW_MS - 5000);
+  /* Where no row is stored it makes none (a replica that deleted its marker keeps no copy
+   * a repair brings back, so markers never outlive their deadline going round). */
+  m = merge(n, NOW_MS, p, key, (rk_slice){NULL, 0});
+  assert_int_equal(m.applied, 0);
+  assert_int_equal(m.malformed, 0);
   drop(p);
   /* Before version 4 an entry without versions is malformed, marker or not. */
   p = push_of(RINGKV_PROTOCOL_VERSION - 1, key, marker_wire);

@@ -331,6 +331,10 @@ static rk_slice reg_meta(rk_arena *a, const rk_reg *r, int *err) {
   return pb_result(&e);
 }
 
+uint64_t rk_marker_keep_ms(const ringkv_node *n) {
+  return rk_mul_sat(n->cfg.tombstone_grace_ms, RINGKV_MARKER_GRACES);
+}
+
 /* A stored row: versions, or a collection marker. */
 static bool reg_stored(const rk_reg *r) { return r->sibs_len > 0 || rk_reg_is_marker(r); }
 
@@ -1383,6 +1387,10 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     /* Only contradictory input (each side claims to have superseded the other's
      * versions) merges to nothing, unless one side is a marker (the result is then the
      * marker): refuse such an entry rather than store a register without versions. */
+    /* A marker makes no row where there is none: it only turns the tombstones it covers
+     * into itself. A replica that deleted its marker (or never held the key) keeps no copy,
+     * so markers going round in repairs never outlive their deadline. */
+    if (merged.sibs_len == 0 && !reg_stored(old)) continue;
     if (merged.sibs_len == 0 && !rk_reg_is_marker(old) && !rk_reg_is_marker(rr)) {
       refused[REFUSED_NO_VERSION]++;
       continue;
@@ -1407,8 +1415,10 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     uint64_t old_raw = rk_reg_digest(a, key, old);
     uint64_t old_contrib = (l && l->expired) ? 0 : old_raw;
     uint64_t new_raw = rk_reg_digest(a, key, &merged);
-    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, false, msg,
-                  merged.sibs_len == 0 ? now_ms : 0);
+    /* A marker keeps its time of collection here: merging more context into it does not
+     * put its deadline off (so copies going round never keep a marker alive). */
+    uint64_t since = merged.sibs_len > 0 ? 0 : rk_reg_is_marker(old) ? l->gc_since_ms : now_ms;
+    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, false, msg, since);
     if (l != NULL) {
       current[li] = merged;
       l->meta = new_meta;
@@ -2187,7 +2197,7 @@ static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
   int err = 0;
   rows_req q;
   RK_TRY(rows_req_read(n, req, false, &q));
-  uint64_t keep_ms = rk_mul_sat(n->cfg.tombstone_grace_ms, RINGKV_MARKER_GRACES);
+  uint64_t keep_ms = rk_marker_keep_ms(n);
   pb_enc e;
   pb_enc_init(&e, a);
   rk_slice none = {NULL, 0};
@@ -2207,8 +2217,9 @@ static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
+/* A KeyDigest: a query's (ctx, version 4) or a reply's (covered and asked, version 4). */
 static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t digest, const rk_ctx *ctx,
-                             bool covered) {
+                             bool covered, uint64_t asked) {
   size_t m = pb_begin(e, field);
   pb_put_bytes(e, 1, key);
   pb_put_fixed64(e, 2, digest);
@@ -2218,6 +2229,7 @@ static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t d
     pb_end_omit_empty(e, 3, c);
   }
   pb_put_bool(e, 4, covered);
+  if (asked != 0) pb_put_fixed64(e, 5, asked);
   pb_end(e, m);
 }
 
@@ -2247,7 +2259,7 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
         peer_ver[reps[r]] = version_for(n, reps[r]);
         push_header(pe, n, peer_ver[reps[r]]);
       }
-      key_digest_write(pe, 3, l->key, raw, peer_ver[reps[r]] >= MARKER_VERSION_MIN ? &reg.ctx : NULL, false);
+      key_digest_write(pe, 3, l->key, raw, peer_ver[reps[r]] >= MARKER_VERSION_MIN ? &reg.ctx : NULL, false, 0);
     }
   }
   pb_enc e;
@@ -2270,6 +2282,7 @@ typedef struct {
   uint64_t digest;
   rk_slice context;   /* a query's (version 4) */
   bool covered;       /* a reply's (version 4) */
+  uint64_t asked;     /* a reply's (version 4): the state `covered` is about */
 } key_digest;
 
 /* Reads a GcQuery/GcReply: version check, sender, and its KeyDigest list. */
@@ -2298,6 +2311,7 @@ static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_
         case 2: ok = pb_get_fixed64(R, WT, &k->digest); break;
         case 3: ok = pb_get_bytes(R, WT, &k->context); break;
         case 4: ok = pb_get_bool(R, WT, &k->covered); break;
+        case 5: ok = pb_get_fixed64(R, WT, &k->asked); break;
         SKIP;
       }
       if (t_ < 0 || !key_valid(k->key)) ok = false;
@@ -2362,7 +2376,7 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
         covered = ctx_includes(&reg.ctx, &theirs);
       }
     }
-    key_digest_write(&m, 3, keys[i].key, raw, NULL, covered);
+    key_digest_write(&m, 3, keys[i].key, raw, NULL, covered, version >= MARKER_VERSION_MIN ? keys[i].digest : 0);
   }
   speaks_write(&m);
   rk_slice msg = finish(&m, &err);
@@ -2397,7 +2411,7 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!ok || t_ < 0) return RINGKV_E_DECODE;
   }
   typedef struct {
-    uint32_t from;
+    uint32_t from, version;
     key_digest *keys;
     size_t len;
   } gc_reply;
@@ -2405,8 +2419,7 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (replies == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < q.extra_len; i++) {
     gc_reply *g = &replies[i];
-    uint32_t version;
-    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &version, &g->keys, &g->len));
+    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &g->version, &g->keys, &g->len));
   }
   pb_enc e;
   pb_enc_init(&e, a);
@@ -2419,27 +2432,32 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!collectable(&reg)) continue;
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
     const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
-    /* Every other replica of the epoch holds this exact state, or a marker covering it;
-     * no row never agrees (it may be a replica that missed the delete and the write). */
-    bool all = true;
-    for (uint32_t r = 0; r < n->cfg.replicas && all; r++) {
+    /* Every other replica of the epoch holds this exact state, or a marker covering it
+     * (about this state: `asked`); no row never agrees (it may be a replica that missed the
+     * delete and the write). One that did not answer, or whose version cannot tell a marker
+     * from no row (0), leaves the key undecided but voids nothing. */
+    bool all = true, differs = false;
+    for (uint32_t r = 0; r < n->cfg.replicas; r++) {
       if (reps[r] == n->self) continue;
-      bool agreed = false;
-      for (size_t j = 0; j < q.extra_len && !agreed; j++) {
+      int said = 0;   /* 0: nothing, 1: agrees, -1: holds another state */
+      for (size_t j = 0; j < q.extra_len && said == 0; j++) {
         if (replies[j].from != reps[r]) continue;
         for (size_t k = 0; k < replies[j].len; k++) {
-          if (rk_slice_eq(replies[j].keys[k].key, l->key)) {
-            agreed = replies[j].keys[k].digest == raw || replies[j].keys[k].covered;
-            break;
-          }
+          const key_digest *kd = &replies[j].keys[k];
+          if (!rk_slice_eq(kd->key, l->key)) continue;
+          bool v4 = replies[j].version >= MARKER_VERSION_MIN;
+          if (kd->digest == raw || (v4 && kd->covered && kd->asked == raw)) said = 1;
+          else if (v4 || kd->digest != 0) said = -1;
+          break;
         }
       }
-      all = agreed;
+      all &= said == 1;
+      differs |= said == -1;
     }
     bool noted = l->gc_since_ms != 0 && l->gc_epoch == epoch;
     if (!all) {
       undecided++;
-      if (l->gc_since_ms != 0) gc_mark_write(&e, l->key, 0, 0);
+      if (differs && l->gc_since_ms != 0) gc_mark_write(&e, l->key, 0, 0);
       continue;
     }
     if (!noted) {

@@ -55,6 +55,9 @@ struct ringkv_node {
  * arena is not reset, so replies of earlier operations in the same call stay valid. */
 int rk_node_op(ringkv_node *n, uint32_t op, rk_slice req, rk_slice *reply);
 
+/* How long a collection marker outlives its collection (SPEC: 10 x the grace). */
+uint64_t rk_marker_keep_ms(const ringkv_node *n);
+
 /* The shard's replicas (cfg.replicas node ids, any order), valid until the next call. */
 const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard);
 

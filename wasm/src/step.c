@@ -88,7 +88,7 @@ typedef struct {
 /* StepState, less the clock and counter (the node's). */
 typedef struct {
   uint64_t seq, client_seq, last_round_ms, last_change_ms, ae_last_ms, ae_next_ms, ae_interval_ms;
-  uint64_t expiry_at_ms, gc_at_ms, gc_cursor, gc_retry_ms, gc_due_ms;
+  uint64_t expiry_at_ms, gc_at_ms, gc_cursor, gc_retry_ms, gc_due_ms, gc_pending_ms;
   bool gc_undecided, gc_begun;
   uint32_t ae_cursor, ae_agreed;
 } sched_t;
@@ -322,6 +322,7 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_uint(e, 16, s->gc_due_ms);
   pb_put_bool(e, 17, s->gc_undecided);
   pb_put_bool(e, 18, s->gc_begun);
+  pb_put_uint(e, 19, s->gc_pending_ms);
   if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
 }
 
@@ -357,6 +358,7 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 16: ok = pb_get_u64(R, WT, &s.gc_due_ms); break;
     case 17: ok = pb_get_bool(R, WT, &s.gc_undecided); break;
     case 18: ok = pb_get_bool(R, WT, &s.gc_begun); break;
+    case 19: ok = pb_get_u64(R, WT, &s.gc_pending_ms); break;
     case 20: ok = pb_get_u64(R, WT, &rep.live_keys); break;
     case 21: ok = pb_get_u32(R, WT, &rep.state); break;
     case 22: ok = pb_get_u64(R, WT, &rep.number); break;
@@ -939,13 +941,9 @@ static void forget_stale_sends(out_t *o) {
   if (st->gc_len > 0 && st->gc_at < before) gc_clear(st);
 }
 
-/* Markers collected before this are deleted (SPEC: 10 x the grace). */
-static uint64_t marker_keep_ms(const ringkv_node *n) {
-  return rk_mul_sat(n->cfg.tombstone_grace_ms, RINGKV_MARKER_GRACES);
-}
-
+/* Markers collected before this are deleted. */
 static uint64_t marker_before(const out_t *o) {
-  uint64_t keep = marker_keep_ms(o->n);
+  uint64_t keep = rk_marker_keep_ms(o->n);
   return o->now > keep ? o->now - keep : 0;
 }
 
@@ -981,6 +979,8 @@ static void round_begin(out_t *o) {
   if (st->gc_loading) {
     pb_put_uint(&o->load, 12, GC_KEYS_MAX);
     pb_put_uint(&o->load, 22, st->s.gc_cursor);
+    /* A pass starting reads every tombstone row: what became one before is in it. */
+    if (st->s.gc_cursor == 0) st->s.gc_pending_ms = 0;
   }
   st->wait = WAIT_ROUND;
 }
@@ -1163,6 +1163,9 @@ static void gc_pass_end(out_t *o) {
     s->gc_retry_ms = 0;
   }
   if (s->gc_due_ms != 0) next = next == 0 ? s->gc_due_ms : RK_MIN(next, s->gc_due_ms);
+  /* A row that became all tombstones during the pass (perhaps behind its cursor). */
+  if (s->gc_pending_ms != 0) next = next == 0 ? s->gc_pending_ms : RK_MIN(next, s->gc_pending_ms);
+  s->gc_pending_ms = 0;
   s->gc_at_ms = next == 0 ? 0 : RK_MAX(next, o->now + 1u);
   s->gc_cursor = 0;
   s->gc_due_ms = 0;
@@ -1170,12 +1173,14 @@ static void gc_pass_end(out_t *o) {
 }
 
 /* A row became all tombstones: collection looks at it once its gossip has settled, and a
- * pass waiting out a back-off starts over. */
+ * pass waiting out a back-off starts over; a pass under way runs again after it ends (it
+ * may have gone past the row). */
 static void gc_schedule(out_t *o) {
   sched_t *s = &o->st->s;
   uint64_t at = o->now + GC_SETTLE_INTERVALS * interval_ms(o->n);
   s->gc_retry_ms = 0;
   if (s->gc_at_ms == 0 || s->gc_at_ms > at) s->gc_at_ms = at;
+  if (s->gc_pending_ms == 0 || s->gc_pending_ms > at) s->gc_pending_ms = at;
 }
 
 /* Whether an Applied leaves the row with versions, all tombstones (KeyInfo). */
@@ -1264,7 +1269,7 @@ static int round_loaded(out_t *o, rk_slice loaded) {
   }
   /* The next marker to delete, or the next round when this one left some. */
   if (expirable >= EXPIRE_KEYS_MAX) st->s.expiry_at_ms = o->now;
-  else if (next_expiry != 0) st->s.expiry_at_ms = rk_add_sat(next_expiry, marker_keep_ms(n)) + 1u;
+  else if (next_expiry != 0) st->s.expiry_at_ms = rk_add_sat(next_expiry, rk_marker_keep_ms(n)) + 1u;
   else st->s.expiry_at_ms = 0;
   if (st->scan_push) RK_TRY(round_push(o, loaded));
   if (st->gc_loading) {
