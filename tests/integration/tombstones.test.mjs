@@ -9,7 +9,9 @@ import { startCluster, kvPath, waitFor, sleep, dumpEntry } from "./helpers.mjs";
 
 let c;
 before(async () => {
-  c = await startCluster({ vars: { TOMBSTONE_GRACE_SECONDS: "1", FAULTS: "1", CACHE_TTL_SECONDS: "0" } });
+  // A 5 s grace: markers live 50 s, longer than any late copy below takes to arrive (a copy
+  // later than that can bring a version back, as documented).
+  c = await startCluster({ vars: { TOMBSTONE_GRACE_SECONDS: "5", FAULTS: "1", CACHE_TTL_SECONDS: "0" } });
 });
 after(async () => {
   await c?.dispose();
@@ -28,7 +30,7 @@ test("a deleted key is collected on every replica once all of them hold the tomb
   for (const k of keys) assert.equal((await c.req(kvPath(k), { method: "PUT", body: "v" })).status, 200);
   for (const k of keys) assert.equal((await c.req(kvPath(k), { method: "DELETE" })).status, 200);
   for (const k of keys) {
-    await waitFor(`${k} collected`, async () => (await statesOf(k)).every((s) => s.status === 404), { timeoutMs: 30_000 });
+    await waitFor(`${k} collected`, async () => (await statesOf(k)).every((s) => s.status === 404), { timeoutMs: 60_000 });
   }
   // Anti-entropy and gossip keep running: nothing comes back.
   await waitFor("converged", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 30_000 });
@@ -39,14 +41,14 @@ test("a deleted key is collected on every replica once all of them hold the tomb
   }
   assert.equal((await c.req("/v1/kv?prefix=tomb%2F")).json.keys.length, 0);
   // What a collected key leaves is a marker: its context, no version; deleted after ten
-  // times the grace (1 s here).
+  // times the grace (5 s here).
   const node = (await replicasOf(keys[1]))[0];
   const req = (path) => c.req(path);
   const marker = await dumpEntry(req, node, keys[1]);
   assert.ok(marker, "the marker is a row");
   assert.equal(marker.siblings.length, 0);
   assert.ok(marker.context.vv.length > 0, "the marker keeps the key's context");
-  await waitFor("marker deleted after 10 x the grace", async () => (await dumpEntry(req, node, keys[1])) === undefined, { timeoutMs: 30_000, everyMs: 1000 });
+  await waitFor("marker deleted after 10 x the grace", async () => (await dumpEntry(req, node, keys[1])) === undefined, { timeoutMs: 90_000, everyMs: 1000 });
   // A collected key can be written again.
   assert.equal((await c.req(kvPath(keys[0]), { method: "PUT", body: "again" })).status, 200);
   assert.equal((await c.req(kvPath(keys[0]))).text, "again");
@@ -61,7 +63,7 @@ test("a partitioned replica blocks collection until it has the tombstone", async
   assert.equal((await faults({ partitions: [[Number(cc)], others] })).status, 200);
   try {
     assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "DELETE" })).status, 200);
-    await sleep(3500);
+    await sleep(6000);
     const during = await Promise.all([a, b, cc].map((n) => siblingsAt(key, n)));
     assert.equal(during[0].status, 200, "the tombstone is kept while a replica is unreachable");
     assert.equal(during[0].json.siblings[0].deleted, true);
@@ -77,6 +79,7 @@ test("a partitioned replica blocks collection until it has the tombstone", async
 });
 
 test("a missed delete and a missed collection are reconciled; late copies of collected versions are dropped", async () => {
+  const t0 = Date.now();
   const [k1, k2] = ["tomb/late/1", "tomb/late/2"];
   const [a, b, cc] = await replicasOf(k1);
   const [a2, b2, c2] = await replicasOf(k2);
@@ -85,8 +88,12 @@ test("a missed delete and a missed collection are reconciled; late copies of col
   assert.equal((await faults({ hold: [Number(a), Number(a2)] })).status, 200);
   assert.equal((await c.req(kvPath(k1, `?node=${a}`), { method: "PUT", body: "old" })).status, 200);
   assert.equal((await c.req(kvPath(k2, `?node=${a2}`), { method: "PUT", body: "old" })).status, 200);
-  const held = (await faults({})).json.held;
-  assert.ok(held[a]?.["/internal/push"] > 0, `${a} held its pushes: ${JSON.stringify(held)}`);
+  const holding = { hold: [Number(a), Number(a2)] };
+  await waitFor("both first pushes held", async () => {
+    const held = (await faults(holding)).json.held;
+    return held[a]?.["/internal/push"] > 0 && held[a2]?.["/internal/push"] > 0;
+  });
+  assert.equal((await faults({})).status, 200);
   await waitFor("both values everywhere", async () => [...(await statesOf(k1)), ...(await statesOf(k2))].every((s) => s.status === 200), { timeoutMs: 30_000 });
 
   // k1: replica cc misses the delete; the others keep the tombstone until it has it.
@@ -98,19 +105,32 @@ test("a missed delete and a missed collection are reconciled; late copies of col
   assert.equal(during[2].json.siblings[0].deleted, false);
   assert.equal((await faults({})).status, 200);
   await waitFor("k1 collected everywhere", async () => (await statesOf(k1)).every((s) => s.status === 404), { timeoutMs: 60_000 });
-
-  // k2: replica c2 sends nothing (its messages are held), so it cannot decide a collection
-  // itself; the others collect and their markers reconcile it.
-  assert.equal((await faults({ hold: [Number(c2)] })).status, 200);
-  assert.equal((await c.req(kvPath(k2, `?node=${a2}`), { method: "DELETE" })).status, 200);
-  await waitFor("k2 collected everywhere", async () => (await statesOf(k2)).every((s) => s.status === 404), { timeoutMs: 60_000 });
-  const heldNow = (await faults({ hold: [Number(c2)] })).json.held;
-  assert.ok(heldNow[c2]?.["/internal/gc"] > 0, `${c2}'s own collection queries never left: ${JSON.stringify(heldNow)}`);
-
-  // Every held message, the first pushes of both values included, arrives now.
+  // Every held message, the first pushes of the old values included, arrives now: well
+  // within the markers' 10 x grace, so they are dropped. Not for a moment does a replica
+  // hold k1's old value again.
   const late = await faults({ deliver_held: true });
   assert.equal(late.status, 200);
   assert.ok(late.json.delivered >= 2, `delivered ${late.json.delivered}`);
+  for (let i = 0; i < 20; i++) {
+    const states = await statesOf(k1);
+    states.forEach((st, j) => assert.equal(st.status, 404, `${k1} came back at replica ${j} after the late copies (${Date.now() - t0} ms in): ${st.text}`));
+    await sleep(250);
+  }
+
+  // k2: replica c2 sends nothing (its messages are held), so it cannot decide a collection
+  // itself while the others do; once it can send again, their markers answer for it.
+  assert.equal((await faults({ hold: [Number(c2)] })).status, 200);
+  try {
+    assert.equal((await c.req(kvPath(k2, `?node=${a2}`), { method: "DELETE" })).status, 200);
+    const othersOf2 = [a2, b2];
+    await waitFor("k2 collected at the others", async () => (await Promise.all(othersOf2.map((n) => siblingsAt(k2, n)))).every((s) => s.status === 404), { timeoutMs: 60_000 });
+    const heldNow = (await faults({ hold: [Number(c2)] })).json.held;
+    assert.ok(heldNow[c2]?.["/internal/gc"] > 0, `${c2}'s own collection queries never left: ${JSON.stringify(heldNow)}`);
+  } finally {
+    assert.equal((await faults({})).status, 200);
+  }
+  await waitFor("k2 collected everywhere", async () => (await statesOf(k2)).every((s) => s.status === 404), { timeoutMs: 90_000, everyMs: 500 });
+
   await waitFor("converged", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 30_000 });
   await sleep(2000);
   for (const k of [k1, k2]) {
@@ -131,7 +151,7 @@ test("replicas holding different tombstones past the grace are reconciled before
     // Two concurrent deletes: each side holds its own tombstone, well past the grace.
     assert.equal((await c.req(kvPath(key, `?node=${a}`), { method: "DELETE" })).status, 200);
     assert.equal((await c.req(kvPath(key, `?node=${b}`), { method: "DELETE" })).status, 200);
-    await sleep(3000);
+    await sleep(6000);
     const [sa, sb] = await Promise.all([siblingsAt(key, a), siblingsAt(key, b)]);
     assert.equal(sa.status, 200, "a tombstone no other replica holds is not collected");
     assert.equal(sb.status, 200);
