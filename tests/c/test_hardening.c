@@ -61,17 +61,6 @@ static rk_slice reg_one(uint32_t node, uint64_t counter, uint64_t hlc, const rk_
   return copy(tl_done(&e));
 }
 
-static rk_slice push_of(uint32_t version, uint32_t from, const char *key, rk_slice reg) {
-  pb_enc e = tl_enc();
-  pb_put_uint(&e, 1, version);
-  pb_put_uint(&e, 2, from);
-  size_t m = pb_begin(&e, 3);
-  pb_put_bytes(&e, 1, tl_str(key));
-  pb_put_bytes(&e, 2, reg);
-  pb_end(&e, m);
-  pb_put_uint(&e, 15, version);
-  return copy(tl_done(&e));
-}
 
 typedef struct {
   int code;
@@ -222,7 +211,7 @@ static void test_future_hlc_waits(void **state) {
   key_shared(n, 0, 1, key, sizeof key);
   uint64_t ahead_ms = NOW_MS + SKEW_MS + 5000;
   rk_slice reg = reg_one(1, 1, ahead_ms << 16, NULL, 0);
-  rk_slice push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+  rk_slice push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   merged r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
@@ -263,7 +252,7 @@ static void test_future_hlc_waits(void **state) {
 
   /* Near 2^64: refused outright, never deferred. */
   reg = reg_one(1, 2, UINT64_MAX - 7, NULL, 0);
-  push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+  push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
@@ -311,7 +300,7 @@ static void test_dot_claims(void **state) {
   /* A peer's context names node 0's dot 500 (node 0 has made none): the counter rises. */
   rk_dot claim = {0, 500};
   rk_slice reg = reg_one(1, 1, NOW_MS << 16, &claim, 1);
-  rk_slice push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+  rk_slice push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   merged r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 1);
@@ -332,7 +321,7 @@ static void test_dot_claims(void **state) {
   for (uint32_t who = 0; who < 2; who++) {
     rk_dot absurd = {who, RINGKV_COUNTER_MAX + 1};
     reg = reg_one(1, 2, NOW_MS << 16, &absurd, 1);
-    push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+    push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
     r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
     assert_int_equal(r.code, RINGKV_OK);
     assert_int_equal(applied_count(r.reply), 0);
@@ -347,7 +336,7 @@ static void test_dot_claims(void **state) {
    * the message found: a second entry cannot climb on the first one's raise. */
   rk_dot far = {0, 501 + RINGKV_DOT_CLAIM_MAX + 1};
   reg = reg_one(1, 3, NOW_MS << 16, &far, 1);
-  push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+  push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(tl_refused(r.reply, "future_dot"), 1);
@@ -372,7 +361,7 @@ static void test_dot_claims(void **state) {
 
   /* A node id the cluster never had. */
   reg = reg_one(9, 1, NOW_MS << 16, NULL, 0);
-  push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
+  push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, reg);
   r = merge(n, NOW_MS, push, key, (rk_slice){NULL, 0});
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
@@ -403,7 +392,7 @@ static void test_no_version_refused(void **state) {
   rk_slice meta = copy(tl_done(&e));
   tl_reset();
   rk_slice remote = reg_one(1, 2, NOW_MS << 16, &mine, 1);
-  rk_slice push = push_of(RINGKV_PROTOCOL_VERSION, 1, key, remote);
+  rk_slice push = tl_push_of(RINGKV_PROTOCOL_VERSION, 1, key, remote);
   merged r = merge(n, NOW_MS, push, key, meta);
   assert_int_equal(r.code, RINGKV_OK);
   assert_int_equal(applied_count(r.reply), 0);
@@ -427,7 +416,7 @@ static void test_protocol_versions(void **state) {
   key_shared(a, 0, 1, key, sizeof key);
   rk_slice reg = reg_one(1, 1, NOW_MS << 16, NULL, 0);
   for (uint32_t v = 0; v <= RINGKV_PROTOCOL_VERSION + 1; v++) {
-    rk_slice push = push_of(v, 1, key, reg);
+    rk_slice push = tl_push_of(v, 1, key, reg);
     merged r = merge(a, NOW_MS, push, key, (rk_slice){NULL, 0});
     bool known = v >= RINGKV_PROTOCOL_VERSION_MIN && v <= RINGKV_PROTOCOL_VERSION;
     assert_int_equal(r.code, known ? RINGKV_OK : RINGKV_E_PROTOCOL);

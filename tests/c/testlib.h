@@ -94,6 +94,20 @@ static inline rk_slice tl_dup(rk_slice s) {
 /* Reading replies. */
 
 /* The last occurrence of field `f` with wire type `want` (proto3 "last one wins"). */
+/* A Push in `version` from `from` with one entry (key, encoded register with values),
+ * heap-copied (free it). */
+static inline rk_slice tl_push_of(uint32_t version, uint32_t from, const char *key, rk_slice reg) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, version);
+  pb_put_uint(&e, 2, from);
+  size_t m = pb_begin(&e, 3);
+  pb_put_bytes(&e, 1, tl_str(key));
+  pb_put_bytes(&e, 2, reg);
+  pb_end(&e, m);
+  pb_put_uint(&e, 15, version);
+  return tl_dup(tl_done(&e));
+}
+
 static inline int tl_field(rk_slice msg, uint32_t f, uint32_t want, pb_rd *at) {
   pb_rd r = pb_reader(msg);
   uint32_t field, wt;
