@@ -279,7 +279,7 @@ int rk_catchup_answer(rk_catchup *c, const ringkv_node *n, uint32_t i, uint64_t 
   }
   int t_;
   bool ok = true, equal = false, more = false;
-  uint32_t version = 0, from = UINT32_MAX, shard = UINT32_MAX;
+  uint32_t version = 0, from = 0, shard = 0;
   uint64_t position = 0;
   rk_slice p = {NULL, 0}, key = {NULL, 0};
   FIELDS(*answer) {
@@ -377,7 +377,7 @@ int rk_catchup_incoming(const ringkv_node *n, rk_slice msg, bool *equal, pb_enc 
                         uint32_t *shard_out) {
   int t_;
   bool ok = true, started = false;
-  uint32_t version = 0, from = UINT32_MAX, shard = UINT32_MAX;
+  uint32_t version = 0, from = 0, shard = 0;
   uint64_t digest = 0, position = 0;
   rk_slice key = {NULL, 0};
   FIELDS(msg) {
