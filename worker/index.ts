@@ -9,7 +9,7 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
-import { NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
+import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
 import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
@@ -246,7 +246,10 @@ async function callReplicas(env: Msg, nodes: number[], path: string, init: () =>
   }
   if (last !== undefined) {
     const text = await last.text();
-    return new Response(text, { status: last.status, headers: { "Content-Type": "application/json" } });
+    const headers: Record<string, string> = { "Content-Type": "application/json" };
+    const catchingUp = last.headers.get(CATCHING_UP_HEADER);
+    if (catchingUp !== null) headers[CATCHING_UP_HEADER] = catchingUp;
+    return new Response(text, { status: last.status, headers });
   }
   return json(503, { error: "no replica of this key is available" });
 }
@@ -350,6 +353,11 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     const response = await callNode(env, node, `/internal/dump${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
     return passJson(response);
   }
+  m = /^\/v1\/admin\/nodes\/([^/]*)\/fence$/.exec(path);
+  if (m !== null) {
+    if (method !== "POST") return methodNotAllowed("POST");
+    return fence(env, await ringOf(env, s), m[1]);
+  }
   if (config.faultsEnabled) {
     if (path === "/v1/admin/faults") {
       if (method !== "POST") return methodNotAllowed("POST");
@@ -375,6 +383,26 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     }
   }
   return json(404, { error: "not found" });
+}
+
+/** POST /v1/admin/nodes/{id}/fence: the node wipes its storage and restarts with no
+ *  state (a fresh dot lease, then it catches up on its shards). 400 for an id that is not
+ *  one, 404 for a node outside the ring. */
+async function fence(env: Msg, rs: RingState, idText: string): Promise<Response> {
+  if (!/^[0-9]{1,4}$/.test(idText) || Number(idText) >= NODE_IDS_MAX) fail(400, "bad node id");
+  const node = Number(idText);
+  if (node >= rs.view.ring.size) return json(404, { error: `unknown node ${node}: the ring has nodes 0 to ${rs.view.ring.size - 1}` });
+  let response: Response;
+  try {
+    response = await callNode(env, node, "/internal/fence", { method: "POST" }, rs.policy.nodeTimeoutMs);
+  } catch (err) {
+    fail(503, `node ${node} did not answer the fence: ${(err as Error).message}`);
+  }
+  const text = await response.text();
+  if (response.status !== 202) { // lint: http-status
+    return new Response(text, { status: response.status, headers: { "Content-Type": "application/json", "Cache-Control": "no-store" } });
+  }
+  return json(202, { node: String(node), fenced: true }); // lint: http-status
 }
 
 function methodNotAllowed(allow: string): Response {
@@ -482,6 +510,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
         warnOnce(`cache delete failed: ${(err as Error).message}`);
       }
     }
+    // A named replica still catching up after a rejoin accepts no client write (SPEC: it
+    // is not among the key's write replicas until it has caught up).
+    if (nodeParam !== undefined && response.status === 503 && response.headers.get(CATCHING_UP_HEADER) !== null) { // lint: http-status
+      await response.arrayBuffer();
+      fail(400, `node ${nodeParam} is catching up on this key's shard: not one of its write replicas yet`);
+    }
     if (response.status !== 200) return passJson(response);
     const r = (await response.json()) as Msg;
     const context = await sign(rs, key.bytes, r.token);
@@ -506,9 +540,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
   }
   const startGeneration = writeGeneration.get(cacheKey) ?? 0;
   const startEpoch = generationEpoch;
+  // ?node= names a node's local copy: served even while it catches up.
+  const readHeaders: Record<string, string> = { "X-Ring-Key": keyHeader };
+  if (nodeParam !== undefined) readHeaders[LOCAL_HEADER] = "1";
   const response = await callReplicas(env, targets, `/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
     method: "GET",
-    headers: { "X-Ring-Key": keyHeader },
+    headers: readHeaders,
   }));
   if (siblings) {
     if (response.status !== 200) return passJson(response);

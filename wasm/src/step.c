@@ -2286,7 +2286,12 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   RK_TRY(rk_report_ready(&st->rep, n));
   /* A node that started with no state draws the incarnation its lease requests carry. */
-  if (n->cfg.leases && st->lease.fresh && st->lease.incarnation == 0) st->lease.incarnation = rnd | 1u;
+  if (n->cfg.leases && st->lease.fresh && st->lease.incarnation == 0) {
+    st->lease.incarnation = rnd | 1u;
+    /* Its reports are numbered from its clock on, so RingControl takes them as newer than
+     * those of the life whose storage was lost (at most one report a millisecond). */
+    if (st->rep.number == 0) st->rep.number = now;
+  }
   sched_t saved = st->s;
   rk_report saved_rep = st->rep;
   rk_lease saved_lease = st->lease;
