@@ -682,10 +682,11 @@ export class RingNode extends DurableObject {
       this.stats.clear();
       this.ringView = undefined;
       this.nodeId = undefined;
-      this.faults = NO_FAULTS;
       this.start();
       this.nodeId = id;
       this.storage.setConf("node_id", String(id));
+      // Fault injection settings are the test's, not the node's data: they stay.
+      if (this.config?.faultsEnabled) this.storage.setConf("faults", JSON.stringify(this.faults));
       // The ring again from RingControl; the core starts (with no state) once it is here.
       await this.ensureRing();
     });

@@ -79,6 +79,8 @@ typedef struct {
   size_t nsends;
   tsend sends[32];
   uint64_t refused_malformed;
+  bool has_put;
+  uint64_t put_at, put_len;   /* the first row's first value: payload[at, at + len) */
 } tout;
 
 static tout step(ringkv_node *n, uint64_t now, uint32_t field, rk_slice body) {
@@ -109,6 +111,16 @@ static tout step(ringkv_node *n, uint64_t now, uint32_t field, rk_slice body) {
       o.sends[o.nsends].message = keep(tl_bytes_field(s, 2));
       o.nsends++;
     }
+  }
+  it = pb_reader(rep);
+  while (!o.has_put && tl_next_bytes(&it, 2, &s)) {
+    rk_slice applied = tl_bytes_field(s, 1);
+    pb_rd pi;
+    if (!tl_field(applied, 6, PB_LEN, &pi)) continue;
+    rk_slice put = tl_bytes_field(applied, 6);
+    o.has_put = true;
+    o.put_at = tl_u64(put, 3);
+    o.put_len = tl_u64(put, 4);
   }
   it = pb_reader(rep);
   while (tl_next_bytes(&it, 9, &s)) {
@@ -442,6 +454,12 @@ static tout merge_push(ringkv_node *n, uint64_t now, rk_slice push, uint32_t kin
     }
     o = step(n, now, 4, tl_done(&l));
     assert_int_equal(o.rc, RINGKV_OK);
+    /* A merged value lies in the event's payload (for a catch-up page: inside the reply). */
+    if (o.has_put) {
+      assert_true(o.put_at + o.put_len <= push.len);
+      assert_memory_equal(push.ptr + o.put_at, "pushed", 6);
+      assert_int_equal(o.put_len, 6);
+    }
   }
   return o;
 }

@@ -109,6 +109,9 @@ struct rk_step {
   buf_t msg;                   /* the chain's message */
   buf_t mk;                    /* its MessageKeysReply */
   bool msg_answer;             /* it answers this node's send: deferrals come back */
+  size_t msg_at;               /* where the message lies in the event's payload (a catch-up
+                                  page's Push lies inside its CatchupReply): Applied.put
+                                  offsets are moved by it */
   size_t keys_from;            /* the next range's first entry */
   buf_t deferred;              /* the earlier ranges' deferred keys, as MergeRequest field 7 */
   uint64_t scan_seq;           /* the round: the sequence when its rows were read */
@@ -434,6 +437,7 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
 
 static void chain_clear(rk_step *st) {
   st->wait = WAIT_NONE;
+  st->msg_at = 0;
   st->msg_ranges = false;
   st->ranges_loaded = 0;
   buf_free(&st->msg);
@@ -602,6 +606,7 @@ static bool sent_has(const rk_step *st, rk_slice key) {
 
 static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t rows_len, bool whole,
                        bool last, size_t from, size_t to);
+static int applied_rebase(out_t *o, rk_slice *applied, size_t at);
 
 /* Starts merging `message`. Incoming pushes (answer false) fail the step on a malformed
  * message; answers are only counted. */
@@ -728,6 +733,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
     case 2: {
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
+      if (st->msg_at != 0) RK_TRY(applied_rebase(o, &s, st->msg_at));
       local_info probe = {.key = applied_key(s)};
       const local_info *row = rows_len ? bsearch(&probe, rows, rows_len, sizeof *rows, local_info_cmp) : NULL;
       /* A client's write stays a client's write until every peer has it. */
@@ -775,6 +781,51 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
    * key goes at the next round (the alarm follows from the state). */
   if (changed) note_change(o);
   if (last) chain_clear(st);
+  return RINGKV_OK;
+}
+
+/* An Applied whose put values' offsets are moved by `at` (into the arena). */
+static int applied_rebase(out_t *o, rk_slice *applied, size_t at) {
+  pb_enc e;
+  enc(o, &e);
+  int t_;
+  bool ok = true;
+  FIELDS(*applied) {
+    case 6: {
+      rk_slice v;
+      ok = pb_get_bytes(R, WT, &v);
+      if (!ok) break;
+      rk_slice dot = {NULL, 0}, value = {NULL, 0};
+      uint64_t off = 0, len = 0;
+      FIELDS(v) {
+        case 1: ok = pb_get_bytes(R, WT, &dot); break;
+        case 2: ok = pb_get_bytes(R, WT, &value); break;
+        case 3: ok = pb_get_u64(R, WT, &off); break;
+        case 4: ok = pb_get_u64(R, WT, &len); break;
+        SKIP;
+      }
+      size_t m = pb_begin(&e, 6);
+      size_t d = pb_begin(&e, 1);
+      pb_put_raw(&e, dot.ptr, dot.len);
+      pb_end(&e, d);
+      pb_put_bytes(&e, 2, value);
+      pb_put_uint(&e, 3, value.len == 0 && len > 0 ? off + at : off);
+      pb_put_uint(&e, 4, len);
+      pb_end(&e, m);
+      break;
+    }
+    default: {
+      /* Every other field as it is. */
+      const uint8_t *from = r_.p;
+      ok = pb_skip(R, WT);
+      size_t tag_len = pb_varint_size(((uint64_t)f_ << 3) | wt_);
+      pb_put_raw(&e, from - tag_len, (size_t)(r_.p - from) + tag_len);
+      break;
+    }
+  }
+  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  if (e.err) return e.err;
+  *applied = pb_result(&e);
   return RINGKV_OK;
 }
 
@@ -2003,8 +2054,10 @@ static int catchup_answered(out_t *o, uint32_t i, const rk_slice *message) {
   }
   RK_TRY(rc);
   if (rk_catchup_merging(&st->cu) != (int)i) return RINGKV_OK;
-  /* The page merges like any push; the cursor moves once it is written (rk_step_run). */
+  /* The page merges like any push; the cursor moves once it is written (rk_step_run). Its
+   * values are the answer's bytes, where the Push lies at an offset. */
   rc = merge_begin(o, push, true);
+  if (rc == RINGKV_OK) st->msg_at = (size_t)(push.ptr - message->ptr);
   if (rc == RINGKV_E_NOMEM) return rc;
   if (rc != RINGKV_OK) {
     stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
