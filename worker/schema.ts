@@ -543,6 +543,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["node",1,"uint32",0],
     ["end",2,"uint64",0],
     ["incarnation",3,"fixed64",0],
+    ["lost",4,"bool",0],
   ],
   CatchupRequest: [
     ["version",1,"uint32",0],

@@ -12,7 +12,7 @@
 struct ringkv_node;
 
 #define RK_CATCHUP_TIMEOUT_MS 10000u   /* a page unanswered by then is lost */
-#define RK_CATCHUP_ACTIVE_MAX 8u       /* shards pulled at once (pages in flight) */
+#define RK_CATCHUP_ACTIVE_MAX 32u      /* shards pulled at once (pages in flight) */
 #define RK_CATCHUP_PAGE_ROWS_MAX 256u  /* rows of one page */
 #define RK_CATCHUP_PAGE_BYTES_MAX (4u * 1024u * 1024u)   /* their metadata and values: the
                                                             row that reaches it ends the page */

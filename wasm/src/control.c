@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
   uint32_t node;
   uint64_t end, incarnation;
+  bool lost;
 } lease_t;
 
 typedef struct {
@@ -93,11 +94,12 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
     case 4: ok = pb_get_u32(R, WT, &st->cluster_size_applied); break;
     case 5: {
       ok = pb_get_bytes(R, WT, &lease);
-      lease_t l = {0, 0, 0};
+      lease_t l = {0, 0, 0, false};
       FIELDS(lease) {
         case 1: ok = pb_get_u32(R, WT, &l.node); break;
         case 2: ok = pb_get_u64(R, WT, &l.end); break;
         case 3: ok = pb_get_fixed64(R, WT, &l.incarnation); break;
+        case 4: ok = pb_get_bool(R, WT, &l.lost); break;
         SKIP;
       }
       if (ok && t_ >= 0) {
@@ -128,6 +130,7 @@ static void state_write(pb_enc *e, const control_state *st) {
     pb_put_uint(e, 1, st->leases[i].node);
     pb_put_uint(e, 2, st->leases[i].end);
     pb_put_fixed64(e, 3, st->leases[i].incarnation);
+    pb_put_bool(e, 4, st->leases[i].lost);
     pb_end(e, m);
   }
 }
@@ -166,11 +169,13 @@ static int lease_grant(rk_arena *a, control_state *st, rk_slice req, pb_enc *log
     st->leases_len++;
     st->leases[i].node = from;
   }
-  /* A fresh node of the incarnation that holds the record asks again (an answer lost):
-   * its storage was not lost. */
-  bool lost = fresh && known && st->leases[i].incarnation != incarnation;
+  /* A fresh node of the incarnation that holds the record asks again (an answer was lost):
+   * it is given the same verdict as the first time. */
+  bool again = known && st->leases[i].incarnation == incarnation;
+  bool lost = fresh && (again ? st->leases[i].lost : known);
   st->leases[i].end = end;
   st->leases[i].incarnation = incarnation;
+  st->leases[i].lost = lost;
   if (lost) log_write(logs, "node % started with no state after holding dot blocks: its storage was lost, it rejoins from counter %", from, start);
   pb_enc e;
   pb_enc_init(&e, a);
