@@ -89,6 +89,11 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
       assert.equal(typeof r.json?.error, "string");
     }
     assert.equal((await c.req(`/v1/admin/nodes/${VICTIM}/fence`)).status, 405);
+    // RingControl's and the nodes' lease and catch-up routes are not reachable from clients.
+    for (const path of ["/control/lease", "/internal/catchup", "/internal/fence"]) {
+      const r = await c.req(path, { method: "POST", body: new Uint8Array([8, 1, 16, 1, 24, 255, 255, 255, 255, 15]) });
+      assert.equal(r.status, 404, path);
+    }
     assert.ok((await dotsOf(c, VICTIM, VICTIM)).length >= 20, "a refused fence wiped nothing");
 
     // Fenced while cut off from its peers: it cannot catch up yet.
