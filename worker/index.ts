@@ -338,7 +338,7 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   }
   if (path === "/v1/cluster/placement") {
     if (method !== "GET") return methodNotAllowed("GET");
-    return placement(await ringOf(env, s), url);
+    return placement(env, await ringOf(env, s), url);
   }
   let m = /^\/v1\/admin\/nodes\/([^/]*)\/keys$/.exec(path);
   if (m !== null) {
@@ -739,13 +739,28 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   });
 }
 
-function placement(rs: RingState, url: URL): Response {
+/** The key's shard and its replicas in rendezvous order, less any replica still catching
+ *  up on the shard after a rejoin (each replica's core says; one that does not answer is
+ *  kept: not known to be catching up). */
+async function placement(env: Msg, rs: RingState, url: URL): Promise<Response> {
   const text = url.searchParams.get("key");
   if (text === null || text === "") fail(400, "bad query: key is required");
   const bytes = utf8.encode(text);
   if (bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
   const [where] = place(rs, [bytes]);
-  return json(200, { key: text, shard: where.shard, replicas: where.replicas.map((r: number) => String(r)) });
+  const replicas: number[] = where.replicas;
+  const serving = await Promise.all(
+    replicas.map(async (node) => {
+      try {
+        const r = await callNode(env, node, "/internal/serves", { headers: { "X-Ring-Key": base64url(bytes) } }, rs.policy.nodeTimeoutMs);
+        const body = (await r.json().catch(() => undefined)) as Msg | undefined;
+        return !(r.status === 200 && body?.serves === false); // lint: http-status
+      } catch {
+        return true;
+      }
+    }),
+  );
+  return json(200, { key: text, shard: where.shard, replicas: replicas.filter((_, i) => serving[i]).map((r) => String(r)) });
 }
 
 async function faults(request: Request, env: Msg, rs: RingState): Promise<Response> {

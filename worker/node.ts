@@ -19,6 +19,8 @@
 //                           the benchmark's seeding)
 //   GET  /internal/report-cost  reports sent and the SQL rows their facts read (FAULTS)
 //   POST /internal/catchup  a catch-up page (CatchupRequest; answer: CatchupReply)
+//   GET  /internal/serves   whether the node serves client reads and writes of the key's
+//                           shard (it is not catching up on it): {"serves": bool}
 //   POST /internal/fence    wipes every table and starts again with no state (the admin
 //                           fence): the node takes a fresh dot lease and catches up
 import { DurableObject } from "cloudflare:workers";
@@ -393,6 +395,8 @@ export class RingNode extends DurableObject {
           return await this.handleRead(request, url);
         case "/internal/fence":
           return await this.fence();
+        case "/internal/serves":
+          return await this.handleServes(request);
         case "/internal/list":
           return this.handleList(await jsonBody(request));
         case "/internal/dump":
@@ -521,6 +525,21 @@ export class RingNode extends DurableObject {
       if (!(err instanceof CoreError) || err.code !== CoreError.E_LEASE || settled === undefined) throw err;
       await settled;
       return attempt();
+    }
+  }
+
+  /** Whether the core serves the key's shard to clients (OP_CLIENT_READ's verdict on an
+   *  absent row: nothing is read), for /v1/cluster/placement. */
+  private async handleServes(request: Request): Promise<Response> {
+    const key = this.requestKey(request);
+    try {
+      await this.withLease(() => this.coreRead({ key, meta: EMPTY }, Op.ClientRead));
+      return json(200, { serves: true });
+    } catch (err) {
+      if (err instanceof CoreError && (err.code === CoreError.E_LEASE || err.code === CoreError.E_CATCHING_UP)) {
+        return json(200, { serves: false });
+      }
+      throw err;
     }
   }
 

@@ -117,6 +117,10 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
       assert.equal(r.status, 200, `during/${i}: ${r.text}`);
       written.set(`during/${i}`, `d${i}`);
     }
+    // Placement leaves the victim out of the keys it is catching up on.
+    const victimPlacement = await placement(c, victimKey);
+    assert.ok(!victimPlacement.includes(VICTIM), `placement while catching up: ${victimPlacement}`);
+    assert.equal(victimPlacement.length, 2);
     // A write naming the victim is refused (not a write replica until caught up).
     const named = await put(victimKey, "no", `?node=${VICTIM}`);
     assert.equal(named.status, 400, named.text);
@@ -136,6 +140,8 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
       },
       { timeoutMs: 120_000, everyMs: 200 },
     );
+
+    await waitFor("placement to name the victim again", async () => (await placement(c, victimKey)).includes(VICTIM), { timeoutMs: 120_000 });
 
     // (a) Two concurrent writes to one key, at the victim and at another replica (cut off
     // from each other so neither sees the other's first): both survive, with distinct dots.
