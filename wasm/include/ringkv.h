@@ -131,7 +131,12 @@ enum ringkv_op {
  * `refused` (a peer's message the executor refused before the step could take it).
  * With Config.reports the step also reports to RingControl (KIND_REPORT sends to
  * RINGKV_PEER_CONTROL, see NodeReport): a report's facts come in by a `loaded` (Load.report),
- * and the event's `reply` then comes with that later step.
+ * and the event's `reply` then comes with that later step. With Config.leases it takes its
+ * dot counters from RingControl (KIND_LEASE sends to RINGKV_PEER_CONTROL, answered with a
+ * LeaseReply): a client write without a usable lease is RINGKV_E_LEASE; and a node told its
+ * storage was lost catches up on each of its shards (KIND_CATCHUP sends to their replicas,
+ * whose pages a `loaded` with Load.page serves), answering client writes of a shard it has
+ * not caught up on with RINGKV_E_CATCHING_UP (reads: RINGKV_OP_CLIENT_READ).
  * The time and fresh random bits come with every event: the step never reads a clock.
  *
  * Actions, in this order:

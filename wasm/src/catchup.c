@@ -369,7 +369,6 @@ void rk_catchup_clamp(rk_catchup *c, uint64_t now) {
     rk_cu_shard *e = &c->active[i];
     if (e->sent_ms > now) e->sent_ms = now;
     if (e->retry_ms > now + CU_BACKOFF_MS_MAX) e->retry_ms = now + CU_BACKOFF_MS_MAX;
-    /* The executor owes an outcome; one never reported counts as lost. */
   }
 }
 
