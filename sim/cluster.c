@@ -298,7 +298,12 @@ static void deliver(sim *s, event *e) {
     in.message = body;
     req.message = &in;
     s->cause = e->cls == CLS_REPAIR ? "repair request" : e->cls == CLS_GC ? "gc query" : "gossip push";
-    step_result r = run_step_ok(s, to, &req, body, "message");
+    step_result r = sim_step(s, to, &req, body);
+    /* A node catching up answers a collection query 503 (the Durable Object's answer to
+     * E_CATCHING_UP): no answer leg; the requester hears of a failure. */
+    if (r.code == RINGKV_E_CATCHING_UP && e->msg_kind == RINGKV__KIND__KIND_GC) return;
+    if (r.code > 0)
+      failf(s, "core_error", "node %u: OP_STEP (message) returned %d (%s)", to->id, r.code, ringkv_code_name(r.code));
     if (r.code == 0 && !s->failed) net_answer(s, e, r.reply);
     return;
   }

@@ -17,6 +17,8 @@
  *    turn, a page at a time (the cursor moving only once a page is merged, and surviving a
  *    restart); a forged page (another source, another shard, `equal` with rows, a cursor
  *    outside the shard) is refused and changes nothing; with every replica pulled it serves.
+ *  - A node that may hold less than it will (no lease answer yet, or catching up) answers
+ *    no collection query (E_CATCHING_UP: the query waits); once caught up it does.
  *  - The responder answers `equal` when the digests agree, else asks for the page's rows in
  *    key order and answers them with the cursor; a request for a shard the two do not share
  *    is malformed.
@@ -314,6 +316,17 @@ static void test_control_grants_blocks(void **unused) {
   tl_reset();
 }
 
+/* Incoming{KIND_GC, GcQuery{version, from 0}} (no keys). */
+static rk_slice gc_query(void) {
+  pb_enc q = tl_enc();
+  pb_put_uint(&q, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&q, 15, RINGKV_PROTOCOL_VERSION);
+  pb_enc in = tl_enc();
+  pb_put_uint(&in, 1, 3);
+  pb_put_bytes_always(&in, 2, tl_done(&q));
+  return tl_done(&in);
+}
+
 /* ------------------------------------------------------------------------------------- */
 /* The node's lease */
 
@@ -326,6 +339,8 @@ static void test_fresh_node_waits_for_its_lease(void **unused) {
   /* Before anything: no lease, and no read (its storage may have been lost). */
   assert_int_equal(client_write(n, NOW, key, NULL), RINGKV_E_LEASE);
   assert_int_equal(client_read(n, key), RINGKV_E_LEASE);
+  /* Nor does it vouch for any state in collection's agreement. */
+  assert_int_equal(step(n, NOW, 7, gc_query()).rc, RINGKV_E_CATCHING_UP);
   tout s = step(n, NOW, 8, none);
   assert_int_equal(s.rc, RINGKV_OK);
   const tsend *l = find_send(&s, KIND_LEASE);
@@ -359,6 +374,7 @@ static void test_fresh_node_waits_for_its_lease(void **unused) {
   /* Served now; the first dot is the block's start; no catch-up (not lost). */
   assert_int_equal(count_sends(&a, KIND_CATCHUP), 0);
   assert_int_equal(client_read(n, key), RINGKV_OK);
+  assert_int_equal(step(n, lost.alarm, 7, gc_query()).rc, RINGKV_OK);
   uint64_t dot = 0;
   assert_int_equal(client_write(n, lost.alarm, key, &dot), RINGKV_OK);
   assert_int_equal(dot, start);
@@ -558,6 +574,7 @@ static void test_lost_storage_catches_up_per_shard(void **unused) {
   const char *key = key_in(shard, kbuf, sizeof kbuf);
   assert_int_equal(client_write(n, NOW, key, NULL), RINGKV_E_CATCHING_UP);
   assert_int_equal(client_read(n, key), RINGKV_E_CATCHING_UP);
+  assert_int_equal(step(n, NOW, 7, gc_query()).rc, RINGKV_E_CATCHING_UP);
   ringkv_node *peer = tl_node(cfg(), source);
   tout pm = merge_push(n, NOW, push_of(peer, key_in(shard, k2, sizeof k2), 1), 7, 0);
   (void)pm;
@@ -644,6 +661,7 @@ static void test_lost_storage_catches_up_per_shard(void **unused) {
   assert_true(pulls >= 2u * mine - 1u);
   assert_int_equal(client_read(n, key), RINGKV_OK);
   assert_int_equal(client_write(n, now, key, NULL), RINGKV_OK);
+  assert_int_equal(step(n, now, 7, gc_query()).rc, RINGKV_OK);
   ringkv_node_destroy(n);
   ringkv_node_destroy(peer);
   tl_reset();

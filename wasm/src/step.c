@@ -2110,6 +2110,9 @@ static int incoming(out_t *o, rk_slice inc) {
     SKIP;
   }
   if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
+  /* A node that may hold less than it will (catching up, or not knowing yet whether its
+   * storage was lost) vouches for no state in collection's agreement: the query waits. */
+  if (kind == KIND_GC && o->n->cfg.leases && (o->st->lease.fresh || o->st->cu.pending > 0)) return RINGKV_E_CATCHING_UP;
   switch (kind) {
     case KIND_PUSH: return merge_begin(o, message, false);
     case KIND_DIGEST: return digest_incoming(o, message);
