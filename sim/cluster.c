@@ -951,7 +951,7 @@ static void describe_divergence(sim *s, char *out, size_t cap) {
       const row *r = s->nodes[ke->replicas[j]].rows[k];
       at += (size_t)snprintf(out + at, cap - at, " node %u %s", ke->replicas[j],
                              r == NULL              ? "absent"
-                             : r->info.expired      ? "expired tombstones"
+                             : r->info.siblings == 0 ? "a collection marker"
                              : r->info.all_deleted  ? "tombstones"
                              : r->info.siblings > 1 ? "live siblings"
                                                     : "live");
@@ -974,9 +974,7 @@ static void check_key_at(sim *s, uint32_t k, node *n, const ack *best) {
     return;
   }
   const Ringkv__Sibling *w = rd->siblings[rd->winner];
-  if (r->info.expired) {
-    if (!w->deleted) failf(s, "no_lost_write", "key %u node %u: expired row with a live winner", k, n->id);
-  } else if (best == NULL) {
+  if (best == NULL) {
     failf(s, "no_lost_write", "key %u node %u holds a state no client wrote", k, n->id);
   } else if (w->hlc != best->hlc || w->dot->node != best->dot.node || w->dot->counter != best->dot.counter ||
              (bool)w->deleted != best->deleted) {
@@ -1021,25 +1019,25 @@ static void check_oracles(sim *s) {
     bool any_live = false;
     for (uint32_t j = 0; j < o->replicas; j++) {
       const row *r = s->nodes[ke->replicas[j]].rows[k];
-      if (r && !r->info.expired) any_live = true;
+      if (r && r->info.siblings > 0) any_live = true;
     }
     for (uint32_t j = 0; j < o->replicas && !s->failed; j++) {
       node *n = &s->nodes[ke->replicas[j]];
       row *r = n->rows[k];
       s->res->checks_run++;
-      if (any_live && (r == NULL || r->info.expired)) {
+      if (any_live && (r == NULL || r->info.siblings == 0)) {
         failf(s, "replicas_identical", "key %u: node %u holds %s while another replica holds a live state", k, n->id,
-              r ? "an expired tombstone" : "nothing");
+              r ? "a collection marker" : "nothing");
         return;
       }
-      if (r == NULL || r->info.expired) {
+      if (r == NULL || r->info.siblings == 0) {
         if (best != NULL && !best->deleted) {
           failf(s, "no_lost_write",
                 "key %u: node %u holds %s, but the highest acknowledged write is a PUT (hlc %" PRIu64 ", node %u)", k,
-                n->id, r ? "an expired tombstone" : "nothing", best->hlc, best->dot.node);
+                n->id, r ? "a collection marker" : "nothing", best->hlc, best->dot.node);
           return;
         }
-        if (r == NULL) continue;
+        continue;   /* nothing, or a marker: nothing to read */
       } else if (first == NULL) {
         first = r;
         first_node = n->id;
@@ -1224,6 +1222,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   s->step = rng_stream(o->seed, 4);
   s->loss = o->loss;
   s->dup = o->dup;
+  s->delay = o->delay;
   if (o->series_rounds) {
     res->series_bytes = calloc(o->series_rounds, sizeof(uint64_t));
     res->series_keys_min = calloc(o->series_rounds, sizeof(uint32_t));
@@ -1247,6 +1246,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       s->partitioned = false;
       s->loss = o->heal_loss;
       s->dup = 0;
+      s->delay = 0;
     }
     uint64_t before = write_next;
     run_round(s, &write_next, order);
@@ -1273,7 +1273,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       res->idle_bytes_per_round = s->bytes_this_round;
       continue;
     }
-    if (conv && (o->series_rounds == 0 || s->round + 1 >= o->series_rounds)) break;
+    if (conv && s->late_in_flight == 0 && (o->series_rounds == 0 || s->round + 1 >= o->series_rounds)) break;
   }
   res->rounds_total = s->round + (s->failed ? 0 : 1);
   if (!s->failed) {

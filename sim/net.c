@@ -54,6 +54,7 @@ static void push_fail(sim *s, const event *leg, uint64_t round) {
   event *f = calloc(1, sizeof(*f));
   CHECK_ALLOC(f);
   *f = *leg;
+  f->late = false;
   f->body = NULL;
   f->len = 0;
   f->kind = EV_FAIL;
@@ -103,6 +104,22 @@ static void send_leg(sim *s, event *e) {
     if (e->len) memcpy(d->body, e->body, e->len);
     d->round = s->round + rnd_below(&s->net, (uint64_t)s->o->latency_rounds_max + 1);
     s->res->messages_duplicated++;
+    heap_push(s, d);
+  }
+  /* A copy arriving long after: past the grace, the settling and the collection it allows
+   * (the receiver's answer to it is dropped, as a duplicate's). */
+  if (e->kind == EV_MSG && (e->cls == CLS_PUSH || e->cls == CLS_REPAIR) && rnd_chance(&s->net, s->delay)) {
+    event *d = malloc(sizeof(*d));
+    CHECK_ALLOC(d);
+    *d = *e;
+    d->body = malloc(e->len ? e->len : 1);
+    CHECK_ALLOC(d->body);
+    if (e->len) memcpy(d->body, e->body, e->len);
+    uint64_t grace_rounds = (s->o->tombstone_grace_ms + s->o->interval_ms - 1) / s->o->interval_ms;
+    d->round = s->round + grace_rounds + SIM_LATE_EXTRA_ROUNDS;
+    d->late = true;
+    s->late_in_flight++;
+    s->res->messages_late++;
     heap_push(s, d);
   }
   heap_push(s, e);
@@ -165,6 +182,7 @@ void net_answer(sim *s, const event *req, ProtobufCBinaryData body) {
   event *e = calloc(1, sizeof(*e));
   CHECK_ALLOC(e);
   *e = *req;
+  e->late = false;
   e->kind = EV_ANSWER;
   e->from = req->to;
   e->to = req->origin;
@@ -176,6 +194,7 @@ void net_answer(sim *s, const event *req, ProtobufCBinaryData body) {
 event *net_next(sim *s) {
   while (s->heap_len > 0 && s->heap[0]->round <= s->round) {
     event *e = heap_pop(s);
+    if (e->late) s->late_in_flight--;
     if (e->kind != EV_FAIL && s->partitioned && s->nodes[e->from].side != s->nodes[e->to].side) {
       s->res->messages_lost++;
       schedule_fail(s, e);

@@ -31,6 +31,9 @@ typedef struct {
   double loss;                 /* per message leg, during the fault phase */
   double heal_loss;            /* per message leg, after the heal */
   double dup;                  /* probability that a leg is delivered twice */
+  double delay;                /* probability that a push's request leg (during the fault
+                                  phase) is delivered once more, after the grace and the
+                                  collection it allows have passed */
   uint32_t latency_rounds_max; /* each leg takes 0..max rounds */
   bool partitions;
   uint32_t partition_rounds_max; /* a partition lasts 2..max rounds */
@@ -80,6 +83,7 @@ typedef struct {
   uint64_t converge_messages;
   uint64_t messages_lost;
   uint64_t messages_duplicated;
+  uint64_t messages_late;       /* --delay copies */
   uint64_t restarts;
   uint64_t wipes;                    /* nodes whose storage was wiped (--wipes) */
   uint64_t reports;                  /* NodeReports sent to the control object */

@@ -66,6 +66,7 @@ typedef struct {
   uint8_t *meta;
   uint32_t meta_len;
   uint64_t seq;
+  uint64_t gc_since, gc_epoch;   /* a noted collection agreement, or a marker's collection */
   bool from_client;
   key_info info;
   stored_value *values;
@@ -126,6 +127,9 @@ typedef struct {
 /* Network events: a request leg arriving, its answer leg arriving back, or the requester
  * hearing that the exchange failed. */
 enum { EV_MSG = 1, EV_ANSWER, EV_FAIL };
+/* A --delay copy arrives this many rounds after the grace: past the settling and the
+ * agreement collection waits for. */
+#define SIM_LATE_EXTRA_ROUNDS 20u
 /* Traffic classes, for the byte counts. */
 enum { CLS_PUSH = 0, CLS_DIGEST, CLS_REPAIR, CLS_GC };
 
@@ -143,6 +147,7 @@ typedef struct {
   uint64_t sent_round;
   uint64_t deadline_round;  /* Send.timeout_ms passed: the requester hears of a failure */
   bool timer;               /* a failure at deadline_round is scheduled already */
+  bool late;                /* a copy delivered after the grace (--delay) */
   uint8_t *body;
   uint32_t len;
 } event;
@@ -172,6 +177,8 @@ typedef struct {
   bool healed;
   double loss;
   double dup;
+  double delay;
+  uint64_t late_in_flight;   /* --delay copies not yet delivered: the run waits for them */
   uint64_t bytes_this_round;
   double entry_bytes_sum;
   uint64_t entry_count;

@@ -132,6 +132,9 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
   l->expired = r->info.expired;
   l->seq = r->seq;
   l->from_client = r->from_client;
+  l->gc_since_ms = r->gc_since;
+  l->gc_epoch = r->gc_epoch;
+  l->order = (uint64_t)k + 1u;
   if (r->values_len == 0 || (!values && !sizes)) return l;
   if (values) {
     l->values = rk_alloc_array(&s->ar, r->values_len, sizeof(*l->values));
@@ -389,18 +392,19 @@ Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
       ld->collectable = rk_alloc_array(&s->ar, load->collectable, sizeof(*ld->collectable));
       CHECK_ALLOC(ld->collectable);
     }
+    /* n->keys ascends, and a row's order is its key id + 1. */
     for (uint32_t i = 0; i < n->keys_len; i++) {
       uint32_t k = n->keys[i];
       const row *r = n->rows[k];
-      if (r == NULL || !r->info.all_deleted) continue;
-      if (r->info.expired) {
-        if (ld->n_collectable < load->collectable) ld->collectable[ld->n_collectable++] = store_local(s, n, k, false, false);
-        continue;
-      }
-      if (r->info.max_hlc < load->expire_before) {
+      if (r == NULL) continue;
+      bool marker = r->info.siblings == 0;
+      if (r->info.all_deleted && !marker && (uint64_t)k + 1u > load->collect_after &&
+          ld->n_collectable < load->collectable)
+        ld->collectable[ld->n_collectable++] = store_local(s, n, k, false, false);
+      if ((marker && r->gc_since < load->expire_before) || r->info.expired) {
         if (ld->n_expirable < load->expirable) ld->expirable[ld->n_expirable++] = store_local(s, n, k, false, false);
-      } else if (load->next_expiry && (ld->next_expiry == 0 || r->info.max_hlc < ld->next_expiry)) {
-        ld->next_expiry = r->info.max_hlc;
+      } else if (marker && load->next_expiry && (ld->next_expiry == 0 || r->gc_since < ld->next_expiry)) {
+        ld->next_expiry = r->gc_since;
       }
     }
   }
@@ -481,7 +485,6 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
   if (a->shard >= s->o->shards) return;
   row *r = n->rows[k];
   if (a->meta.len == 0) {
-    if (r != NULL) s->res->gc_collected++;
     row_free(r);
     n->rows[k] = NULL;
   } else {
@@ -504,6 +507,7 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
       failf(s, "key_info", "node %u key %" PRId64 ": Applied without KeyInfo", n->id, k);
     } else {
       if (a->info->expired && !r->info.expired) s->res->expired++;
+      if (a->info->siblings == 0 && r->info.siblings > 0) s->res->gc_collected++;   /* now a marker */
       r->info.live = a->info->live;
       r->info.winner_hlc = a->info->winner_hlc;
       r->info.winner_node = a->info->winner_node;
@@ -542,6 +546,9 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
       r->from_client = from_client;
       log_append(n, seq, (uint32_t)k);
     }
+    /* A change voids a noted agreement; a marker keeps its time of collection. */
+    r->gc_since = a->gc_since_ms;
+    r->gc_epoch = 0;
   }
   n->shard_digest[a->shard] = a->shard_digest;
   n->shard_keys[a->shard] = a->shard_keys;
@@ -551,6 +558,13 @@ static void apply_applied(sim *s, node *n, const Ringkv__Applied *a, uint64_t se
 void store_row_write(sim *s, node *n, const Ringkv__RowWrite *w, ProtobufCBinaryData payload) {
   if (w->applied != NULL) {
     apply_applied(s, n, w->applied, w->seq, w->from_client, payload);
+    return;
+  }
+  if (w->mark != NULL) {
+    int64_t mk = key_lookup(s, w->mark->key.data, w->mark->key.len);
+    if (mk < 0 || n->rows[mk] == NULL) return;
+    n->rows[mk]->gc_since = w->mark->since_ms;
+    n->rows[mk]->gc_epoch = w->mark->epoch;
     return;
   }
   /* A touch: an existing row takes a new seq (it is sent again). */

@@ -1,5 +1,6 @@
-// Fault injection (only with FAULTS set): nodes marked down, dropped messages, partitions
-// and clock skew. The executor applies them to what it sends and to the time it gives the
+// Fault injection (only with FAULTS set): nodes marked down, dropped messages, partitions,
+// clock skew, and held messages (a held node's messages are kept instead of sent, and
+// delivered late on request: delayed messages). The executor applies them to what it sends and to the time it gives the
 // core; the core never knows.
 import { HttpError } from "./errors";
 
@@ -8,9 +9,10 @@ export interface Faults {
   drop: number;
   partitions: number[][];
   skewMs: Record<string, number>;
+  hold: number[];
 }
 
-export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {} };
+export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [] };
 
 /** Validates fault settings; throws HttpError(400) on nonsense. An injected skew stays
  *  within MAX_CLOCK_SKEW_MS: a node's own clock must never run past the bound it holds
@@ -36,7 +38,12 @@ export function normalizeFaults(body: any, skewMsMax: number): Faults {
   if (!Array.isArray(down) || down.some((n: any) => !Number.isInteger(n) || n < 0)) {
     throw new HttpError(400, "faults: down must be an array of node ids");
   }
-  return { down, drop, partitions, skewMs };
+  const hold = body.hold ?? [];
+  if (!Array.isArray(hold) || hold.some((n: any) => !Number.isInteger(n) || n < 0)) {
+    throw new HttpError(400, "faults: hold must be an array of node ids");
+  }
+  if (body.deliver_held !== undefined && typeof body.deliver_held !== "boolean") throw new HttpError(400, "faults: deliver_held must be a boolean");
+  return { down, drop, partitions, skewMs, hold };
 }
 
 /** Whether `from` can reach `to` across the injected partitions. */

@@ -779,16 +779,28 @@ async function faults(request: Request, env: Msg, rs: RingState): Promise<Respon
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify(body),
         });
-        await response.arrayBuffer();
-        return response.status === 200;
+        if (response.status !== 200) {
+          await response.arrayBuffer();
+          return undefined;
+        }
+        return (await response.json()) as Msg;
       } catch {
-        return false;
+        return undefined;
       }
     }),
   );
-  const failed = answers.map((ok, node) => (ok ? -1 : node)).filter((n) => n >= 0);
+  const failed = answers.map((a, node) => (a !== undefined ? -1 : node)).filter((n) => n >= 0);
+  const held: Record<string, Record<string, number>> = {};
+  let delivered = 0;
+  answers.forEach((a, node) => {
+    if (a === undefined) return;
+    delivered += a.delivered ?? 0;
+    if (Object.keys(a.held ?? {}).length > 0) held[String(node)] = a.held;
+  });
   return json(failed.length === 0 ? 200 : 503, {
-    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs },
+    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs, hold: settings.hold },
     failed_nodes: failed.map(String),
+    held,
+    delivered,
   });
 }

@@ -195,7 +195,7 @@ export class RingNode extends DurableObject {
         // Settings kept from before a change of MAX_CLOCK_SKEW_MS (or of the rules) are
         // checked again: anything no longer allowed is dropped.
         const kept = JSON.parse(faults);
-        this.faults = normalizeFaults({ ...kept, skew_ms: kept.skewMs }, c.maxClockSkewMs);
+        this.faults = normalizeFaults({ ...kept, skew_ms: kept.skewMs, deliver_held: undefined }, c.maxClockSkewMs);
       } catch {
         this.storage.setConf("faults", JSON.stringify(this.faults));
       }
@@ -409,7 +409,7 @@ export class RingNode extends DurableObject {
           if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
           return json(200, { ...this.executor.reportCost, stored_rows: this.sql.exec(`SELECT count(*) AS n FROM keys`).one().n });
         case "/internal/faults":
-          return this.handleFaults(await jsonBody(request));
+          return await this.handleFaults(await jsonBody(request));
         case "/internal/crash":
           if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
           this.ctx.abort("crash requested by /v1/admin/nodes/{id}/crash");
@@ -727,11 +727,33 @@ export class RingNode extends DurableObject {
     return json(200, { written });
   }
 
-  private handleFaults(body: any): Response {
+  /** New fault settings; with deliver_held the messages this node held are sent first, in
+   *  order, as they were (their answers are dropped: each counted as lost when held). */
+  private async handleFaults(body: any): Promise<Response> {
     if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
-    this.faults = normalizeFaults(body, this.config!.maxClockSkewMs);
+    const faults = normalizeFaults(body, this.config!.maxClockSkewMs);
+    let delivered = 0;
+    if (body.deliver_held === true) {
+      const env = this.env as any;
+      for (const m of this.storage.heldMessages()) {
+        const stub = env.NODE.get(env.NODE.idFromName(String(m.peer)));
+        try {
+          const r: Response = await stub.fetch(`https://node${m.path}`, {
+            method: "POST",
+            body: m.body,
+            headers: { [NODE_ID_HEADER]: String(m.peer), "Content-Type": "application/octet-stream" },
+          });
+          await r.arrayBuffer();
+          delivered++;
+        } catch {
+          // A held message lost on delivery is as lost as any other.
+        }
+      }
+      this.storage.clearHeld();
+    }
+    this.faults = faults;
     this.storage.setConf("faults", JSON.stringify(this.faults));
-    return json(200, { node: this.nodeId, faults: this.faults });
+    return json(200, { node: this.nodeId, faults: this.faults, delivered, held: this.storage.heldCounts() });
   }
 
   // ---------------------------------------------------------------------------------
@@ -792,6 +814,10 @@ export class RingNode extends DurableObject {
     const faulty = this.config!.faultsEnabled;
     if (faulty && !reachable(this.faults, this.nodeId!, peer)) return {};
     this.stats.add("messages_sent", 1);
+    if (faulty && this.faults.hold.includes(this.nodeId!)) {
+      this.storage.holdMessage(peer, path, body);
+      return {};
+    }
     if (faulty && this.faults.drop > 0 && Math.random() < this.faults.drop) {
       this.stats.add("bytes_sent", body.length);
       return {};

@@ -74,6 +74,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   KeyDigest: [
     ["key",1,"bytes",0],
     ["digest",2,"fixed64",0],
+    ["context",3,"bytes",0],
+    ["covered",4,"bool",0],
   ],
   GcQuery: [
     ["version",1,"uint32",0],
@@ -115,6 +117,9 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["sizes",5,"ValueSize",1],
     ["seq",6,"uint64",0],
     ["fromClient",7,"bool",0],
+    ["gcSinceMs",8,"uint64",0],
+    ["gcEpoch",9,"uint64",0],
+    ["order",10,"uint64",0],
   ],
   Value: [
     ["dot",1,"Dot",0],
@@ -231,6 +236,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["shardDigest",8,"fixed64",0],
     ["info",9,"KeyInfo",0],
     ["shardKeys",10,"uint32",0],
+    ["gcSinceMs",11,"uint64",0],
   ],
   MergeReply: [
     ["node",1,"NodeState",0],
@@ -333,9 +339,18 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["nowMs",1,"uint64",0],
     ["locals",2,"Local",1],
     ["replies",3,"bytes",1],
+    ["epoch",4,"uint64",0],
   ],
   GcDecideReply: [
     ["collected",1,"Applied",1],
+    ["marks",2,"GcMark",1],
+    ["dueMs",3,"uint64",0],
+    ["undecided",4,"uint32",0],
+  ],
+  GcMark: [
+    ["key",1,"bytes",0],
+    ["sinceMs",2,"uint64",0],
+    ["epoch",3,"uint64",0],
   ],
   ExpireRequest: [
     ["nowMs",1,"uint64",0],
@@ -425,6 +440,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["rangeParts",17,"KeyRange",1],
     ["report",20,"bool",0],
     ["countLive",21,"bool",0],
+    ["collectAfter",22,"uint64",0],
     ["page",30,"bool",0],
     ["pageShard",31,"uint32",0],
     ["pageStarted",32,"bool",0],
@@ -462,6 +478,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["key",2,"bytes",0],
     ["seq",3,"uint64",0],
     ["fromClient",4,"bool",0],
+    ["mark",5,"GcMark",0],
   ],
   PeerState: [
     ["peer",1,"uint32",0],
@@ -507,6 +524,11 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["aeAgreed",11,"uint32",0],
     ["expiryAtMs",12,"uint64",0],
     ["gcAtMs",13,"uint64",0],
+    ["gcCursor",14,"uint64",0],
+    ["gcRetryMs",15,"uint64",0],
+    ["gcDueMs",16,"uint64",0],
+    ["gcUndecided",17,"bool",0],
+    ["gcBegun",18,"bool",0],
     ["liveKeys",20,"uint64",0],
     ["reportState",21,"uint32",0],
     ["reportNumber",22,"uint64",0],

@@ -15,6 +15,8 @@ const HALF_MASK = 0xffffffffn; // lint: encoding (64-bit digest halves)
 const PART_BITS = 4; // lint: abi (RINGKV_AE_PART_BITS)
 // Rows given their key position (kh) per statement when a node from an earlier build starts.
 const POSITION_BACKFILL_ROWS = 1000; // lint: api-limit (one OP_PLACE call's keys, well below its 16,384)
+// FAULTS only: messages a held node keeps for late delivery.
+const HELD_MESSAGES_MAX = 4096; // lint: platform-limit (keeps a FAULTS-only table far below a Durable Object's storage)
 
 /** 64-bit values as 16-char lowercase hex, so that SQL text order is numeric order. */
 export function hex64(v: bigint): string {
@@ -89,12 +91,20 @@ export class NodeStorage {
     // Added to tables of earlier builds (their rows get them at start: backfillPositions).
     const columns = new Set(sql.exec(`PRAGMA table_info(keys)`).toArray().map((c: any) => c.name));
     for (const c of ["kh", "dh", "dl"]) if (!columns.has(c)) sql.exec(`ALTER TABLE keys ADD COLUMN ${c} INTEGER`);
+    // gc_since/gc_epoch: an all-tombstone row's noted collection agreement, or a marker's
+    // time of collection (Local.gc_since_ms).
+    for (const c of ["gc_since", "gc_epoch"]) if (!columns.has(c)) sql.exec(`ALTER TABLE keys ADD COLUMN ${c} INTEGER NOT NULL DEFAULT 0`);
     // Key ranges below a shard are read by (shard, kh); their parts' digests from the index alone.
     sql.exec(`DROP INDEX IF EXISTS keys_shard`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_range ON keys(shard, kh, expired, dh, dl)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_seq ON keys(seq)`);
     sql.exec(`CREATE INDEX IF NOT EXISTS keys_client_seq ON keys(from_client, seq)`);
-    sql.exec(`CREATE INDEX IF NOT EXISTS keys_expiry ON keys(all_deleted, expired, max_hlc)`);
+    // Collection reads tombstone rows in rowid order, markers by their time, and an earlier
+    // release's zero-digest rows: partial indexes, so each holds only those rows.
+    sql.exec(`DROP INDEX IF EXISTS keys_expiry`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_tombstones ON keys(all_deleted) WHERE all_deleted = 1 AND siblings > 0`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_markers ON keys(gc_since) WHERE siblings = 0`);
+    sql.exec(`CREATE INDEX IF NOT EXISTS keys_legacy_expired ON keys(expired) WHERE expired = 1`);
     sql.exec(`CREATE TABLE IF NOT EXISTS vals(key BLOB NOT NULL, node INTEGER NOT NULL,
       counter INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY(key, node, counter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS shard_digests(shard INTEGER PRIMARY KEY, digest TEXT NOT NULL, keys INTEGER)`);
@@ -165,14 +175,21 @@ export class NodeStorage {
     if (l.page) this.loadPage(l, out);
     if (l.changed) out.changed = this.loadChanged(l);
     if (l.expirable > 0) {
-      out.expirable = this.rowsWhere(`all_deleted = 1 AND expired = 0 AND max_hlc < ? LIMIT ?`, hex64(l.expireBefore), l.expirable);
+      const before = Number(l.expireBefore);
+      out.expirable = this.rowsWhere(`siblings = 0 AND gc_since < ? LIMIT ?`, before, l.expirable);
+      const left = l.expirable - out.expirable.length;
+      if (left > 0) out.expirable.push(...this.rowsWhere(`expired = 1 LIMIT ?`, left));
     }
-    if (l.collectable > 0) out.collectable = this.rowsWhere(`all_deleted = 1 AND expired = 1 LIMIT ?`, l.collectable);
+    if (l.collectable > 0) {
+      out.collectable = this.rowsWhere(
+        `all_deleted = 1 AND siblings > 0 AND rowid > ? ORDER BY rowid LIMIT ?`,
+        Number(l.collectAfter ?? 0n),
+        l.collectable,
+      );
+    }
     if (l.nextExpiry) {
-      const row = this.sql
-        .exec(`SELECT min(max_hlc) AS m FROM keys WHERE all_deleted = 1 AND expired = 0 AND max_hlc >= ?`, hex64(l.expireBefore))
-        .one();
-      if (row.m !== null) out.nextExpiry = unhex64(row.m);
+      const row = this.sql.exec(`SELECT min(gc_since) AS m FROM keys WHERE siblings = 0 AND gc_since >= ?`, Number(l.expireBefore)).one();
+      if (row.m !== null) out.nextExpiry = BigInt(row.m);
     }
     // Once, for a node persisted by an earlier build: from then on the core keeps the count.
     this.lastCountRowsRead = 0;
@@ -186,9 +203,16 @@ export class NodeStorage {
 
   private rowsWhere(where: string, ...params: unknown[]): Msg[] {
     return this.sql
-      .exec(`SELECT key, meta, expired FROM keys WHERE ${where}`, ...params)
+      .exec(`SELECT rowid AS ord, key, meta, expired, gc_since, gc_epoch FROM keys WHERE ${where}`, ...params)
       .toArray()
-      .map((r: any) => ({ key: bytesOf(r.key), meta: bytesOf(r.meta), expired: r.expired === 1 }));
+      .map((r: any) => ({
+        key: bytesOf(r.key),
+        meta: bytesOf(r.meta),
+        expired: r.expired === 1,
+        gcSinceMs: BigInt(r.gc_since),
+        gcEpoch: BigInt(r.gc_epoch),
+        order: BigInt(r.ord),
+      }));
   }
 
   /** Rows of `keys` in order, metadata with value lengths, until the metadata loaded
@@ -200,12 +224,17 @@ export class NodeStorage {
       const chunk = keys.slice(i, i + SQL_PARAMS_MAX);
       const marks = chunk.map(() => "?").join(", ");
       const found = new Map<string, Msg>();
-      for (const row of this.sql.exec(`SELECT key, meta, expired, seq, from_client FROM keys WHERE key IN (${marks})`, ...chunk.map(blob))) {
+      for (const row of this.sql.exec(
+        `SELECT key, meta, expired, seq, from_client, gc_since, gc_epoch FROM keys WHERE key IN (${marks})`,
+        ...chunk.map(blob),
+      )) {
         found.set(keyId(bytesOf(row.key)), {
           meta: bytesOf(row.meta),
           expired: row.expired === 1,
           seq: BigInt(row.seq),
           fromClient: row.from_client === 1,
+          gcSinceMs: BigInt(row.gc_since),
+          gcEpoch: BigInt(row.gc_epoch),
           sizes: [],
         });
       }
@@ -426,7 +455,9 @@ export class NodeStorage {
       for (const row of reply.rows) {
         written++;
         if (row.applied !== undefined) this.applyRow(row.applied, Number(row.seq), row.fromClient, payload);
-        else this.sql.exec(`UPDATE keys SET seq = ? WHERE key = ?`, Number(row.seq), blob(row.key));
+        else if (row.mark !== undefined) {
+          this.sql.exec(`UPDATE keys SET gc_since = ?, gc_epoch = ? WHERE key = ?`, Number(row.mark.sinceMs), Number(row.mark.epoch), blob(row.mark.key));
+        } else this.sql.exec(`UPDATE keys SET seq = ? WHERE key = ?`, Number(row.seq), blob(row.key));
       }
       for (const p of reply.peers) {
         this.sql.exec(
@@ -454,26 +485,29 @@ export class NodeStorage {
     } else if (seq > 0) {
       this.sql.exec(
         `INSERT INTO keys(key, shard, meta, seq, from_client, live, winner_hlc, winner_node, all_deleted,
-           max_hlc, expired, siblings, digest, kh, dh, dl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           max_hlc, expired, siblings, digest, kh, dh, dl, gc_since, gc_epoch)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
          ON CONFLICT(key) DO UPDATE SET shard = excluded.shard, meta = excluded.meta, seq = excluded.seq,
            from_client = excluded.from_client, live = excluded.live, winner_hlc = excluded.winner_hlc,
            winner_node = excluded.winner_node, all_deleted = excluded.all_deleted, max_hlc = excluded.max_hlc,
            expired = excluded.expired, siblings = excluded.siblings, digest = excluded.digest, kh = excluded.kh,
-           dh = excluded.dh, dl = excluded.dl`,
+           dh = excluded.dh, dl = excluded.dl, gc_since = excluded.gc_since, gc_epoch = 0`,
         blob(key),
         a.shard,
         blob(a.meta),
         seq,
         fromClient ? 1 : 0,
         ...infoColumns(a.info ?? {}),
+        Number(a.gcSinceMs ?? 0n),
       );
     } else {
       // Expiry and collection keep the row's sequence: they are not news.
       this.sql.exec(
         `UPDATE keys SET meta = ?, live = ?, winner_hlc = ?, winner_node = ?, all_deleted = ?, max_hlc = ?,
-           expired = ?, siblings = ?, digest = ?, kh = ?, dh = ?, dl = ? WHERE key = ?`,
+           expired = ?, siblings = ?, digest = ?, kh = ?, dh = ?, dl = ?, gc_since = ?, gc_epoch = 0 WHERE key = ?`,
         blob(a.meta),
         ...infoColumns(a.info ?? {}),
+        Number(a.gcSinceMs ?? 0n),
         blob(key),
       );
     }
@@ -524,6 +558,42 @@ export class NodeStorage {
     );
     cursor.toArray();
     return cursor.rowsWritten;
+  }
+
+  // ---------------------------------------------------------------------------------
+  // FAULTS only: messages a held node kept instead of sending (delivered late on request).
+
+  private heldTable(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS held(n INTEGER PRIMARY KEY AUTOINCREMENT, peer INTEGER NOT NULL,
+      path TEXT NOT NULL, body BLOB NOT NULL)`);
+  }
+
+  /** Keeps a message, up to HELD_MESSAGES_MAX (later ones are only lost). */
+  holdMessage(peer: number, path: string, body: Uint8Array): void {
+    this.heldTable();
+    if (this.sql.exec(`SELECT count(*) AS n FROM held`).one().n >= HELD_MESSAGES_MAX) return;
+    this.sql.exec(`INSERT INTO held(peer, path, body) VALUES (?, ?, ?)`, peer, path, blob(body));
+  }
+
+  heldMessages(): { peer: number; path: string; body: Uint8Array }[] {
+    this.heldTable();
+    return this.sql
+      .exec(`SELECT peer, path, body FROM held ORDER BY n`)
+      .toArray()
+      .map((r: any) => ({ peer: r.peer, path: r.path, body: bytesOf(r.body) }));
+  }
+
+  clearHeld(): void {
+    this.heldTable();
+    this.sql.exec(`DELETE FROM held`);
+  }
+
+  /** Held messages by channel path. */
+  heldCounts(): Record<string, number> {
+    this.heldTable();
+    const out: Record<string, number> = {};
+    for (const r of this.sql.exec(`SELECT path, count(*) AS n FROM held GROUP BY path`)) out[r.path] = r.n;
+    return out;
   }
 
   /** The database's size in bytes (a report's fact). */

@@ -54,7 +54,7 @@ static const char *law_names[LAW_COUNT] = {"commutative", "associative", "idempo
 
 static uint64_t current_case;
 /* How often the interesting shapes occur, so a reader can see the laws are not vacuous. */
-static long write_kept_and_dropped, merges_with_siblings;
+static long write_kept_and_dropped, merges_with_siblings, markers_made;
 
 #define CHECK(cond, what)                                                              \
   do {                                                                                 \
@@ -136,6 +136,16 @@ static void model_gossip(universe *u, uint32_t from, uint32_t to) {
   t->clock = rk_hlc_absorb(t->clock, rk_reg_max_hlc(&u->nodes[from].reg), u->now_ms, SKEW_MS);
 }
 
+/* Collection: a node whose versions are all tombstones keeps only their context (a
+ * marker), which merges as any state does. */
+static void model_collect(universe *u, uint32_t id) {
+  rk_reg *r = &u->nodes[id].reg;
+  if (rk_reg_all_deleted(r)) {
+    r->sibs_len = 0;
+    markers_made++;
+  }
+}
+
 static void model_read(universe *u, uint32_t id) {
   const rk_reg *r = &u->nodes[id].reg;
   if (r->sibs_len == 0) return;
@@ -163,6 +173,8 @@ static void simulate(universe *u, tl_rng *rng) {
       model_write(u, id, tok, tl_below(rng, 5) == 0);
     } else if (r < 60) {
       model_read(u, id);
+    } else if (r < 66) {
+      model_collect(u, id);
     } else {
       uint32_t to = (uint32_t)tl_below(rng, u->n);
       if (to != id) model_gossip(u, id, to);
@@ -457,8 +469,10 @@ static void test_laws(void **state) {
   ringkv_node_destroy(core_node);
   for (int l = 0; l < LAW_COUNT; l++) printf("law %s: %ld cases\n", law_names[l], cases_run[l]);
   printf("  (%ld merged states with concurrent siblings; %ld context writes that kept some"
-         " siblings and dropped others)\n", merges_with_siblings, write_kept_and_dropped);
+         " siblings and dropped others; %ld collection markers among the states)\n", merges_with_siblings,
+         write_kept_and_dropped, markers_made);
   for (int l = 0; l < LAW_COUNT; l++) assert_true(cases_run[l] >= cases - first);
+  assert_true(markers_made > 0);
 }
 
 int main(void) {

@@ -418,13 +418,21 @@ static void test_reg_decode_rejects(void **state) {
   rk_ctx_encode(&e, &r.ctx);
   pb_end(&e, m);
   assert_int_equal(rk_reg_decode(tl_arena(), tl_done(&e), &back), RINGKV_E_DECODE);
-  /* A context without siblings. */
+  /* A context without siblings: a collection marker, whose context is kept. */
   rk_ctx c = CTX_VV(v2);
   e = tl_enc();
   m = pb_begin(&e, 2);
   rk_ctx_encode(&e, &c);
   pb_end(&e, m);
-  assert_int_equal(rk_reg_decode(tl_arena(), tl_done(&e), &back), RINGKV_E_DECODE);
+  assert_int_equal(rk_reg_decode(tl_arena(), tl_done(&e), &back), RINGKV_OK);
+  assert_true(rk_reg_is_marker(&back));
+  assert_true(rk_ctx_covers(&back.ctx, (rk_dot){0, 2}));
+  /* ... but an empty context there is not canonical. */
+  e = tl_enc();
+  m = pb_begin(&e, 2);
+  pb_put_uint(&e, 5, 1);
+  pb_end(&e, m);
+  assert_int_not_equal(rk_reg_decode(tl_arena(), tl_done(&e), &back), RINGKV_OK);
   /* Truncated bytes. */
   rk_slice ok = reg_bytes(&r, false);
   for (size_t cut = 1; cut < ok.len; cut++) {

@@ -1,5 +1,6 @@
 /* fuzz_digest: the anti-entropy and collection decoders: DigestRequest (OP_AE_ANSWER),
- * DigestReply (OP_AE_COMPARE; key ranges and their parts too), GcQuery (OP_GC_ANSWER) and GcReply (OP_GC_DECIDE). */
+ * DigestReply (OP_AE_COMPARE; key ranges and their parts too), GcQuery (OP_GC_ANSWER, also
+ * against a marker: the contexts it carries) and GcReply (OP_GC_DECIDE). */
 #include "fuzzlib.h"
 #include "range.h"
 
@@ -43,6 +44,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   e = fz_enc();
   pb_put_bytes(&e, 1, msg);
+  fz_call(n, RINGKV_OP_GC_ANSWER, fz_result(&e), NULL);
+
+  /* Answered where key "x" is a marker: the query's contexts are decoded and compared. */
+  rk_dot mvv[2] = {{0, 1}, {1, 4}};
+  rk_reg marker = {NULL, 0, {mvv, 2, NULL, 0}};
+  pb_enc marker_enc = fz_enc();
+  rk_reg_encode(&marker_enc, &marker, false);
+  e = fz_enc();
+  pb_put_bytes(&e, 1, msg);
+  size_t mk = pb_begin(&e, 2);
+  pb_put_bytes(&e, 1, fz_str("x"));
+  pb_put_bytes(&e, 2, fz_result(&marker_enc));
+  pb_end(&e, mk);
   fz_call(n, RINGKV_OP_GC_ANSWER, fz_result(&e), NULL);
 
   /* GcDecideRequest{now, locals{key "x" (node 0 replicates it), meta: an all-tombstone

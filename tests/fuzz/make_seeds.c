@@ -214,6 +214,14 @@ static rk_slice gc_message(int keys) {
     size_t m = pb_begin(&e, 3);
     pb_put_bytes(&e, 1, fz_str(names[i % 3]));
     pb_put_fixed64(&e, 2, i == 1 ? 0 : UINT64_C(0x9E3779B97F4A7C15) * (uint64_t)(i + 1));
+    /* Version 4: a query's context (vv {0: 1}), a reply's `covered`. */
+    size_t c = pb_begin(&e, 3);
+    size_t d = pb_begin(&e, 1);
+    pb_put_uint(&e, 1, 0);
+    pb_put_uint(&e, 2, 1);
+    pb_end(&e, d);
+    pb_end(&e, c);
+    pb_put_bool(&e, 4, i == 1);
     pb_end(&e, m);
   }
   return done(&e);

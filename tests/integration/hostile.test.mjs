@@ -284,12 +284,12 @@ test("a peer's unknown node ids, claims on the receiver's future dots, contradic
   assert.equal((after.no_version ?? 0) - (before.no_version ?? 0), 1);
   assert.equal((await req(kvPath(key, `?node=${x}`))).text, "from x");
 
-  // Version 1 (release 1) is read and answered in version 1; 4 (a future one) is refused.
+  // Version 1 (release 1) is read and answered in version 1; 5 (a future one) is refused.
   const v1 = pushOf({ version: 1, from: y, key: "hostile/v1", siblings: [{ node: y, counter: 3, hlc: now, value: "old peer" }] });
   const [v1x] = await replicasOf("hostile/v1");
   assert.equal((await toNode(v1x, "/internal/push", v1)).status, 200);
-  const v4 = pushOf({ version: 4, from: y, key, siblings: [{ node: y, counter: 4, hlc: now, value: "new peer" }] });
-  assert.equal((await toNode(x, "/internal/push", v4)).status, 400);
+  const v5 = pushOf({ version: 5, from: y, key, siblings: [{ node: y, counter: 4, hlc: now, value: "new peer" }] });
+  assert.equal((await toNode(x, "/internal/push", v5)).status, 400);
   after = await refusedAt(x);
   assert.ok((after.protocol_version ?? 0) > (before.protocol_version ?? 0));
   // And after all of it the acknowledged writes stand and the cluster converges.

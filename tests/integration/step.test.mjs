@@ -84,11 +84,11 @@ test("malformed, oversized and foreign-version peer messages are refused (400, r
       assert.equal(r.reason, "malformed");
     }
   }
-  // Versions 0 and 4 are refused on every channel; version 1 is read.
+  // Versions 0 and 5 are refused on every channel; version 1 is read.
   const unknown = [
-    ["/internal/push", encode("Push", { version: 4, from: 1, speaks: 4 })],
-    ["/internal/digest", encode("DigestRequest", { version: 4, from: 1, root: 5n, speaks: 4 })],
-    ["/internal/gc", encode("GcQuery", { version: 4, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: 4 })],
+    ["/internal/push", encode("Push", { version: 5, from: 1, speaks: 5 })],
+    ["/internal/digest", encode("DigestRequest", { version: 5, from: 1, root: 5n, speaks: 5 })],
+    ["/internal/gc", encode("GcQuery", { version: 5, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: 5 })],
     ["/internal/push", encode("Push", { version: 0, from: 1 })],
   ];
   for (const [path, body] of unknown) {

@@ -25,7 +25,8 @@
 
 /* Node-to-node protocol: a node speaks RINGKV_PROTOCOL_VERSION and accepts the version
  * before it too (an upgrade runs old and new nodes side by side). */
-#define RINGKV_PROTOCOL_VERSION 3u   /* 3: anti-entropy narrows below shards (KeyRange) */
+#define RINGKV_PROTOCOL_VERSION 4u   /* 3: anti-entropy narrows below shards (KeyRange);
+                                        4: collection markers */
 #define RINGKV_PROTOCOL_VERSION_MIN 1u
 
 /* Limits. Units last; every decoder enforces them. */
@@ -58,6 +59,9 @@
 #define RINGKV_AE_PARTS 16u
 #define RINGKV_AE_PART_BITS 4u
 #define RINGKV_AE_RANGES_MAX 64u
+/* A collection marker (what a collected key leaves, SPEC: Tombstones) is deleted this many
+ * TOMBSTONE_GRACE_SECONDS after its collection. */
+#define RINGKV_MARKER_GRACES 10u
 /* A peer's version whose HLC lies beyond now + max skew waits (deferred); beyond now + max
  * skew + this horizon no clock can be that wrong, and the entry is refused. */
 #define RINGKV_HLC_HORIZON_MS (UINT64_C(366) * 24u * 3600u * 1000u)

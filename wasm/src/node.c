@@ -199,6 +199,9 @@ typedef struct {
   bool expired;
   struct value_size *sizes;   /* the stored values' lengths, when the executor gives them */
   size_t sizes_len;
+  uint64_t gc_since_ms;       /* a noted collection agreement, or a marker's collection */
+  uint64_t gc_epoch;
+  uint64_t order;             /* the row's place in the executor's collection order */
 } rk_local;
 
 static int dot_read(rk_slice s, rk_dot *d) {
@@ -270,6 +273,9 @@ static int local_read(rk_arena *a, rk_slice s, rk_local *l) {
     }
     case 4: ok = pb_get_bool(R, WT, &l->expired); break;
     case 5: ok = value_size_push(a, R, WT, &l->sizes, &l->sizes_len, &sizes_cap); break;
+    case 8: ok = pb_get_u64(R, WT, &l->gc_since_ms); break;
+    case 9: ok = pb_get_u64(R, WT, &l->gc_epoch); break;
+    case 10: ok = pb_get_u64(R, WT, &l->order); break;
     SKIP;
   }
   if (!ok || t_ < 0 || !key_valid(l->key)) return RINGKV_E_DECODE;
@@ -328,28 +334,11 @@ static rk_slice reg_meta(rk_arena *a, const rk_reg *r, int *err) {
   return pb_result(&e);
 }
 
-static bool hlc_expired(const ringkv_node *n, uint64_t hlc, uint64_t now_ms) {
-  return rk_add_sat(rk_hlc_ms(hlc), n->cfg.tombstone_grace_ms) < now_ms;
-}
+/* A stored row: versions, or a collection marker. */
+static bool reg_stored(const rk_reg *r) { return r->sibs_len > 0 || rk_reg_is_marker(r); }
 
-static bool expired_at(const ringkv_node *n, const rk_reg *r, uint64_t now_ms) {
-  return rk_reg_all_deleted(r) && hlc_expired(n, rk_reg_max_hlc(r), now_ms);
-}
-
-/* Next to a live winner, a tombstone past its grace is dropped (its dot stays in the
- * context, as if a write had superseded it). Otherwise a replica that collected the key
- * and then took a new write would see the old tombstone come back from a replica that
- * had not collected yet, and keep it forever. The winner never changes. */
-static void shed_expired_tombstones(const ringkv_node *n, rk_reg *r, uint64_t now_ms) {
-  int w = rk_reg_winner(r);
-  if (w < 0 || r->sibs[w].deleted) return;
-  size_t kept = 0;
-  for (size_t i = 0; i < r->sibs_len; i++) {
-    if (r->sibs[i].deleted && hlc_expired(n, r->sibs[i].hlc, now_ms)) continue;
-    r->sibs[kept++] = r->sibs[i];
-  }
-  r->sibs_len = kept;
-}
+/* Markers exist from protocol version 4: none is sent in an older one. */
+#define MARKER_VERSION_MIN 4u
 
 static void dot_write(pb_enc *e, uint32_t field, rk_dot d) {
   size_t m = pb_begin(e, field);
@@ -801,8 +790,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool kept_own = false;
   for (size_t i = 0; i < local.sibs_len; i++) {
     const rk_sib *s = &local.sibs[i];
-    bool shed = !w.deleted && s->deleted && hlc_expired(n, s->hlc, w.now_ms);
-    if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot) || shed) {
+    if (!w.has_token || rk_ctx_covers(&tok.ctx, s->dot)) {
       dropped[dropped_len++] = s->dot;
       stored_floor = RK_MAX(stored_floor, s->hlc);
     } else {
@@ -892,7 +880,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Commit the node state only now that nothing can fail but the reply encoding. */
   n->clock = hlc;
   n->counter = fresh.dot.counter;
-  uint64_t sd = shard_update(n, shard, old_contrib, new_raw, local.sibs_len == 0 ? 1 : 0);
+  uint64_t sd = shard_update(n, shard, old_contrib, new_raw, reg_stored(&local) ? 0 : 1);
 
   pb_enc e;
   pb_enc_init(&e, a);
@@ -1152,14 +1140,15 @@ static bool sib_in(const rk_reg *r, rk_dot d) {
   return false;
 }
 
-/* Writes one Applied for a key going from `old` to `next` (next NULL: collected). New
- * values that lie inside `msg` (the merged message) are given by position, not copied. */
+/* Writes one Applied for a key going from `old` to `next` (next NULL: the row is deleted).
+ * New values that lie inside `msg` (the merged message) are given by position, not copied.
+ * A marker's row keeps its time of collection (gc_since). */
 static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice key, const rk_reg *old,
                           uint64_t old_contrib, const rk_reg *next, rk_slice next_meta, uint64_t new_raw,
-                          bool new_expired, rk_slice msg) {
+                          bool new_expired, rk_slice msg, uint64_t gc_since) {
   uint32_t shard = shard_of(n, rk_hash_slice(key));
   uint64_t new_contrib = new_expired ? 0 : new_raw;
-  int rows = (next != NULL ? 1 : 0) - (old->sibs_len > 0 ? 1 : 0);
+  int rows = (next != NULL ? 1 : 0) - (reg_stored(old) ? 1 : 0);
   uint64_t sd = shard_update(n, shard, old_contrib, next ? new_contrib : 0, rows);
   size_t m = pb_begin(e, field);
   pb_put_bytes(e, 1, key);
@@ -1190,6 +1179,7 @@ static void applied_write(pb_enc *e, uint32_t field, ringkv_node *n, rk_slice ke
   pb_put_fixed64(e, 8, sd);
   if (next != NULL) key_info_write(e, 9, next, new_raw, new_expired, rk_hash_slice(key));
   pb_put_uint(e, 10, n->shard_keys[shard]);
+  if (next != NULL) pb_put_uint(e, 11, gc_since);
   pb_end(e, m);
 }
 
@@ -1281,6 +1271,14 @@ static bool repair_covers(const ringkv_node *n, const rk_push *p, uint32_t range
   return false;
 }
 
+/* Whether a marker's context covers every version of `r`. */
+static bool marker_covers(const rk_reg *marker, const rk_reg *r) {
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (!rk_ctx_covers(&marker->ctx, r->sibs[i].dot)) return false;
+  }
+  return true;
+}
+
 static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_, err = 0;
@@ -1339,7 +1337,9 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (size_t i = first; i < end; i++) {
     int rc = rk_reg_decode(a, p.entries[i].reg, &remote[i]);
     if (rc == RINGKV_E_NOMEM) return rc;
-    malformed[i] = rc != RINGKV_OK || remote[i].sibs_len == 0 || !reg_values_complete(&remote[i]);
+    /* An entry without versions is a marker, in a version that has them, or malformed. */
+    bool marker_ok = rk_reg_is_marker(&remote[i]) && p.version >= MARKER_VERSION_MIN;
+    malformed[i] = rc != RINGKV_OK || (remote[i].sibs_len == 0 && !marker_ok) || !reg_values_complete(&remote[i]);
     order[ranged++] = i;
   }
   entries_by_key = p.entries;
@@ -1395,15 +1395,15 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_local *l = local_find(locals, locals_len, key);
     size_t li = l ? (size_t)(l - locals) : 0;
     const rk_reg *old = l ? &current[li] : &none;
-    /* A collected key stays collected: an expired tombstone never recreates it. */
-    if (old->sibs_len == 0 && expired_at(n, rr, now_ms)) continue;
+    /* A collected key stays collected: an entry whose versions its marker all covers is
+     * superseded (a late or repeated copy of what was collected), and dropped. */
+    if (rk_reg_is_marker(old) && rr->sibs_len > 0 && marker_covers(old, rr)) continue;
     rk_reg merged;
     RK_TRY(rk_reg_merge(a, old, rr, &merged));
-    shed_expired_tombstones(n, &merged, now_ms);
     /* Only contradictory input (each side claims to have superseded the other's
-     * versions) merges to nothing: refuse such an entry rather than store a register
-     * without versions. */
-    if (merged.sibs_len == 0) {
+     * versions) merges to nothing, unless one side is a marker (the result is then the
+     * marker): refuse such an entry rather than store a register without versions. */
+    if (merged.sibs_len == 0 && !rk_reg_is_marker(old) && !rk_reg_is_marker(rr)) {
       refused[REFUSED_NO_VERSION]++;
       continue;
     }
@@ -1423,16 +1423,16 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_slice old_meta = l ? l->meta : empty;
     rk_slice new_meta = reg_meta(a, &merged, &err);
     if (err != 0) return err;
-    if (rk_slice_eq(old_meta, new_meta) && old->sibs_len > 0) continue;
+    if (rk_slice_eq(old_meta, new_meta) && reg_stored(old)) continue;
     uint64_t old_raw = rk_reg_digest(a, key, old);
     uint64_t old_contrib = (l && l->expired) ? 0 : old_raw;
     uint64_t new_raw = rk_reg_digest(a, key, &merged);
-    bool new_expired = expired_at(n, &merged, now_ms);
-    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, new_expired, msg);
+    applied_write(&e, 2, n, key, old, old_contrib, &merged, new_meta, new_raw, false, msg,
+                  merged.sibs_len == 0 ? now_ms : 0);
     if (l != NULL) {
       current[li] = merged;
       l->meta = new_meta;
-      l->expired = new_expired;
+      l->expired = false;
     }
   }
   node_state_write(&e, 1, n);
@@ -1445,8 +1445,10 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     push_header(&r, n, p.version);
     for (size_t i = 0; repair && i < locals_len; i++) {
       rk_slice key = locals[i].key;
-      /* Expired tombstones are sent too: a replica that missed the delete needs them. */
-      if (!answers[i] || current[i].sibs_len == 0) continue;
+      /* Tombstones and markers are sent too: a replica that missed the delete needs them
+       * (markers only in a version that has them). */
+      if (!answers[i] || !reg_stored(&current[i])) continue;
+      if (current[i].sibs_len == 0 && p.version < MARKER_VERSION_MIN) continue;
       bool same = false;
       for (size_t j = 0; j < p.entries_len; j++) {
         if (!malformed[j] && rk_slice_eq(p.entries[j].key, key)) {
@@ -1582,16 +1584,18 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
       }
       nt = RK_MIN(nt, n->cfg.fanout);
     }
-    /* The peers that still need this version. */
+    rk_reg reg;
+    RK_TRY(local_reg(a, &l, true, &reg));
+    /* The peers that still need this version (a marker: only those whose version has
+     * markers; an older peer's anti-entropy repairs it in the end). */
     uint32_t nw = 0;
     for (uint32_t i = 0; i < nt; i++) {
       int32_t pi = peer_index[targets[i]];
+      if (reg.sibs_len == 0 && version_for(n, targets[i]) < MARKER_VERSION_MIN) continue;
       if (pi >= 0 && seq > peers[pi].acked) targets[nw++] = targets[i];
     }
     if (nw == 0) continue;
-    rk_reg reg;
     pb_enc entry;
-    RK_TRY(local_reg(a, &l, true, &reg));
     pb_enc_init(&entry, a);
     entry_write(&entry, 3, l.key, &reg);
     if (entry.err != 0) return entry.err;
@@ -2138,6 +2142,7 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!repair_covers(n, &want, (uint32_t)want.ranges_len, locals[i].key)) continue;
     rk_reg reg;
     RK_TRY(local_reg(a, &locals[i], true, &reg));
+    if (reg.sibs_len == 0 && version < MARKER_VERSION_MIN) continue;
     entry_write(&m, 3, locals[i].key, &reg);
   }
   pb_put_packed_u32(&m, 4, want.shards, want.shards_len);
@@ -2230,32 +2235,49 @@ static int rows_req_read(ringkv_node *n, rk_slice req, bool field1_is_message, r
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
+/* Markers older than 10 x the grace are deleted (a version delayed longer can come back,
+ * as documented); a row an earlier release gave a contribution of 0 gets its own back. */
 static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int err = 0;
   rows_req q;
   RK_TRY(rows_req_read(n, req, false, &q));
+  uint64_t keep_ms = rk_mul_sat(n->cfg.tombstone_grace_ms, RINGKV_MARKER_GRACES);
   pb_enc e;
   pb_enc_init(&e, a);
+  rk_slice none = {NULL, 0};
   for (size_t i = 0; i < q.locals_len; i++) {
     rk_local *l = &q.locals[i];
     rk_reg reg;
     RK_TRY(local_reg(a, l, false, &reg));
-    if (l->expired || reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
-    rk_slice none = {NULL, 0};
-    applied_write(&e, 1, n, l->key, &reg, raw, &reg, l->meta, raw, true, none);
+    uint64_t contrib = l->expired ? 0 : raw;
+    if (rk_reg_is_marker(&reg) && rk_add_sat(l->gc_since_ms, keep_ms) <= q.now_ms) {
+      applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false, none, 0);
+    } else if (l->expired && reg_stored(&reg)) {
+      applied_write(&e, 1, n, l->key, &reg, 0, &reg, l->meta, raw, false, none, l->gc_since_ms);
+    }
   }
   *reply = finish(&e, &err);
   return err;
 }
 
-static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t digest) {
+static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t digest, const rk_ctx *ctx,
+                             bool covered) {
   size_t m = pb_begin(e, field);
   pb_put_bytes(e, 1, key);
   pb_put_fixed64(e, 2, digest);
+  if (ctx != NULL) {
+    size_t c = pb_begin(e, 3);
+    rk_ctx_encode(e, ctx);
+    pb_end_omit_empty(e, 3, c);
+  }
+  pb_put_bool(e, 4, covered);
   pb_end(e, m);
 }
+
+/* A row collection considers: every version a tombstone. */
+static bool collectable(const rk_reg *r) { return r->sibs_len > 0 && rk_reg_all_deleted(r); }
 
 static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
@@ -2263,12 +2285,13 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rows_req q;
   RK_TRY(rows_req_read(n, req, false, &q));
   pb_enc *per_peer = rk_zalloc(a, n->cfg.cluster_size * sizeof *per_peer);
-  if (per_peer == NULL) return RINGKV_E_NOMEM;
+  uint32_t *peer_ver = rk_zalloc(a, n->cfg.cluster_size * sizeof *peer_ver);
+  if (per_peer == NULL || peer_ver == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < q.locals_len; i++) {
     rk_local *l = &q.locals[i];
     rk_reg reg;
     RK_TRY(local_reg(a, l, false, &reg));
-    if (reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
+    if (!collectable(&reg)) continue;
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
     const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
     for (uint32_t r = 0; r < n->cfg.replicas; r++) {
@@ -2276,9 +2299,10 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
       pb_enc *pe = &per_peer[reps[r]];
       if (pe->arena == NULL) {
         pb_enc_init(pe, a);
-        push_header(pe, n, version_for(n, reps[r]));
+        peer_ver[reps[r]] = version_for(n, reps[r]);
+        push_header(pe, n, peer_ver[reps[r]]);
       }
-      key_digest_write(pe, 3, l->key, raw);
+      key_digest_write(pe, 3, l->key, raw, peer_ver[reps[r]] >= MARKER_VERSION_MIN ? &reg.ctx : NULL, false);
     }
   }
   pb_enc e;
@@ -2296,17 +2320,23 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
+typedef struct {
+  rk_slice key;
+  uint64_t digest;
+  rk_slice context;   /* a query's (version 4) */
+  bool covered;       /* a reply's (version 4) */
+} key_digest;
+
 /* Reads a GcQuery/GcReply: version check, sender, and its KeyDigest list. */
-static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_t *version_out,
-                           rk_slice **keys, uint64_t **digests, size_t *len) {
+static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_t *version_out, key_digest **keys,
+                           size_t *len) {
   rk_arena *a = &n->arena;
   int t_;
   bool ok = true;
   uint32_t version = 0, speaks = 0;
-  size_t cap = 0, cap2 = 0, len2 = 0;
+  size_t cap = 0;
   rk_slice kd;
   *keys = NULL;
-  *digests = NULL;
   *len = 0;
   *from = 0;
   FIELDS(msg) {
@@ -2315,18 +2345,17 @@ static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_
     case 3: {
       ok = pb_get_bytes(R, WT, &kd) && *len < RINGKV_ENTRIES_MAX;
       if (!ok) break;
-      rk_slice *k = VEC_PUSH(a, *keys, *len, cap);
-      uint64_t *d = VEC_PUSH(a, *digests, len2, cap2);
-      if (k == NULL || d == NULL) return RINGKV_E_NOMEM;
-      k->ptr = NULL;
-      k->len = 0;
-      *d = 0;
+      key_digest *k = VEC_PUSH(a, *keys, *len, cap);
+      if (k == NULL) return RINGKV_E_NOMEM;
+      memset(k, 0, sizeof *k);
       FIELDS(kd) {
-        case 1: ok = pb_get_bytes(R, WT, k); break;
-        case 2: ok = pb_get_fixed64(R, WT, d); break;
+        case 1: ok = pb_get_bytes(R, WT, &k->key); break;
+        case 2: ok = pb_get_fixed64(R, WT, &k->digest); break;
+        case 3: ok = pb_get_bytes(R, WT, &k->context); break;
+        case 4: ok = pb_get_bool(R, WT, &k->covered); break;
         SKIP;
       }
-      if (t_ < 0 || !key_valid(*k)) ok = false;
+      if (t_ < 0 || !key_valid(k->key)) ok = false;
       break;
     }
     case 15: ok = pb_get_u32(R, WT, &speaks); break;
@@ -2340,6 +2369,22 @@ static int gc_message_read(ringkv_node *n, rk_slice msg, uint32_t *from, uint32_
   return RINGKV_OK;
 }
 
+/* Whether `big` covers every dot of `small` (normalised: a vv entry below c leaves its
+ * next dot uncovered, since such a dot would have been folded into it). */
+static bool ctx_includes(const rk_ctx *big, const rk_ctx *small) {
+  for (size_t i = 0; i < small->vv_len; i++) {
+    uint64_t have = 0;
+    for (size_t j = 0; j < big->vv_len; j++) {
+      if (big->vv[j].node == small->vv[i].node) have = big->vv[j].counter;
+    }
+    if (have < small->vv[i].counter) return false;
+  }
+  for (size_t i = 0; i < small->dots_len; i++) {
+    if (!rk_ctx_covers(big, small->dots[i])) return false;
+  }
+  return true;
+}
+
 static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int err = 0;
@@ -2347,23 +2392,32 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   RK_TRY(rows_req_read(n, req, true, &q));
   if (q.extra_len != 1) return RINGKV_E_DECODE;
   uint32_t from, version;
-  rk_slice *keys;
-  uint64_t *digests;
+  key_digest *keys;
   size_t len;
-  RK_TRY(gc_message_read(n, q.extra[0], &from, &version, &keys, &digests, &len));
+  RK_TRY(gc_message_read(n, q.extra[0], &from, &version, &keys, &len));
   if (q.locals_len > 1) qsort(q.locals, q.locals_len, sizeof *q.locals, local_cmp_qsort);
   pb_enc m;
   pb_enc_init(&m, a);
   push_header(&m, n, version);
   for (size_t i = 0; i < len; i++) {
-    rk_local *l = local_find(q.locals, q.locals_len, keys[i]);
+    rk_local *l = local_find(q.locals, q.locals_len, keys[i].key);
     uint64_t raw = 0;
+    bool covered = false;
     if (l != NULL) {
       rk_reg reg;
       RK_TRY(local_reg(a, l, false, &reg));
-      raw = rk_reg_digest(a, keys[i], &reg);
+      raw = rk_reg_digest(a, keys[i].key, &reg);
+      if (rk_reg_is_marker(&reg) && version >= MARKER_VERSION_MIN && keys[i].context.len > 0) {
+        /* The asker's state is covered when merging it into the marker changes nothing:
+         * the marker's context includes the state's (which covers its versions). */
+        rk_ctx theirs;
+        int rc = rk_ctx_decode(a, keys[i].context, &theirs);
+        if (rc == RINGKV_E_NOMEM) return rc;
+        if (rc != RINGKV_OK) return RINGKV_E_DECODE;
+        covered = ctx_includes(&reg.ctx, &theirs);
+      }
     }
-    key_digest_write(&m, 3, keys[i], raw);
+    key_digest_write(&m, 3, keys[i].key, raw, NULL, covered);
   }
   speaks_write(&m);
   rk_slice msg = finish(&m, &err);
@@ -2374,15 +2428,32 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
+static void gc_mark_write(pb_enc *e, rk_slice key, uint64_t since, uint64_t epoch) {
+  size_t m = pb_begin(e, 2);
+  pb_put_bytes(e, 1, key);
+  pb_put_uint(e, 2, since);
+  pb_put_uint(e, 3, epoch);
+  pb_end(e, m);
+}
+
 static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int err = 0;
   rows_req q;
   RK_TRY(rows_req_read(n, req, false, &q));
+  uint64_t epoch = 0;
+  {
+    int t_;
+    bool ok = true;
+    FIELDS(req) {
+      case 4: ok = pb_get_u64(R, WT, &epoch); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  }
   typedef struct {
     uint32_t from;
-    rk_slice *keys;
-    uint64_t *digests;
+    key_digest *keys;
     size_t len;
   } gc_reply;
   gc_reply *replies = rk_alloc_array(a, q.extra_len + 1, sizeof *replies);
@@ -2390,17 +2461,21 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (size_t i = 0; i < q.extra_len; i++) {
     gc_reply *g = &replies[i];
     uint32_t version;
-    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &version, &g->keys, &g->digests, &g->len));
+    RK_TRY(gc_message_read(n, q.extra[i], &g->from, &version, &g->keys, &g->len));
   }
   pb_enc e;
   pb_enc_init(&e, a);
+  uint64_t due = 0;
+  uint32_t undecided = 0;
   for (size_t i = 0; i < q.locals_len; i++) {
     rk_local *l = &q.locals[i];
     rk_reg reg;
     RK_TRY(local_reg(a, l, false, &reg));
-    if (reg.sibs_len == 0 || !expired_at(n, &reg, q.now_ms)) continue;
+    if (!collectable(&reg)) continue;
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
     const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
+    /* Every other replica of the epoch holds this exact state, or a marker covering it;
+     * no row never agrees (it may be a replica that missed the delete and the write). */
     bool all = true;
     for (uint32_t r = 0; r < n->cfg.replicas && all; r++) {
       if (reps[r] == n->self) continue;
@@ -2408,19 +2483,42 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
       for (size_t j = 0; j < q.extra_len && !agreed; j++) {
         if (replies[j].from != reps[r]) continue;
         for (size_t k = 0; k < replies[j].len; k++) {
-          if (rk_slice_eq(replies[j].keys[k], l->key)) {
-            agreed = replies[j].digests[k] == raw || replies[j].digests[k] == 0;
+          if (rk_slice_eq(replies[j].keys[k].key, l->key)) {
+            agreed = replies[j].keys[k].digest == raw || replies[j].keys[k].covered;
             break;
           }
         }
       }
       all = agreed;
     }
-    if (!all) continue;
+    bool noted = l->gc_since_ms != 0 && l->gc_epoch == epoch;
+    if (!all) {
+      undecided++;
+      if (l->gc_since_ms != 0) gc_mark_write(&e, l->key, 0, 0);
+      continue;
+    }
+    if (!noted) {
+      gc_mark_write(&e, l->key, q.now_ms, epoch);
+      uint64_t d = rk_add_sat(q.now_ms, n->cfg.tombstone_grace_ms);
+      due = due == 0 ? d : RK_MIN(due, d);
+      continue;
+    }
+    uint64_t d = rk_add_sat(l->gc_since_ms, n->cfg.tombstone_grace_ms);
+    if (d > q.now_ms) {
+      due = due == 0 ? d : RK_MIN(due, d);
+      continue;
+    }
+    /* Collected: the row becomes a marker holding the key's context. */
+    rk_reg marker;
+    memset(&marker, 0, sizeof marker);
+    marker.ctx = reg.ctx;
+    rk_slice meta = reg_meta(a, &marker, &err);
+    if (err != 0) return err;
     uint64_t contrib = l->expired ? 0 : raw;
-    rk_slice none = {NULL, 0};
-    applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false, none);
+    applied_write(&e, 1, n, l->key, &reg, contrib, &marker, meta, 0, false, (rk_slice){NULL, 0}, q.now_ms);
   }
+  pb_put_uint(&e, 3, due);
+  pb_put_uint(&e, 4, undecided);
   *reply = finish(&e, &err);
   return err;
 }

@@ -244,8 +244,10 @@ int rk_reg_decode(rk_arena *a, rk_slice bytes, rk_reg *out) {
   }
   if (t < 0 || n > RINGKV_SIBLINGS_MAX) return RINGKV_E_DECODE;
   if (n == 0) {
-    /* The empty register; a context without versions only arises from bad input. */
-    return ctx_bytes.len == 0 ? RINGKV_OK : RINGKV_E_DECODE;
+    /* The empty register, or a collection marker: a context without versions. */
+    if (ctx_bytes.len == 0) return RINGKV_OK;
+    RK_TRY(rk_ctx_decode(a, ctx_bytes, &out->ctx));
+    return out->ctx.vv_len + out->ctx.dots_len > 0 ? RINGKV_OK : RINGKV_E_DECODE;
   }
   rk_sib *sibs = rk_alloc_array(a, n, sizeof *sibs);
   if (sibs == NULL) return RINGKV_E_NOMEM;

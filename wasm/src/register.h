@@ -63,13 +63,17 @@ int rk_ctx_decode(rk_arena *a, rk_slice bytes, rk_ctx *out);
 /* Encodes canonically. with_values = false gives the stored metadata (no value bytes). */
 void rk_reg_encode(pb_enc *e, const rk_reg *r, bool with_values);
 /* Decodes and validates (limits, sorted-unique-able, context covers siblings, tombstones
- * empty); the result is normalised. An empty slice is the empty register. */
+ * empty); the result is normalised. An empty slice is the empty register; a context with
+ * no sibling is a marker (callers that must not take one check rk_reg_is_marker). */
 int rk_reg_decode(rk_arena *a, rk_slice bytes, rk_reg *out);
 
 /* out = merge(x, y): keeps a sibling unless the other side's context covers its dot and
  * the other side no longer holds it; contexts join. Commutative, associative,
  * idempotent. For a dot both hold, the copy with value bytes is kept. */
 int rk_reg_merge(rk_arena *a, const rk_reg *x, const rk_reg *y, rk_reg *out);
+
+/* A collection marker: no version, only the collected key's context. */
+static inline bool rk_reg_is_marker(const rk_reg *r) { return r->sibs_len == 0 && r->ctx.vv_len + r->ctx.dots_len > 0; }
 
 /* Index of the winner (highest (hlc, node)); -1 when empty. */
 int rk_reg_winner(const rk_reg *r);

@@ -22,9 +22,12 @@
 /* Policy. Units last. */
 #define PUSH_CANDIDATES_MAX 512u                 /* rows one round reads to push */
 #define PUSH_ROW_BYTES_MAX (8u * 1024u * 1024u)  /* their metadata and values */
-#define EXPIRE_KEYS_MAX 256u                     /* tombstone-only keys expired per round */
-#define GC_KEYS_MAX 128u                         /* expired keys offered for collection per round */
-#define GC_RETRY_MS_MIN 1000u                    /* collection with keys left tries again after */
+#define EXPIRE_KEYS_MAX 256u                     /* markers deleted (or old digests redone) per round */
+#define GC_KEYS_MAX 128u                         /* tombstone keys one collection batch asks about */
+#define GC_RETRY_MS_MIN 1000u                    /* a pass that left keys undecided waits this, */
+#define GC_RETRY_MS_MAX 3600000u                 /* doubling each such pass, up to an hour */
+#define GC_SETTLE_INTERVALS 2u  /* a new tombstone is asked about after its gossip has had this */
+#define GC_EPOCH 1u             /* the ring's epoch, until rings have more than one */
 #define MERGE_ROWS_BYTES_MAX (8u * 1024u * 1024u) /* stored metadata merged per step */
 #define AE_SHARDS_MAX 64u                        /* differing shards one comparison names */
 #define AE_REPAIR_BYTES_MAX (16u * 1024u * 1024u) /* values and metadata one repair carries */
@@ -88,7 +91,8 @@ typedef struct {
 /* StepState, less the clock and counter (the node's). */
 typedef struct {
   uint64_t seq, client_seq, last_round_ms, last_change_ms, ae_last_ms, ae_next_ms, ae_interval_ms;
-  uint64_t expiry_at_ms, gc_at_ms;
+  uint64_t expiry_at_ms, gc_at_ms, gc_cursor, gc_retry_ms, gc_due_ms;
+  bool gc_undecided, gc_begun;
   uint32_t ae_cursor, ae_agreed;
 } sched_t;
 
@@ -120,6 +124,7 @@ struct rk_step {
   int ae_phase;
   uint32_t ae_tag, ae_peer, ae_repair_tag;
   uint32_t ae_repair_peer, ae_retry_peer, ae_retries;   /* same-peer retries in a row */
+  uint32_t ae_failed;          /* exchanges in a row that no peer answered (in memory) */
   uint64_t ae_at, ae_repair_at;   /* when they were sent */
   /* Below shards: the ranges asked (and this node's parts of them), and the leaves found
    * so far, repaired together. */
@@ -140,6 +145,10 @@ struct rk_step {
   buf_t *gc_replies;
   size_t gc_len, gc_waiting;
   uint64_t gc_at;
+  buf_t gc_keys;               /* the batch's keys, as Load.keys */
+  uint64_t gc_last_order;      /* the batch's last row (Local.order) */
+  bool gc_full;                /* the batch was full: the pass goes on after it */
+  bool gc_loading;             /* this round's load asked for a batch */
   rk_report rep;               /* reports to RingControl (report.c) */
   rk_lease lease;              /* dot leases (lease.c; Config.leases) */
   rk_catchup cu;               /* shards to catch up on (catchup.c; Config.leases) */
@@ -318,6 +327,11 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_uint(e, 11, s->ae_agreed);
   pb_put_uint(e, 12, s->expiry_at_ms);
   pb_put_uint(e, 13, s->gc_at_ms);
+  pb_put_uint(e, 14, s->gc_cursor);
+  pb_put_uint(e, 15, s->gc_retry_ms);
+  pb_put_uint(e, 16, s->gc_due_ms);
+  pb_put_bool(e, 17, s->gc_undecided);
+  pb_put_bool(e, 18, s->gc_begun);
   if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
   if (n->cfg.leases) {
     const rk_step *st = n->step;
@@ -362,6 +376,11 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 11: ok = pb_get_u32(R, WT, &s.ae_agreed); break;
     case 12: ok = pb_get_u64(R, WT, &s.expiry_at_ms); break;
     case 13: ok = pb_get_u64(R, WT, &s.gc_at_ms); break;
+    case 14: ok = pb_get_u64(R, WT, &s.gc_cursor); break;
+    case 15: ok = pb_get_u64(R, WT, &s.gc_retry_ms); break;
+    case 16: ok = pb_get_u64(R, WT, &s.gc_due_ms); break;
+    case 17: ok = pb_get_bool(R, WT, &s.gc_undecided); break;
+    case 18: ok = pb_get_bool(R, WT, &s.gc_begun); break;
     case 20: ok = pb_get_u64(R, WT, &rep.live_keys); break;
     case 21: ok = pb_get_u32(R, WT, &rep.state); break;
     case 22: ok = pb_get_u64(R, WT, &rep.number); break;
@@ -468,6 +487,7 @@ static void chain_drop(rk_step *st) {
 }
 
 static void gc_clear(rk_step *st) {
+  buf_free(&st->gc_keys);
   for (size_t i = 0; i < st->gc_len; i++) buf_free(&st->gc_replies[i]);
   free(st->gc_tags);
   free(st->gc_replies);
@@ -533,12 +553,23 @@ static uint64_t push_timeout_ms(const out_t *o, uint32_t peer, size_t bytes) {
 
 /* A row write for an Applied: seq 0 keeps the row's sequence. `was_live`: the row's
  * winner was live before (the live count follows). */
+static void gc_schedule(out_t *o);
+static bool applied_tombstones(rk_slice applied);
+
 static void row_applied(out_t *o, rk_slice applied, uint64_t seq, bool from_client, bool was_live) {
   rk_report_row(&o->st->rep, was_live, applied);
+  if (applied_tombstones(applied)) gc_schedule(o);
   size_t m = pb_begin(&o->rows, 2);
   pb_put_bytes_always(&o->rows, 1, applied);
   pb_put_uint(&o->rows, 3, seq);
   pb_put_bool(&o->rows, 4, from_client);
+  pb_end(&o->rows, m);
+}
+
+/* A collection agreement noted or voided (GcMark, as GcDecideReply gives it). */
+static void row_mark(out_t *o, rk_slice mark) {
+  size_t m = pb_begin(&o->rows, 2);
+  pb_put_bytes_always(&o->rows, 5, mark);
   pb_end(&o->rows, m);
 }
 
@@ -1007,6 +1038,16 @@ static void forget_stale_sends(out_t *o) {
   if (st->gc_len > 0 && st->gc_at < before) gc_clear(st);
 }
 
+/* Markers collected before this are deleted (SPEC: 10 x the grace). */
+static uint64_t marker_keep_ms(const ringkv_node *n) {
+  return rk_mul_sat(n->cfg.tombstone_grace_ms, RINGKV_MARKER_GRACES);
+}
+
+static uint64_t marker_before(const out_t *o) {
+  uint64_t keep = marker_keep_ms(o->n);
+  return o->now > keep ? o->now - keep : 0;
+}
+
 static void round_begin(out_t *o) {
   rk_step *st = o->st;
   ringkv_node *n = o->n;
@@ -1014,11 +1055,9 @@ static void round_begin(out_t *o) {
   st->s.last_round_ms = o->now;
   stat_named(o, "rounds", 1);
   load_begin(o);
-  /* Tombstones past their grace stop counting in digests. */
-  uint64_t grace = n->cfg.tombstone_grace_ms;
-  uint64_t before = o->now > grace ? (o->now - grace) << 16 : 0;
+  /* Markers past their time (and an earlier release's zero digests). */
   pb_put_uint(&o->load, 10, EXPIRE_KEYS_MAX);
-  pb_put_fixed64(&o->load, 11, before);
+  pb_put_fixed64(&o->load, 11, marker_before(o));
   pb_put_bool(&o->load, 13, true);
   /* The rows changed since the lowest acknowledgement among the peers a push can go to. */
   uint64_t min_ack = UINT64_MAX;
@@ -1036,12 +1075,20 @@ static void round_begin(out_t *o) {
     pb_put_uint(&o->load, 8, PUSH_CANDIDATES_MAX);
     pb_put_uint(&o->load, 9, PUSH_ROW_BYTES_MAX);
   }
-  if (st->gc_len == 0) pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+  /* Collection's next batch, when due and none is in flight. */
+  st->gc_loading = st->gc_len == 0 && st->s.gc_at_ms != 0 && st->s.gc_at_ms <= o->now;
+  if (st->gc_loading) {
+    pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+    pb_put_uint(&o->load, 22, st->s.gc_cursor);
+  }
   st->wait = WAIT_ROUND;
 }
 
 static void push_outcome(out_t *o, uint32_t p, bool ok) {
   peer_t *ps = &o->st->peers[p];
+  /* A peer answering again may be the replica collection waited for: a pass backing off
+   * comes soon. */
+  if (ok && ps->failures > 0 && o->st->s.gc_at_ms != 0) gc_schedule(o);
   if (ok) {
     ps->acked = RK_MAX(ps->acked, ps->ack_on_success);
     ps->failures = 0;
@@ -1146,10 +1193,11 @@ static int round_push(out_t *o, rk_slice loaded) {
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
 
-/* Collection decides on the collectable rows as they are when every reply is in. */
+/* Collection decides on the batch's rows as they are when every reply is in. */
 static void gc_decide_load(out_t *o) {
   load_begin(o);
-  pb_put_uint(&o->load, 12, GC_KEYS_MAX);
+  rk_slice keys = buf_slice(&o->st->gc_keys);
+  pb_put_raw(&o->load, keys.ptr, keys.len);
   o->st->wait = WAIT_GC_DECIDE;
 }
 
@@ -1195,11 +1243,89 @@ static int round_gc_query(out_t *o, rk_slice collectable_raw, size_t count) {
   st->gc_waiting = st->gc_len;
   st->gc_at = o->now;
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
-  if (st->gc_len == 0) {
-    /* No other replica to ask: decide now, with no replies. */
-    gc_clear(st);
-    gc_decide_load(o);
+  /* No other replica to ask: decide now, with no replies. */
+  if (st->gc_len == 0) gc_decide_load(o);
+  return RINGKV_OK;
+}
+
+/* A pass over every tombstone row ended: the next one when a noted agreement's grace ends,
+ * or (keys left undecided) after a wait that doubles each such pass, or not at all until a
+ * tombstone row changes: an idle node with undecidable keys goes quiet. */
+static void gc_pass_end(out_t *o) {
+  sched_t *s = &o->st->s;
+  uint64_t next = 0;
+  if (s->gc_undecided) {
+    uint64_t base = RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
+    s->gc_retry_ms = s->gc_retry_ms == 0 ? base : RK_MIN(s->gc_retry_ms * 2u, (uint64_t)GC_RETRY_MS_MAX);
+    next = o->now + s->gc_retry_ms;
+  } else {
+    s->gc_retry_ms = 0;
   }
+  if (s->gc_due_ms != 0) next = next == 0 ? s->gc_due_ms : RK_MIN(next, s->gc_due_ms);
+  s->gc_at_ms = next == 0 ? 0 : RK_MAX(next, o->now + 1u);
+  s->gc_cursor = 0;
+  s->gc_due_ms = 0;
+  s->gc_undecided = false;
+}
+
+/* A row became all tombstones: collection looks at it once its gossip has settled, and a
+ * pass waiting out a back-off starts over. */
+static void gc_schedule(out_t *o) {
+  sched_t *s = &o->st->s;
+  uint64_t at = o->now + GC_SETTLE_INTERVALS * interval_ms(o->n);
+  s->gc_retry_ms = 0;
+  if (s->gc_at_ms == 0 || s->gc_at_ms > at) s->gc_at_ms = at;
+}
+
+/* Whether an Applied leaves the row with versions, all tombstones (KeyInfo). */
+static bool applied_tombstones(rk_slice applied) {
+  int t_;
+  bool ok = true, all_deleted = false;
+  uint64_t siblings = 0;
+  rk_slice info = {NULL, 0};
+  FIELDS(applied) {
+    case 9: ok = pb_get_bytes(R, WT, &info); break;
+    SKIP;
+  }
+  FIELDS(info) {
+    case 4: ok = pb_get_bool(R, WT, &all_deleted); break;
+    case 6: ok = pb_get_u64(R, WT, &siblings); break;
+    SKIP;
+  }
+  return ok && all_deleted && siblings > 0;
+}
+
+/* The batch's keys (for the decision's load) and its last row's order. */
+static int gc_batch(out_t *o, rk_slice loaded, size_t count) {
+  rk_step *st = o->st;
+  pb_enc keys;
+  enc(o, &keys);
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  uint64_t last = st->s.gc_cursor;
+  FIELDS(loaded) {
+    case 6: {
+      ok = pb_get_bytes(R, WT, &s);
+      if (!ok) break;
+      rk_slice key = {NULL, 0};
+      uint64_t order = 0;
+      FIELDS(s) {
+        case 1: ok = pb_get_bytes(R, WT, &key); break;
+        case 10: ok = pb_get_u64(R, WT, &order); break;
+        SKIP;
+      }
+      pb_put_bytes_always(&keys, 1, key);
+      last = RK_MAX(last, order);
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (keys.err) return keys.err;
+  if (!buf_set(&st->gc_keys, pb_result(&keys))) return RINGKV_E_NOMEM;
+  st->gc_last_order = last;
+  st->gc_full = count >= GC_KEYS_MAX;
   return RINGKV_OK;
 }
 
@@ -1235,13 +1361,20 @@ static int round_loaded(out_t *o, rk_slice loaded) {
       SKIP;
     }
   }
-  /* The next tombstone to expire (its HLC's milliseconds plus the grace), or the next round
-   * when this one left some. */
+  /* The next marker to delete, or the next round when this one left some. */
   if (expirable >= EXPIRE_KEYS_MAX) st->s.expiry_at_ms = o->now;
-  else if (next_expiry != 0) st->s.expiry_at_ms = (next_expiry >> 16) + n->cfg.tombstone_grace_ms + 1u;
+  else if (next_expiry != 0) st->s.expiry_at_ms = rk_add_sat(next_expiry, marker_keep_ms(n)) + 1u;
   else st->s.expiry_at_ms = 0;
   if (st->scan_push) RK_TRY(round_push(o, loaded));
-  if (st->gc_len == 0 && collectable > 0) RK_TRY(round_gc_query(o, pb_result(&gc), collectable));
+  if (st->gc_loading) {
+    st->gc_loading = false;
+    if (collectable == 0) {
+      gc_pass_end(o);
+    } else {
+      RK_TRY(gc_batch(o, loaded, collectable));
+      RK_TRY(round_gc_query(o, pb_result(&gc), collectable));
+    }
+  }
   ae_maybe_start(o);
   return RINGKV_OK;
 }
@@ -1264,34 +1397,45 @@ static int gc_decide(out_t *o, rk_slice loaded) {
   pb_enc req;
   enc(o, &req);
   pb_put_uint(&req, 1, o->now);
+  pb_put_uint(&req, 4, GC_EPOCH);
   int t_;
   bool ok = true;
   rk_slice s;
-  size_t current = 0, collected = 0;
   FIELDS(loaded) {
-    case 6: ok = pb_get_bytes(R, WT, &s); if (ok) { pb_put_bytes_always(&req, 2, s); current++; } break;
+    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 2, s); break;
     SKIP;
   }
   for (size_t i = 0; i < st->gc_len; i++) {
     if (st->gc_replies[i].len > 0) pb_put_bytes_always(&req, 3, buf_slice(&st->gc_replies[i]));
   }
+  bool full = st->gc_full;
+  uint64_t last = st->gc_last_order;
   gc_clear(st);
-  st->s.gc_at_ms = 0;
-  if (current == 0) return RINGKV_OK;
+  /* The pass goes on after this batch (its last row), or ends with it. */
+  st->s.gc_cursor = last;
   rk_slice rep;
   int rc = inner(o, RINGKV_OP_GC_DECIDE, &req, &rep);
   if (rc == RINGKV_E_DECODE || rc == RINGKV_E_PROTOCOL) {
-    /* A peer's reply did not decode: collect nothing this time. */
+    /* A peer's reply did not decode: the batch is undecided. */
     stat_named(o, "refused_malformed", 1);
-    st->s.gc_at_ms = o->now + RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
-    return RINGKV_OK;
+    st->s.gc_undecided = true;
+  } else {
+    RK_TRY(rc);
+    uint64_t due = 0;
+    uint32_t undecided = 0;
+    FIELDS(rep) {
+      case 1: ok = pb_get_bytes(R, WT, &s); if (ok) { row_applied(o, s, 0, false, false); stat_named(o, "gc_collected", 1); } break;
+      case 2: ok = pb_get_bytes(R, WT, &s); if (ok) row_mark(o, s); break;
+      case 3: ok = pb_get_u64(R, WT, &due); break;
+      case 4: ok = pb_get_u32(R, WT, &undecided); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    if (due != 0) st->s.gc_due_ms = st->s.gc_due_ms == 0 ? due : RK_MIN(st->s.gc_due_ms, due);
+    if (undecided > 0) st->s.gc_undecided = true;
   }
-  RK_TRY(rc);
-  FIELDS(rep) {
-    case 1: ok = pb_get_bytes(R, WT, &s); if (ok) { row_applied(o, s, 0, false, false); collected++; } break;
-    SKIP;
-  }
-  if (current > collected) st->s.gc_at_ms = o->now + RK_MAX(interval_ms(o->n), (uint64_t)GC_RETRY_MS_MIN);
+  if (full) st->s.gc_at_ms = o->now;
+  else gc_pass_end(o);
   return RINGKV_OK;
 }
 
@@ -1384,7 +1528,13 @@ static void ae_finish(out_t *o, int outcome) {
   } else if (outcome == AE_EQUAL && ++s->ae_agreed >= np) {
     s->ae_agreed = np;
     s->ae_interval_ms = RK_MIN(s->ae_interval_ms * 2, (uint64_t)AE_INTERVAL_MS_MAX);
+  } else if (outcome == AE_UNKNOWN && ++st->ae_failed >= np) {
+    /* A full cycle of peers none of which answered (all down, or cut off): nothing to
+     * learn sooner, so an idle node with no reachable peer backs off too. */
+    st->ae_failed = np;
+    s->ae_interval_ms = RK_MIN(s->ae_interval_ms * 2, (uint64_t)AE_INTERVAL_MS_MAX);
   }
+  if (outcome != AE_UNKNOWN) st->ae_failed = 0;
   s->ae_interval_ms = RK_MAX(s->ae_interval_ms, base);
   s->ae_next_ms = o->now + s->ae_interval_ms;
   ae_clear(st);
@@ -1606,8 +1756,9 @@ static int ae_answered(out_t *o, const rk_slice *message) {
   if (message == NULL) {
     ae_finish(o, root ? AE_UNKNOWN : AE_DIFFER);
     if (!root) ae_retry(o, st->ae_peer);
-    /* Lost, not answered: the next exchange at the next round, not an interval later. */
-    st->s.ae_next_ms = o->now;
+    /* Lost, not answered: the next exchange at the next round, not an interval later;
+     * unless a full cycle of peers went unanswered (ae_finish backs off then). */
+    if (st->ae_failed < o->n->ae_peers_len) st->s.ae_next_ms = o->now;
     return RINGKV_OK;
   }
   if (st->ae_phase == AE_RANGES) return ae_ranges_answered(o, *message);
@@ -2267,7 +2418,9 @@ static uint64_t next_alarm(const out_t *o) {
     if (lease != 0 && (at == 0 || lease < at)) at = lease;
     if (cu != 0 && (at == 0 || cu < at)) at = cu;
   }
-  return at;
+  /* What is due already is due now: an executor's clock may be skewed back from the
+   * node's (FAULTS), and a time near 0 would then be before the epoch. */
+  return at == 0 ? 0 : RK_MAX(at, o->now);
 }
 
 /* A node's clock may move back (a skew removed, a restored wall clock): times it set
@@ -2371,7 +2524,14 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 6: rc = client_write(&o, body); break;
     case 7: rc = incoming(&o, body); break;
     case 20: rc = refused_event(&o, body); break;
-    default: break;   /* start: only the alarm */
+    case 8:
+      /* A node of an earlier release looks at its tombstones once. */
+      if (!st->s.gc_begun) {
+        st->s.gc_begun = true;
+        if (st->s.gc_at_ms == 0) st->s.gc_at_ms = o.now + interval_ms(n);
+      }
+      break;
+    default: break;
   }
   if (rc == RINGKV_OK && n->cfg.reports) rc = report_step(&o, event, waited);
   if (rc == RINGKV_OK && n->cfg.leases) {

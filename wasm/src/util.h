@@ -74,6 +74,10 @@ static inline void *rk_alloc_array(rk_arena *a, size_t count, size_t size) {
   return rk_alloc(a, count * size ? count * size : 1);
 }
 
+static inline uint64_t rk_mul_sat(uint64_t a, uint64_t b) {
+  return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
 static inline uint64_t rk_add_sat(uint64_t a, uint64_t b) {
   return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
