@@ -144,6 +144,58 @@ static void report_send(sim *s, node *n, const Ringkv__Send *sd) {
   s->reports_q[s->reports_len++].epoch = n->epoch;
 }
 
+/* A lease request: RingControl's control step grants the block and persists its state at
+ * once (before answering); the answer comes later in the round, or is lost. */
+static void lease_send(sim *s, node *n, const Ringkv__Send *sd) {
+  if (sd->n_to != 1 || sd->to[0]->peer != RINGKV_PEER_CONTROL || sd->to[0]->tag == 0) {
+    failf(s, "lease_target", "node %u: a lease request not addressed to RingControl alone", n->id);
+    return;
+  }
+  uint8_t random[RINGKV_CLUSTER_ID_BYTES + RINGKV_SECRET_BYTES];
+  for (size_t i = 0; i < sizeof random; i++) random[i] = (uint8_t)rnd(&s->fault);
+  Ringkv__ControlRequest cr = RINGKV__CONTROL_REQUEST__INIT;
+  cr.state.data = s->control_state;
+  cr.state.len = s->control_state_len;
+  cr.cluster_size = s->o->nodes;
+  cr.random.data = random;
+  cr.random.len = sizeof random;
+  cr.lease = sd->message;
+  ProtobufCBinaryData raw;
+  int code = core_call(s, s->control, RINGKV_OP_CONTROL, &cr.base, &raw);
+  if (code != RINGKV_OK) {
+    failf(s, "lease", "node %u: RingControl refused its lease request (%d: %s)", n->id, code, ringkv_code_name(code));
+    return;
+  }
+  Ringkv__ControlReply *rep = ringkv__control_reply__unpack(NULL, raw.len, raw.data);
+  if (rep == NULL || rep->lease.len == 0) {
+    failf(s, "core_reply_decode", "RingControl's ControlReply holds no lease");
+    if (rep) ringkv__control_reply__free_unpacked(rep, NULL);
+    return;
+  }
+  if (rep->state.len > 0) {
+    free(s->control_state);
+    s->control_state = malloc(rep->state.len);
+    CHECK_ALLOC(s->control_state);
+    memcpy(s->control_state, rep->state.data, rep->state.len);
+    s->control_state_len = rep->state.len;
+  }
+  if (s->leases_len == s->leases_cap) {
+    s->leases_cap = s->leases_cap ? s->leases_cap * 2 : 16;
+    s->leases_q = realloc(s->leases_q, s->leases_cap * sizeof(*s->leases_q));
+    CHECK_ALLOC(s->leases_q);
+  }
+  uint8_t *body = malloc(rep->lease.len);
+  CHECK_ALLOC(body);
+  memcpy(body, rep->lease.data, rep->lease.len);
+  s->leases_q[s->leases_len].node = n->id;
+  s->leases_q[s->leases_len].tag = sd->to[0]->tag;
+  s->leases_q[s->leases_len].epoch = n->epoch;
+  s->leases_q[s->leases_len].body = body;
+  s->leases_q[s->leases_len].len = (uint32_t)rep->lease.len;
+  s->leases_q[s->leases_len++].lost = rnd_chance(&s->net, s->loss);
+  ringkv__control_reply__free_unpacked(rep, NULL);
+}
+
 static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
   for (size_t i = 0; i < rep->n_sends && !s->failed; i++) {
     const Ringkv__Send *sd = rep->sends[i];
@@ -151,7 +203,11 @@ static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
       report_send(s, n, sd);
       continue;
     }
-    if (sd->kind < RINGKV__KIND__KIND_PUSH || sd->kind > RINGKV__KIND__KIND_GC) {
+    if (sd->kind == RINGKV__KIND__KIND_LEASE) {
+      lease_send(s, n, sd);
+      continue;
+    }
+    if ((sd->kind < RINGKV__KIND__KIND_PUSH || sd->kind > RINGKV__KIND__KIND_GC) && sd->kind != RINGKV__KIND__KIND_CATCHUP) {
       failf(s, "send_kind", "node %u: a Send of kind %u", n->id, sd->kind);
       return;
     }
@@ -242,7 +298,12 @@ static void deliver(sim *s, event *e) {
     in.message = body;
     req.message = &in;
     s->cause = e->cls == CLS_REPAIR ? "repair request" : e->cls == CLS_GC ? "gc query" : "gossip push";
-    step_result r = run_step_ok(s, to, &req, body, "message");
+    step_result r = sim_step(s, to, &req, body);
+    /* A node catching up answers a collection query 503 (the Durable Object's answer to
+     * E_CATCHING_UP): no answer leg; the requester hears of a failure. */
+    if (r.code == RINGKV_E_CATCHING_UP && e->msg_kind == RINGKV__KIND__KIND_GC) return;
+    if (r.code > 0)
+      failf(s, "core_error", "node %u: OP_STEP (message) returned %d (%s)", to->id, r.code, ringkv_code_name(r.code));
     if (r.code == 0 && !s->failed) net_answer(s, e, r.reply);
     return;
   }
@@ -269,6 +330,7 @@ static Ringkv__Config sim_config(const sim *s) {
   c.fanout = o->fanout;
   c.gossip_interval_ms = o->interval_ms;
   c.reports = true;
+  c.leases = true;
   /* As a deployment must: up to 2 x replicas writers' siblings and bytes of one key stay
    * within the core's bounds (full replication at 1024 nodes: 16 KiB, 2 siblings). */
   uint64_t accepting = RK_MIN(2u * (uint64_t)o->replicas, RINGKV_CLUSTER_SIZE_MAX);
@@ -335,6 +397,65 @@ static void node_restart(sim *s, node *n) {
   node_init_core(s, n);
 }
 
+/* The fence: every table of the node wiped, and it starts again with no state. Its clock
+ * may start lower (a new life), but no dot it makes from now on may lie at or below one it
+ * made before (checked at every acknowledged write). */
+static void node_wipe(sim *s, node *n) {
+  const sim_opts *o = s->o;
+  s->res->wipes++;
+  for (uint32_t k = 0; k < o->keys; k++) {
+    row_free(n->rows[k]);
+    n->rows[k] = NULL;
+  }
+  memset(n->shard_digest, 0, o->shards * sizeof(*n->shard_digest));
+  memset(n->shard_keys, 0, o->shards * sizeof(*n->shard_keys));
+  n->log_len = 0;
+  memset(n->peers, 0, o->nodes * sizeof(*n->peers));
+  free(n->state);
+  n->state = NULL;
+  n->state_len = 0;
+  n->alarm_ms = 0;
+  n->dots_below = RK_MAX(n->dots_below, n->counter);
+  if (n->wiped_best == NULL) {
+    n->wiped_best = malloc(o->keys * sizeof(*n->wiped_best));
+    CHECK_ALLOC(n->wiped_best);
+  }
+  for (uint32_t k = 0; k < o->keys; k++) {
+    n->wiped_best[k] = s->keys[k].best;
+    if (!s->keys[k].acked) n->wiped_best[k].dot.node = UINT32_MAX;
+  }
+  n->clock = 0;
+  n->counter = 0;
+  node_init_core(s, n);
+}
+
+/* Whether the acknowledged write that is each of this node's keys' best is held by another
+ * replica too, whichever node accepted it (so a wipe loses no acknowledged write: the
+ * precondition an operator's fence needs; a node's storage lost otherwise loses what only
+ * it held, which no protocol can bring back). */
+static Ringkv__ReadReply *read_key(sim *s, node *n, uint32_t k);
+static bool wipe_safe(sim *s, node *n) {
+  for (uint32_t x = 0; x < n->keys_len; x++) {
+    uint32_t k = n->keys[x];
+    const key_entry *ke = &s->keys[k];
+    if (!ke->acked) continue;
+    bool held = false;
+    for (uint32_t j = 0; j < s->o->replicas && !held; j++) {
+      node *r = &s->nodes[ke->replicas[j]];
+      if (r == n || r->rows[k] == NULL) continue;
+      Ringkv__ReadReply *rd = read_key(s, r, k);
+      if (rd == NULL) return false;
+      for (size_t i = 0; i < rd->n_siblings; i++) {
+        const Ringkv__Dot *d = rd->siblings[i]->dot;
+        if (d != NULL && d->node == ke->best.dot.node && d->counter == ke->best.dot.counter) held = true;
+      }
+      ringkv__read_reply__free_unpacked(rd, NULL);
+    }
+    if (!held) return false;
+  }
+  return true;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Client writes. */
 static void gen_value(uint64_t seed, uint8_t *out, uint32_t len) {
@@ -372,6 +493,51 @@ static size_t entry_bytes(sim *s, const row *r, uint32_t k) {
 }
 
 /* OP_READ at `n` (for a context token, and for the oracles); NULL on an error. */
+/* The rejoin oracle: a node whose storage was wiped serves a client read of a key only
+ * once it holds a state at least as new as the key's best acknowledged write at the wipe
+ * (OP_CLIENT_READ refuses until it has caught up on the shard). */
+static void check_rejoined(sim *s) {
+  for (uint32_t i = 0; i < s->o->nodes && !s->failed; i++) {
+    node *n = &s->nodes[i];
+    if (n->wiped_best == NULL) continue;
+    for (uint32_t x = 0; x < n->keys_len && !s->failed; x++) {
+      uint32_t k = n->keys[x];
+      const ack *was = &n->wiped_best[k];
+      /* A delete's key may be collected later: only live writes are followed. */
+      if (was->dot.node == UINT32_MAX || was->deleted || s->keys[k].best.deleted) continue;
+      rk_arena_reset(&s->ar);
+      Ringkv__ReadRequest rq = RINGKV__READ_REQUEST__INIT;
+      rq.key = key_bytes(s, k);
+      if (n->rows[k]) {
+        rq.meta.data = n->rows[k]->meta;
+        rq.meta.len = n->rows[k]->meta_len;
+      }
+      ProtobufCBinaryData reply;
+      int code = core_call(s, n->core, RINGKV_OP_CLIENT_READ, &rq.base, &reply);
+      if (code == RINGKV_E_CATCHING_UP || code == RINGKV_E_LEASE) continue;
+      if (code != RINGKV_OK) {
+        failf(s, "core_error", "node %u OP_CLIENT_READ key %u returned %d", n->id, k, code);
+        return;
+      }
+      Ringkv__ReadReply *rd = ringkv__read_reply__unpack(NULL, reply.len, reply.data);
+      bool newer = false;
+      if (rd != NULL && rd->found && rd->winner >= 0 && (size_t)rd->winner < rd->n_siblings) {
+        const Ringkv__Sibling *w = rd->siblings[rd->winner];
+        newer = w->dot != NULL && (w->hlc > was->hlc || (w->hlc == was->hlc && w->dot->node >= was->dot.node));
+      }
+      if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
+      if (!newer) {
+        failf(s, "rejoin_stale_read",
+              "node %u serves key %u after its wipe with a state older than the write acknowledged before it (hlc %" PRIu64 ")",
+              n->id, k, was->hlc);
+        return;
+      }
+      /* Served once with everything from before: the check is done for this key. */
+      n->wiped_best[k].dot.node = UINT32_MAX;
+    }
+  }
+}
+
 static Ringkv__ReadReply *read_key(sim *s, node *n, uint32_t k) {
   Ringkv__ReadRequest rq = RINGKV__READ_REQUEST__INIT;
   rq.key = key_bytes(s, k);
@@ -408,7 +574,8 @@ static void client_write(sim *s, uint64_t write_index) {
     k = (uint32_t)rnd_below(&s->work, o->keys);
   }
   key_entry *ke = &s->keys[k];
-  node *n = &s->nodes[ke->replicas[rnd_below(&s->work, o->replicas)]];
+  uint32_t first = (uint32_t)rnd_below(&s->work, o->replicas);
+  node *n = &s->nodes[ke->replicas[first]];
   bool deleted = ke->acked && rnd_chance(&s->work, o->delete_ratio);
   bool with_context = ke->acked && rnd_chance(&s->work, o->context_ratio);
   uint32_t vlen = deleted ? 0 : o->value_bytes;
@@ -447,6 +614,24 @@ static void client_write(sim *s, uint64_t write_index) {
   req.write = &w;
   s->cause = deleted ? "client delete" : w.has_token ? "client context write" : "client write";
   step_result r = sim_step(s, n, &req, w.value);
+  /* A replica with no dot lease yet, or catching up on the key's shard, refuses it: the
+   * Worker asks the key's next replica (with that one's row). */
+  for (uint32_t hop = 1; hop < o->replicas && (r.code == RINGKV_E_LEASE || r.code == RINGKV_E_CATCHING_UP); hop++) {
+    n = &s->nodes[ke->replicas[(first + hop) % o->replicas]];
+    l = store_local(s, n, k, false, true);
+    w.meta = l->meta;
+    w.expired = l->expired;
+    w.n_sizes = w.has_token ? l->n_sizes : 0;
+    w.sizes = w.has_token ? l->sizes : NULL;
+    ringkv__step_request__init(&req);
+    req.write = &w;
+    r = sim_step(s, n, &req, w.value);
+  }
+  if (r.code == RINGKV_E_LEASE || r.code == RINGKV_E_CATCHING_UP) {
+    if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
+    s->res->rejected_writes++;
+    return;
+  }
   if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
   if (r.code == RINGKV_E_SIBLINGS || r.code == RINGKV_E_SKEW || r.code == RINGKV_E_KEY_BYTES) {
     s->res->rejected_writes++;
@@ -468,6 +653,9 @@ static void client_write(sim *s, uint64_t write_index) {
   if (wr->shard != ke->shard)
     failf(s, "placement", "node %u key %u: WriteReply.shard %u, placement says %u", n->id, k, wr->shard, ke->shard);
   if (wr->dot->node != n->id) failf(s, "write_dot", "node %u wrote dot of node %u", n->id, wr->dot->node);
+  if (wr->dot->counter <= n->dots_below)
+    failf(s, "dot_reused", "node %u: dot %" PRIu64 " after its storage was wiped, at or below %" PRIu64 " of its earlier life",
+          n->id, wr->dot->counter, n->dots_below);
   const row *rw = n->rows[k];
   if (rw == NULL || rw->meta_len != wr->meta.len || memcmp(rw->meta, wr->meta.data, wr->meta.len) != 0)
     failf(s, "write_row", "node %u key %u: the row written differs from WriteReply.meta", n->id, k);
@@ -628,6 +816,10 @@ static void setup(sim *s) {
     s->shard_keys[s->shard_keys_start[sh] + fill[sh]++] = k;
   }
   free(fill);
+
+  /* The control object (dot leases). */
+  s->control = ringkv_node_create();
+  CHECK_ALLOC(s->control);
 
   /* Nodes. */
   s->nodes = calloc(o->nodes, sizeof(*s->nodes));
@@ -938,6 +1130,15 @@ static void faults(sim *s) {
         node_restart(s, &s->nodes[i]);
       }
   }
+  /* Not in the first round: a node's reports are numbered from its clock at a start with no
+   * state, and the simulated clock does not move within a round. */
+  if (o->wipes && s->round > 0) {
+    for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+      if (!rnd_chance(&s->fault, 0.05)) continue;
+      rk_arena_reset(&s->ar);
+      if (wipe_safe(s, &s->nodes[i])) node_wipe(s, &s->nodes[i]);
+    }
+  }
 }
 
 static void record_series(sim *s) {
@@ -1010,6 +1211,26 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
     }
     memmove(s->reports_q, s->reports_q + due, (s->reports_len - due) * sizeof(*s->reports_q));
     s->reports_len -= due;
+    due = s->leases_len;
+    for (size_t i = 0; i < due && !s->failed; i++) {
+      node *n = &s->nodes[s->leases_q[i].node];
+      ProtobufCBinaryData body = {s->leases_q[i].len, s->leases_q[i].body};
+      if (n->epoch == s->leases_q[i].epoch) {
+        Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
+        Ringkv__Answer an = RINGKV__ANSWER__INIT;
+        an.tag = s->leases_q[i].tag;
+        an.answered = !s->leases_q[i].lost;
+        if (an.answered) an.message = body;
+        req.answer = &an;
+        s->cause = "lease answer";
+        rk_arena_reset(&s->ar);
+        run_step_ok(s, n, &req, an.answered ? body : (ProtobufCBinaryData){0, NULL}, "lease answer");
+        busy = true;
+      }
+      free(s->leases_q[i].body);
+    }
+    memmove(s->leases_q, s->leases_q + due, (s->leases_len - due) * sizeof(*s->leases_q));
+    s->leases_len -= due;
     for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
       node *n = &s->nodes[order[i]];
       if (n->alarm_ms == 0 || now_ms(s, n) < n->alarm_ms) continue;
@@ -1018,6 +1239,7 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
       busy = true;
     }
   }
+  if (o->wipes && !s->failed) check_rejoined(s);
 }
 
 bool sim_run(const sim_opts *o, sim_result *res) {
@@ -1122,6 +1344,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
     free(n->peers);
     free(n->state);
     free(n->keys);
+    free(n->wiped_best);
   }
   free(s->nodes);
   /* Shard replica arrays are shared with keys or owned by probes; free each once. */
@@ -1145,6 +1368,10 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   free(s->tmp_digest);
   free(s->tmp_rows);
   free(s->reports_q);
+  for (size_t i = 0; i < s->leases_len; i++) free(s->leases_q[i].body);
+  free(s->leases_q);
+  free(s->control_state);
+  ringkv_node_destroy(s->control);
   free(order);
   rk_arena_free(&s->ar);
   free(s);

@@ -60,18 +60,18 @@ void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r) {
           ",\"expired\":%" PRIu64 ",\"gc_collected\":%" PRIu64 ",\"entries_applied\":%" PRIu64
           ",\"entry_bytes_mean\":%.1f,\"bytes_per_update\":%.1f,\"optimum_bytes_per_update\":%.1f,\"ratio\":%.3f"
           ",\"idle_bytes_per_round\":%" PRIu64 ",\"replica_checks\":%u,\"hostile_sent\":%" PRIu64
-          ",\"hostile_refused\":%" PRIu64 "}\n",
+          ",\"hostile_refused\":%" PRIu64 ",\"wipes\":%" PRIu64 "}\n",
           r->ok ? "ok" : "failed", r->acked_writes, r->rejected_writes, r->rounds_total, r->rounds_to_converge,
           r->rounds_after_heal, r->messages, r->bytes, r->bytes_push, r->bytes_ae, r->bytes_repair, r->bytes_gc,
           r->bytes_to_converge, r->messages_lost, r->messages_duplicated, r->messages_late, r->restarts, r->partitions, r->expired,
           r->gc_collected, r->entries_applied, r->entry_bytes_mean, r->bytes_per_update, r->optimum_bytes_per_update,
-          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused);
+          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused, r->wipes);
 }
 
 static void usage(void) {
   fprintf(stderr,
           "usage: sim [--seed S] [--nodes N] [--replicas R] [--shards SH] [--keys K] [--writes W]\n"
-          "           [--loss P] [--heal-loss P] [--dup P] [--delay P] [--latency L] [--partitions] [--restarts] [--skew]\n"
+          "           [--loss P] [--heal-loss P] [--dup P] [--delay P] [--latency L] [--partitions] [--restarts] [--wipes] [--skew]\n"
           "           [--fanout F] [--rounds-max M] [--fault-rounds F] [--settle-rounds S] [--value-bytes B]\n"
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
           "           [--max-skew-ms MS] [--max-siblings S] [--interval-ms MS] [--no-context-check] [--verbose]\n"
@@ -339,6 +339,7 @@ int main(int argc, char **argv) {
     U32("--latency", latency_rounds_max);
     FLAG("--partitions", partitions, true);
     FLAG("--restarts", restarts, true);
+    FLAG("--wipes", wipes, true);
     FLAG("--skew", skew, true);
     U32("--fault-rounds", fault_rounds);
     U32("--partition-rounds", partition_rounds_max);

@@ -136,6 +136,7 @@ static uint8_t *copy_bytes(ProtobufCBinaryData b) {
 uint8_t net_classify(uint32_t msg_kind, ProtobufCBinaryData body) {
   if (msg_kind == RINGKV__KIND__KIND_DIGEST) return CLS_DIGEST;
   if (msg_kind == RINGKV__KIND__KIND_GC) return CLS_GC;
+  if (msg_kind == RINGKV__KIND__KIND_CATCHUP) return CLS_REPAIR;
   Ringkv__Push *p = ringkv__push__unpack(NULL, body.len, body.data);
   uint8_t cls = p != NULL && (p->n_shards > 0 || p->n_ranges > 0) ? CLS_REPAIR : CLS_PUSH;
   if (p) ringkv__push__free_unpacked(p, NULL);

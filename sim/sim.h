@@ -38,6 +38,8 @@ typedef struct {
   bool partitions;
   uint32_t partition_rounds_max; /* a partition lasts 2..max rounds */
   bool restarts;
+  bool wipes;                  /* a node loses its storage and restarts with no state (the
+                                  fence), once everything it acknowledged is elsewhere */
   bool skew;
   uint32_t fault_rounds;       /* writes are spread over these rounds */
   uint32_t rounds_max;         /* bound on rounds after the heal */
@@ -85,6 +87,7 @@ typedef struct {
   uint64_t messages_duplicated;
   uint64_t messages_late;       /* --delay copies */
   uint64_t restarts;
+  uint64_t wipes;                    /* nodes whose storage was wiped (--wipes) */
   uint64_t reports;                  /* NodeReports sent to the control object */
   uint64_t partitions;
   uint64_t gc_collected;

@@ -97,6 +97,9 @@ typedef struct {
   uint64_t alarm_ms;       /* the armed alarm, 0 = none */
   uint64_t clock, counter; /* the last seen (monotonic oracles) */
   uint64_t report_number;  /* the last report's (RingControl drops an older one) */
+  uint64_t dots_below;     /* its storage was wiped: every new dot must lie above this */
+  struct ack *wiped_best;  /* [keys]: each key's best acknowledged write when it was wiped
+                              (dot.node UINT32_MAX: none): a read it serves is no older */
   /* volatile */
   int64_t skew_ms;
   uint8_t side;            /* partition side */
@@ -105,7 +108,7 @@ typedef struct {
 } node;
 
 /* An acknowledged client write. */
-typedef struct {
+typedef struct ack {
   uint64_t hlc;
   dot_t dot;
   bool deleted;
@@ -186,6 +189,14 @@ typedef struct {
    * report path is not gossip) once the round's network is quiet. */
   struct { uint32_t node, tag; uint64_t epoch; } *reports_q;
   size_t reports_len, reports_cap;
+  /* The control object's dot leases: its persisted ControlState, run through OP_CONTROL
+   * on its own core; the LeaseReplies of this round, answered with the reports (lost like
+   * a message during the fault phase: the block stays recorded). */
+  ringkv_node *control;
+  uint8_t *control_state;
+  size_t control_state_len;
+  struct { uint32_t node, tag; uint64_t epoch; uint8_t *body; uint32_t len; bool lost; } *leases_q;
+  size_t leases_len, leases_cap;
   const char *cause;       /* what the current change is, for --trace-key */
 } sim;
 

@@ -163,6 +163,24 @@ Ringkv__Local *store_local(sim *s, node *n, uint32_t k, bool values, bool sizes)
   return l;
 }
 
+/* Key order inside a shard (Load.page): by position, then key bytes. */
+static int key_cmp(const sim *s, uint32_t a, uint64_t pa, ProtobufCBinaryData b, uint64_t pb) {
+  if (pa != pb) return pa < pb ? -1 : 1;
+  ProtobufCBinaryData ka = key_bytes(s, a);
+  size_t m = ka.len < b.len ? ka.len : b.len;
+  int c = m ? memcmp(ka.data, b.data, m) : 0;
+  if (c != 0) return c;
+  return ka.len < b.len ? -1 : ka.len > b.len ? 1 : 0;
+}
+
+static bool page_after(const sim *s, uint32_t k, uint64_t position, uint64_t cur_position, ProtobufCBinaryData cur_key) {
+  return key_cmp(s, k, position, cur_key, cur_position) > 0;
+}
+
+static bool page_before(const sim *s, const node *n, uint32_t a, uint32_t b) {
+  return key_cmp(s, a, n->rows[a]->info.position, key_bytes(s, b), n->rows[b]->info.position) < 0;
+}
+
 /* ---------------------------------------------------------------------------------------
  * The Load queries (ringkv.proto, message Load), in the order the message documents. */
 Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
@@ -262,6 +280,44 @@ Ringkv__Loaded *store_load(sim *s, node *n, const Ringkv__Load *load) {
       rows += got;
       bytes += range_bytes;
       ld->ranges_loaded++;
+    }
+  }
+  /* page: the shard's rows after the cursor (position, then key bytes), with values, at
+   * most page_rows_max, stopping after the row at which the bytes reach page_bytes_max. */
+  if (load->page) {
+    uint32_t sh = load->page_shard;
+    if (sh >= o->shards) {
+      failf(s, "shard_range", "node %u: Load names a page of shard %u", n->id, sh);
+      return ld;
+    }
+    uint32_t span = s->shard_keys_start[sh + 1] - s->shard_keys_start[sh];
+    uint32_t *order = rk_alloc_array(&s->ar, span + 1, sizeof(*order));
+    CHECK_ALLOC(order);
+    uint32_t len = 0;
+    for (uint32_t j = s->shard_keys_start[sh]; j < s->shard_keys_start[sh + 1]; j++) {
+      uint32_t k = s->shard_keys[j];
+      const row *r = n->rows[k];
+      if (r == NULL) continue;
+      if (load->page_started && !page_after(s, k, r->info.position, load->page_position, load->page_key)) continue;
+      /* Insertion in key order: a shard holds few of the simulated keys. */
+      uint32_t at = len++;
+      while (at > 0 && page_before(s, n, k, order[at - 1])) {
+        order[at] = order[at - 1];
+        at--;
+      }
+      order[at] = k;
+    }
+    ld->page_rows = rk_alloc_array(&s->ar, len + 1, sizeof(*ld->page_rows));
+    CHECK_ALLOC(ld->page_rows);
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < len; i++) {
+      if (ld->n_page_rows >= load->page_rows_max || (load->page_bytes_max > 0 && bytes >= load->page_bytes_max)) {
+        ld->page_more = true;
+        break;
+      }
+      Ringkv__Local *l = store_local(s, n, order[i], true, false);
+      bytes += local_bytes(l);
+      ld->page_rows[ld->n_page_rows++] = l;
     }
   }
   /* range_parts: each range's 16 parts' rows and digest contributions. */

@@ -27,6 +27,8 @@ export const Op = {
   Step: 17, // lint: abi
   Report: 18, // lint: abi
   Cluster: 19, // lint: abi
+  ClientRead: 20, // lint: abi
+  PagePush: 21, // lint: abi
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -50,6 +52,8 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.Step]: "Step",
   [Op.Report]: "Report",
   [Op.Cluster]: "Cluster",
+  [Op.ClientRead]: "Read",
+  [Op.PagePush]: "AeRepair",
 };
 
 /** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */
@@ -69,6 +73,8 @@ const CODE_NAMES = [
   "out of memory",
   "value out of range",
   "key too large",
+  "no dot lease yet",
+  "catching up on this shard",
 ];
 
 /** A non-zero return code from the core. */
@@ -85,6 +91,8 @@ export class CoreError extends Error {
   static readonly E_NOMEM = 10; // lint: abi
   static readonly E_VALUE = 11; // lint: abi
   static readonly E_KEY_BYTES = 12; // lint: abi
+  static readonly E_LEASE = 13; // lint: abi
+  static readonly E_CATCHING_UP = 14; // lint: abi
 
   constructor(
     readonly code: number,

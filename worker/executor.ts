@@ -25,7 +25,9 @@ export interface ExecutorHost {
   nowMs(): number;
   /** Sends one message; resolves with the answer, the peer's refusal, or neither. */
   send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
-  /** Arms the alarm at this wall time (undefined: none). */
+  /** A send is under way: `settled` resolves once its outcome has been through the core
+   *  (a write that found no lease waits for the lease asked for). */
+  sent(kind: number, settled: Promise<void>): void;
   /** Arms the alarm at this time of the node's clock (undefined: none). */
   setAlarm(atMs: number | undefined): void;
   /** What one step's actions performed (record/replay, when recording): key rows written
@@ -97,14 +99,19 @@ export class Executor {
     const generation = this.host.coreGeneration();
     return send.to.map((t: Msg) => {
       performed.push([t.peer, send.kind, send.message.length]);
+      let settled!: () => void;
+      this.host.sent(send.kind, new Promise<void>((resolve) => (settled = resolve)));
       return this.host
         .send(t.peer, send.kind, send.message, Number(send.timeoutMs))
         .then((r) => {
           if (this.host.coreGeneration() !== generation) return undefined;
           const answer = { tag: t.tag, message: r.answer ?? EMPTY, answered: r.answer !== undefined, refused: r.refused ?? "" };
-          return this.run({ answer }, r.answer ?? EMPTY).done;
+          const ran = this.run({ answer }, r.answer ?? EMPTY);
+          settled();
+          return ran.done;
         })
-        .catch((err: Error) => console.error(`ringkv node: handling an answer failed: ${err.stack ?? err}`));
+        .catch((err: Error) => console.error(`ringkv node: handling an answer failed: ${err.stack ?? err}`))
+        .finally(() => settled());
     });
   }
 

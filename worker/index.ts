@@ -9,7 +9,7 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
-import { NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
+import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
 import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
@@ -246,7 +246,10 @@ async function callReplicas(env: Msg, nodes: number[], path: string, init: () =>
   }
   if (last !== undefined) {
     const text = await last.text();
-    return new Response(text, { status: last.status, headers: { "Content-Type": "application/json" } });
+    const headers: Record<string, string> = { "Content-Type": "application/json" };
+    const catchingUp = last.headers.get(CATCHING_UP_HEADER);
+    if (catchingUp !== null) headers[CATCHING_UP_HEADER] = catchingUp;
+    return new Response(text, { status: last.status, headers });
   }
   return json(503, { error: "no replica of this key is available" });
 }
@@ -335,7 +338,7 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   }
   if (path === "/v1/cluster/placement") {
     if (method !== "GET") return methodNotAllowed("GET");
-    return placement(await ringOf(env, s), url);
+    return placement(env, await ringOf(env, s), url);
   }
   let m = /^\/v1\/admin\/nodes\/([^/]*)\/keys$/.exec(path);
   if (m !== null) {
@@ -349,6 +352,11 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     if (node >= rs.view.ring.size) return json(200, { node, keys: [], cursor: null });
     const response = await callNode(env, node, `/internal/dump${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
     return passJson(response);
+  }
+  m = /^\/v1\/admin\/nodes\/([^/]*)\/fence$/.exec(path);
+  if (m !== null) {
+    if (method !== "POST") return methodNotAllowed("POST");
+    return fence(env, await ringOf(env, s), m[1]);
   }
   if (config.faultsEnabled) {
     if (path === "/v1/admin/faults") {
@@ -375,6 +383,26 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     }
   }
   return json(404, { error: "not found" });
+}
+
+/** POST /v1/admin/nodes/{id}/fence: the node wipes its storage and restarts with no
+ *  state (a fresh dot lease, then it catches up on its shards). 400 for an id that is not
+ *  one, 404 for a node outside the ring. */
+async function fence(env: Msg, rs: RingState, idText: string): Promise<Response> {
+  if (!/^[0-9]{1,4}$/.test(idText) || Number(idText) >= NODE_IDS_MAX) fail(400, "bad node id");
+  const node = Number(idText);
+  if (node >= rs.view.ring.size) return json(404, { error: `unknown node ${node}: the ring has nodes 0 to ${rs.view.ring.size - 1}` });
+  let response: Response;
+  try {
+    response = await callNode(env, node, "/internal/fence", { method: "POST" }, rs.policy.nodeTimeoutMs);
+  } catch (err) {
+    fail(503, `node ${node} did not answer the fence: ${(err as Error).message}`);
+  }
+  const text = await response.text();
+  if (response.status !== 202) { // lint: http-status
+    return new Response(text, { status: response.status, headers: { "Content-Type": "application/json", "Cache-Control": "no-store" } });
+  }
+  return json(202, { node: String(node), fenced: true }); // lint: http-status
 }
 
 function methodNotAllowed(allow: string): Response {
@@ -482,6 +510,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
         warnOnce(`cache delete failed: ${(err as Error).message}`);
       }
     }
+    // A named replica still catching up after a rejoin accepts no client write (SPEC: it
+    // is not among the key's write replicas until it has caught up).
+    if (nodeParam !== undefined && response.status === 503 && response.headers.get(CATCHING_UP_HEADER) !== null) { // lint: http-status
+      await response.arrayBuffer();
+      fail(400, `node ${nodeParam} is catching up on this key's shard: not one of its write replicas yet`);
+    }
     if (response.status !== 200) return passJson(response);
     const r = (await response.json()) as Msg;
     const context = await sign(rs, key.bytes, r.token);
@@ -506,9 +540,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
   }
   const startGeneration = writeGeneration.get(cacheKey) ?? 0;
   const startEpoch = generationEpoch;
+  // ?node= names a node's local copy: served even while it catches up.
+  const readHeaders: Record<string, string> = { "X-Ring-Key": keyHeader };
+  if (nodeParam !== undefined) readHeaders[LOCAL_HEADER] = "1";
   const response = await callReplicas(env, targets, `/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
     method: "GET",
-    headers: { "X-Ring-Key": keyHeader },
+    headers: readHeaders,
   }));
   if (siblings) {
     if (response.status !== 200) return passJson(response);
@@ -702,13 +739,28 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   });
 }
 
-function placement(rs: RingState, url: URL): Response {
+/** The key's shard and its replicas in rendezvous order, less any replica still catching
+ *  up on the shard after a rejoin (each replica's core says; one that does not answer is
+ *  kept: not known to be catching up). */
+async function placement(env: Msg, rs: RingState, url: URL): Promise<Response> {
   const text = url.searchParams.get("key");
   if (text === null || text === "") fail(400, "bad query: key is required");
   const bytes = utf8.encode(text);
   if (bytes.length > KEY_BYTES_MAX) fail(414, `key too long: ${bytes.length} bytes, at most ${KEY_BYTES_MAX}`);
   const [where] = place(rs, [bytes]);
-  return json(200, { key: text, shard: where.shard, replicas: where.replicas.map((r: number) => String(r)) });
+  const replicas: number[] = where.replicas;
+  const serving = await Promise.all(
+    replicas.map(async (node) => {
+      try {
+        const r = await callNode(env, node, "/internal/serves", { headers: { "X-Ring-Key": base64url(bytes) } }, rs.policy.nodeTimeoutMs);
+        const body = (await r.json().catch(() => undefined)) as Msg | undefined;
+        return !(r.status === 200 && body?.serves === false); // lint: http-status
+      } catch {
+        return true;
+      }
+    }),
+  );
+  return json(200, { key: text, shard: where.shard, replicas: replicas.filter((_, i) => serving[i]).map((r) => String(r)) });
 }
 
 async function faults(request: Request, env: Msg, rs: RingState): Promise<Response> {

@@ -18,6 +18,11 @@
 //   POST /internal/bulk     rows inserted directly, outside the core (only with FAULTS:
 //                           the benchmark's seeding)
 //   GET  /internal/report-cost  reports sent and the SQL rows their facts read (FAULTS)
+//   POST /internal/catchup  a catch-up page (CatchupRequest; answer: CatchupReply)
+//   GET  /internal/serves   whether the node serves client reads and writes of the key's
+//                           shard (it is not catching up on it): {"serves": bool}
+//   POST /internal/fence    wipes every table and starts again with no state (the admin
+//                           fence): the node takes a fresh dot lease and catches up
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
@@ -36,6 +41,12 @@ import { Executor } from "./executor";
 export const NODE_ID_HEADER = "X-Ring-Node-Id";
 /** Header on a node's 503 when it refuses to serve under this configuration. */
 export const REFUSED_HEADER = "X-Ring-Refused";
+/** Header on a node's 503 when it is catching up on the key's shard (its storage was
+ *  lost, or it has no dot lease yet): the Worker asks another replica. */
+export const CATCHING_UP_HEADER = "X-Ring-Catching-Up";
+/** Header on a Worker's read asking for the node's local copy (a plain GET ?node=), served
+ *  even while the node catches up. */
+export const LOCAL_HEADER = "X-Ring-Local";
 /** Header on a node's 400 to a peer: why it refused the whole message. */
 const REFUSED_REASON_HEADER = "X-Ring-Refused-Reason";
 
@@ -49,11 +60,14 @@ const LIST_KEYS_MAX = 1000; // lint: api-limit
 const DUMP_KEYS_MAX = 100; // lint: api-limit
 const DUMP_VALUE_BYTES_MAX = 8 * 1024 * 1024; // lint: platform-limit
 /** The channel (StepRequest Kind) each peer path carries. */
-const KIND_PATHS = ["", "/internal/push", "/internal/digest", "/internal/gc"];
+const KIND_PATHS = ["", "/internal/push", "/internal/digest", "/internal/gc", "", "", "/internal/catchup"];
 /** Kind KIND_REPORT (wasm/ringkv.proto): a NodeReport for RingControl. */
 const KIND_REPORT = 4; // lint: abi
-/** RingControl's route for reports (worker/control.ts). */
+/** Kind KIND_LEASE: a LeaseRequest for RingControl. */
+const KIND_LEASE = 5; // lint: abi
+/** RingControl's routes for reports and leases (worker/control.ts). */
 const REPORT_PATH = "/control/report";
+const LEASE_PATH = "/control/lease";
 
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
@@ -105,6 +119,8 @@ export class RingNode extends DurableObject {
   /** The alarm armed, in the node's clock (the core's times); undefined: none. */
   private alarmAtMs: number | undefined;
   private faults: Faults = NO_FAULTS;
+  /** The outcome of the lease request in flight, once the core has taken it. */
+  private leaseSettled: Promise<void> | undefined;
 
   constructor(ctx: any, env: any) {
     super(ctx, env);
@@ -122,7 +138,14 @@ export class RingNode extends DurableObject {
       stats: this.stats,
       nowMs: () => this.nowMs(),
       send: (peer, kind, message, timeoutMs) =>
-        kind === KIND_REPORT ? this.report(message, timeoutMs) : this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
+        kind === KIND_REPORT
+          ? this.toControl(REPORT_PATH, message, timeoutMs)
+          : kind === KIND_LEASE
+            ? this.toControl(LEASE_PATH, message, timeoutMs)
+            : this.exchange(peer, KIND_PATHS[kind] ?? "", message, timeoutMs),
+      sent: (kind, settled) => {
+        if (kind === KIND_LEASE) this.leaseSettled = settled;
+      },
       setAlarm: (atMs) => this.setAlarm(atMs),
       record: (performed) => {
         if (!this.config?.recordCalls) return;
@@ -240,7 +263,7 @@ export class RingNode extends DurableObject {
     const conf = (name: string) => this.storage.getConf(name) ?? "0";
     try {
       core.call(Op.Init, {
-        config: { ...coreConfig(this.config!, this.ringView!.ring), reports: true },
+        config: { ...coreConfig(this.config!, this.ringView!.ring), reports: true, leases: true },
         node: { node: this.nodeId, clock: BigInt(conf("clock")), counter: BigInt(conf("counter")) },
         shards: this.storage.shardDigests(),
         state: this.storage.stepState(),
@@ -291,10 +314,10 @@ export class RingNode extends DurableObject {
 
   /** OP_READ (reads change nothing, so they need no step). A trap drops the instance: the
    *  next call rebuilds it from storage. */
-  private coreRead(request: Msg): Msg {
+  private coreRead(request: Msg, op: typeof Op.Read | typeof Op.ClientRead): Msg {
     const core = this.core();
     try {
-      return core.call(Op.Read, request);
+      return core.call(op, request);
     } catch (err) {
       if (!(err instanceof CoreError)) this.coreInstance = undefined;
       throw err;
@@ -369,7 +392,11 @@ export class RingNode extends DurableObject {
         case "/internal/write":
           return await this.handleWrite(request);
         case "/internal/read":
-          return this.handleRead(request, url);
+          return await this.handleRead(request, url);
+        case "/internal/fence":
+          return await this.fence();
+        case "/internal/serves":
+          return await this.handleServes(request);
         case "/internal/list":
           return this.handleList(await jsonBody(request));
         case "/internal/dump":
@@ -408,6 +435,10 @@ export class RingNode extends DurableObject {
           return json(409, { error: "too many siblings: read with ?siblings=1 and resolve first" });
         case CoreError.E_KEY_BYTES:
           return json(409, { error: "the key's siblings would exceed MAX_KEY_BYTES: read with ?siblings=1 and resolve first" });
+        case CoreError.E_LEASE:
+          return json(503, { error: `node ${this.nodeId} has no dot lease yet` }, { [CATCHING_UP_HEADER]: "1" });
+        case CoreError.E_CATCHING_UP:
+          return json(503, { error: `node ${this.nodeId} is catching up on this shard` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_VALUE:
           if (fromPeer) {
             // This node's own request to its core came out too large (the rows a message
@@ -455,22 +486,25 @@ export class RingNode extends DurableObject {
     if (token === undefined) throw new HttpError(400, "invalid context token");
     const contentType = utf8.encode(deleted ? "" : request.headers.get("X-Ring-Content-Type") ?? "");
     const value = deleted ? EMPTY : new Uint8Array(await request.arrayBuffer());
-    // From here to the transaction's end nothing is awaited.
-    const row = this.storage.loadRow(key);
-    // A context write may keep siblings: the core bounds the key's bytes by their lengths.
-    const sizes = tokenText === null || row === undefined ? [] : this.storage.valueSizes(key);
-    const write = {
-      key,
-      meta: row?.meta ?? EMPTY,
-      expired: row?.expired ?? false,
-      hasToken: tokenText !== null,
-      token,
-      value,
-      contentType,
-      deleted,
-      sizes,
+    const attempt = () => {
+      // From here to the transaction's end nothing is awaited.
+      const row = this.storage.loadRow(key);
+      // A context write may keep siblings: the core bounds the key's bytes by their lengths.
+      const sizes = tokenText === null || row === undefined ? [] : this.storage.valueSizes(key);
+      const write = {
+        key,
+        meta: row?.meta ?? EMPTY,
+        expired: row?.expired ?? false,
+        hasToken: tokenText !== null,
+        token,
+        value,
+        contentType,
+        deleted,
+        sizes,
+      };
+      return decode("WriteReply", this.executor.run({ write }, value).reply);
     };
-    const reply = decode("WriteReply", this.executor.run({ write }, value).reply);
+    const reply = await this.withLease(attempt);
     return json(200, {
       node: this.nodeId,
       hlc: BigInt.asUintN(64, reply.hlc).toString(), // lint: encoding
@@ -479,14 +513,49 @@ export class RingNode extends DurableObject {
     });
   }
 
-  /** A client GET: the winner's value, or every sibling with ?siblings=1. */
-  private handleRead(request: Request, url: URL): Response {
+  /** Runs `attempt`; when the core answers that the node has no dot lease yet, waits for
+   *  the lease request in flight to be taken and runs it once more (the core decides when
+   *  leases are asked for; a node with none in flight answers 503 and the Worker asks
+   *  another replica). */
+  private async withLease<T>(attempt: () => T): Promise<T> {
+    try {
+      return attempt();
+    } catch (err) {
+      const settled = this.leaseSettled;
+      if (!(err instanceof CoreError) || err.code !== CoreError.E_LEASE || settled === undefined) throw err;
+      await settled;
+      return attempt();
+    }
+  }
+
+  /** Whether the core serves the key's shard to clients (OP_CLIENT_READ's verdict on an
+   *  absent row: nothing is read), for /v1/cluster/placement. */
+  private async handleServes(request: Request): Promise<Response> {
+    const key = this.requestKey(request);
+    try {
+      await this.withLease(() => this.coreRead({ key, meta: EMPTY }, Op.ClientRead));
+      return json(200, { serves: true });
+    } catch (err) {
+      if (err instanceof CoreError && (err.code === CoreError.E_LEASE || err.code === CoreError.E_CATCHING_UP)) {
+        return json(200, { serves: false });
+      }
+      throw err;
+    }
+  }
+
+  /** A client GET: the winner's value, or every sibling with ?siblings=1. A plain GET of the
+   *  local copy (LOCAL_HEADER) is served while the node catches up; any other only once
+   *  the core says the node serves the key's shard. */
+  private async handleRead(request: Request, url: URL): Promise<Response> {
     const key = this.requestKey(request);
     const all = url.searchParams.get("siblings") === "1";
-    const row = this.storage.loadRow(key);
-    if (row === undefined) return json(404, { error: "not found" });
-    const reply = this.coreRead({ key, meta: row.meta });
-    if (!reply.found) return json(404, { error: "not found" });
+    const local = request.headers.get(LOCAL_HEADER) === "1";
+    const read = () => {
+      const row = this.storage.loadRow(key);
+      return { row, reply: this.coreRead({ key, meta: row?.meta ?? EMPTY }, local ? Op.Read : Op.ClientRead) };
+    };
+    const { row, reply } = await this.withLease(read);
+    if (row === undefined || !reply.found) return json(404, { error: "not found" });
     const token = base64url(reply.token);
     if (all) {
       const values = new Map<string, Uint8Array>();
@@ -615,6 +684,35 @@ export class RingNode extends DurableObject {
     return json(200, { node: this.nodeId, keys, cursor: last });
   }
 
+  /** The admin fence: wipes every table (and the alarm) and starts again with no state,
+   *  as a node whose storage was lost would. It keeps only its id; the core then takes a
+   *  fresh dot lease, learns from RingControl that its storage was lost, and catches up on
+   *  every shard before it serves it. Nothing else runs meanwhile. */
+  private async fence(): Promise<Response> {
+    const id = this.nodeId!;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      // The old core's sends in flight are dropped when they come back (a new generation).
+      this.coreInstance = undefined;
+      this.coreGeneration++;
+      this.leaseSettled = undefined;
+      this.alarmAtMs = undefined;
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+      this.stats.clear();
+      this.ringView = undefined;
+      this.nodeId = undefined;
+      this.start();
+      this.nodeId = id;
+      this.storage.setConf("node_id", String(id));
+      // Fault injection settings are the test's, not the node's data: they stay.
+      if (this.config?.faultsEnabled) this.storage.setConf("faults", JSON.stringify(this.faults));
+      // The ring again from RingControl; the core starts (with no state) once it is here.
+      await this.ensureRing();
+    });
+    console.log(JSON.stringify({ component: "ringkv_node", event: "fenced", node: id }));
+    return json(202, { node: String(id), fenced: true });
+  }
+
   /** FAULTS only: the benchmark's bulk seeding (NodeStorage.bulkInsert). */
   private handleBulk(body: any): Response {
     if (!this.config!.faultsEnabled) return json(404, { error: "not found" });
@@ -683,15 +781,16 @@ export class RingNode extends DurableObject {
     this.stats.flush();
   }
 
-  /** Sends a NodeReport to RingControl (not gossip: not in the gossip counters). Resolves
-   *  with the answer (RingControl persisted it), a refusal (4xx), or neither. */
-  private async report(body: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }> {
+  /** Sends a NodeReport or a LeaseRequest to RingControl (not gossip: not in the gossip
+   *  counters). Resolves with the answer (RingControl persisted it), a refusal (4xx), or
+   *  neither. */
+  private async toControl(path: string, body: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }> {
     const env = this.env as any;
     const stub = env.CONTROL.get(env.CONTROL.idFromName(CONTROL_NAME));
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), timeoutMs);
     try {
-      const response: Response = await stub.fetch(`https://control${REPORT_PATH}`, {
+      const response: Response = await stub.fetch(`https://control${path}`, {
         method: "POST",
         body,
         headers: { "Content-Type": "application/octet-stream" },

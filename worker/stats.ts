@@ -18,6 +18,11 @@ export class Stats {
     for (const s of stats) this.add(s.name, Number(s.delta));
   }
 
+  /** Forgets the counters not yet flushed (the node's storage was wiped). */
+  clear(): void {
+    this.pending.clear();
+  }
+
   flush(): void {
     for (const [name, delta] of this.pending) {
       this.sql.exec(`INSERT INTO stats(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`, name, delta);

@@ -172,6 +172,7 @@ export class NodeStorage {
     if (l.shards.length > 0) this.loadShards(l.shards, Number(l.shardBytesMax), out);
     if (l.ranges.length > 0) this.loadRanges(l.ranges, l.rangesRowsMax, Number(l.rangesBytesMax), out);
     if (l.rangeParts.length > 0) out.parts = l.rangeParts.map((r: Msg) => this.rangeParts(r));
+    if (l.page) this.loadPage(l, out);
     if (l.changed) out.changed = this.loadChanged(l);
     if (l.expirable > 0) {
       const before = Number(l.expireBefore);
@@ -315,6 +316,38 @@ export class NodeStorage {
       out.rangeRows.push(...locals);
       out.rangesLoaded++;
     }
+  }
+
+  /** A catch-up page: the shard's rows after the cursor (position, key) in key order (by
+   *  position, then key bytes), with values: at most pageRowsMax, stopping after the row at
+   *  which the bytes loaded reach pageBytesMax; pageMore when a row follows. */
+  private loadPage(l: Msg, out: Msg): void {
+    const columns = `SELECT key, meta, expired, seq, from_client FROM keys`;
+    const position = Number(l.pagePosition);
+    const cursor = l.pageStarted
+      ? this.sql.exec(
+          `${columns} WHERE shard = ? AND kh >= ? AND (kh > ? OR key > ?) ORDER BY kh, key LIMIT ?`,
+          l.pageShard,
+          position,
+          position,
+          blob(l.pageKey),
+          l.pageRowsMax + 1,
+        )
+      : this.sql.exec(`${columns} WHERE shard = ? ORDER BY kh, key LIMIT ?`, l.pageShard, l.pageRowsMax + 1);
+    const rows: Msg[] = [];
+    let bytes = 0;
+    let more = false;
+    for (const row of cursor) {
+      if (rows.length >= l.pageRowsMax || bytes >= Number(l.pageBytesMax)) {
+        more = true;
+        break;
+      }
+      const local = this.localWithValues(row);
+      bytes += local.bytes;
+      rows.push(local.local);
+    }
+    out.pageRows = rows;
+    out.pageMore = more;
   }
 
   /** A key range's 16 parts: key rows and digest (the sum of the rows' contributions, 0 for

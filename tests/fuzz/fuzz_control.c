@@ -1,9 +1,13 @@
 /* fuzz_control: RingControl's control step (OP_CONTROL) over an untrusted persisted
  * ControlState (the input). Oracles: a state the step accepts yields a view whose ring
- * is valid, and a state it hands back to persist is accepted again with the same view. */
+ * is valid, and a state it hands back to persist is accepted again with the same view.
+ * Then the input as a node's LeaseRequest, against a first-start state and against one
+ * that holds a block for every node: a request granted yields one whole block within the
+ * counter space, above the block held, whose state is accepted again; a request refused
+ * changes nothing. */
 #include "fuzzlib.h"
 
-static int step(ringkv_node *n, rk_slice state, bool secret_needed, rk_slice *reply) {
+static int step_lease(ringkv_node *n, rk_slice state, bool secret_needed, const rk_slice *lease, rk_slice *reply) {
   uint8_t random[48];
   for (size_t i = 0; i < sizeof random; i++) random[i] = (uint8_t)(i * 31u + 7u);
   pb_enc e = fz_enc();
@@ -11,7 +15,43 @@ static int step(ringkv_node *n, rk_slice state, bool secret_needed, rk_slice *re
   pb_put_uint(&e, 2, 8);
   pb_put_bytes(&e, 4, fz_slice(random, sizeof random));
   pb_put_bool(&e, 5, secret_needed);
+  if (lease != NULL) pb_put_bytes_always(&e, 6, *lease);
   return fz_call(n, RINGKV_OP_CONTROL, fz_result(&e), reply);
+}
+
+static int step(ringkv_node *n, rk_slice state, bool secret_needed, rk_slice *reply) {
+  return step_lease(n, state, secret_needed, NULL, reply);
+}
+
+static uint8_t *dup_slice(rk_slice s) {
+  uint8_t *p = malloc(s.len ? s.len : 1);
+  FZ_CHECK(p != NULL, "malloc");
+  if (s.len) memcpy(p, s.ptr, s.len);
+  return p;
+}
+
+/* The input as a LeaseRequest against `state` (copied by the caller). */
+static void lease_case(ringkv_node *n, rk_slice state, rk_slice input) {
+  rk_slice reply;
+  /* The block each node held before, if any: LeaseReply of a request from it, not kept. */
+  int code = step_lease(n, state, false, &input, &reply);
+  if (code != RINGKV_OK) return;
+  rk_slice lease = fz_bytes_field(reply, 4);
+  uint64_t start = fz_u64(lease, 2), end = fz_u64(lease, 3);
+  FZ_CHECK(start >= 1 && end == start + RINGKV_LEASE_BLOCK - 1u && end <= RINGKV_COUNTER_MAX, "one whole block");
+  uint32_t node = (uint32_t)fz_u64(lease, 1);
+  rk_slice saved = fz_bytes_field(reply, 1);
+  FZ_CHECK(saved.len > 0, "a granted block is persisted");
+  uint8_t *copy = dup_slice(saved);
+  /* The state with the block is taken back, and the next block of that node lies above. */
+  pb_enc e = fz_enc();
+  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 2, node);
+  rk_slice again = fz_result(&e);
+  FZ_CHECK(step_lease(n, fz_slice(copy, saved.len), false, &again, &reply) == RINGKV_OK, "the state with a block");
+  FZ_CHECK(fz_u64(fz_bytes_field(reply, 4), 2) == end + 1u || end + RINGKV_LEASE_BLOCK > RINGKV_COUNTER_MAX,
+           "the next block follows");
+  free(copy);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -40,6 +80,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(copy);
     free(view_copy);
   }
+  /* The input as a LeaseRequest: at first start, and with a block held by every node. */
+  lease_case(n, fz_slice(NULL, 0), fz_slice(data, size));
+  rk_slice none = {NULL, 0};
+  FZ_CHECK(step(n, none, false, &reply) == RINGKV_OK, "first start");
+  uint8_t *state = dup_slice(fz_bytes_field(reply, 1));
+  size_t state_len = fz_bytes_field(reply, 1).len;
+  for (uint32_t id = 0; id < 8; id++) {
+    pb_enc e = fz_enc();
+    pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+    pb_put_uint(&e, 2, id);
+    rk_slice req = fz_result(&e);
+    FZ_CHECK(step_lease(n, fz_slice(state, state_len), false, &req, &reply) == RINGKV_OK, "a first lease");
+    rk_slice next = fz_bytes_field(reply, 1);
+    free(state);
+    state = dup_slice(next);
+    state_len = next.len;
+  }
+  lease_case(n, fz_slice(state, state_len), fz_slice(data, size));
+  free(state);
   fz_end(n);
   return 0;
 }

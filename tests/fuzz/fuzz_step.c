@@ -4,7 +4,13 @@
  *   1: one PeerState given to OP_INIT (InitRequest.peers), then the start and an alarm;
  *   2: a StepRequest to a started node, then, as an executor must, `loaded` (empty) for
  *      as long as a reply asks for a load, then an alarm.
- * Bit 4 of the first byte turns the node's reports to RingControl on (Config.reports).
+ * Bit 4 of the first byte turns the node's reports to RingControl on (Config.reports), bit 5
+ * its dot leases and catch-up (Config.leases: the node starts with no state, so it asks
+ * for a lease at start); with bit 5 and bit 6, mode 2 instead answers the start's lease
+ * request with a LeaseReply overridden by the first half of the rest (so it often grants a
+ * block and says the storage was lost), then every catch-up page asked with a CatchupReply
+ * overridden by the second half (as a real executor would, `loaded` with the rows asked):
+ * every step must succeed (a bad answer is refused and counted, never a failed step).
  * Oracles: whatever a node accepted must not wedge it (the next alarm step succeeds, and
  * its reply frames), and the state and peer rows the core asks to persist must be taken
  * back by OP_INIT on a fresh node (a restart never fails on the node's own state). */
@@ -13,13 +19,14 @@
 #define FZ_LOADS_MAX 8
 #define FZ_TAGS_MAX 256
 
-/* Whether the node reports to RingControl (Config.reports): bit 4 of the first byte. */
-static bool fz_reports;
+/* Whether the node reports to RingControl (Config.reports): bit 4 of the first byte; and
+ * leases (Config.leases): bit 5. */
+static bool fz_reports, fz_leases;
 
 /* InitRequest{config, node{node 0}, [state], [peers]}. */
 static rk_slice init_request(rk_slice state, const rk_slice *peers, size_t npeers) {
   pb_enc e = fz_enc();
-  if (fz_reports) {
+  if (fz_reports || fz_leases) {
     pb_enc c = fz_enc();
     fz_put_config(&c, 1);
     rk_slice cs = fz_result(&c);
@@ -29,7 +36,8 @@ static rk_slice init_request(rk_slice state, const rk_slice *peers, size_t npeer
     if (pb_next(&r, &f, &wt) == 1) pb_get_bytes(&r, wt, &inner);
     size_t m = pb_begin(&e, 1);
     pb_put_raw(&e, inner.ptr, inner.len);
-    pb_put_bool(&e, 20, true);
+    pb_put_bool(&e, 20, fz_reports);
+    pb_put_bool(&e, 30, fz_leases);
     pb_end(&e, m);
   } else {
     fz_put_config(&e, 1);
@@ -163,8 +171,113 @@ static rk_slice answer(uint32_t tag, int outcome) {
   return fz_result(&e);
 }
 
+/* The sends of a StepReply: tag, kind, peer and (catch-up pages) shard. */
+typedef struct {
+  uint32_t tag, kind, peer, shard;
+} fz_send;
+static fz_send fz_sends[FZ_TAGS_MAX];
+static size_t fz_nsends;
+
+static void collect_sends(rk_slice reply) {
+  pb_rd r = pb_reader(reply);
+  uint32_t f, wt;
+  rk_slice send;
+  while (pb_next(&r, &f, &wt) == 1) {
+    if (f != 6 || wt != PB_LEN) {
+      if (!pb_skip(&r, wt)) break;
+      continue;
+    }
+    FZ_CHECK(pb_get_bytes(&r, wt, &send), "StepReply.sends does not parse");
+    rk_slice target = fz_bytes_field(send, 3);
+    if (fz_nsends == FZ_TAGS_MAX) continue;
+    fz_send *s = &fz_sends[fz_nsends++];
+    s->kind = (uint32_t)fz_u64(send, 1);
+    s->tag = (uint32_t)fz_u64(target, 2);
+    s->peer = (uint32_t)fz_u64(target, 1);
+    s->shard = (uint32_t)fz_u64(fz_bytes_field(send, 2), 3);
+  }
+}
+
+/* The `loaded` an executor answers a StepReply's load with, for key loads (every key
+ * absent); other loads empty. */
+static rk_slice loaded_for(rk_slice reply) {
+  rk_slice load = fz_bytes_field(reply, 1);
+  pb_enc e = fz_enc();
+  pb_rd r = pb_reader(load);
+  uint32_t f, wt;
+  rk_slice key;
+  while (pb_next(&r, &f, &wt) == 1) {
+    if (f == 1 && wt == PB_LEN && pb_get_bytes(&r, wt, &key)) {
+      size_t m = pb_begin(&e, 1);
+      pb_put_bytes(&e, 1, key);
+      pb_end(&e, m);
+    } else if (!pb_skip(&r, wt)) {
+      break;
+    }
+  }
+  return fz_result(&e);
+}
+
+/* An answer step and the `loaded` chain it asks for; every step must succeed. */
+static void answer_chain(ringkv_node *n, uint64_t now, rk_slice ans, persisted *p) {
+  rk_slice reply;
+  int code = fz_call(n, RINGKV_OP_STEP, step_request(now, 5, ans), &reply);
+  FZ_CHECK(code == RINGKV_OK, "an answer step failed");
+  for (int hop = 0;; hop++) {
+    collect(reply, p);
+    collect_sends(reply);
+    if (!p->load || hop == FZ_LOADS_MAX) break;
+    code = fz_call(n, RINGKV_OP_STEP, step_request(now, 4, loaded_for(reply)), &reply);
+    FZ_CHECK(code == RINGKV_OK, "a loaded step after an answer failed");
+  }
+}
+
+/* Mode 2 with bits 5 and 6: RingControl's and the replicas' answers, fuzzed. */
+static void lease_script(ringkv_node *n, rk_slice rest, persisted *p) {
+  size_t half = rest.len / 2;
+  rk_slice a = fz_slice(rest.ptr, half), b = fz_slice(rest.len ? rest.ptr + half : NULL, rest.len - half);
+  uint64_t now = FZ_NOW_MS;
+  size_t done = 0;
+  for (int i = 0; done < fz_nsends && i < 64; i++) {
+    fz_send s = fz_sends[done++];
+    pb_enc e = fz_enc();
+    if (s.kind == 5) {
+      pb_put_uint(&e, 1, 0);
+      pb_put_uint(&e, 2, 1);
+      pb_put_uint(&e, 3, RINGKV_LEASE_BLOCK);
+      pb_put_bool(&e, 4, a.len == 0 || (a.ptr[0] & 1u) == 0);
+      pb_put_raw(&e, a.ptr, a.len);
+    } else if (s.kind == 6) {
+      pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+      pb_put_uint(&e, 2, s.peer);
+      pb_put_uint(&e, 3, s.shard);
+      pb_put_bool(&e, 4, (i & 1) == 0);
+      pb_put_raw(&e, b.ptr, b.len);
+    } else {
+      continue;
+    }
+    pb_enc ans = fz_enc();
+    pb_put_uint(&ans, 1, s.tag);
+    pb_put_bytes(&ans, 2, fz_result(&e));
+    pb_put_bool(&ans, 3, true);
+    answer_chain(n, now, fz_result(&ans), p);
+  }
+}
+
 /* Mode 3: the script. Every step must succeed, whatever order the outcomes come in. */
 static void script(ringkv_node *n, rk_slice ops, persisted *p) {
+  /* With leases, the start's lease request is granted first (its storage not lost). */
+  for (size_t i = 0, len = fz_nsends; i < len; i++) {
+    if (fz_sends[i].kind != 5) continue;
+    pb_enc e = fz_enc();
+    pb_put_uint(&e, 2, 1);
+    pb_put_uint(&e, 3, RINGKV_LEASE_BLOCK);
+    pb_enc ans = fz_enc();
+    pb_put_uint(&ans, 1, fz_sends[i].tag);
+    pb_put_bytes(&ans, 2, fz_result(&e));
+    pb_put_bool(&ans, 3, true);
+    answer_chain(n, FZ_NOW_MS, fz_result(&ans), p);
+  }
   rk_slice key = fz_str("scripted/key"), value = fz_str("v");
   pb_enc w = fz_enc();
   pb_put_bytes(&w, 2, key);
@@ -211,6 +324,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;
   uint8_t mode = data[0] % 4;
   fz_reports = (data[0] & 0x10) != 0;
+  fz_leases = (data[0] & 0x20) != 0;
+  bool lease_answers = fz_leases && (data[0] & 0x40) != 0;
+  fz_nsends = 0;
   rk_slice rest = fz_slice(data + 1, size - 1);
   persisted p;
   memset(&p, 0, sizeof p);
@@ -227,9 +343,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ringkv_node_destroy(n);
     return 0;
   }
-  FZ_CHECK(step(n, FZ_NOW_MS, 8, none, &p) == RINGKV_OK, "the start step of an accepted node");
+  {
+    rk_slice reply;
+    FZ_CHECK(fz_call(n, RINGKV_OP_STEP, step_request(FZ_NOW_MS, 8, none), &reply) == RINGKV_OK,
+             "the start step of an accepted node");
+    collect(reply, &p);
+    collect_sends(reply);
+  }
   if (mode == 3) script(n, rest, &p);
-  if (mode == 2) {
+  if (mode == 2 && lease_answers) {
+    lease_script(n, rest, &p);
+  } else if (mode == 2) {
     /* The fuzzed StepRequest as it is (its own now and random bits). */
     rk_slice reply;
     code = fz_call(n, RINGKV_OP_STEP, rest, &reply);

@@ -133,6 +133,22 @@ static inline rk_slice fz_bytes_field(rk_slice msg, uint32_t field) {
 }
 
 /* Stored metadata the core produced must read back, and re-encode to the same bytes. */
+/* A message's last varint field `field` (0 when absent). */
+static inline uint64_t fz_u64(rk_slice msg, uint32_t field) {
+  pb_rd r = pb_reader(msg);
+  uint32_t f, wt;
+  uint64_t v = 0, got;
+  while (pb_next(&r, &f, &wt) == 1) {
+    if (f == field && wt == PB_VARINT) {
+      if (!pb_get_u64(&r, wt, &got)) return 0;
+      v = got;
+    } else if (!pb_skip(&r, wt)) {
+      return v;
+    }
+  }
+  return v;
+}
+
 static inline void fz_check_meta(rk_slice meta) {
   if (meta.len == 0) return;
   rk_arena a;

@@ -87,6 +87,13 @@
 #define RINGKV_REPORT_VERSION_MIN 2u
 #define RINGKV_REPORT_COUNTERS_MAX 64u     /* counters in one report */
 #define RINGKV_COUNTER_NAME_BYTES_MAX 64u
+/* Dot leases (Config.leases; SPEC: Semantics, "Dots are leased"): RingControl grants a node
+ * blocks of RINGKV_LEASE_BLOCK counters (KIND_LEASE sends to RINGKV_PEER_CONTROL), each
+ * persisted before it is answered; a node hands out no counter beyond its block's end. A
+ * block starts above every block granted to that id before and above the counter the node
+ * names, which may be at most RINGKV_LEASE_ABOVE_MAX (so a block always fits). */
+#define RINGKV_LEASE_BLOCK (UINT64_C(1) << 20)
+#define RINGKV_LEASE_ABOVE_MAX (RINGKV_COUNTER_MAX - RINGKV_LEASE_BLOCK)
 
 /* Operations: RINGKV_OP_X takes an XRequest and returns an XReply (wasm/ringkv.proto). */
 enum ringkv_op {
@@ -112,6 +119,11 @@ enum ringkv_op {
                                  then what to write); on a placement-only instance */
   RINGKV_OP_CLUSTER = 19,     /* RingControl: /v1/cluster and `converged` from the stored
                                  summaries; on a placement-only instance */
+  RINGKV_OP_CLIENT_READ = 20, /* a client's read: OP_READ (ReadRequest -> ReadReply) once the
+                                 node serves the key's shard, else RINGKV_E_LEASE or
+                                 RINGKV_E_CATCHING_UP */
+  RINGKV_OP_PAGE_PUSH = 21,   /* a plain Push of the given rows (AeRepairRequest with peer and
+                                 locals only -> AeRepairReply): a catch-up page's entries */
 };
 
 /* The node step (RINGKV_OP_STEP, StepRequest -> StepReply): the one entry an executor
@@ -123,7 +135,12 @@ enum ringkv_op {
  * `refused` (a peer's message the executor refused before the step could take it).
  * With Config.reports the step also reports to RingControl (KIND_REPORT sends to
  * RINGKV_PEER_CONTROL, see NodeReport): a report's facts come in by a `loaded` (Load.report),
- * and the event's `reply` then comes with that later step.
+ * and the event's `reply` then comes with that later step. With Config.leases it takes its
+ * dot counters from RingControl (KIND_LEASE sends to RINGKV_PEER_CONTROL, answered with a
+ * LeaseReply): a client write without a usable lease is RINGKV_E_LEASE; and a node told its
+ * storage was lost catches up on each of its shards (KIND_CATCHUP sends to their replicas,
+ * whose pages a `loaded` with Load.page serves), answering client writes of a shard it has
+ * not caught up on with RINGKV_E_CATCHING_UP (reads: RINGKV_OP_CLIENT_READ).
  * The time and fresh random bits come with every event: the step never reads a clock.
  *
  * Actions, in this order:
@@ -165,6 +182,13 @@ enum ringkv_code {
   RINGKV_E_VALUE = 11,       /* value or content type too large, or a key out of range */
   RINGKV_E_KEY_BYTES = 12,   /* context write would leave more than key_bytes_max value
                                 bytes in the key at this node (409) */
+  RINGKV_E_LEASE = 13,       /* Config.leases: the node holds no usable dot lease yet (a client
+                                write), or started with no state and has not heard from
+                                RingControl yet (a client read): retry once the lease it
+                                asked for is answered, or at another replica */
+  RINGKV_E_CATCHING_UP = 14, /* the node is catching up on the key's shard (its storage was
+                                lost): it takes no client write and serves no read for it;
+                                ask another replica */
 };
 
 typedef struct ringkv_node ringkv_node;

@@ -3,7 +3,13 @@
  * At first start the control object has no state: the ring starts at epoch 1 with the size
  * the asking node persisted (a release-1 cluster upgrading in place) or else CLUSTER_SIZE;
  * the cluster id is 16 random bytes; when TOKEN_SECRET is unset a 256-bit secret is drawn
- * once and kept. Randomness comes in with the request, so the step is deterministic. */
+ * once and kept. Randomness comes in with the request, so the step is deterministic.
+ *
+ * Dot leases: a node's LeaseRequest is granted a block of RINGKV_LEASE_BLOCK counters above
+ * every block that id was granted before (and above the counter it names); the block's end
+ * is part of the returned state, which the control object persists before it answers, so
+ * no counter is granted twice even across a lost answer. A node that says it started with
+ * no state while blocks were granted to its id before is told its storage was lost. */
 #include "control.h"
 #include "fields.h"
 
@@ -13,10 +19,18 @@ typedef struct {
 } ring;
 
 typedef struct {
+  uint32_t node;
+  uint64_t end, incarnation;
+  bool lost;
+} lease_t;
+
+typedef struct {
   ring ring;
   rk_slice cluster_id;
   rk_slice secret;
   uint32_t cluster_size_applied;
+  lease_t *leases;   /* by node, ascending, unique; in the arena */
+  size_t leases_len;
 } control_state;
 
 enum { PHASE_NONE = 0, PHASE_LEAVING = 3 };
@@ -59,16 +73,43 @@ static void ring_write(pb_enc *e, uint32_t field, const ring *g) {
   pb_end(e, m);
 }
 
-static int state_read(rk_slice s, control_state *st) {
+static int state_read(rk_arena *a, rk_slice s, control_state *st) {
   int t_;
   bool ok = true;
-  rk_slice ring_bytes = {NULL, 0};
+  rk_slice ring_bytes = {NULL, 0}, lease;
   memset(st, 0, sizeof *st);
+  size_t leases = 0;
+  FIELDS(s) {
+    case 5: ok = pb_skip(R, WT); leases++; break;
+    SKIP;
+  }
+  if (!ok || t_ < 0 || leases > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
+  /* One slot more for a node's first lease. */
+  st->leases = rk_alloc_array(a, leases + 1u, sizeof *st->leases);
+  if (st->leases == NULL) return RINGKV_E_NOMEM;
   FIELDS(s) {
     case 1: ok = pb_get_bytes(R, WT, &ring_bytes); break;
     case 2: ok = pb_get_bytes(R, WT, &st->cluster_id); break;
     case 3: ok = pb_get_bytes(R, WT, &st->secret); break;
     case 4: ok = pb_get_u32(R, WT, &st->cluster_size_applied); break;
+    case 5: {
+      ok = pb_get_bytes(R, WT, &lease);
+      lease_t l = {0, 0, 0, false};
+      FIELDS(lease) {
+        case 1: ok = pb_get_u32(R, WT, &l.node); break;
+        case 2: ok = pb_get_u64(R, WT, &l.end); break;
+        case 3: ok = pb_get_fixed64(R, WT, &l.incarnation); break;
+        case 4: ok = pb_get_bool(R, WT, &l.lost); break;
+        SKIP;
+      }
+      if (ok && t_ >= 0) {
+        /* This object's own record: ascending by node, within the counter space. */
+        bool ordered = st->leases_len == 0 || st->leases[st->leases_len - 1].node < l.node;
+        if (!ordered || l.node >= RINGKV_CLUSTER_SIZE_MAX || l.end == 0 || l.end > RINGKV_COUNTER_MAX) return RINGKV_E_DECODE;
+        st->leases[st->leases_len++] = l;
+      }
+      break;
+    }
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -84,6 +125,67 @@ static void state_write(pb_enc *e, const control_state *st) {
   pb_put_bytes(e, 2, st->cluster_id);
   pb_put_bytes(e, 3, st->secret);
   pb_put_uint(e, 4, st->cluster_size_applied);
+  for (size_t i = 0; i < st->leases_len; i++) {
+    size_t m = pb_begin(e, 5);
+    pb_put_uint(e, 1, st->leases[i].node);
+    pb_put_uint(e, 2, st->leases[i].end);
+    pb_put_fixed64(e, 3, st->leases[i].incarnation);
+    pb_put_bool(e, 4, st->leases[i].lost);
+    pb_end(e, m);
+  }
+}
+
+static void log_write(pb_enc *e, const char *text, uint64_t a, uint64_t b);
+
+/* Grants a LeaseRequest (see the file comment) into st; *reply is the LeaseReply. Errors:
+ * RINGKV_E_DECODE (malformed), RINGKV_E_PROTOCOL (a version this core does not speak),
+ * RINGKV_E_VALUE (a node id the cluster never had, a counter too high to lease above). */
+static int lease_grant(rk_arena *a, control_state *st, rk_slice req, pb_enc *logs, rk_slice *reply) {
+  int t_;
+  bool ok = true, fresh = false;
+  uint32_t version = 0, from = 0;
+  uint64_t above = 0, incarnation = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &from); break;
+    case 3: ok = pb_get_u64(R, WT, &above); break;
+    case 4: ok = pb_get_bool(R, WT, &fresh); break;
+    case 5: ok = pb_get_fixed64(R, WT, &incarnation); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
+  if (from >= st->ring.node_ids_max || above > RINGKV_LEASE_ABOVE_MAX) return RINGKV_E_VALUE;
+  size_t i = 0;
+  while (i < st->leases_len && st->leases[i].node < from) i++;
+  bool known = i < st->leases_len && st->leases[i].node == from;
+  uint64_t granted = known ? st->leases[i].end : 0;
+  /* Every block granted before ends at or below `granted`, within the counter space. */
+  uint64_t start = RK_MAX(granted, above) + 1u;
+  if (start > RINGKV_LEASE_ABOVE_MAX + 1u) return RINGKV_E_VALUE;
+  uint64_t end = start + RINGKV_LEASE_BLOCK - 1u;
+  if (!known) {
+    memmove(st->leases + i + 1, st->leases + i, (st->leases_len - i) * sizeof *st->leases);
+    st->leases_len++;
+    st->leases[i].node = from;
+  }
+  /* A fresh node of the incarnation that holds the record asks again (an answer was lost):
+   * it is given the same verdict as the first time. */
+  bool again = known && st->leases[i].incarnation == incarnation;
+  bool lost = fresh && (again ? st->leases[i].lost : known);
+  st->leases[i].end = end;
+  st->leases[i].incarnation = incarnation;
+  st->leases[i].lost = lost;
+  if (lost) log_write(logs, "node % started with no state after holding dot blocks: its storage was lost, it rejoins from counter %", from, start);
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_uint(&e, 1, from);
+  pb_put_uint(&e, 2, start);
+  pb_put_uint(&e, 3, end);
+  pb_put_bool(&e, 4, lost);
+  if (e.err) return e.err;
+  *reply = pb_result(&e);
+  return RINGKV_OK;
 }
 
 /* A log line of static text and up to two numbers ("%" marks where each goes). */
@@ -116,12 +218,15 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   rk_slice state_bytes = {NULL, 0}, random = {NULL, 0};
   uint32_t cluster_size = 0, reported = 0;
   bool secret_needed = false;
+  rk_slice lease_req = {NULL, 0}, lease_reply = {NULL, 0};
+  bool lease_asked = false;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
     case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
     case 3: ok = pb_get_u32(R, WT, &reported); break;
     case 4: ok = pb_get_bytes(R, WT, &random); break;
     case 5: ok = pb_get_bool(R, WT, &secret_needed); break;
+    case 6: ok = pb_get_bytes(R, WT, &lease_req); lease_asked = true; break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -134,6 +239,8 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   bool changed = false;
   if (state_bytes.len == 0) {
     memset(&st, 0, sizeof st);
+    st.leases = rk_alloc_array(a, 1, sizeof *st.leases);
+    if (st.leases == NULL) return RINGKV_E_NOMEM;
     st.ring.epoch = 1;
     st.ring.size = reported != 0 ? reported : cluster_size;
     st.ring.node_ids_max = st.ring.size;
@@ -145,7 +252,11 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
                                    : "ring created at epoch %, size % (CLUSTER_SIZE)",
               st.ring.epoch, st.ring.size);
   } else {
-    RK_TRY(state_read(state_bytes, &st));
+    RK_TRY(state_read(a, state_bytes, &st));
+  }
+  if (lease_asked) {
+    RK_TRY(lease_grant(a, &st, lease_req, &logs, &lease_reply));
+    changed = true;
   }
   if (secret_needed && st.secret.len == 0) {
     st.secret.ptr = random.ptr + RINGKV_CLUSTER_ID_BYTES;
@@ -174,6 +285,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   pb_end(&e, m);
   if (logs.err != 0) err = logs.err;
   pb_put_raw(&e, logs.buf, logs.len);
+  pb_put_bytes(&e, 4, lease_reply);
   if (e.err != 0) err = e.err;
   *reply = pb_result(&e);
   return err;

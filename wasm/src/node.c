@@ -113,6 +113,9 @@ static const uint16_t *replicas_of(const ringkv_node *n, uint32_t shard) {
 
 const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard) { return replicas_of(n, shard); }
 
+static bool is_replica(const ringkv_node *n, uint32_t shard, uint32_t node);
+bool rk_is_replica(const ringkv_node *n, uint32_t shard, uint32_t node) { return is_replica(n, shard, node); }
+
 static bool is_mine(const ringkv_node *n, uint32_t shard) {
   if (full_replication(n)) return true;
   size_t lo = 0, hi = n->my_shards_len;
@@ -456,6 +459,7 @@ static int config_read(rk_slice s, rk_config *c) {
     case 10: ok = pb_get_u64(R, WT, &c->value_bytes_max); break;
     case 11: ok = pb_get_u64(R, WT, &c->gossip_interval_ms); break;
     case 20: ok = pb_get_bool(R, WT, &c->reports); break;
+    case 30: ok = pb_get_bool(R, WT, &c->leases); break;
     SKIP;
   }
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
@@ -939,6 +943,22 @@ static int op_read(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   *reply = finish(&e, &err);
   return err;
+}
+
+/* OP_CLIENT_READ: a client's read, served only once the node serves the key's shard
+ * (Config.leases: it knows its storage was not lost, or it has caught up on the shard). */
+static int op_client_read(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  int t_;
+  bool ok = true;
+  rk_slice key = {NULL, 0};
+  FIELDS(req) {
+    case 1: ok = pb_get_bytes(R, WT, &key); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (!key_valid(key)) return RINGKV_E_VALUE;
+  RK_TRY(rk_step_serves(n, shard_of(n, rk_hash_slice(key))));
+  return op_read(n, req, reply);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -2146,6 +2166,41 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
+/* OP_PAGE_PUSH: a plain Push (no shards, no ranges) of every given row that holds a state:
+ * a catch-up page's entries (catchup.c). */
+static int op_page_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int t_, err = 0;
+  bool ok = true;
+  uint32_t peer = 0;
+  rk_local *locals = NULL;
+  size_t locals_len = 0, locals_cap = 0;
+  FIELDS(req) {
+    case 1: ok = pb_get_u32(R, WT, &peer); break;
+    case 3: ok = locals_push(a, R, WT, &locals, &locals_len, &locals_cap); break;
+    SKIP;
+  }
+  if (a->failed) return RINGKV_E_NOMEM;
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  RK_TRY(peer_id_read(n, peer));
+  pb_enc m;
+  pb_enc_init(&m, a);
+  push_header(&m, n, version_for(n, peer));
+  for (size_t i = 0; i < locals_len; i++) {
+    if (locals[i].meta.len == 0) continue;
+    rk_reg reg;
+    RK_TRY(local_reg(a, &locals[i], true, &reg));
+    entry_write(&m, 3, locals[i].key, &reg);
+  }
+  speaks_write(&m);
+  rk_slice msg = finish(&m, &err);
+  pb_enc e;
+  pb_enc_init(&e, a);
+  pb_put_bytes(&e, 1, msg);
+  *reply = finish(&e, &err);
+  return err;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Tombstone collection and expiry */
 
@@ -2529,6 +2584,8 @@ int rk_node_op(ringkv_node *n, uint32_t op, rk_slice in, rk_slice *reply) {
     case RINGKV_OP_GC_ANSWER: rc = op_gc_answer(n, in, &out); break;
     case RINGKV_OP_GC_DECIDE: rc = op_gc_decide(n, in, &out); break;
     case RINGKV_OP_EXPIRE: rc = op_expire(n, in, &out); break;
+    case RINGKV_OP_CLIENT_READ: rc = op_client_read(n, in, &out); break;
+    case RINGKV_OP_PAGE_PUSH: rc = op_page_push(n, in, &out); break;
     default: rc = RINGKV_E_OP; break;
   }
   *reply = out;
@@ -2552,7 +2609,7 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
     /* RingControl's: placement only, no node state. */
     rc = op == RINGKV_OP_REPORT ? rk_control_report(n, in, &out) : rk_control_cluster(n, in, &out);
   } else if (!n->ready || (n->placement_only && op != RINGKV_OP_PLACE)) {
-    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_CLUSTER && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
+    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_PAGE_PUSH && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
   } else {
     /* Node state is only committed by operations that succeed: keep a copy to restore. */
     uint64_t clock = n->clock, counter = n->counter;
@@ -2592,6 +2649,8 @@ const char *ringkv_code_name(int code) {
     case RINGKV_E_NOMEM: return "out of memory";
     case RINGKV_E_VALUE: return "value, content type or key out of range";
     case RINGKV_E_KEY_BYTES: return "the key's siblings would exceed MAX_KEY_BYTES: resolve first";
+    case RINGKV_E_LEASE: return "no dot lease yet";
+    case RINGKV_E_CATCHING_UP: return "catching up on this shard";
     default: return "unknown error";
   }
 }

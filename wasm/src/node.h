@@ -18,6 +18,7 @@ typedef struct {
   uint64_t value_bytes_max;
   uint64_t gossip_interval_ms;  /* at most one gossip round per interval */
   bool reports;                 /* the node reports to RingControl (Config.reports) */
+  bool leases;                  /* dots are leased; lost storage is caught up (Config.leases) */
 } rk_config;
 
 typedef struct rk_step rk_step;
@@ -60,6 +61,8 @@ uint64_t rk_marker_keep_ms(const ringkv_node *n);
 
 /* The shard's replicas (cfg.replicas node ids, any order), valid until the next call. */
 const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard);
+/* Whether `node` replicates `shard` (this node: one of its shards). */
+bool rk_is_replica(const ringkv_node *n, uint32_t shard, uint32_t node);
 
 /* step.c. rk_step_new decodes the persisted StepState and peer rows for a node of this
  * configuration (NULL with *err set when they do not decode); *clock and *counter are
@@ -67,6 +70,10 @@ const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard);
 rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
                      size_t peers_len, uint64_t legacy_seq, uint64_t *clock, uint64_t *counter, int *err);
 void rk_step_free(rk_step *s);
+/* Config.leases: whether the node serves client reads and writes of this shard: RINGKV_OK,
+ * RINGKV_E_LEASE (it started with no state and has not heard from RingControl yet) or
+ * RINGKV_E_CATCHING_UP. */
+int rk_step_serves(const ringkv_node *n, uint32_t shard);
 /* RINGKV_OP_STEP. On an error code, the step's state is as before the call. */
 int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply);
 

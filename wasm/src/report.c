@@ -296,6 +296,7 @@ int rk_report_build(rk_report *r, ringkv_node *n, uint64_t now, uint64_t seq, ui
   }
   pb_put_bool(&e, 11, r->full);
   pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 30, r->catching_up);
   if (e.err) {
     flight_clear(r);
     return e.err;

@@ -18,6 +18,7 @@ typedef struct {
   uint64_t live_keys;
   uint32_t state;
   uint64_t number;
+  uint64_t catching_up;   /* shards not caught up on (NodeReport.catching_up), set by the step */
   /* In memory: lost with the instance, which then reports in full if anything was
    * unacknowledged (state PENDING) and sends nothing if not (DONE). */
   bool counted;        /* live_keys is known (an earlier build's node counts once) */

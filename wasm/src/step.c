@@ -14,6 +14,8 @@
 #include "fields.h"
 #include "hash.h"
 #include "node.h"
+#include "catchup.h"
+#include "lease.h"
 #include "range.h"
 #include "report.h"
 
@@ -62,7 +64,7 @@
 #define PUSH_BYTES_PER_MS 10000u
 #define SENT_SLOTS 4096u  /* recently sent keys remembered (half of it: 4 rounds' candidates) */
 
-enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3, KIND_REPORT = 4 };
+enum { KIND_PUSH = 1, KIND_DIGEST = 2, KIND_GC = 3, KIND_REPORT = 4, KIND_LEASE = 5, KIND_CATCHUP = 6 };
 enum {
   WAIT_NONE,
   WAIT_ROUND,
@@ -74,6 +76,7 @@ enum {
   WAIT_AE_OWN_PARTS,      /* this node's parts of the ranges it is about to ask */
   WAIT_DIGEST_PARTS,      /* its parts of the ranges a peer asked */
   WAIT_REPORT,
+  WAIT_CATCHUP_PAGE,      /* a catch-up page a peer asked for */
 };
 enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
 
@@ -110,6 +113,9 @@ struct rk_step {
   buf_t msg;                   /* the chain's message */
   buf_t mk;                    /* its MessageKeysReply */
   bool msg_answer;             /* it answers this node's send: deferrals come back */
+  size_t msg_at;               /* where the message lies in the event's payload (a catch-up
+                                  page's Push lies inside its CatchupReply): Applied.put
+                                  offsets are moved by it */
   size_t keys_from;            /* the next range's first entry */
   buf_t deferred;              /* the earlier ranges' deferred keys, as MergeRequest field 7 */
   uint64_t scan_seq;           /* the round: the sequence when its rows were read */
@@ -144,6 +150,10 @@ struct rk_step {
   bool gc_full;                /* the batch was full: the pass goes on after it */
   bool gc_loading;             /* this round's load asked for a batch */
   rk_report rep;               /* reports to RingControl (report.c) */
+  rk_lease lease;              /* dot leases (lease.c; Config.leases) */
+  rk_catchup cu;               /* shards to catch up on (catchup.c; Config.leases) */
+  uint32_t page_shard;         /* WAIT_CATCHUP_PAGE: the shard asked */
+  uint32_t page_peer;          /* ... and who asked */
 };
 
 #define STATS_MAX 32u
@@ -324,6 +334,13 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_bool(e, 18, s->gc_begun);
   pb_put_uint(e, 19, s->gc_pending_ms);
   if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
+  if (n->cfg.leases) {
+    const rk_step *st = n->step;
+    pb_put_uint(e, 30, st->lease.end);
+    pb_put_bool(e, 31, st->lease.fresh);
+    rk_catchup_state_write(e, &st->cu);
+    pb_put_fixed64(e, 34, st->lease.incarnation);
+  }
 }
 
 rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
@@ -335,10 +352,17 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
   uint64_t st_clock = *clock, st_counter = *counter;
   rk_report rep;
   memset(&rep, 0, sizeof rep);
+  rk_lease lease;
+  memset(&lease, 0, sizeof lease);
   if (state.len == 0) {
     s.seq = legacy_seq;
     s.client_seq = legacy_seq;
+    /* No state at all (not a node of an earlier build, which kept its counter and sequence
+     * in other rows): its storage may have been lost, which RingControl will tell. */
+    lease.fresh = cfg->leases && legacy_seq == 0 && *counter == 0;
   }
+  size_t active = 0;
+  rk_slice cu_bits = {NULL, 0};
   FIELDS(state) {
     case 1: ok = pb_get_fixed64(R, WT, &st_clock); break;
     case 2: ok = pb_get_u64(R, WT, &st_counter); break;
@@ -362,9 +386,15 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 20: ok = pb_get_u64(R, WT, &rep.live_keys); break;
     case 21: ok = pb_get_u32(R, WT, &rep.state); break;
     case 22: ok = pb_get_u64(R, WT, &rep.number); break;
+    case 30: ok = pb_get_u64(R, WT, &lease.end); break;
+    case 31: ok = pb_get_bool(R, WT, &lease.fresh); break;
+    case 32: ok = pb_get_bytes(R, WT, &cu_bits); break;
+    case 33: ok = pb_skip(R, WT); active++; break;
+    case 34: ok = pb_get_fixed64(R, WT, &lease.incarnation); break;
     SKIP;
   }
-  if (!ok || t_ < 0 || s.client_seq > s.seq || rep.state > RK_REPORT_PENDING) {
+  if (!ok || t_ < 0 || s.client_seq > s.seq || rep.state > RK_REPORT_PENDING || active > RK_CATCHUP_ACTIVE_MAX ||
+      lease.end > RINGKV_COUNTER_MAX) {
     *err = RINGKV_E_DECODE;
     return NULL;
   }
@@ -378,7 +408,26 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
   }
   st->s = s;
   st->rep = rep;
+  st->lease = lease;
   rk_report_start(&st->rep);
+  int cu_rc = rk_catchup_init(&st->cu, cfg->shards, cfg->replicas);
+  if (cu_rc == RINGKV_OK && cu_bits.len > 0) cu_rc = rk_catchup_read_bits(&st->cu, cu_bits);
+  FIELDS(state) {
+    case 33: {
+      rk_slice entry;
+      ok = pb_get_bytes(R, WT, &entry);
+      if (ok && cu_rc == RINGKV_OK) cu_rc = rk_catchup_read_active(&st->cu, cfg->shards, cfg->cluster_size, cfg->replicas, entry);
+      break;
+    }
+    SKIP;
+  }
+  if (cu_rc == RINGKV_OK) cu_rc = rk_catchup_check(&st->cu);
+  if (cu_rc != RINGKV_OK) {
+    rk_step_free(st);
+    free(ps);
+    *err = cu_rc;
+    return NULL;
+  }
   st->peers = ps;
   st->peers_len = cfg->cluster_size;
   for (size_t i = 0; i < peers_len; i++) {
@@ -409,6 +458,7 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
 
 static void chain_clear(rk_step *st) {
   st->wait = WAIT_NONE;
+  st->msg_at = 0;
   st->msg_ranges = false;
   st->ranges_loaded = 0;
   buf_free(&st->msg);
@@ -434,6 +484,7 @@ static void chain_drop(rk_step *st) {
   if (st->wait == WAIT_GC_DECIDE) gc_clear(st);
   if (st->wait == WAIT_AE_REPAIR || st->wait == WAIT_AE_OWN_PARTS) ae_clear(st);
   if (st->wait == WAIT_REPORT) rk_report_dropped(&st->rep);
+  rk_catchup_unmerged(&st->cu, 0);
   chain_clear(st);
 }
 
@@ -453,6 +504,7 @@ void rk_step_free(rk_step *st) {
   gc_clear(st);
   buf_free(&st->saved);
   rk_report_free(&st->rep);
+  rk_catchup_free(&st->cu);
   free(st->peers);
   free(st);
 }
@@ -587,6 +639,7 @@ static bool sent_has(const rk_step *st, rk_slice key) {
 
 static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t rows_len, bool whole,
                        bool last, size_t from, size_t to);
+static int applied_rebase(out_t *o, rk_slice *applied, size_t at);
 
 /* Starts merging `message`. Incoming pushes (answer false) fail the step on a malformed
  * message; answers are only counted. */
@@ -713,6 +766,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
     case 2: {
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
+      if (st->msg_at != 0) RK_TRY(applied_rebase(o, &s, st->msg_at));
       local_info probe = {.key = applied_key(s)};
       const local_info *row = rows_len ? bsearch(&probe, rows, rows_len, sizeof *rows, local_info_cmp) : NULL;
       /* A client's write stays a client's write until every peer has it. */
@@ -760,6 +814,51 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
    * key goes at the next round (the alarm follows from the state). */
   if (changed) note_change(o);
   if (last) chain_clear(st);
+  return RINGKV_OK;
+}
+
+/* An Applied whose put values' offsets are moved by `at` (into the arena). */
+static int applied_rebase(out_t *o, rk_slice *applied, size_t at) {
+  pb_enc e;
+  enc(o, &e);
+  int t_;
+  bool ok = true;
+  FIELDS(*applied) {
+    case 6: {
+      rk_slice v;
+      ok = pb_get_bytes(R, WT, &v);
+      if (!ok) break;
+      rk_slice dot = {NULL, 0}, value = {NULL, 0};
+      uint64_t off = 0, len = 0;
+      FIELDS(v) {
+        case 1: ok = pb_get_bytes(R, WT, &dot); break;
+        case 2: ok = pb_get_bytes(R, WT, &value); break;
+        case 3: ok = pb_get_u64(R, WT, &off); break;
+        case 4: ok = pb_get_u64(R, WT, &len); break;
+        SKIP;
+      }
+      size_t m = pb_begin(&e, 6);
+      size_t d = pb_begin(&e, 1);
+      pb_put_raw(&e, dot.ptr, dot.len);
+      pb_end(&e, d);
+      pb_put_bytes(&e, 2, value);
+      pb_put_uint(&e, 3, value.len == 0 && len > 0 ? off + at : off);
+      pb_put_uint(&e, 4, len);
+      pb_end(&e, m);
+      break;
+    }
+    default: {
+      /* Every other field as it is. */
+      const uint8_t *from = r_.p;
+      ok = pb_skip(R, WT);
+      size_t tag_len = pb_varint_size(((uint64_t)f_ << 3) | wt_);
+      pb_put_raw(&e, from - tag_len, (size_t)(r_.p - from) + tag_len);
+      break;
+    }
+  }
+  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  if (e.err) return e.err;
+  *applied = pb_result(&e);
   return RINGKV_OK;
 }
 
@@ -1886,13 +1985,19 @@ static int client_write(out_t *o, rk_slice wreq) {
   rk_step *st = o->st;
   int t_;
   bool ok = true, deleted = false;
-  rk_slice value = {NULL, 0};
+  rk_slice value = {NULL, 0}, wkey = {NULL, 0};
   FIELDS(wreq) {
+    case 2: ok = pb_get_bytes(R, WT, &wkey); break;
     case 6: ok = pb_get_bytes(R, WT, &value); break;
     case 8: ok = pb_get_bool(R, WT, &deleted); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (o->n->cfg.leases) {
+    /* Not a shard it is catching up on, and a counter within its lease. */
+    RK_TRY(rk_step_serves(o->n, (uint32_t)(rk_hash_slice(wkey) % o->n->cfg.shards)));
+    if (!rk_lease_usable(&st->lease, o->n->counter)) return RINGKV_E_LEASE;
+  }
   /* The step's time wins: a later field replaces an earlier one. */
   pb_enc req;
   enc(o, &req);
@@ -2007,6 +2112,149 @@ static int digest_parts_loaded(out_t *o, rk_slice loaded) {
   return ok && t_ >= 0 && o->reply.len > 0 ? RINGKV_OK : RINGKV_E_STATE;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Dot leases and catch-up (lease.c and catchup.c decide what and when; here: the step's
+ * part) */
+
+int rk_step_serves(const ringkv_node *n, uint32_t shard) {
+  const rk_step *st = n->step;
+  if (st == NULL || !n->cfg.leases) return RINGKV_OK;
+  if (st->lease.fresh) return RINGKV_E_LEASE;
+  return rk_catchup_serves(&st->cu, shard) ? RINGKV_OK : RINGKV_E_CATCHING_UP;
+}
+
+/* A peer's CatchupRequest: answered at once when the shard digests agree, else once its
+ * page is loaded. */
+static int catchup_incoming(out_t *o, rk_slice message) {
+  rk_step *st = o->st;
+  pb_enc load;
+  enc(o, &load);
+  bool equal = false;
+  uint32_t from = 0, shard = 0;
+  RK_TRY(rk_catchup_incoming(o->n, message, &equal, &load, &from, &shard));
+  if (equal) {
+    rk_slice none = {NULL, 0};
+    return rk_catchup_reply(o->n, shard, true, none, none, false, &o->reply);
+  }
+  load_begin(o);
+  rk_slice l = pb_result(&load);
+  pb_put_raw(&o->load, l.ptr, l.len);
+  st->page_shard = shard;
+  st->page_peer = from;
+  st->wait = WAIT_CATCHUP_PAGE;
+  return RINGKV_OK;
+}
+
+static int catchup_page_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  int t_;
+  bool ok = true, more = false;
+  rk_slice row, last = {NULL, 0};
+  pb_enc req;
+  enc(o, &req);
+  pb_put_uint(&req, 1, st->page_peer);
+  FIELDS(loaded) {
+    case 30: {
+      ok = pb_get_bytes(R, WT, &row);
+      if (!ok) break;
+      rk_slice key = {NULL, 0};
+      FIELDS(row) {
+        case 1: ok = pb_get_bytes(R, WT, &key); break;
+        SKIP;
+      }
+      /* The executor loaded another shard than asked: a bug, never answered with a guess. */
+      if (!ok || t_ < 0 || key.len == 0 || rk_hash_slice(key) % o->n->cfg.shards != st->page_shard) return RINGKV_E_STATE;
+      last = key;
+      pb_put_bytes_always(&req, 3, row);
+      break;
+    }
+    case 31: ok = pb_get_bool(R, WT, &more); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_slice rep, push = {NULL, 0};
+  RK_TRY(inner(o, RINGKV_OP_PAGE_PUSH, &req, &rep));
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &push); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  return rk_catchup_reply(o->n, st->page_shard, false, push, last, more, &o->reply);
+}
+
+/* RingControl's answer to a lease request (NULL: lost or refused). */
+static int lease_answered(out_t *o, const rk_slice *message) {
+  rk_step *st = o->st;
+  uint64_t counter = o->n->counter;
+  bool lost = false;
+  int rc = rk_lease_outcome(&st->lease, o->n, o->now, message, &counter, &lost);
+  if (rc == RINGKV_E_DECODE) {
+    stat_named(o, "refused_malformed", 1);
+    return RINGKV_OK;
+  }
+  RK_TRY(rc);
+  o->n->counter = counter;
+  if (lost) rk_catchup_begin_all(&st->cu, o->n);
+  return RINGKV_OK;
+}
+
+/* A replica's answer to a catch-up page (NULL: lost or refused). */
+static int catchup_answered(out_t *o, uint32_t i, const rk_slice *message) {
+  rk_step *st = o->st;
+  rk_slice push;
+  int rc = rk_catchup_answer(&st->cu, o->n, i, o->now, message, &push);
+  if (rc == RINGKV_E_DECODE) {
+    stat_named(o, "refused_malformed", 1);
+    return RINGKV_OK;
+  }
+  RK_TRY(rc);
+  if (rk_catchup_merging(&st->cu) != (int)i) return RINGKV_OK;
+  /* The page merges like any push; the cursor moves once it is written (rk_step_run). Its
+   * values are the answer's bytes, where the Push lies at an offset. */
+  rc = merge_begin(o, push, true);
+  if (rc == RINGKV_OK) st->msg_at = (size_t)(push.ptr - message->ptr);
+  if (rc == RINGKV_E_NOMEM) return rc;
+  if (rc != RINGKV_OK) {
+    stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
+    chain_clear(st);
+    rk_catchup_lost(&st->cu, o->n, i, o->now);
+  }
+  return RINGKV_OK;
+}
+
+/* After the event: a lease asked for ahead of need, and the catch-up's next pages (once
+ * the node knows whether its storage was lost). */
+static int leases_step(out_t *o) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  if (rk_lease_due(&st->lease, n->counter, o->now)) {
+    rk_slice msg;
+    RK_TRY(rk_lease_request(&st->lease, n, &msg));
+    rk_lease_sent(&st->lease, send_one(o, KIND_LEASE, msg, RINGKV_PEER_CONTROL, RK_LEASE_TIMEOUT_MS), o->now);
+  }
+  if (st->lease.fresh) return RINGKV_OK;
+  /* The executor owes an outcome; one never reported counts as lost. */
+  for (uint32_t i = 0; i < st->cu.active_len; i++) {
+    const rk_cu_shard *e = &st->cu.active[i];
+    if (e->tag != 0 && o->now > e->sent_ms + 2u * (uint64_t)RK_CATCHUP_TIMEOUT_MS) rk_catchup_lost(&st->cu, n, i, o->now);
+  }
+  for (uint32_t k = 0; k < RK_CATCHUP_ACTIVE_MAX; k++) {
+    int i = rk_catchup_next(&st->cu, n, o->now);
+    if (i < 0) break;
+    rk_slice msg;
+    RK_TRY(rk_catchup_request(&st->cu, n, (uint32_t)i, &msg));
+    uint32_t source = st->cu.active[i].source;
+    rk_catchup_sent(&st->cu, (uint32_t)i, send_one(o, KIND_CATCHUP, msg, source, RK_CATCHUP_TIMEOUT_MS), o->now);
+  }
+  st->rep.catching_up = st->cu.pending;
+  if (st->cu.changed) {
+    st->cu.changed = false;
+    if (n->cfg.reports) rk_report_changed(&st->rep);
+  }
+  return RINGKV_OK;
+}
+
 static int incoming(out_t *o, rk_slice inc) {
   int t_;
   bool ok = true;
@@ -2018,10 +2266,14 @@ static int incoming(out_t *o, rk_slice inc) {
     SKIP;
   }
   if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
+  /* A node that may hold less than it will (catching up, or not knowing yet whether its
+   * storage was lost) vouches for no state in collection's agreement: the query waits. */
+  if (kind == KIND_GC && o->n->cfg.leases && (o->st->lease.fresh || o->st->cu.pending > 0)) return RINGKV_E_CATCHING_UP;
   switch (kind) {
     case KIND_PUSH: return merge_begin(o, message, false);
     case KIND_DIGEST: return digest_incoming(o, message);
     case KIND_GC: return gc_incoming(o, message);
+    case KIND_CATCHUP: return catchup_incoming(o, message);
   }
   return RINGKV_E_DECODE;
 }
@@ -2049,6 +2301,9 @@ static int answer(out_t *o, rk_slice ans) {
     o->report_answer = true;
     return RINGKV_OK;
   }
+  if (rk_lease_owns(&st->lease, tag)) return lease_answered(o, answered ? &message : NULL);
+  int cu = rk_catchup_owner(&st->cu, tag);
+  if (cu >= 0) return catchup_answered(o, (uint32_t)cu, answered ? &message : NULL);
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *pt = &st->peers[p];
     if (pt->push_tag != tag && pt->hedge_tag != tag) continue;
@@ -2138,6 +2393,7 @@ static int loaded_event(out_t *o, rk_slice loaded) {
     case WAIT_DIGEST_PARTS: return digest_parts_loaded(o, loaded);
     case WAIT_GC_DECIDE: return gc_decide(o, loaded);
     case WAIT_REPORT: return report_loaded(o, loaded);
+    case WAIT_CATCHUP_PAGE: return catchup_page_loaded(o, loaded);
   }
   return RINGKV_E_STATE;
 }
@@ -2161,6 +2417,12 @@ static uint64_t next_alarm(const out_t *o) {
   /* A report may be due before the next round: that alarm runs no round (rk_step_run). */
   uint64_t report = rk_report_alarm(&st->rep, n);
   uint64_t at = gossip == 0 || (report != 0 && report < gossip) ? report : gossip;
+  if (n->cfg.leases) {
+    uint64_t lease = rk_lease_alarm(&st->lease, n->counter);
+    uint64_t cu = st->lease.fresh ? 0 : rk_catchup_alarm(&st->cu);
+    if (lease != 0 && (at == 0 || lease < at)) at = lease;
+    if (cu != 0 && (at == 0 || cu < at)) at = cu;
+  }
   /* What is due already is due now: an executor's clock may be skewed back from the
    * node's (FAULTS), and a time near 0 would then be before the epoch. */
   return at == 0 ? 0 : RK_MAX(at, o->now);
@@ -2174,6 +2436,8 @@ static void clamp_to_clock(out_t *o) {
   if (s->last_round_ms > o->now) s->last_round_ms = o->now;
   if (s->ae_next_ms > o->now + s->ae_interval_ms) s->ae_next_ms = o->now + s->ae_interval_ms;
   rk_report_clamp(&st->rep, o->now);
+  rk_lease_clamp(&st->lease, o->now);
+  rk_catchup_clamp(&st->cu, o->now);
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *ps = &st->peers[p];
     if (ps->retry_at > o->now + PEER_BACKOFF_MS_MAX) {
@@ -2235,8 +2499,16 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     st->tags_seeded = true;
   }
   RK_TRY(rk_report_ready(&st->rep, n));
+  /* A node that started with no state draws the incarnation its lease requests carry. */
+  if (n->cfg.leases && st->lease.fresh && st->lease.incarnation == 0) {
+    st->lease.incarnation = rnd | 1u;
+    /* Its reports are numbered from its clock on, so RingControl takes them as newer than
+     * those of the life whose storage was lost (at most one report a millisecond). */
+    if (st->rep.number == 0) st->rep.number = now;
+  }
   sched_t saved = st->s;
   rk_report saved_rep = st->rep;
+  rk_lease saved_lease = st->lease;
   out_t o;
   memset(&o, 0, sizeof o);
   o.n = n;
@@ -2267,8 +2539,17 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     default: break;
   }
   if (rc == RINGKV_OK && n->cfg.reports) rc = report_step(&o, event, waited);
+  if (rc == RINGKV_OK && n->cfg.leases) {
+    /* A catch-up page whose merge chain ended in this step is written with it. */
+    int m = rk_catchup_merging(&st->cu);
+    if (m >= 0 && st->wait == WAIT_NONE) rk_catchup_merged(&st->cu, n, (uint32_t)m, o.now);
+    rc = leases_step(&o);
+  }
   if (rc != RINGKV_OK) {
     st->s = saved;
+    /* The counter rolls back with the call (ringkv_call): so does the lease it lies in. */
+    st->lease = saved_lease;
+    if (st->wait == WAIT_NONE) rk_catchup_unmerged(&st->cu, now);
     /* Only the scalars roll back: the buffers are the report's own (a failed step sent
      * nothing, so nothing is in flight that was not before). */
     st->rep.live_keys = saved_rep.live_keys;
