@@ -113,6 +113,8 @@ struct rk_step {
   buf_t msg;                   /* the chain's message */
   buf_t mk;                    /* its MessageKeysReply */
   bool msg_answer;             /* it answers this node's send: deferrals come back */
+  bool msg_short;              /* its merge refused or deferred an entry (a catch-up page
+                                  then did not bring everything: it is asked again) */
   size_t msg_at;               /* where the message lies in the event's payload (a catch-up
                                   page's Push lies inside its CatchupReply): Applied.put
                                   offsets are moved by it */
@@ -654,6 +656,7 @@ static int merge_begin(out_t *o, rk_slice message, bool answer) {
   chain_clear(st);
   if (!buf_set(&st->msg, message) || !buf_set(&st->mk, mk)) return RINGKV_E_NOMEM;
   st->msg_answer = answer;
+  st->msg_short = false;
   int t_;
   bool ok = true, repair = false, ranges = false;
   size_t keys = 0;
@@ -788,6 +791,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
         SKIP;
       }
       stat_refused(o, reason, count);
+      if (count > 0) st->msg_short = true;
       break;
     }
     case 6: {
@@ -799,6 +803,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
     }
     case 7: {
       ok = pb_get_bytes(R, WT, &s);
+      if (ok) st->msg_short = true;
       if (ok && !last) {
         pb_enc d;
         enc(o, &d);
@@ -2542,7 +2547,13 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (rc == RINGKV_OK && n->cfg.leases) {
     /* A catch-up page whose merge chain ended in this step is written with it. */
     int m = rk_catchup_merging(&st->cu);
-    if (m >= 0 && st->wait == WAIT_NONE) rk_catchup_merged(&st->cu, n, (uint32_t)m, o.now);
+    if (m >= 0 && st->wait == WAIT_NONE) {
+      /* A page some entry of which was refused or deferred is asked again (never counted
+       * as copied: the shard would serve reads without it). */
+      if (st->msg_short) rk_catchup_lost(&st->cu, n, (uint32_t)m, o.now);
+      else rk_catchup_merged(&st->cu, n, (uint32_t)m, o.now);
+      st->msg_short = false;
+    }
     rc = leases_step(&o);
   }
   if (rc != RINGKV_OK) {
