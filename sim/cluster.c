@@ -260,6 +260,8 @@ step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryD
     Ringkv__Loaded *ld = rep->load != NULL && !s->failed ? store_load(s, n, rep->load) : NULL;
     do_sends(s, n, rep);
     n->alarm_ms = rep->alarm_ms;
+    /* The fence is due: the wipe comes after this event (faults(), next round). */
+    if (rep->wipe) n->wipe_due = true;
     ringkv__step_reply__free_unpacked(rep, NULL);
     if (ld == NULL || s->failed) return out;
     if (hop > 100000) {
@@ -430,9 +432,8 @@ static void node_wipe(sim *s, node *n) {
 }
 
 /* Whether the acknowledged write that is each of this node's keys' best is held by another
- * replica too, whichever node accepted it (so a wipe loses no acknowledged write: the
- * precondition an operator's fence needs; a node's storage lost otherwise loses what only
- * it held, which no protocol can bring back). */
+ * replica too, whichever node accepted it (so a wipe loses no acknowledged write: what the
+ * core's fence waits for before it says wipe). */
 static Ringkv__ReadReply *read_key(sim *s, node *n, uint32_t k);
 static bool wipe_safe(sim *s, node *n) {
   for (uint32_t x = 0; x < n->keys_len; x++) {
@@ -564,6 +565,10 @@ static void record_ack(sim *s, uint32_t k, const Ringkv__WriteReply *w, bool del
   s->res->acked_writes++;
 }
 
+static bool refused_here(int code) {
+  return code == RINGKV_E_LEASE || code == RINGKV_E_CATCHING_UP || code == RINGKV_E_FENCING;
+}
+
 static void client_write(sim *s, uint64_t write_index) {
   const sim_opts *o = s->o;
   uint32_t k;
@@ -614,9 +619,9 @@ static void client_write(sim *s, uint64_t write_index) {
   req.write = &w;
   s->cause = deleted ? "client delete" : w.has_token ? "client context write" : "client write";
   step_result r = sim_step(s, n, &req, w.value);
-  /* A replica with no dot lease yet, or catching up on the key's shard, refuses it: the
-   * Worker asks the key's next replica (with that one's row). */
-  for (uint32_t hop = 1; hop < o->replicas && (r.code == RINGKV_E_LEASE || r.code == RINGKV_E_CATCHING_UP); hop++) {
+  /* A replica with no dot lease yet, catching up on the key's shard or being fenced
+   * refuses it: the Worker asks the key's next replica (with that one's row). */
+  for (uint32_t hop = 1; hop < o->replicas && refused_here(r.code); hop++) {
     n = &s->nodes[ke->replicas[(first + hop) % o->replicas]];
     l = store_local(s, n, k, false, true);
     w.meta = l->meta;
@@ -627,7 +632,7 @@ static void client_write(sim *s, uint64_t write_index) {
     req.write = &w;
     r = sim_step(s, n, &req, w.value);
   }
-  if (r.code == RINGKV_E_LEASE || r.code == RINGKV_E_CATCHING_UP) {
+  if (refused_here(r.code)) {
     if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
     s->res->rejected_writes++;
     return;
@@ -1111,6 +1116,30 @@ static void check_oracles(sim *s) {
 
 /* ---------------------------------------------------------------------------------------
  * Faults and rounds. */
+/* Whether some node is being fenced or has not caught up since its wipe: the operator
+ * fences one node at a time (README, "Replacing a node's storage"). A second fence while
+ * one replica of a key is still rejoining could take the last copy with it: the peers'
+ * acknowledgements a drain counts on are lost with a wiped peer's storage. */
+static bool fence_in_progress(sim *s) {
+  for (uint32_t i = 0; i < s->o->nodes; i++) {
+    node *n = &s->nodes[i];
+    if (n->fencing || n->wipe_due) return true;
+    if (n->state_len == 0) return true;
+    Ringkv__StepState *st = ringkv__step_state__unpack(NULL, n->state_len, n->state);
+    if (st == NULL) return true;
+    bool rejoining = st->lease_fresh || st->catchup.len > 0;
+    ringkv__step_state__free_unpacked(st, NULL);
+    if (rejoining) return true;
+  }
+  return false;
+}
+
+static bool any_fencing(const sim *s) {
+  for (uint32_t i = 0; i < s->o->nodes; i++)
+    if (s->nodes[i].fencing || s->nodes[i].wipe_due) return true;
+  return false;
+}
+
 static void faults(sim *s) {
   const sim_opts *o = s->o;
   if (o->partitions) {
@@ -1134,9 +1163,35 @@ static void faults(sim *s) {
    * state, and the simulated clock does not move within a round. */
   if (o->wipes && s->round > 0) {
     for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
-      if (!rnd_chance(&s->fault, 0.05)) continue;
+      node *n = &s->nodes[i];
       rk_arena_reset(&s->ar);
-      if (wipe_safe(s, &s->nodes[i])) node_wipe(s, &s->nodes[i]);
+      if (n->wipe_due) {
+        n->wipe_due = false;
+        n->fencing = false;
+        if (!wipe_safe(s, n)) {
+          failf(s, "fence_lost_write", "node %u: the core said wipe while it held an acknowledged write no other replica has", n->id);
+          return;
+        }
+        node_wipe(s, n);
+        continue;
+      }
+      if (n->fencing || !rnd_chance(&s->fault, 0.05)) continue;
+      bool fencing = fence_in_progress(s);
+      /* Its storage lost (the disk, not the admin): only when what it holds is elsewhere
+       * (what only a wiped node held is lost by any protocol), and not under a fence,
+       * whose drain counted on this node's acknowledgements. */
+      if (rnd_chance(&s->fault, 0.5)) {
+        if (!any_fencing(s) && wipe_safe(s, n)) node_wipe(s, n);
+        continue;
+      }
+      if (fencing) continue;
+      /* The admin fence, through the core: it says when the wipe may come (every peer
+       * holds what this node does); the lost-write oracle checks that it waited. */
+      n->fencing = true;
+      Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
+      req.fence = 1;
+      s->cause = "fence";
+      run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "fence");
     }
   }
 }

@@ -98,6 +98,7 @@ typedef struct {
   uint64_t clock, counter; /* the last seen (monotonic oracles) */
   uint64_t report_number;  /* the last report's (RingControl drops an older one) */
   uint64_t dots_below;     /* its storage was wiped: every new dot must lie above this */
+  bool fencing, wipe_due;  /* a fence was asked for (--wipes); the core said wipe */
   struct ack *wiped_best;  /* [keys]: each key's best acknowledged write when it was wiped
                               (dot.node UINT32_MAX: none): a read it serves is no older */
   /* volatile */

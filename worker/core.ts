@@ -75,6 +75,7 @@ const CODE_NAMES = [
   "key too large",
   "no dot lease yet",
   "catching up on this shard",
+  "being fenced: no client write",
 ];
 
 /** A non-zero return code from the core. */
@@ -93,6 +94,7 @@ export class CoreError extends Error {
   static readonly E_KEY_BYTES = 12; // lint: abi
   static readonly E_LEASE = 13; // lint: abi
   static readonly E_CATCHING_UP = 14; // lint: abi
+  static readonly E_FENCING = 15; // lint: abi
 
   constructor(
     readonly code: number,

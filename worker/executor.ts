@@ -33,6 +33,9 @@ export interface ExecutorHost {
   /** What one step's actions performed (record/replay, when recording): key rows written
    *  and sends made ([peer, kind, bytes]); the host adds the alarm it armed. */
   record(performed: { rows: number; sends: number[][] }): void;
+  /** The core says the fence asked for is due (StepReply.wipe): the host wipes the node's
+   *  storage and starts it again with no state, before any other event. */
+  wipe(): void;
 }
 
 function random64(): bigint {
@@ -60,6 +63,10 @@ export class Executor {
       for (const send of reply.sends) pending.push(...this.dispatch(send, performed.sends));
       this.arm(reply.alarmMs);
       this.host.record(performed);
+      if (reply.wipe) {
+        this.host.wipe();
+        break;
+      }
       if (reply.load === undefined) break;
       const loaded = this.host.storage.load(reply.load);
       // A report's facts only the executor knows: the database's size and its counters.

@@ -356,7 +356,9 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   m = /^\/v1\/admin\/nodes\/([^/]*)\/fence$/.exec(path);
   if (m !== null) {
     if (method !== "POST") return methodNotAllowed("POST");
-    return fence(env, await ringOf(env, s), m[1]);
+    const force = url.searchParams.get("force");
+    if (force !== null && force !== "true" && force !== "false") fail(400, "bad force: true or false");
+    return fence(env, await ringOf(env, s), m[1], force === "true");
   }
   if (config.faultsEnabled) {
     if (path === "/v1/admin/faults") {
@@ -385,16 +387,18 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   return json(404, { error: "not found" });
 }
 
-/** POST /v1/admin/nodes/{id}/fence: the node wipes its storage and restarts with no
- *  state (a fresh dot lease, then it catches up on its shards). 400 for an id that is not
- *  one, 404 for a node outside the ring. */
-async function fence(env: Msg, rs: RingState, idText: string): Promise<Response> {
+/** POST /v1/admin/nodes/{id}/fence[?force=true]: the node takes no client write from now
+ *  on and wipes its storage once its peers hold everything it does (at once with force,
+ *  losing what only it holds), then restarts with no state (a fresh dot lease, then it
+ *  catches up on its shards). 202 with `wiped` saying whether that happened already; 400
+ *  for an id that is not one, 404 for a node outside the ring. */
+async function fence(env: Msg, rs: RingState, idText: string, force: boolean): Promise<Response> {
   if (!/^[0-9]{1,4}$/.test(idText) || Number(idText) >= NODE_IDS_MAX) fail(400, "bad node id");
   const node = Number(idText);
   if (node >= rs.view.ring.size) return json(404, { error: `unknown node ${node}: the ring has nodes 0 to ${rs.view.ring.size - 1}` });
   let response: Response;
   try {
-    response = await callNode(env, node, "/internal/fence", { method: "POST" }, rs.policy.nodeTimeoutMs);
+    response = await callNode(env, node, `/internal/fence${force ? "?force=true" : ""}`, { method: "POST" }, rs.policy.nodeTimeoutMs);
   } catch (err) {
     fail(503, `node ${node} did not answer the fence: ${(err as Error).message}`);
   }
@@ -402,7 +406,8 @@ async function fence(env: Msg, rs: RingState, idText: string): Promise<Response>
   if (response.status !== 202) { // lint: http-status
     return new Response(text, { status: response.status, headers: { "Content-Type": "application/json", "Cache-Control": "no-store" } });
   }
-  return json(202, { node: String(node), fenced: true }); // lint: http-status
+  const body = JSON.parse(text) as Msg;
+  return json(202, { node: String(node), fenced: true, wiped: body.wiped === true }); // lint: http-status
 }
 
 function methodNotAllowed(allow: string): Response {
@@ -510,11 +515,11 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
         warnOnce(`cache delete failed: ${(err as Error).message}`);
       }
     }
-    // A named replica still catching up after a rejoin accepts no client write (SPEC: it
-    // is not among the key's write replicas until it has caught up).
+    // A named replica still catching up after a rejoin (or being fenced) accepts no client
+    // write (SPEC: it is not among the key's write replicas until it has caught up).
     if (nodeParam !== undefined && response.status === 503 && response.headers.get(CATCHING_UP_HEADER) !== null) { // lint: http-status
-      await response.arrayBuffer();
-      fail(400, `node ${nodeParam} is catching up on this key's shard: not one of its write replicas yet`);
+      const why = ((await response.json().catch(() => ({}))) as Msg).error ?? "";
+      fail(400, `node ${nodeParam} is not one of this key's write replicas now (${why})`);
     }
     if (response.status !== 200) return passJson(response);
     const r = (await response.json()) as Msg;

@@ -121,6 +121,8 @@ export class RingNode extends DurableObject {
   private faults: Faults = NO_FAULTS;
   /** The outcome of the lease request in flight, once the core has taken it. */
   private leaseSettled: Promise<void> | undefined;
+  /** The wipe the core asked for (a fence due), until it is done. */
+  private wiping: Promise<void> | undefined;
 
   constructor(ctx: any, env: any) {
     super(ctx, env);
@@ -147,6 +149,9 @@ export class RingNode extends DurableObject {
         if (kind === KIND_LEASE) this.leaseSettled = settled;
       },
       setAlarm: (atMs) => this.setAlarm(atMs),
+      wipe: () => {
+        this.wiping ??= this.wipe().finally(() => (this.wiping = undefined));
+      },
       record: (performed) => {
         if (!this.config?.recordCalls) return;
         this.recordCall(0, utf8.encode(JSON.stringify({ ...performed, alarmMs: this.alarmAtMs ?? 0 })), 0, EMPTY);
@@ -394,7 +399,7 @@ export class RingNode extends DurableObject {
         case "/internal/read":
           return await this.handleRead(request, url);
         case "/internal/fence":
-          return await this.fence();
+          return await this.fence(url.searchParams.get("force") === "true");
         case "/internal/serves":
           return await this.handleServes(request);
         case "/internal/list":
@@ -439,6 +444,8 @@ export class RingNode extends DurableObject {
           return json(503, { error: `node ${this.nodeId} has no dot lease yet` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_CATCHING_UP:
           return json(503, { error: `node ${this.nodeId} is catching up on this shard` }, { [CATCHING_UP_HEADER]: "1" });
+        case CoreError.E_FENCING:
+          return json(503, { error: `node ${this.nodeId} is being fenced: it takes no client write` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_VALUE:
           if (fromPeer) {
             // This node's own request to its core came out too large (the rows a message
@@ -684,11 +691,24 @@ export class RingNode extends DurableObject {
     return json(200, { node: this.nodeId, keys, cursor: last });
   }
 
-  /** The admin fence: wipes every table (and the alarm) and starts again with no state,
-   *  as a node whose storage was lost would. It keeps only its id; the core then takes a
-   *  fresh dot lease, learns from RingControl that its storage was lost, and catches up on
-   *  every shard before it serves it. Nothing else runs meanwhile. */
-  private async fence(): Promise<Response> {
+  /** The admin fence, through the core: from now on the node takes no client write, and
+   *  once its peers have acknowledged every change it holds (at once with `force`: what
+   *  only it holds is lost) the core says wipe. 202 either way; `wiped` tells which. */
+  private async fence(force: boolean): Promise<Response> {
+    const id = this.nodeId!;
+    const { done } = this.executor.run({ fence: force ? 2 : 1 }, EMPTY);
+    this.ctx.waitUntil(done);
+    const wiped = this.wiping !== undefined;
+    if (this.wiping !== undefined) await this.wiping;
+    else console.log(JSON.stringify({ component: "ringkv_node", event: "fence_draining", node: id }));
+    return json(202, { node: String(id), fenced: true, wiped });
+  }
+
+  /** The fence due: wipes every table (and the alarm) and starts again with no state, as a
+   *  node whose storage was lost would. It keeps only its id; the core then takes a fresh
+   *  dot lease, learns from RingControl that its storage was lost, and catches up on every
+   *  shard before it serves it. Nothing else runs meanwhile. */
+  private async wipe(): Promise<void> {
     const id = this.nodeId!;
     await this.ctx.blockConcurrencyWhile(async () => {
       // The old core's sends in flight are dropped when they come back (a new generation).
@@ -710,7 +730,6 @@ export class RingNode extends DurableObject {
       await this.ensureRing();
     });
     console.log(JSON.stringify({ component: "ringkv_node", event: "fenced", node: id }));
-    return json(202, { node: String(id), fenced: true });
   }
 
   /** FAULTS only: the benchmark's bulk seeding (NodeStorage.bulkInsert). */

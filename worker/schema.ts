@@ -409,6 +409,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["write",6,"WriteRequest",0],
     ["message",7,"Incoming",0],
     ["start",8,"bool",0],
+    ["fence",9,"uint32",0],
     ["refused",20,"string",0],
   ],
   Incoming: [
@@ -510,6 +511,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["reply",7,"bytes",0],
     ["alarmMs",8,"uint64",0],
     ["stats",9,"Stat",1],
+    ["wipe",10,"bool",0],
   ],
   StepState: [
     ["clock",1,"fixed64",0],
@@ -539,6 +541,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["catchup",32,"bytes",0],
     ["catchupActive",33,"CatchupShard",1],
     ["incarnation",34,"fixed64",0],
+    ["fence",35,"uint32",0],
   ],
   CatchupShard: [
     ["shard",1,"uint32",0],

@@ -85,16 +85,17 @@ typedef struct {
   uint64_t refused_malformed;
   bool has_put;
   uint64_t put_at, put_len;   /* the first row's first value: payload[at, at + len) */
+  bool wipe;
 } tout;
 
-static tout step(ringkv_node *n, uint64_t now, uint32_t field, rk_slice body) {
+/* One StepRequest (its time and random bits, then `event`: a field already encoded). */
+static tout run_step(ringkv_node *n, uint64_t now, rk_slice event) {
   tout o;
   memset(&o, 0, sizeof o);
   pb_enc e = tl_enc();
   pb_put_uint(&e, 1, now);
   pb_put_uint(&e, 2, 0x5eed5eed5eedULL);
-  if (field == 3 || field == 8) pb_put_bool(&e, field, true);
-  else pb_put_bytes_always(&e, field, body);
+  pb_put_raw(&e, event.ptr, event.len);
   rk_slice rep;
   o.rc = tl_call(n, RINGKV_OP_STEP, tl_done(&e), &rep);
   if (o.rc != RINGKV_OK) return o;
@@ -133,7 +134,22 @@ static tout step(ringkv_node *n, uint64_t now, uint32_t field, rk_slice body) {
   o.reply = keep(tl_bytes_field(rep, 7));
   o.state = keep(tl_bytes_field(rep, 5));
   o.alarm = tl_u64(rep, 8);
+  o.wipe = tl_u64(rep, 10) != 0;
   return o;
+}
+
+static tout step(ringkv_node *n, uint64_t now, uint32_t field, rk_slice body) {
+  pb_enc e = tl_enc();
+  if (field == 3 || field == 8) pb_put_bool(&e, field, true);
+  else pb_put_bytes_always(&e, field, body);
+  return run_step(n, now, tl_done(&e));
+}
+
+/* The admin fence: 1 once drained, 2 forced. */
+static tout fence_step(ringkv_node *n, uint64_t now, uint32_t mode) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 9, mode);
+  return run_step(n, now, tl_done(&e));
 }
 
 static const tsend *find_send(const tout *o, uint32_t kind) {
@@ -764,6 +780,71 @@ static void test_responder_pages_in_key_order(void **unused) {
   tl_reset();
 }
 
+/* ------------------------------------------------------------------------------------- */
+/* The admin fence */
+
+static void test_fence_drains_then_wipes(void **unused) {
+  (void)unused;
+  rk_slice none = {NULL, 0};
+  char kbuf[32];
+  /* A node that never took a write has nothing to drain: the wipe is due at once. */
+  ringkv_node *idle = leased_node(3, 1, false, NULL);
+  tout f0 = fence_step(idle, NOW + 1, 1);
+  assert_int_equal(f0.rc, RINGKV_OK);
+  assert_true(f0.wipe);
+  ringkv_node_destroy(idle);
+
+  /* A node holding a write its peers have not acknowledged: no wipe yet, and from now on
+   * no client write (reads go on), persisted across a restart. */
+  ringkv_node *n = leased_node(1, 1, false, NULL);
+  const char *key = key_of(n, 1, kbuf, sizeof kbuf);
+  uint64_t dot = 0;
+  assert_int_equal(client_write(n, NOW + 1, key, &dot), RINGKV_OK);
+  tout f = fence_step(n, NOW + 2, 1);
+  assert_int_equal(f.rc, RINGKV_OK);
+  assert_false(f.wipe);
+  assert_int_equal(tl_u64(f.state, 35), 1);
+  assert_int_equal(client_write(n, NOW + 3, key, NULL), RINGKV_E_FENCING);
+  assert_int_equal(client_read(n, key), RINGKV_OK);
+  /* Its pushes go on (the alarm is armed, a round reads rows to push). */
+  assert_true(f.alarm != 0);
+  tout r = step(n, f.alarm, 3, none);
+  assert_int_equal(r.rc, RINGKV_OK);
+  assert_false(r.wipe);
+  assert_true(r.has_load);
+  rk_slice kept = f.state;
+  ringkv_node_destroy(n);
+  ringkv_node *again = lease_node(1, kept);
+  assert_int_equal(client_write(again, NOW + 4, key, NULL), RINGKV_E_FENCING);
+  /* Bad modes are malformed and change nothing. */
+  assert_int_equal(fence_step(again, NOW + 5, 3).rc, RINGKV_E_DECODE);
+  assert_false(fence_step(again, NOW + 5, 1).wipe);
+  /* Forced: at once, what only it holds notwithstanding. */
+  tout forced = fence_step(again, NOW + 6, 2);
+  assert_int_equal(forced.rc, RINGKV_OK);
+  assert_true(forced.wipe);
+  ringkv_node_destroy(again);
+
+  /* A node of an earlier build (dots made, none leased: RingControl has no record of
+   * them) is not wiped, even forced, until its lease is granted: a wipe then would let
+   * its next life make the same dots. */
+  pb_enc st = tl_enc();
+  pb_put_uint(&st, 2, 5);   /* counter 5, no lease */
+  ringkv_node *old = lease_node(2, tl_done(&st));
+  tout s = step(old, NOW, 8, none);
+  const tsend *l = find_send(&s, KIND_LEASE);
+  assert_non_null(l);
+  assert_int_equal(tl_u64(l->message, 3), 5);   /* above its counter */
+  tout fo = fence_step(old, NOW + 1, 2);
+  assert_int_equal(fo.rc, RINGKV_OK);
+  assert_false(fo.wipe);
+  tout a = step(old, NOW + 2, 5, answer_msg(l->tag, true, lease_reply(2, 6, 5u + BLOCK, false)));
+  assert_int_equal(a.rc, RINGKV_OK);
+  assert_true(a.wipe);
+  ringkv_node_destroy(old);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_control_grants_blocks),
@@ -772,6 +853,7 @@ int main(void) {
       cmocka_unit_test(test_next_block_ahead_of_need),
       cmocka_unit_test(test_lost_storage_catches_up_per_shard),
       cmocka_unit_test(test_responder_pages_in_key_order),
+      cmocka_unit_test(test_fence_drains_then_wipes),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

@@ -1,8 +1,11 @@
 // The admin fence and a storage-lost node's rejoin, in workerd over HTTP (SPEC: Semantics,
 // "Dots are leased"; HTTP API, POST /v1/admin/nodes/{id}/fence).
 //
-// A cluster takes writes (some accepted by the node to be fenced, so it has issued dots),
-// converges, and node 1 is fenced while partitioned from its peers, so it stays catching up:
+// A cluster takes writes (some accepted by the node to be fenced, so it has issued dots) and
+// converges. Node 1, cut off, takes a write no peer has, and is fenced: it keeps its
+// storage and takes no client write (the Worker routes around it) until, healed, its peers
+// hold everything it does; then it wipes, and the write survives with its dot. Then it is
+// fenced with ?force=true while partitioned from its peers, so it stays catching up:
 // meanwhile every read and write through the Worker succeeds (other replicas serve), a
 // ?node=1 write is refused (400: not a write replica yet), and the fence of a bad or unknown
 // id is a 4xx JSON that changes nothing. Healed, it catches up; then
@@ -74,7 +77,7 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
     await converged(c);
     const before = await dotsOf(c, VICTIM, VICTIM);
     assert.ok(before.length >= 20, "the victim issued dots before the fence");
-    const maxBefore = before.reduce((a, b) => (a > b ? a : b));
+    let maxBefore = before.reduce((a, b) => (a > b ? a : b));
 
     // Bad fences change nothing.
     for (const [path, status] of [
@@ -95,13 +98,69 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
       assert.equal(r.status, 404, path);
     }
     assert.ok((await dotsOf(c, VICTIM, VICTIM)).length >= 20, "a refused fence wiped nothing");
+    assert.equal((await c.req(`/v1/admin/nodes/${VICTIM}/fence?force=yes`, { method: "POST" })).status, 400);
 
-    // Fenced while cut off from its peers: it cannot catch up yet.
+    // A fence drains first: a write only the victim holds (taken while cut off) keeps it
+    // from wiping; meanwhile it takes no client write. Healed, it pushes the write out,
+    // then wipes (its next dots come from a fresh block) and the write survives.
     const others = [0, 2, 3, 4, 5, 6, 7];
     await faults(c, { partitions: [[VICTIM], others] });
-    const f = await c.req(`/v1/admin/nodes/${VICTIM}/fence`, { method: "POST" });
+    let onlyKey;
+    for (let i = 0; ; i++) {
+      onlyKey = `only-victim/${i}`;
+      if ((await placement(c, onlyKey)).includes(VICTIM)) break;
+    }
+    const only = await put(onlyKey, "held-by-the-victim-alone", `?node=${VICTIM}`);
+    assert.equal(only.status, 200, only.text);
+    written.set(onlyKey, "held-by-the-victim-alone");
+    const drain = await c.req(`/v1/admin/nodes/${VICTIM}/fence`, { method: "POST" });
+    assert.equal(drain.status, 202, drain.text);
+    assert.deepEqual(drain.json, { node: String(VICTIM), fenced: true, wiped: false });
+    const held = await c.req(kvPath(onlyKey, `?node=${VICTIM}`));
+    assert.equal(held.status, 200, "not wiped while it holds a write no peer has");
+    const onlyDot = (await dumpEntry(c.req, VICTIM, onlyKey)).siblings.find((s) => Number(s.node) === VICTIM).counter;
+    const refusedWrite = await put(onlyKey, "no", `?node=${VICTIM}`);
+    assert.equal(refusedWrite.status, 400, refusedWrite.text);
+    assert.match(refusedWrite.json.error, /fenced/);
+    let firstKey;
+    for (let i = 0; ; i++) {
+      firstKey = `first-victim/${i}`;
+      if ((await placement(c, firstKey))[0] === VICTIM) break;
+    }
+    const routed = await put(firstKey, "routed");
+    assert.equal(routed.status, 200, `the Worker routes around a node being fenced: ${routed.text}`);
+    assert.notEqual(routed.json.node, String(VICTIM));
+    written.set(firstKey, "routed");
+    await faults(c, {});
+    let drained = 0n;
+    await waitFor(
+      "the drained victim to wipe and take writes from a fresh block",
+      async () => {
+        const key = `drained/${drained}`;
+        drained++;
+        if (!(await placement(c, key)).includes(VICTIM)) return false;
+        const r = await put(key, "d", `?node=${VICTIM}`);
+        if (r.status !== 200) return false;
+        written.set(key, "d");
+        const mine = (await dumpEntry(c.req, VICTIM, key)).siblings.filter((s) => Number(s.node) === VICTIM);
+        return mine.length === 1 && BigInt(mine[0].counter) > maxBefore;
+      },
+      { timeoutMs: 120_000, everyMs: 200 },
+    );
+    await converged(c);
+    for (const r of await placement(c, onlyKey)) {
+      const entry = await dumpEntry(c.req, r, onlyKey);
+      const dots = entry.siblings.map((s) => `${s.node}:${s.counter}`);
+      assert.ok(dots.includes(`${VICTIM}:${onlyDot}`), `the drained write ${VICTIM}:${onlyDot} at node ${r}: ${dots}`);
+    }
+    maxBefore = (await dotsOf(c, VICTIM, VICTIM)).reduce((a, b) => (a > b ? a : b));
+
+    // Fenced with force while cut off from its peers (after convergence: it holds nothing
+    // they lack): wiped at once, and it cannot catch up yet.
+    await faults(c, { partitions: [[VICTIM], others] });
+    const f = await c.req(`/v1/admin/nodes/${VICTIM}/fence?force=true`, { method: "POST" });
     assert.equal(f.status, 202, f.text);
-    assert.deepEqual(f.json, { node: String(VICTIM), fenced: true });
+    assert.deepEqual(f.json, { node: String(VICTIM), fenced: true, wiped: true });
     const local = await c.req(kvPath("victim/0", `?node=${VICTIM}&siblings=1`));
     assert.equal(local.status, 404, "its storage was wiped");
 

@@ -189,6 +189,9 @@ enum ringkv_code {
   RINGKV_E_CATCHING_UP = 14, /* the node is catching up on the key's shard (its storage was
                                 lost): it takes no client write and serves no read for it;
                                 ask another replica */
+  RINGKV_E_FENCING = 15,     /* the admin fence was asked: the node takes no client write
+                                while its peers acknowledge what it holds, then its storage
+                                is wiped (StepReply.wipe); ask another replica */
 };
 
 typedef struct ringkv_node ringkv_node;

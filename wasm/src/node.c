@@ -2651,6 +2651,7 @@ const char *ringkv_code_name(int code) {
     case RINGKV_E_KEY_BYTES: return "the key's siblings would exceed MAX_KEY_BYTES: resolve first";
     case RINGKV_E_LEASE: return "no dot lease yet";
     case RINGKV_E_CATCHING_UP: return "catching up on this shard";
+    case RINGKV_E_FENCING: return "being fenced: no client write";
     default: return "unknown error";
   }
 }

@@ -79,6 +79,7 @@ enum {
   WAIT_CATCHUP_PAGE,      /* a catch-up page a peer asked for */
 };
 enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
+enum { FENCE_NONE, FENCE_DRAIN, FENCE_FORCE };
 
 typedef struct {
   uint64_t acked, retry_at, ack_on_success, push_at;
@@ -94,6 +95,7 @@ typedef struct {
   uint64_t expiry_at_ms, gc_at_ms, gc_cursor, gc_retry_ms, gc_due_ms, gc_pending_ms;
   bool gc_undecided, gc_begun;
   uint32_t ae_cursor, ae_agreed;
+  uint32_t fence;   /* FENCE_*: the admin fence asked for */
 } sched_t;
 
 typedef struct {
@@ -268,11 +270,15 @@ static uint64_t lowest_ack(const ringkv_node *n, const rk_step *st) {
   return low;
 }
 
-/* Changes a peer should get: every change where learned ones are relayed, else clients'. */
-static bool relaying(const ringkv_node *n) { return n->cfg.replicas - 1u > n->cfg.fanout; }
+/* Changes a peer should get: every change where learned ones are relayed, else clients'.
+ * A node being fenced relays everything it holds: what it learned may be the last copy
+ * (another replica's storage may have been lost since). */
+static bool relaying(const ringkv_node *n, const rk_step *st) {
+  return n->cfg.replicas - 1u > n->cfg.fanout || st->s.fence != FENCE_NONE;
+}
 
 static uint64_t push_target(const ringkv_node *n, const rk_step *st) {
-  return relaying(n) ? st->s.seq : st->s.client_seq;
+  return relaying(n, st) ? st->s.seq : st->s.client_seq;
 }
 
 /* A Local's key, its seq and from_client columns, and the bytes it holds. */
@@ -335,6 +341,7 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_bool(e, 17, s->gc_undecided);
   pb_put_bool(e, 18, s->gc_begun);
   pb_put_uint(e, 19, s->gc_pending_ms);
+  pb_put_uint(e, 35, s->fence);
   if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
   if (n->cfg.leases) {
     const rk_step *st = n->step;
@@ -393,9 +400,10 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 32: ok = pb_get_bytes(R, WT, &cu_bits); break;
     case 33: ok = pb_skip(R, WT); active++; break;
     case 34: ok = pb_get_fixed64(R, WT, &lease.incarnation); break;
+    case 35: ok = pb_get_u32(R, WT, &s.fence); break;
     SKIP;
   }
-  if (!ok || t_ < 0 || s.client_seq > s.seq || rep.state > RK_REPORT_PENDING || active > RK_CATCHUP_ACTIVE_MAX ||
+  if (!ok || t_ < 0 || s.client_seq > s.seq || s.fence > FENCE_FORCE || rep.state > RK_REPORT_PENDING || active > RK_CATCHUP_ACTIVE_MAX ||
       lease.end > RINGKV_COUNTER_MAX) {
     *err = RINGKV_E_DECODE;
     return NULL;
@@ -1074,7 +1082,7 @@ static void round_begin(out_t *o) {
      * of learned changes must not hold a client's write back. */
     pb_put_bool(&o->load, 5, true);
     pb_put_uint(&o->load, 6, min_ack);
-    pb_put_bool(&o->load, 7, !relaying(n));
+    pb_put_bool(&o->load, 7, !relaying(n, st));
     pb_put_uint(&o->load, 8, PUSH_CANDIDATES_MAX);
     pb_put_uint(&o->load, 9, PUSH_ROW_BYTES_MAX);
   }
@@ -1998,6 +2006,8 @@ static int client_write(out_t *o, rk_slice wreq) {
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* A node being fenced takes no new write: what it holds must drain to its peers. */
+  if (st->s.fence != FENCE_NONE) return RINGKV_E_FENCING;
   if (o->n->cfg.leases) {
     /* Not a shard it is catching up on, and a counter within its lease. */
     RK_TRY(rk_step_serves(o->n, (uint32_t)(rk_hash_slice(wkey) % o->n->cfg.shards)));
@@ -2335,6 +2345,12 @@ static int answer(out_t *o, rk_slice ans) {
     return RINGKV_OK;
   }
   if (tag == st->ae_tag && st->ae_phase != AE_IDLE) {
+    /* No answer in time: the peer may be slower than its pushes' answers said (its time
+     * doubles, so exchanges with a slow peer do not time out forever). */
+    if (!answered && refused.len == 0 && st->ae_peer < st->peers_len) {
+      peer_t *pt = &st->peers[st->ae_peer];
+      pt->rtt_ms = RK_MIN(RK_MAX(2u * pt->rtt_ms, (uint64_t)interval_ms(o->n)), (uint64_t)PEER_TIMEOUT_MS);
+    }
     /* An answer that cannot be taken further (it names buckets or shards this node does
      * not share with the peer) ends the exchange, counted: it never fails the step. */
     int rc = ae_answered(o, answered ? &message : NULL);
@@ -2453,6 +2469,34 @@ static void clamp_to_clock(out_t *o) {
 }
 
 /* ---------------------------------------------------------------------------------------
+ * The admin fence */
+
+/* The fence asked for: every row goes to its other replicas again (their acknowledgements
+ * start over), so that the wipe waits until each holds everything this node does. */
+static void fence_asked(out_t *o, uint32_t fence) {
+  rk_step *st = o->st;
+  if (st->s.fence == FENCE_NONE) {
+    for (uint32_t p = 0; p < st->peers_len; p++) {
+      if (p == o->n->self) continue;
+      st->peers[p].acked = 0;
+      st->peers[p].dirty = true;
+    }
+  }
+  st->s.fence = RK_MAX(st->s.fence, fence);
+}
+
+/* Whether the fence asked for may wipe the node now: between steps (no chain half done),
+ * with its dots on record at RingControl (a lease granted, or no dot made: a node wiped
+ * before its first lease would make its earlier dots again), and, unless forced, once
+ * every peer has acknowledged every change a push carries (else a write only it held
+ * would be lost with it). */
+static bool fence_due(const ringkv_node *n, const rk_step *st) {
+  if (st->s.fence == FENCE_NONE || st->wait != WAIT_NONE) return false;
+  if (n->cfg.leases && st->lease.end == 0 && n->counter != 0) return false;
+  return st->s.fence == FENCE_FORCE || unacked_changes(n, st) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------
  * The step */
 
 /* After the event: whatever a report shows that changed (rows, counters, sends, a peer's
@@ -2480,7 +2524,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool ok = true, alarm = false, start = false;
   uint64_t now = 0, rnd = 0;
   rk_slice body = {NULL, 0};
-  uint32_t event = 0;
+  uint32_t event = 0, fence = 0;
   int events = 0;
   FIELDS(req) {
     case 1: ok = pb_get_u64(R, WT, &now); break;
@@ -2488,10 +2532,11 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 3: ok = pb_get_bool(R, WT, &alarm); if (alarm) { event = 3; events++; } break;
     case 4: case 5: case 6: case 7: ok = pb_get_bytes(R, WT, &body); event = f_; events++; break;
     case 8: ok = pb_get_bool(R, WT, &start); if (start) { event = 8; events++; } break;
+    case 9: ok = pb_get_u32(R, WT, &fence); if (fence != 0) { event = 9; events++; } break;
     case 20: ok = pb_get_bytes(R, WT, &body); event = f_; events++; break;
     SKIP;
   }
-  if (!ok || t_ < 0 || events != 1) return RINGKV_E_DECODE;
+  if (!ok || t_ < 0 || events != 1 || fence > FENCE_FORCE) return RINGKV_E_DECODE;
   int waited = st->wait;
   /* Only `loaded` may follow a load; anything else drops the chain it would have gone on
    * with (as a lost message: its sender tries again). */
@@ -2534,6 +2579,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 6: rc = client_write(&o, body); break;
     case 7: rc = incoming(&o, body); break;
     case 20: rc = refused_event(&o, body); break;
+    case 9: fence_asked(&o, fence); break;
     case 8:
       /* A node of an earlier release looks at its tombstones once. */
       if (!st->s.gc_begun) {
@@ -2608,6 +2654,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     pb_put_uint(&e, 2, o.stat[i].delta);
     pb_end(&e, m);
   }
+  pb_put_bool(&e, 10, fence_due(n, st));
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;
