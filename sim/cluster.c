@@ -282,12 +282,29 @@ static step_result run_step_ok(sim *s, node *n, Ringkv__StepRequest *req, Protob
   return r;
 }
 
+/* The core said wipe (a fence due): done at once, as the Durable Object does after the
+ * step, once the oracle has checked that every acknowledged write it holds is elsewhere. */
+static bool wipe_safe(sim *s, node *n);
+static void node_wipe(sim *s, node *n);
+static bool wipe_if_due(sim *s, node *n) {
+  if (!n->wipe_due || s->failed) return false;
+  n->wipe_due = false;
+  n->fencing = false;
+  if (!wipe_safe(s, n)) {
+    failf(s, "fence_lost_write", "node %u: the core said wipe while it held an acknowledged write no other replica has", n->id);
+    return true;
+  }
+  node_wipe(s, n);
+  return true;
+}
+
 static void fire_alarm(sim *s, node *n) {
   Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
   req.alarm = true;
   n->alarm_ms = 0;
   s->cause = "round";
   run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "alarm");
+  wipe_if_due(s, n);
 }
 
 static void deliver(sim *s, event *e) {
@@ -307,6 +324,7 @@ static void deliver(sim *s, event *e) {
     if (r.code > 0)
       failf(s, "core_error", "node %u: OP_STEP (message) returned %d (%s)", to->id, r.code, ringkv_code_name(r.code));
     if (r.code == 0 && !s->failed) net_answer(s, e, r.reply);
+    wipe_if_due(s, to);
     return;
   }
   if (!net_requester_live(s, e)) return;
@@ -317,6 +335,7 @@ static void deliver(sim *s, event *e) {
   req.answer = &an;
   s->cause = e->cls == CLS_REPAIR ? "repair answer" : "answer";
   run_step_ok(s, to, &req, an.answered ? body : (ProtobufCBinaryData){0, NULL}, "answer");
+  wipe_if_due(s, to);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -446,6 +465,8 @@ static bool wipe_safe(sim *s, node *n) {
       if (r == n || r->rows[k] == NULL) continue;
       Ringkv__ReadReply *rd = read_key(s, r, k);
       if (rd == NULL) return false;
+      /* A collection marker there: the delete was collected (every replica agreed). */
+      if (ke->best.deleted && rd->n_siblings == 0) held = true;
       for (size_t i = 0; i < rd->n_siblings; i++) {
         const Ringkv__Dot *d = rd->siblings[i]->dot;
         if (d != NULL && d->node == ke->best.dot.node && d->counter == ke->best.dot.counter) held = true;
@@ -1116,24 +1137,10 @@ static void check_oracles(sim *s) {
 
 /* ---------------------------------------------------------------------------------------
  * Faults and rounds. */
-/* Whether some node is being fenced or has not caught up since its wipe: the operator
- * fences one node at a time (README, "Replacing a node's storage"). A second fence while
- * one replica of a key is still rejoining could take the last copy with it: the peers'
- * acknowledgements a drain counts on are lost with a wiped peer's storage. */
-static bool fence_in_progress(sim *s) {
-  for (uint32_t i = 0; i < s->o->nodes; i++) {
-    node *n = &s->nodes[i];
-    if (n->fencing || n->wipe_due) return true;
-    if (n->state_len == 0) return true;
-    Ringkv__StepState *st = ringkv__step_state__unpack(NULL, n->state_len, n->state);
-    if (st == NULL) return true;
-    bool rejoining = st->lease_fresh || st->catchup.len > 0;
-    ringkv__step_state__free_unpacked(st, NULL);
-    if (rejoining) return true;
-  }
-  return false;
-}
-
+/* Whether some node is being fenced: the operator fences one node at a time (README,
+ * "Replacing a node's storage"), and no disk is lost during a fence here. A drain counts
+ * on its peers' acknowledgements, which a peer's wipe would take with it; a node still
+ * catching up keeps what it acknowledges, so rejoins may overlap a fence. */
 static bool any_fencing(const sim *s) {
   for (uint32_t i = 0; i < s->o->nodes; i++)
     if (s->nodes[i].fencing || s->nodes[i].wipe_due) return true;
@@ -1165,26 +1172,15 @@ static void faults(sim *s) {
     for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
       node *n = &s->nodes[i];
       rk_arena_reset(&s->ar);
-      if (n->wipe_due) {
-        n->wipe_due = false;
-        n->fencing = false;
-        if (!wipe_safe(s, n)) {
-          failf(s, "fence_lost_write", "node %u: the core said wipe while it held an acknowledged write no other replica has", n->id);
-          return;
-        }
-        node_wipe(s, n);
-        continue;
-      }
+      if (wipe_if_due(s, n)) continue;
       if (n->fencing || !rnd_chance(&s->fault, 0.05)) continue;
-      bool fencing = fence_in_progress(s);
+      if (any_fencing(s)) continue;
       /* Its storage lost (the disk, not the admin): only when what it holds is elsewhere
-       * (what only a wiped node held is lost by any protocol), and not under a fence,
-       * whose drain counted on this node's acknowledgements. */
-      if (rnd_chance(&s->fault, 0.5)) {
-        if (!any_fencing(s) && wipe_safe(s, n)) node_wipe(s, n);
+       * (what only a wiped node held is lost by any protocol). */
+      if (rnd_chance(&s->fault, 0.3)) {
+        if (wipe_safe(s, n)) node_wipe(s, n);
         continue;
       }
-      if (fencing) continue;
       /* The admin fence, through the core: it says when the wipe may come (every peer
        * holds what this node does); the lost-write oracle checks that it waited. */
       n->fencing = true;
@@ -1192,6 +1188,7 @@ static void faults(sim *s) {
       req.fence = 1;
       s->cause = "fence";
       run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "fence");
+      wipe_if_due(s, n);
     }
   }
 }
