@@ -1241,6 +1241,10 @@ static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_m
     ahead |= r->sibs[i].hlc > bound;
   }
   if (*own_max > rk_add_sat(counter_before, RINGKV_DOT_CLAIM_MAX)) return REFUSED_FUTURE_DOT;
+  /* Beyond its lease no dot of this node was ever made (blocks are recorded before use):
+   * taking the claim would move its counter past the block, and stop its writes. */
+  uint64_t lease_end = rk_step_lease_end(n);
+  if (lease_end != 0 && *own_max > lease_end) return REFUSED_FUTURE_DOT;
   return ahead ? REFUSED_HLC_AHEAD : REFUSED_REASONS;
 }
 
@@ -2414,6 +2418,9 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_enc_init(&m, a);
   push_header(&m, n, version);
   for (size_t i = 0; i < len; i++) {
+    /* A shard this node is still catching up on: it may hold less than it will, so it
+     * vouches for nothing there (no answer leaves the key undecided at the asker). */
+    if (rk_step_serves(n, shard_of(n, rk_hash_slice(keys[i].key))) != RINGKV_OK) continue;
     rk_local *l = local_find(q.locals, q.locals_len, keys[i].key);
     uint64_t raw = 0;
     bool covered = false;

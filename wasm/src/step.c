@@ -2131,6 +2131,11 @@ static int digest_parts_loaded(out_t *o, rk_slice loaded) {
  * Dot leases and catch-up (lease.c and catchup.c decide what and when; here: the step's
  * part) */
 
+uint64_t rk_step_lease_end(const ringkv_node *n) {
+  const rk_step *st = n->step;
+  return st == NULL || !n->cfg.leases ? 0 : st->lease.end;
+}
+
 int rk_step_serves(const ringkv_node *n, uint32_t shard) {
   const rk_step *st = n->step;
   if (st == NULL || !n->cfg.leases) return RINGKV_OK;
@@ -2283,7 +2288,10 @@ static int incoming(out_t *o, rk_slice inc) {
   if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
   /* A node that may hold less than it will (catching up, or not knowing yet whether its
    * storage was lost) vouches for no state in collection's agreement: the query waits. */
-  if (kind == KIND_GC && o->n->cfg.leases && (o->st->lease.fresh || o->st->cu.pending > 0)) return RINGKV_E_CATCHING_UP;
+  /* A node that cannot know yet whether its storage was lost answers no collection query
+   * (the asker hears of a failure); one catching up answers for its caught-up shards only
+   * (op_gc_answer). */
+  if (kind == KIND_GC && o->n->cfg.leases && o->st->lease.fresh) return RINGKV_E_CATCHING_UP;
   switch (kind) {
     case KIND_PUSH: return merge_begin(o, message, false);
     case KIND_DIGEST: return digest_incoming(o, message);
