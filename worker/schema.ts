@@ -265,6 +265,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["candidates",1,"Candidate",1],
     ["acks",2,"PeerAck",1],
     ["scannedToSeq",3,"uint64",0],
+    ["learned",4,"bool",0],
   ],
   Outgoing: [
     ["peer",1,"uint32",0],

@@ -113,7 +113,7 @@ typedef struct {
 typedef struct {
   int rc;
   uint64_t alarm;
-  bool has_load, load_changed;
+  bool has_load, load_changed, wipe;
   size_t nsends;
   tsend sends[64];
 } tout;
@@ -125,6 +125,7 @@ static tout step(ringkv_node *n, rk_slice req) {
   o.rc = tl_call(n, RINGKV_OP_STEP, req, &rep);
   if (o.rc != RINGKV_OK) return o;
   o.alarm = tl_u64(rep, 8);
+  o.wipe = tl_u64(rep, 10) != 0;
   pb_rd r;
   if (tl_field(rep, 1, PB_LEN, &r)) {
     o.has_load = true;
@@ -499,7 +500,7 @@ static void test_unanswered_send_is_forgotten(void **state) {
 
 /* A client write's row as the round's `loaded` would hold it: Loaded{changed: Candidate{
  * Local{key, meta, values: (dot, value)}, seq, from_client}}. */
-static rk_slice changed_from_write(ringkv_node *n, const char *key, const char *value) {
+static rk_slice changed_row(ringkv_node *n, const char *key, const char *value, bool from_client) {
   pb_enc w = tl_enc();
   pb_put_bytes(&w, 2, tl_str(key));
   pb_put_bytes(&w, 6, tl_str(value));
@@ -520,11 +521,68 @@ static rk_slice changed_from_write(ringkv_node *n, const char *key, const char *
   pb_end(&e, v);
   pb_end(&e, l);
   pb_put_uint(&e, 2, tl_u64(row, 3));
-  pb_put_bool(&e, 3, true);
+  pb_put_bool(&e, 3, from_client);
   pb_end(&e, c);
   rk_slice out = tl_dup(tl_done(&e));
   free((void *)row.ptr);
   return out;
+}
+
+static rk_slice changed_from_write(ringkv_node *n, const char *key, const char *value) {
+  return changed_row(n, key, value, true);
+}
+
+static size_t pushes_in(const tout *o) {
+  size_t k = 0;
+  for (size_t i = 0; i < o->nsends; i++) k += o->sends[i].kind == KIND_PUSH;
+  return k;
+}
+
+/* A node being fenced pushes what it learned too (where learned changes are not relayed):
+ * it may be the last copy. It wipes only once every push is acknowledged. */
+static void test_fence_pushes_learned_rows(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(tl_default_config(), 0);   /* R=3, fanout 2: no relaying */
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice learned = changed_row(n, "learned/key", "v", false);
+  tout before = round_at(n, NOW + INTERVAL, 1, learned, NULL);
+  assert_int_equal(pushes_in(&before), 0);
+  pb_enc f = tl_enc();
+  pb_put_uint(&f, 1, NOW + INTERVAL);
+  pb_put_uint(&f, 2, 2);
+  pb_put_uint(&f, 9, 1);
+  tout fenced = step(n, tl_done(&f));
+  assert_int_equal(fenced.rc, RINGKV_OK);
+  assert_false(fenced.wipe);
+  uint64_t t = NOW + 2u * INTERVAL;
+  tout r = round_at(n, t, 3, learned, NULL);
+  /* To each other replica of the key. */
+  const char *key = "learned/key";
+  uint32_t shard = (uint32_t)(ringkv_hash((const uint8_t *)key, strlen(key)) % tl_default_config().shards);
+  size_t others = 0;
+  for (uint32_t p = 1; p < 8; p++) others += rk_is_replica(n, shard, p);
+  assert_true(others >= 2);
+  assert_int_equal(pushes_in(&r), others);
+  for (size_t k = 0; k < r.nsends; k++) assert_true(rk_is_replica(n, shard, r.sends[k].peer));
+  assert_false(r.wipe);
+  tout last = r;
+  for (size_t k = 0; k < r.nsends; k++) {
+    if (r.sends[k].kind != KIND_PUSH) continue;
+    last = step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, true, no_rows())));
+    assert_int_equal(last.rc, RINGKV_OK);
+  }
+  /* Every peer acknowledged (those the key is not on, by the round's scan). */
+  for (int i = 0; i < 8 && !last.wipe; i++) {
+    t += INTERVAL;
+    last = round_at(n, t, 4u + (uint64_t)i, no_rows(), NULL);
+    for (size_t k = 0; k < last.nsends && !last.wipe; k++) {
+      last = step(n, step_req(t, 0, 5, answer_msg(last.sends[k].tag, true, no_rows())));
+    }
+  }
+  assert_true(last.wipe);
+  free((void *)learned.ptr);
+  tl_reset();
+  ringkv_node_destroy(n);
 }
 
 static void test_push_time_limit(void **state) {
@@ -840,6 +898,7 @@ int main(void) {
       cmocka_unit_test(test_unanswered_send_is_forgotten),
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
       cmocka_unit_test(test_push_time_limit),
+      cmocka_unit_test(test_fence_pushes_learned_rows),
       cmocka_unit_test(test_hedged_push),
       cmocka_unit_test(test_restart_mid_hedged_push),
       cmocka_unit_test(test_dropped_ranges_chain_leaves_nothing_behind),

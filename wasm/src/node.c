@@ -1515,7 +1515,7 @@ typedef struct {
 static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
   rk_arena *a = &n->arena;
   int t_, err = 0;
-  bool ok = true;
+  bool ok = true, learned = false;
   uint64_t scanned = 0;
   rk_slice *cands = NULL;
   size_t cands_len = 0, cands_cap = 0;
@@ -1546,6 +1546,7 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
       break;
     }
     case 3: ok = pb_get_u64(R, WT, &scanned); break;
+    case 4: ok = pb_get_bool(R, WT, &learned); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1579,7 +1580,7 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_local l;
     RK_TRY(local_read(a, local_bytes, &l));
     if (l.meta.len == 0) continue;
-    if (!from_client && !relay) continue;   /* learned changes: anti-entropy covers them */
+    if (!from_client && !relay && !learned) continue;   /* learned changes: anti-entropy covers them */
     uint64_t key_hash = rk_hash_slice(l.key);
     uint32_t shard = shard_of(n, key_hash);
     const uint16_t *reps = replicas_of(n, shard);

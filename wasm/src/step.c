@@ -1158,6 +1158,7 @@ static int round_push(out_t *o, rk_slice loaded) {
     pb_end(&req, m);
   }
   pb_put_uint(&req, 3, truncated && count > 0 ? last_seq : st->scan_seq);
+  pb_put_bool(&req, 4, st->s.fence != FENCE_NONE);
   rk_slice rep;
   RK_TRY(inner(o, RINGKV_OP_BUILD_PUSH, &req, &rep));
   FIELDS(rep) {
