@@ -381,6 +381,15 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["secret",3,"bytes",0],
     ["clusterSizeApplied",4,"uint32",0],
     ["leases",5,"Lease",1],
+    ["progress",6,"NodeProgress",1],
+    ["notifyBelow",7,"uint32",0],
+  ],
+  NodeProgress: [
+    ["node",1,"uint32",0],
+    ["epoch",2,"uint64",0],
+    ["copying",3,"uint32",0],
+    ["dropping",4,"uint32",0],
+    ["sentMs",5,"uint64",0],
   ],
   ControlRequest: [
     ["state",1,"bytes",0],
@@ -389,6 +398,19 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["random",4,"bytes",0],
     ["secretNeeded",5,"bool",0],
     ["lease",6,"bytes",0],
+    ["resize",7,"uint32",0],
+    ["progress",8,"NodeProgress",0],
+    ["nowMs",9,"uint64",0],
+    ["replicas",10,"uint32",0],
+    ["replicasAll",11,"bool",0],
+    ["resizing",12,"bool",0],
+  ],
+  ResizeReply: [
+    ["status",1,"uint32",0],
+    ["error",2,"string",0],
+  ],
+  Transition: [
+    ["waitingFor",1,"uint32",1],
   ],
   RingView: [
     ["ring",1,"Ring",0],
@@ -400,6 +422,10 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["view",2,"RingView",0],
     ["log",3,"string",1],
     ["lease",4,"bytes",0],
+    ["resize",5,"ResizeReply",0],
+    ["transition",6,"Transition",0],
+    ["sendTo",7,"uint32",1],
+    ["alarmMs",8,"uint64",0],
   ],
   StepRequest: [
     ["nowMs",1,"uint64",0],

@@ -4,7 +4,9 @@
  * Then the input as a node's LeaseRequest, against a first-start state and against one
  * that holds a block for every node: a request granted yields one whole block within the
  * counter space, above the block held, whose state is accepted again; a request refused
- * changes nothing. */
+ * changes nothing. Then the input as a node's NodeProgress during a resize from 8 to 12:
+ * accepted or refused, the ring stays valid, its epoch never falls, and a state handed back
+ * is accepted again unchanged. */
 #include "fuzzlib.h"
 
 static int step_lease(ringkv_node *n, rk_slice state, bool secret_needed, const rk_slice *lease, rk_slice *reply) {
@@ -54,6 +56,45 @@ static void lease_case(ringkv_node *n, rk_slice state, rk_slice input) {
   free(copy);
 }
 
+/* One resize-aware control step: a POST to `resize` (0: none), a progress (NULL: none). */
+static int step_resize(ringkv_node *n, rk_slice state, uint32_t resize, const rk_slice *progress, rk_slice *reply) {
+  uint8_t random[48] = {0};
+  pb_enc e = fz_enc();
+  pb_put_bytes(&e, 1, state);
+  pb_put_uint(&e, 2, 8);
+  pb_put_bytes(&e, 4, fz_slice(random, sizeof random));
+  pb_put_uint(&e, 7, resize);
+  if (progress != NULL) pb_put_bytes_always(&e, 8, *progress);
+  pb_put_uint(&e, 10, 3);
+  pb_put_bool(&e, 12, true);
+  return fz_call(n, RINGKV_OP_CONTROL, fz_result(&e), reply);
+}
+
+static void progress_case(ringkv_node *n, rk_slice held, rk_slice input) {
+  rk_slice reply;
+  FZ_CHECK(step_resize(n, held, 12, NULL, &reply) == RINGKV_OK, "a resize from 8 to 12");
+  uint8_t *state = dup_slice(fz_bytes_field(reply, 1));
+  size_t state_len = fz_bytes_field(reply, 1).len;
+  uint64_t epoch = fz_u64(fz_bytes_field(fz_bytes_field(reply, 2), 1), 1);
+  int code = step_resize(n, fz_slice(state, state_len), 0, &input, &reply);
+  if (code == RINGKV_OK) {
+    rk_slice ring = fz_bytes_field(fz_bytes_field(reply, 2), 1);
+    FZ_CHECK(fz_u64(ring, 1) >= epoch, "the epoch never falls");
+    uint32_t phase = (uint32_t)fz_u64(ring, 5);
+    FZ_CHECK(phase <= 3, "a phase");
+    /* One confirmation cannot pass the barrier of twelve nodes. */
+    FZ_CHECK(fz_u64(ring, 1) == epoch && phase == 1, "one node never moves the transition on");
+    rk_slice saved = fz_bytes_field(reply, 1);
+    if (saved.len > 0) {
+      uint8_t *copy = dup_slice(saved);
+      FZ_CHECK(step_resize(n, fz_slice(copy, saved.len), 0, NULL, &reply) == RINGKV_OK, "the state is accepted");
+      FZ_CHECK(fz_bytes_field(reply, 1).len == 0, "and stable");
+      free(copy);
+    }
+  }
+  free(state);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* The control step needs no OP_INIT; fz_begin also resets the harness arena. */
   ringkv_node *n = fz_begin();
@@ -98,6 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     state_len = next.len;
   }
   lease_case(n, fz_slice(state, state_len), fz_slice(data, size));
+  progress_case(n, fz_slice(state, state_len), fz_slice(data, size));
   free(state);
   fz_end(n);
   return 0;

@@ -12,11 +12,9 @@
  * no state while blocks were granted to its id before is told its storage was lost. */
 #include "control.h"
 #include "fields.h"
+#include "resize.h"
 
-typedef struct {
-  uint64_t epoch;
-  uint32_t size, from, to, phase, node_ids_max;
-} ring;
+typedef rk_ring ring;
 
 typedef struct {
   uint32_t node;
@@ -25,7 +23,7 @@ typedef struct {
 } lease_t;
 
 typedef struct {
-  ring ring;
+  rk_resize rz;   /* the ring, and what each node confirmed of it */
   rk_slice cluster_id;
   rk_slice secret;
   uint32_t cluster_size_applied;
@@ -33,7 +31,6 @@ typedef struct {
   size_t leases_len;
 } control_state;
 
-enum { PHASE_NONE = 0, PHASE_LEAVING = 3 };
 
 static bool size_valid(uint32_t size) { return size >= 1 && size <= RINGKV_CLUSTER_SIZE_MAX; }
 
@@ -52,8 +49,8 @@ static int ring_read(rk_slice s, ring *g) {
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   /* The ring is this object's own record: anything inconsistent was not written by it. */
-  bool moving = g->phase != PHASE_NONE;
-  if (g->epoch < 1 || !size_valid(g->size) || g->phase > PHASE_LEAVING) return RINGKV_E_DECODE;
+  bool moving = g->phase != RK_PHASE_NONE;
+  if (g->epoch < 1 || !size_valid(g->size) || g->phase > RK_PHASE_LEAVING) return RINGKV_E_DECODE;
   if (moving ? !size_valid(g->from) || !size_valid(g->to) : g->from != 0 || g->to != 0) {
     return RINGKV_E_DECODE;
   }
@@ -86,12 +83,34 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
   if (!ok || t_ < 0 || leases > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
   /* One slot more for a node's first lease. */
   st->leases = rk_alloc_array(a, leases + 1u, sizeof *st->leases);
-  if (st->leases == NULL) return RINGKV_E_NOMEM;
+  st->rz.progress = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *st->rz.progress);
+  if (st->leases == NULL || st->rz.progress == NULL) return RINGKV_E_NOMEM;
+  memset(st->rz.progress, 0, RINGKV_CLUSTER_SIZE_MAX * sizeof *st->rz.progress);
   FIELDS(s) {
     case 1: ok = pb_get_bytes(R, WT, &ring_bytes); break;
     case 2: ok = pb_get_bytes(R, WT, &st->cluster_id); break;
     case 3: ok = pb_get_bytes(R, WT, &st->secret); break;
     case 4: ok = pb_get_u32(R, WT, &st->cluster_size_applied); break;
+    case 6: {
+      rk_slice pr;
+      ok = pb_get_bytes(R, WT, &pr);
+      uint32_t node = 0;
+      rk_progress p = {0, 0, 0, 0};
+      FIELDS(pr) {
+        case 1: ok = pb_get_u32(R, WT, &node); break;
+        case 2: ok = pb_get_u64(R, WT, &p.epoch); break;
+        case 3: ok = pb_get_u32(R, WT, &p.copying); break;
+        case 4: ok = pb_get_u32(R, WT, &p.dropping); break;
+        case 5: ok = pb_get_u64(R, WT, &p.sent_ms); break;
+        SKIP;
+      }
+      if (ok && t_ >= 0) {
+        if (node >= RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
+        st->rz.progress[node] = p;
+      }
+      break;
+    }
+    case 7: ok = pb_get_u32(R, WT, &st->rz.notify_below); break;
     case 5: {
       ok = pb_get_bytes(R, WT, &lease);
       lease_t l = {0, 0, 0, false};
@@ -113,7 +132,8 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
-  RK_TRY(ring_read(ring_bytes, &st->ring));
+  RK_TRY(ring_read(ring_bytes, &st->rz.ring));
+  if (st->rz.notify_below > st->rz.ring.node_ids_max) return RINGKV_E_DECODE;
   if (st->cluster_id.len != RINGKV_CLUSTER_ID_BYTES) return RINGKV_E_DECODE;
   if (st->secret.len != 0 && st->secret.len != RINGKV_SECRET_BYTES) return RINGKV_E_DECODE;
   if (st->cluster_size_applied > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
@@ -121,10 +141,22 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
 }
 
 static void state_write(pb_enc *e, const control_state *st) {
-  ring_write(e, 1, &st->ring);
+  ring_write(e, 1, &st->rz.ring);
   pb_put_bytes(e, 2, st->cluster_id);
   pb_put_bytes(e, 3, st->secret);
   pb_put_uint(e, 4, st->cluster_size_applied);
+  for (uint32_t i = 0; i < st->rz.ring.node_ids_max; i++) {
+    const rk_progress *p = &st->rz.progress[i];
+    if (p->epoch == 0 && p->sent_ms == 0) continue;
+    size_t m = pb_begin(e, 6);
+    pb_put_uint(e, 1, i);
+    pb_put_uint(e, 2, p->epoch);
+    pb_put_uint(e, 3, p->copying);
+    pb_put_uint(e, 4, p->dropping);
+    pb_put_uint(e, 5, p->sent_ms);
+    pb_end(e, m);
+  }
+  pb_put_uint(e, 7, st->rz.notify_below);
   for (size_t i = 0; i < st->leases_len; i++) {
     size_t m = pb_begin(e, 5);
     pb_put_uint(e, 1, st->leases[i].node);
@@ -155,7 +187,7 @@ static int lease_grant(rk_arena *a, control_state *st, rk_slice req, pb_enc *log
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
-  if (from >= st->ring.node_ids_max || above > RINGKV_LEASE_ABOVE_MAX) return RINGKV_E_VALUE;
+  if (from >= st->rz.ring.node_ids_max || above > RINGKV_LEASE_ABOVE_MAX) return RINGKV_E_VALUE;
   size_t i = 0;
   while (i < st->leases_len && st->leases[i].node < from) i++;
   bool known = i < st->leases_len && st->leases[i].node == from;
@@ -218,8 +250,10 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   rk_slice state_bytes = {NULL, 0}, random = {NULL, 0};
   uint32_t cluster_size = 0, reported = 0;
   bool secret_needed = false;
-  rk_slice lease_req = {NULL, 0}, lease_reply = {NULL, 0};
-  bool lease_asked = false;
+  rk_slice lease_req = {NULL, 0}, lease_reply = {NULL, 0}, progress = {NULL, 0};
+  bool lease_asked = false, resize_asked = false, progress_given = false, replicas_all = false, resizing = false;
+  uint32_t resize_to = 0, replicas = 0;
+  uint64_t now = 0;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
     case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
@@ -227,9 +261,17 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 4: ok = pb_get_bytes(R, WT, &random); break;
     case 5: ok = pb_get_bool(R, WT, &secret_needed); break;
     case 6: ok = pb_get_bytes(R, WT, &lease_req); lease_asked = true; break;
+    case 7: ok = pb_get_u32(R, WT, &resize_to); resize_asked = true; break;
+    case 8: ok = pb_get_bytes(R, WT, &progress); progress_given = true; break;
+    case 9: ok = pb_get_u64(R, WT, &now); break;
+    case 10: ok = pb_get_u32(R, WT, &replicas); break;
+    case 11: ok = pb_get_bool(R, WT, &replicas_all); break;
+    case 12: ok = pb_get_bool(R, WT, &resizing); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (replicas_all) replicas = 0;
+  else if (replicas == 0 || replicas > RINGKV_CLUSTER_SIZE_MAX) replicas = 1;
   if (!size_valid(cluster_size) || reported > RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_CONFIG;
   if (random.len < RINGKV_CLUSTER_ID_BYTES + RINGKV_SECRET_BYTES) return RINGKV_E_VALUE;
 
@@ -240,17 +282,19 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   if (state_bytes.len == 0) {
     memset(&st, 0, sizeof st);
     st.leases = rk_alloc_array(a, 1, sizeof *st.leases);
-    if (st.leases == NULL) return RINGKV_E_NOMEM;
-    st.ring.epoch = 1;
-    st.ring.size = reported != 0 ? reported : cluster_size;
-    st.ring.node_ids_max = st.ring.size;
+    st.rz.progress = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *st.rz.progress);
+    if (st.leases == NULL || st.rz.progress == NULL) return RINGKV_E_NOMEM;
+    memset(st.rz.progress, 0, RINGKV_CLUSTER_SIZE_MAX * sizeof *st.rz.progress);
+    st.rz.ring.epoch = 1;
+    st.rz.ring.size = reported != 0 ? reported : cluster_size;
+    st.rz.ring.node_ids_max = st.rz.ring.size;
     st.cluster_id.ptr = random.ptr;
     st.cluster_id.len = RINGKV_CLUSTER_ID_BYTES;
     st.cluster_size_applied = cluster_size;
     changed = true;
     log_write(&logs, reported != 0 ? "ring created at epoch %, size % (the size the nodes persisted)"
                                    : "ring created at epoch %, size % (CLUSTER_SIZE)",
-              st.ring.epoch, st.ring.size);
+              st.rz.ring.epoch, st.rz.ring.size);
   } else {
     RK_TRY(state_read(a, state_bytes, &st));
   }
@@ -264,12 +308,61 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     changed = true;
     log_write(&logs, "TOKEN_SECRET is unset: generated a random 256-bit token secret, kept in RingControl's storage", 0, 0);
   }
-  if (cluster_size != st.cluster_size_applied) {
-    /* Resizing is RingControl's to start (a later release): until then the ring keeps
-     * its size, and the variable is not taken as applied. */
-    log_write(&logs, "CLUSTER_SIZE=% differs from the size last applied (%): the ring keeps its size",
-              cluster_size, st.cluster_size_applied);
+  ring *g = &st.rz.ring;
+  if (progress_given) {
+    uint32_t node = 0, copying = 0, dropping = 0;
+    uint64_t epoch = 0;
+    bool moved = false;
+    FIELDS(progress) {
+      case 1: ok = pb_get_u32(R, WT, &node); break;
+      case 2: ok = pb_get_u64(R, WT, &epoch); break;
+      case 3: ok = pb_get_u32(R, WT, &copying); break;
+      case 4: ok = pb_get_u32(R, WT, &dropping); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    RK_TRY(rk_resize_confirm(&st.rz, node, epoch, copying, dropping, &moved));
+    changed |= moved;
   }
+  rk_resize_answer answer = {0, NULL};
+  if (resize_asked && rk_resize_ask(&st.rz, resize_to, replicas, &answer)) {
+    changed = true;
+    log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);
+  }
+  if (rk_resize_advance(&st.rz)) {
+    changed = true;
+    log_write(&logs, g->phase == RK_PHASE_NONE ? "epoch %: resize done, size %" : "epoch %: phase %", g->epoch,
+              g->phase == RK_PHASE_NONE ? g->size : g->phase);
+  }
+  if (cluster_size != st.cluster_size_applied) {
+    if (!resizing) {
+      /* An executor that cannot carry a resize out: the ring keeps its size, and the
+       * variable is not taken as applied. */
+      log_write(&logs, "CLUSTER_SIZE=% differs from the size last applied (%): the ring keeps its size",
+                cluster_size, st.cluster_size_applied);
+    } else if (g->phase == RK_PHASE_NONE) {
+      /* The value last applied, not the live size, is compared: an unchanged variable
+       * never undoes an admin or autoscale resize. */
+      rk_resize_answer env = {0, NULL};
+      if (rk_resize_ask(&st.rz, cluster_size, replicas, &env)) {
+        log_write(&logs, "CLUSTER_SIZE changed: resize from % to %, joining", g->from, g->to);
+      } else if (env.status == 400) {
+        log_write(&logs, "CLUSTER_SIZE=% is out of range for REPLICAS: not applied (the ring keeps size %)",
+                  cluster_size, g->size);
+      }
+      st.cluster_size_applied = cluster_size;
+      changed = true;
+    }
+  }
+  /* A resize the variable started may not wait on anything (no node to confirm). */
+  if (rk_resize_advance(&st.rz)) changed = true;
+  uint32_t *send_to = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *send_to);
+  uint32_t *waiting = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *waiting);
+  if (send_to == NULL || waiting == NULL) return RINGKV_E_NOMEM;
+  uint64_t alarm = 0;
+  size_t sends = now != 0 ? rk_resize_due(&st.rz, now, send_to, &alarm) : 0;
+  changed |= sends > 0;
+  size_t waiting_len = rk_resize_waiting(&st.rz, waiting);
 
   pb_enc e;
   pb_enc_init(&e, a);
@@ -279,13 +372,26 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     pb_end(&e, m);
   }
   size_t m = pb_begin(&e, 2);
-  ring_write(&e, 1, &st.ring);
+  ring_write(&e, 1, g);
   pb_put_bytes(&e, 2, st.cluster_id);
   if (secret_needed) pb_put_bytes(&e, 3, st.secret);
   pb_end(&e, m);
   if (logs.err != 0) err = logs.err;
   pb_put_raw(&e, logs.buf, logs.len);
   pb_put_bytes(&e, 4, lease_reply);
+  if (resize_asked) {
+    m = pb_begin(&e, 5);
+    pb_put_uint(&e, 1, answer.status);
+    if (answer.error != NULL) pb_put_bytes(&e, 2, (rk_slice){(const uint8_t *)answer.error, strlen(answer.error)});
+    pb_end(&e, m);
+  }
+  if (g->phase != RK_PHASE_NONE) {
+    m = pb_begin(&e, 6);
+    pb_put_packed_u32(&e, 1, waiting, waiting_len);
+    pb_end(&e, m);
+  }
+  pb_put_packed_u32(&e, 7, send_to, sends);
+  pb_put_uint(&e, 8, alarm);
   if (e.err != 0) err = e.err;
   *reply = pb_result(&e);
   return err;

@@ -1,0 +1,61 @@
+/* resize.h: RingControl's resize decisions (SPEC: Resizing), part of its control step
+ * (control.c): a resize's four epochs, the barrier between them, the caught-up and dropped
+ * gates, who the transition waits for, and when each node is sent the current epoch. */
+#ifndef RINGKV_RESIZE_H
+#define RINGKV_RESIZE_H
+
+#include "util.h"
+
+enum { RK_PHASE_NONE = 0, RK_PHASE_JOINING = 1, RK_PHASE_SWITCHING = 2, RK_PHASE_LEAVING = 3 };
+
+/* The ring as every node and Worker keeps it (ringkv.proto Ring). `size` is the size whose
+ * replicas serve reads: `from` while joining, `to` from switching on. */
+typedef struct {
+  uint64_t epoch;
+  uint32_t size, from, to, phase, node_ids_max;
+} rk_ring;
+
+/* What a node confirmed (ringkv.proto NodeProgress): the highest epoch it persisted, and at
+ * that epoch the moving shards it still copies as a new replica and still covers and drops
+ * as an old-only one. `sent_ms`: when the current epoch was last sent to it (0: not yet). */
+typedef struct {
+  uint64_t epoch;
+  uint32_t copying, dropping;
+  uint64_t sent_ms;
+} rk_progress;
+
+typedef struct {
+  rk_ring ring;
+  rk_progress *progress;   /* [RINGKV_CLUSTER_SIZE_MAX], by node id */
+  uint32_t notify_below;   /* nodes below this id are sent the current epoch until they
+                              confirm it: old ∪ new of the transition (kept after done) */
+} rk_resize;
+
+/* The answer to POST /v1/admin/cluster (ringkv.proto ResizeReply). */
+typedef struct {
+  uint32_t status;        /* 200, 202, 400 or 409 */
+  const char *error;      /* static text, for 400 and 409 */
+} rk_resize_answer;
+
+/* A resize to `size` asked (POST /v1/admin/cluster, or a changed CLUSTER_SIZE): started,
+ * or answered as the SPEC says (the current transition, 200 when already the size, 400
+ * out of range, 409 during another resize). `replicas` 0 is REPLICAS = "all". Returns
+ * whether the ring changed. */
+bool rk_resize_ask(rk_resize *r, uint32_t size, uint32_t replicas, rk_resize_answer *ans);
+
+/* A node's confirmation. RINGKV_E_VALUE when it cannot be true (a node the ring never had,
+ * an epoch this object never wrote); an older one than held changes nothing. */
+int rk_resize_confirm(rk_resize *r, uint32_t node, uint64_t epoch, uint32_t copying, uint32_t dropping,
+                      bool *changed);
+
+/* Enters every phase whose barrier and gate hold; true when the ring changed. */
+bool rk_resize_advance(rk_resize *r);
+
+/* The nodes the transition waits for (ascending; at most RINGKV_CLUSTER_SIZE_MAX). */
+size_t rk_resize_waiting(const rk_resize *r, uint32_t *out);
+
+/* The nodes to send the current epoch to now (each unconfirmed node once per resend
+ * interval; their sent_ms set), and when to look again (0: every node confirmed). */
+size_t rk_resize_due(rk_resize *r, uint64_t now, uint32_t *out, uint64_t *alarm_ms);
+
+#endif
