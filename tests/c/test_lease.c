@@ -475,6 +475,19 @@ static rk_slice push_at(ringkv_node *maker, const char *key, uint32_t to, uint64
 
 static rk_slice push_of(ringkv_node *maker, const char *key, uint32_t to) { return push_at(maker, key, to, NOW); }
 
+/* The Loaded for a load that asks for keys: every asked key absent. */
+static rk_slice absent_rows(rk_slice load) {
+  pb_enc l = tl_enc();
+  pb_rd it = pb_reader(load);
+  rk_slice k;
+  while (tl_next_bytes(&it, 1, &k)) {
+    size_t m = pb_begin(&l, 1);
+    pb_put_bytes(&l, 1, k);
+    pb_end(&l, m);
+  }
+  return tl_done(&l);
+}
+
 /* Merges an incoming push at `n` (its rows absent) as an executor would. */
 static tout merge_push(ringkv_node *n, uint64_t now, rk_slice push, uint32_t kind_field, uint32_t tag) {
   tout o;
@@ -488,16 +501,7 @@ static tout merge_push(ringkv_node *n, uint64_t now, rk_slice push, uint32_t kin
   }
   assert_int_equal(o.rc, RINGKV_OK);
   while (o.has_load) {
-    /* Every asked key absent. */
-    pb_enc l = tl_enc();
-    pb_rd it = pb_reader(o.load);
-    rk_slice k;
-    while (tl_next_bytes(&it, 1, &k)) {
-      size_t m = pb_begin(&l, 1);
-      pb_put_bytes(&l, 1, k);
-      pb_end(&l, m);
-    }
-    o = step(n, now, 4, tl_done(&l));
+    o = step(n, now, 4, absent_rows(o.load));
     assert_int_equal(o.rc, RINGKV_OK);
     /* A merged value lies in the event's payload (for a catch-up page: inside the reply). */
     if (o.has_put) {
@@ -612,15 +616,7 @@ static size_t gc_answered_keys(ringkv_node *n, uint64_t now, uint32_t from, cons
   tout o = step(n, now, 7, tl_done(&in));
   assert_int_equal(o.rc, RINGKV_OK);
   while (o.has_load) {
-    pb_enc l = tl_enc();
-    pb_rd it = pb_reader(o.load);
-    rk_slice k;
-    while (tl_next_bytes(&it, 1, &k)) {
-      size_t m = pb_begin(&l, 1);
-      pb_put_bytes(&l, 1, k);
-      pb_end(&l, m);
-    }
-    o = step(n, now, 4, tl_done(&l));
+    o = step(n, now, 4, absent_rows(o.load));
     assert_int_equal(o.rc, RINGKV_OK);
   }
   assert_true(o.reply.len > 0);
