@@ -7,7 +7,10 @@ import type { Ring } from "./ring";
 /** The validated configuration. Units last in names, as in the core. */
 export interface RingConfig {
   clusterSize: number;
+  /** REPLICAS; with REPLICAS = "all" the first size (replicasAt gives it at any size). */
   replicas: number;
+  /** REPLICAS = "all": every node replicates every key, at every size. */
+  replicasAll: boolean;
   shards: number;
   gossipIntervalMs: number;
   cacheTtlSeconds: number;
@@ -79,7 +82,12 @@ function optionalSecret(env: Record<string, unknown>, name: string): string | un
 export function parseConfig(env: Record<string, unknown>): { config?: RingConfig; error?: string } {
   const errors: string[] = [];
   const v: Record<string, number> = {};
-  for (const rule of RULES) v[rule.name] = parseInt(env, rule, errors);
+  const replicasAll = String(env.REPLICAS ?? "").trim() === "all";
+  for (const rule of RULES) {
+    if (rule.name === "REPLICAS" && replicasAll) continue;
+    v[rule.name] = parseInt(env, rule, errors);
+  }
+  if (replicasAll) v.REPLICAS = v.CLUSTER_SIZE;
   if (v.REPLICAS > v.CLUSTER_SIZE) {
     errors.push(`REPLICAS=${v.REPLICAS} exceeds CLUSTER_SIZE=${v.CLUSTER_SIZE}`);
   }
@@ -98,6 +106,7 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
     config: {
       clusterSize: v.CLUSTER_SIZE,
       replicas: v.REPLICAS,
+      replicasAll,
       shards: v.SHARDS,
       gossipIntervalMs: v.GOSSIP_INTERVAL_MS,
       cacheTtlSeconds: v.CACHE_TTL_SECONDS,
@@ -116,12 +125,17 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
   };
 }
 
+/** The replica count at a size: REPLICAS, or the size itself with REPLICAS = "all". */
+export function replicasAt(config: RingConfig, size: number): number {
+  return config.replicasAll ? size : config.replicas;
+}
+
 /** The core's Config message for this configuration at the ring's size. */
 export function coreConfig(config: RingConfig, ring: Ring): Record<string, unknown> {
   return {
     clusterSize: ring.size,
     nodeIdsMax: ring.nodeIdsMax,
-    replicas: config.replicas,
+    replicas: replicasAt(config, ring.size),
     shards: config.shards,
     maxClockSkewMs: BigInt(config.maxClockSkewMs),
     tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n, // lint: encoding (seconds to milliseconds)

@@ -7,7 +7,7 @@
 // then the node's answer (409 for too many siblings).
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
-import { parseConfig, warnOnce, warnOpenConfig, coreConfig, type RingConfig } from "./config";
+import { parseConfig, warnOnce, warnOpenConfig, coreConfig, replicasAt, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
 import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
@@ -657,7 +657,7 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
   for (let round = 0; round < rs.policy.listRoundsMax; round++) {
     // Each node holds about R/N of the keys: ⌈2 × limit × R / N⌉ + 1 rows of each node
     // make a page with room to spare (one subrequest per node per round).
-    const want = Math.min(limit - keys.length, Math.ceil((2 * limit * config.replicas) / size) + 1);
+    const want = Math.min(limit - keys.length, Math.ceil((2 * limit * replicasAt(config, size)) / size) + 1);
     const pages = await Promise.all(
       Array.from({ length: size }, async (_, node) => {
         try {
@@ -674,7 +674,7 @@ async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
       }),
     );
     const failed = pages.filter((p) => p === undefined).length;
-    if (failed === size || (failed > 0 && failed >= config.replicas)) {
+    if (failed === size || (failed > 0 && failed >= replicasAt(config, size))) {
       return json(503, { error: `${failed} node(s) did not answer: the listing would be incomplete` });
     }
     // Keys beyond the smallest last key of a full page may be missing from that node.
@@ -736,7 +736,7 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
   }
   return json(200, {
     size: rs.view.ring.size,
-    replicas: config.replicas,
+    replicas: replicasAt(config, rs.view.ring.size),
     epoch: rs.view.ring.epoch,
     transition: null,
     nodes: status.nodes.map((n: Msg) => ({ id: n.id, keys: n.keys, digest: n.digest, gossip: n.gossip, refused: n.refused })),

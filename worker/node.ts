@@ -179,8 +179,8 @@ export class RingNode extends DurableObject {
     // The cluster's shape is fixed at first start. Its size is the ring's (RingControl):
     // a release-1 node's persisted cluster_size only tells RingControl the size to start at.
     const c = this.config;
-    const fixed: [string, number][] = [
-      ["replicas", c.replicas],
+    const fixed: [string, number | string][] = [
+      ["replicas", c.replicasAll ? "all" : c.replicas],
       ["shards", c.shards],
     ];
     const mismatches: string[] = [];

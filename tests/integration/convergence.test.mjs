@@ -101,11 +101,15 @@ test("N=8 R=3: 300 writes at random replicas converge, winners are the highest a
   }
 });
 
-test("N=8 R=N=8 (full replication): 200 writes converge", async () => {
-  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "8", MAX_KEY_BYTES: "2097152", CACHE_TTL_SECONDS: "0" } });
+test("N=8 REPLICAS=all (full replication): every node is a replica, 200 writes converge", async () => {
+  const c = await startCluster({ vars: { CLUSTER_SIZE: "8", REPLICAS: "all", MAX_KEY_BYTES: "2097152", CACHE_TTL_SECONDS: "0" } });
   try {
+    const placed = await c.req("/v1/cluster/placement?key=any%2Fkey");
+    assert.equal(placed.status, 200, placed.text);
+    assert.deepEqual([...placed.json.replicas].sort(), ["0", "1", "2", "3", "4", "5", "6", "7"]);
     const writes = await burst(c, { seed: 11, count: 200, keyCount: 40, prefix: "conv8" });
     const { status, live } = await checkConverged(c, writes);
+    assert.equal(status.replicas, 8);
     for (const n of status.nodes) assert.equal(n.keys, live.length);
     const digests = new Set(status.nodes.map((n) => n.digest));
     assert.equal(digests.size, 1, "full replication: every node has the same digest");

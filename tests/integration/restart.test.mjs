@@ -71,7 +71,7 @@ test("acknowledged writes survive a restart, and gossip resumes", async () => {
 });
 
 test("a bad configuration answers 503 with the reason on every route", async () => {
-  const configs = [{ REPLICAS: "9" }, { CLUSTER_SIZE: "abc" }, { SHARDS: "0" }, { CACHE_TTL_SECONDS: "-1" }, { CLUSTER_SIZE: "2000" },
+  const configs = [{ REPLICAS: "9" }, { REPLICAS: "ALL" }, { CLUSTER_SIZE: "abc" }, { SHARDS: "0" }, { CACHE_TTL_SECONDS: "-1" }, { CLUSTER_SIZE: "2000" },
     { TOKEN_SECRET: "one two three" }, { FAULTS: "1", ENVIRONMENT: "production" }];
   for (const vars of configs) {
     const c = await startCluster({ vars });
