@@ -294,6 +294,7 @@ static bool wipe_if_due(sim *s, node *n) {
     failf(s, "fence_lost_write", "node %u: the core said wipe while it held an acknowledged write no other replica has", n->id);
     return true;
   }
+  s->res->fences++;
   node_wipe(s, n);
   return true;
 }
@@ -547,6 +548,9 @@ static void check_rejoined(sim *s) {
         const Ringkv__Sibling *w = rd->siblings[rd->winner];
         newer = w->dot != NULL && (w->hlc > was->hlc || (w->hlc == was->hlc && w->dot->node >= was->dot.node));
       }
+      /* A collection marker: a delete that superseded the write was collected (every
+       * replica agreed on it), a state newer than the write. */
+      if (rd != NULL && n->rows[k] != NULL && rd->n_siblings == 0) newer = true;
       if (rd) ringkv__read_reply__free_unpacked(rd, NULL);
       if (!newer) {
         failf(s, "rejoin_stale_read",
@@ -1361,6 +1365,8 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       res->idle_bytes_per_round = s->bytes_this_round;
       continue;
     }
+    /* A fence still draining is waited for (its wipe and rejoin come after). */
+    if (o->wipes && any_fencing(s)) continue;
     if (conv && s->late_in_flight == 0 && (o->series_rounds == 0 || s->round + 1 >= o->series_rounds)) break;
   }
   res->rounds_total = s->round + (s->failed ? 0 : 1);
@@ -1372,6 +1378,9 @@ bool sim_run(const sim_opts *o, sim_result *res) {
       failf(s, "converged", "not converged %" PRIu64 " rounds after the heal (rounds_max %u); %s", s->round - heal_round,
             o->rounds_max, why);
     }
+  }
+  for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+    if (s->nodes[i].fencing) failf(s, "fence_stalled", "node %u: its fence never became due (rounds_max %u)", i, o->rounds_max);
   }
   if (!s->failed && o->collect_check) check_collected(s, &write_next, order);
   if (!s->failed) check_oracles(s);

@@ -60,12 +60,12 @@ void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r) {
           ",\"expired\":%" PRIu64 ",\"gc_collected\":%" PRIu64 ",\"entries_applied\":%" PRIu64
           ",\"entry_bytes_mean\":%.1f,\"bytes_per_update\":%.1f,\"optimum_bytes_per_update\":%.1f,\"ratio\":%.3f"
           ",\"idle_bytes_per_round\":%" PRIu64 ",\"replica_checks\":%u,\"hostile_sent\":%" PRIu64
-          ",\"hostile_refused\":%" PRIu64 ",\"wipes\":%" PRIu64 "}\n",
+          ",\"hostile_refused\":%" PRIu64 ",\"wipes\":%" PRIu64 ",\"fences\":%" PRIu64 "}\n",
           r->ok ? "ok" : "failed", r->acked_writes, r->rejected_writes, r->rounds_total, r->rounds_to_converge,
           r->rounds_after_heal, r->messages, r->bytes, r->bytes_push, r->bytes_ae, r->bytes_repair, r->bytes_gc,
           r->bytes_to_converge, r->messages_lost, r->messages_duplicated, r->messages_late, r->restarts, r->partitions, r->expired,
           r->gc_collected, r->entries_applied, r->entry_bytes_mean, r->bytes_per_update, r->optimum_bytes_per_update,
-          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused, r->wipes);
+          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused, r->wipes, r->fences);
 }
 
 static void usage(void) {

@@ -88,6 +88,7 @@ typedef struct {
   uint64_t messages_late;       /* --delay copies */
   uint64_t restarts;
   uint64_t wipes;                    /* nodes whose storage was wiped (--wipes) */
+  uint64_t fences;                   /* of them by the admin fence, once the core said so */
   uint64_t reports;                  /* NodeReports sent to the control object */
   uint64_t partitions;
   uint64_t gc_collected;

@@ -696,7 +696,16 @@ export class RingNode extends DurableObject {
    *  only it holds is lost) the core says wipe. 202 either way; `wiped` tells which. */
   private async fence(force: boolean): Promise<Response> {
     const id = this.nodeId!;
-    const { done } = this.executor.run({ fence: force ? 2 : 1 }, EMPTY);
+    let ran;
+    try {
+      ran = this.executor.run({ fence: force ? 2 : 1 }, EMPTY);
+    } catch (err) {
+      if (err instanceof CoreError && err.code === CoreError.E_VALUE) {
+        return json(409, { error: `with REPLICAS=1 no other node holds node ${id}'s keys: a fence would lose them all (?force=true to fence anyway)` });
+      }
+      throw err;
+    }
+    const { done } = ran;
     this.ctx.waitUntil(done);
     const wiped = this.wiping !== undefined;
     if (this.wiping !== undefined) await this.wiping;

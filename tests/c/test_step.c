@@ -585,6 +585,80 @@ static void test_fence_pushes_learned_rows(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* A push in flight when the fence comes was built before it (clients' rows only): its
+ * answer acknowledges nothing, so the learned row still goes to each of its replicas
+ * before the wipe. */
+static void test_fence_drops_acks_of_pushes_in_flight(void **state) {
+  (void)state;
+  ringkv_node *n = tl_node(tl_default_config(), 0);
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice learned = changed_row(n, "learned/key", "v", false);
+  rk_slice client = changed_row(n, "client/key", "w", true);
+  uint8_t *both_bytes = malloc(learned.len + client.len);
+  assert_non_null(both_bytes);
+  memcpy(both_bytes, learned.ptr, learned.len);
+  memcpy(both_bytes + learned.len, client.ptr, client.len);
+  rk_slice both = {both_bytes, learned.len + client.len};
+  /* Before the fence: the client row goes out, the pushes stay in flight. */
+  tout r0 = round_at(n, NOW + INTERVAL, 1, client, NULL);
+  assert_true(pushes_in(&r0) > 0);
+  pb_enc f = tl_enc();
+  pb_put_uint(&f, 1, NOW + INTERVAL);
+  pb_put_uint(&f, 2, 2);
+  pb_put_uint(&f, 9, 1);
+  assert_int_equal(step(n, tl_done(&f)).rc, RINGKV_OK);
+  tout last = r0;
+  for (size_t k = 0; k < r0.nsends; k++) {
+    last = step(n, step_req(NOW + INTERVAL, 0, 5, answer_msg(r0.sends[k].tag, true, no_rows())));
+    assert_int_equal(last.rc, RINGKV_OK);
+    assert_false(last.wipe);
+  }
+  /* Every replica of the learned key gets a push after the fence before the wipe. */
+  const char *key = "learned/key";
+  uint32_t shard = (uint32_t)(ringkv_hash((const uint8_t *)key, strlen(key)) % tl_default_config().shards);
+  bool pushed[8] = {false};
+  uint64_t t = NOW + INTERVAL;
+  for (int i = 0; i < 10 && !last.wipe; i++) {
+    t += INTERVAL;
+    last = round_at(n, t, 10u + (uint64_t)i, both, NULL);
+    tout r = last;
+    for (size_t k = 0; k < r.nsends && !last.wipe; k++) {
+      if (r.sends[k].kind == KIND_PUSH) pushed[r.sends[k].peer] = true;
+      last = step(n, step_req(t, 0, 5, answer_msg(r.sends[k].tag, true, no_rows())));
+    }
+  }
+  assert_true(last.wipe);
+  for (uint32_t p = 1; p < 8; p++) {
+    if (rk_is_replica(n, shard, p)) assert_true(pushed[p]);
+  }
+  free((void *)learned.ptr);
+  free((void *)client.ptr);
+  free(both_bytes);
+  tl_reset();
+  ringkv_node_destroy(n);
+}
+
+/* With one replica per key no other node holds this one's keys: only a forced fence. */
+static void test_fence_with_one_replica_is_forced_only(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  c.replicas = 1;
+  ringkv_node *n = tl_node(c, 0);
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  pb_enc f = tl_enc();
+  pb_put_uint(&f, 1, NOW);
+  pb_put_uint(&f, 9, 1);
+  assert_int_equal(step(n, tl_done(&f)).rc, RINGKV_E_VALUE);
+  pb_enc g = tl_enc();
+  pb_put_uint(&g, 1, NOW);
+  pb_put_uint(&g, 9, 2);
+  tout forced = step(n, tl_done(&g));
+  assert_int_equal(forced.rc, RINGKV_OK);
+  assert_true(forced.wipe);
+  tl_reset();
+  ringkv_node_destroy(n);
+}
+
 static void test_push_time_limit(void **state) {
   (void)state;
   ringkv_node *n = tl_node(tl_default_config(), 0);
@@ -899,6 +973,8 @@ int main(void) {
       cmocka_unit_test(test_dropped_repair_chain_frees_anti_entropy),
       cmocka_unit_test(test_push_time_limit),
       cmocka_unit_test(test_fence_pushes_learned_rows),
+      cmocka_unit_test(test_fence_drops_acks_of_pushes_in_flight),
+      cmocka_unit_test(test_fence_with_one_replica_is_forced_only),
       cmocka_unit_test(test_hedged_push),
       cmocka_unit_test(test_restart_mid_hedged_push),
       cmocka_unit_test(test_dropped_ranges_chain_leaves_nothing_behind),

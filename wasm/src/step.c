@@ -2349,16 +2349,23 @@ static int answer(out_t *o, rk_slice ans) {
       uint64_t took = o->now > pt->push_at ? RK_MIN(o->now - pt->push_at, (uint64_t)PEER_TIMEOUT_MS) : 0;
       pt->rtt_ms = took >= pt->rtt_ms ? took : (7u * pt->rtt_ms + took) / 8u;
     }
-    push_outcome(o, p, answered || was_malformed);
+    /* A node being fenced counts no refusal as delivered: its rows would go with it. */
+    push_outcome(o, p, answered || (was_malformed && st->s.fence == FENCE_NONE));
     if (answered) merge_answer(o, message);
     return RINGKV_OK;
   }
   if (tag == st->ae_tag && st->ae_phase != AE_IDLE) {
-    /* No answer in time: the peer may be slower than its pushes' answers said (its time
-     * doubles, so exchanges with a slow peer do not time out forever). */
-    if (!answered && refused.len == 0 && st->ae_peer < st->peers_len) {
+    /* Its answers teach the peer's time as pushes' do; no answer within the time limit
+     * (not a quick failure: a refusal or an unreachable peer) doubles it, so exchanges with
+     * a peer slower than its pushes said do not time out forever. */
+    if (st->ae_peer < st->peers_len) {
       peer_t *pt = &st->peers[st->ae_peer];
-      pt->rtt_ms = RK_MIN(RK_MAX(2u * pt->rtt_ms, (uint64_t)interval_ms(o->n)), (uint64_t)PEER_TIMEOUT_MS);
+      uint64_t took = o->now > st->ae_at ? RK_MIN(o->now - st->ae_at, (uint64_t)PEER_TIMEOUT_MS) : 0;
+      if (answered) {
+        pt->rtt_ms = took >= pt->rtt_ms ? took : (7u * pt->rtt_ms + took) / 8u;
+      } else if (refused.len == 0 && took >= send_timeout_ms(o, st->ae_peer, 0)) {
+        pt->rtt_ms = RK_MIN(RK_MAX(2u * pt->rtt_ms, (uint64_t)interval_ms(o->n)), (uint64_t)PEER_TIMEOUT_MS);
+      }
     }
     /* An answer that cannot be taken further (it names buckets or shards this node does
      * not share with the peer) ends the exchange, counted: it never fails the step. */
@@ -2481,17 +2488,24 @@ static void clamp_to_clock(out_t *o) {
  * The admin fence */
 
 /* The fence asked for: every row goes to its other replicas again (their acknowledgements
- * start over), so that the wipe waits until each holds everything this node does. */
-static void fence_asked(out_t *o, uint32_t fence) {
+ * start over), so that the wipe waits until each row is at another replica (each other
+ * one; `fanout` of them where changes are relayed). With one replica per key there is no
+ * other: only a forced fence is taken (RINGKV_E_VALUE). */
+static int fence_asked(out_t *o, uint32_t fence) {
   rk_step *st = o->st;
+  if (fence == FENCE_DRAIN && st->s.fence != FENCE_FORCE && o->n->cfg.replicas < 2) return RINGKV_E_VALUE;
   if (st->s.fence == FENCE_NONE) {
     for (uint32_t p = 0; p < st->peers_len; p++) {
       if (p == o->n->self) continue;
       st->peers[p].acked = 0;
+      /* A push in flight was built before the fence (without learned rows): its answer
+       * acknowledges nothing now. */
+      st->peers[p].ack_on_success = 0;
       st->peers[p].dirty = true;
     }
   }
   st->s.fence = RK_MAX(st->s.fence, fence);
+  return RINGKV_OK;
 }
 
 /* Whether the fence asked for may wipe the node now: between steps (no chain half done),
@@ -2588,7 +2602,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 6: rc = client_write(&o, body); break;
     case 7: rc = incoming(&o, body); break;
     case 20: rc = refused_event(&o, body); break;
-    case 9: fence_asked(&o, fence); break;
+    case 9: rc = fence_asked(&o, fence); break;
     case 8:
       /* A node of an earlier release looks at its tombstones once. */
       if (!st->s.gc_begun) {
