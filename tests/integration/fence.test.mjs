@@ -253,3 +253,21 @@ test("fence: the node rejoins with fresh dots, loses no acknowledged write, and 
     await c.dispose();
   }
 });
+
+test("fence with REPLICAS=1: refused without force (no other node holds the keys), taken with it", async () => {
+  const c = await startCluster({ vars: { CLUSTER_SIZE: "2", REPLICAS: "1", SHARDS: "16" } });
+  try {
+    const w = await c.req(kvPath("single/key"), { method: "PUT", body: "v" });
+    assert.equal(w.status, 200, w.text);
+    const node = Number(w.json.node);
+    const refused = await c.req(`/v1/admin/nodes/${node}/fence`, { method: "POST" });
+    assert.equal(refused.status, 409, refused.text);
+    assert.match(refused.json.error, /REPLICAS=1/);
+    assert.equal((await c.req(kvPath("single/key"))).text, "v", "a refused fence wipes nothing");
+    const forced = await c.req(`/v1/admin/nodes/${node}/fence?force=true`, { method: "POST" });
+    assert.equal(forced.status, 202, forced.text);
+    assert.deepEqual(forced.json, { node: String(node), fenced: true, wiped: true });
+  } finally {
+    await c.dispose();
+  }
+});
