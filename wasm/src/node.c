@@ -1241,10 +1241,6 @@ static refusal entry_judge(const ringkv_node *n, const rk_reg *r, uint64_t now_m
     ahead |= r->sibs[i].hlc > bound;
   }
   if (*own_max > rk_add_sat(counter_before, RINGKV_DOT_CLAIM_MAX)) return REFUSED_FUTURE_DOT;
-  /* Beyond its lease no dot of this node was ever made (blocks are recorded before use):
-   * taking the claim would move its counter past the block, and stop its writes. */
-  uint64_t lease_end = rk_step_lease_end(n);
-  if (lease_end != 0 && *own_max > lease_end) return REFUSED_FUTURE_DOT;
   return ahead ? REFUSED_HLC_AHEAD : REFUSED_REASONS;
 }
 

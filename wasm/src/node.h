@@ -74,9 +74,6 @@ void rk_step_free(rk_step *s);
  * RINGKV_E_LEASE (it started with no state and has not heard from RingControl yet) or
  * RINGKV_E_CATCHING_UP. */
 int rk_step_serves(const ringkv_node *n, uint32_t shard);
-/* Config.leases: the end of the dot block the node holds (0: none yet, or no leases). No
- * dot of this node lies beyond it in any of its lives: a peer naming one forged it. */
-uint64_t rk_step_lease_end(const ringkv_node *n);
 /* RINGKV_OP_STEP. On an error code, the step's state is as before the call. */
 int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply);
 

@@ -2132,11 +2132,6 @@ static int digest_parts_loaded(out_t *o, rk_slice loaded) {
  * Dot leases and catch-up (lease.c and catchup.c decide what and when; here: the step's
  * part) */
 
-uint64_t rk_step_lease_end(const ringkv_node *n) {
-  const rk_step *st = n->step;
-  return st == NULL || !n->cfg.leases ? 0 : st->lease.end;
-}
-
 int rk_step_serves(const ringkv_node *n, uint32_t shard) {
   const rk_step *st = n->step;
   if (st == NULL || !n->cfg.leases) return RINGKV_OK;
