@@ -459,15 +459,15 @@ static bool wipe_safe(sim *s, node *n) {
   for (uint32_t x = 0; x < n->keys_len; x++) {
     uint32_t k = n->keys[x];
     const key_entry *ke = &s->keys[k];
-    if (!ke->acked) continue;
+    /* A key it holds nothing of is lost by no wipe; a lost delete is the resurrection
+     * oracle's (the key comes back only where another replica kept the old value). */
+    if (!ke->acked || ke->best.deleted || n->rows[k] == NULL) continue;
     bool held = false;
     for (uint32_t j = 0; j < s->o->replicas && !held; j++) {
       node *r = &s->nodes[ke->replicas[j]];
       if (r == n || r->rows[k] == NULL) continue;
       Ringkv__ReadReply *rd = read_key(s, r, k);
       if (rd == NULL) return false;
-      /* A collection marker there: the delete was collected (every replica agreed). */
-      if (ke->best.deleted && rd->n_siblings == 0) held = true;
       for (size_t i = 0; i < rd->n_siblings; i++) {
         const Ringkv__Dot *d = rd->siblings[i]->dot;
         if (d != NULL && d->node == ke->best.dot.node && d->counter == ke->best.dot.counter) held = true;
