@@ -2282,8 +2282,6 @@ static int incoming(out_t *o, rk_slice inc) {
     SKIP;
   }
   if (!ok || t_ < 0 || message.len > RINGKV_PEER_MESSAGE_BYTES_MAX) return RINGKV_E_DECODE;
-  /* A node that may hold less than it will (catching up, or not knowing yet whether its
-   * storage was lost) vouches for no state in collection's agreement: the query waits. */
   /* A node that cannot know yet whether its storage was lost answers no collection query
    * (the asker hears of a failure); one catching up answers for its caught-up shards only
    * (op_gc_answer). */
