@@ -260,7 +260,7 @@ step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryD
     Ringkv__Loaded *ld = rep->load != NULL && !s->failed ? store_load(s, n, rep->load) : NULL;
     do_sends(s, n, rep);
     n->alarm_ms = rep->alarm_ms;
-    /* The fence is due: the wipe comes after this event (faults(), next round). */
+    /* The fence is due: the node is wiped once this event is done (wipe_if_due). */
     if (rep->wipe) n->wipe_due = true;
     ringkv__step_reply__free_unpacked(rep, NULL);
     if (ld == NULL || s->failed) return out;

@@ -70,6 +70,23 @@ static void ring_write(pb_enc *e, uint32_t field, const ring *g) {
   pb_end(e, m);
 }
 
+/* A NodeProgress (persisted, or a node's confirmation: its sent_ms is then 0). */
+static bool progress_read(rk_slice s, uint32_t *node, rk_progress *p) {
+  int t_;
+  bool ok = true;
+  *node = 0;
+  memset(p, 0, sizeof *p);
+  FIELDS(s) {
+    case 1: ok = pb_get_u32(R, WT, node); break;
+    case 2: ok = pb_get_u64(R, WT, &p->epoch); break;
+    case 3: ok = pb_get_u32(R, WT, &p->copying); break;
+    case 4: ok = pb_get_u32(R, WT, &p->dropping); break;
+    case 5: ok = pb_get_u64(R, WT, &p->sent_ms); break;
+    SKIP;
+  }
+  return ok && t_ >= 0;
+}
+
 static int state_read(rk_arena *a, rk_slice s, control_state *st) {
   int t_;
   bool ok = true;
@@ -93,21 +110,10 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
     case 4: ok = pb_get_u32(R, WT, &st->cluster_size_applied); break;
     case 6: {
       rk_slice pr;
-      ok = pb_get_bytes(R, WT, &pr);
       uint32_t node = 0;
-      rk_progress p = {0, 0, 0, 0};
-      FIELDS(pr) {
-        case 1: ok = pb_get_u32(R, WT, &node); break;
-        case 2: ok = pb_get_u64(R, WT, &p.epoch); break;
-        case 3: ok = pb_get_u32(R, WT, &p.copying); break;
-        case 4: ok = pb_get_u32(R, WT, &p.dropping); break;
-        case 5: ok = pb_get_u64(R, WT, &p.sent_ms); break;
-        SKIP;
-      }
-      if (ok && t_ >= 0) {
-        if (node >= RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
-        st->rz.progress[node] = p;
-      }
+      rk_progress p;
+      ok = pb_get_bytes(R, WT, &pr) && progress_read(pr, &node, &p) && node < RINGKV_CLUSTER_SIZE_MAX;
+      if (ok) st->rz.progress[node] = p;
       break;
     }
     case 7: ok = pb_get_u32(R, WT, &st->rz.notify_below); break;
@@ -310,18 +316,11 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   }
   ring *g = &st.rz.ring;
   if (progress_given) {
-    uint32_t node = 0, copying = 0, dropping = 0;
-    uint64_t epoch = 0;
+    uint32_t node;
+    rk_progress p;
     bool moved = false;
-    FIELDS(progress) {
-      case 1: ok = pb_get_u32(R, WT, &node); break;
-      case 2: ok = pb_get_u64(R, WT, &epoch); break;
-      case 3: ok = pb_get_u32(R, WT, &copying); break;
-      case 4: ok = pb_get_u32(R, WT, &dropping); break;
-      SKIP;
-    }
-    if (!ok || t_ < 0) return RINGKV_E_DECODE;
-    RK_TRY(rk_resize_confirm(&st.rz, node, epoch, copying, dropping, &moved));
+    if (!progress_read(progress, &node, &p)) return RINGKV_E_DECODE;
+    RK_TRY(rk_resize_confirm(&st.rz, node, p.epoch, p.copying, p.dropping, &moved));
     changed |= moved;
   }
   rk_resize_answer answer = {0, NULL};
@@ -354,8 +353,6 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
       changed = true;
     }
   }
-  /* A resize the variable started may not wait on anything (no node to confirm). */
-  if (rk_resize_advance(&st.rz)) changed = true;
   uint32_t *send_to = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *send_to);
   uint32_t *waiting = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *waiting);
   if (send_to == NULL || waiting == NULL) return RINGKV_E_NOMEM;
