@@ -118,12 +118,16 @@ typedef struct {
   tsend sends[64];
 } tout;
 
+/* When set, every successful step's reply is shown to it (what an executor persists). */
+static void (*on_reply)(rk_slice rep);
+
 static tout step(ringkv_node *n, rk_slice req) {
   tout o;
   memset(&o, 0, sizeof o);
   rk_slice rep;
   o.rc = tl_call(n, RINGKV_OP_STEP, req, &rep);
   if (o.rc != RINGKV_OK) return o;
+  if (on_reply != NULL) on_reply(rep);
   o.alarm = tl_u64(rep, 8);
   o.wipe = tl_u64(rep, 10) != 0;
   pb_rd r;
@@ -638,6 +642,87 @@ static void test_fence_drops_acks_of_pushes_in_flight(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* What an executor persists across steps: the peer rows and the StepState. */
+static tpeer persisted_peers[8];
+static uint8_t persisted_state[4096];
+static size_t persisted_state_len;
+
+static void persist(rk_slice rep) {
+  pb_rd it = pb_reader(rep);
+  rk_slice pr;
+  while (tl_next_bytes(&it, 4, &pr)) {
+    uint32_t p = (uint32_t)tl_u64(pr, 1);
+    assert_true(p < 8);
+    persisted_peers[p] = (tpeer){p, (uint32_t)tl_u64(pr, 3), tl_u64(pr, 2), tl_u64(pr, 4)};
+  }
+  pb_rd at;
+  if (tl_field(rep, 5, PB_LEN, &at)) {
+    rk_slice st = tl_bytes_field(rep, 5);
+    assert_true(st.len <= sizeof persisted_state);
+    memcpy(persisted_state, st.ptr, st.len);
+    persisted_state_len = st.len;
+  }
+}
+
+/* A node restarted mid-fence (its core rebuilt from what was persisted) still refuses
+ * client writes and pushes every row again: the acknowledgements the fence reset are
+ * persisted with it. */
+static void test_fence_survives_restart(void **state) {
+  (void)state;
+  memset(persisted_peers, 0, sizeof persisted_peers);
+  for (uint32_t p = 0; p < 8; p++) persisted_peers[p].peer = p;
+  persisted_state_len = 0;
+  on_reply = persist;
+  tl_config c = tl_default_config();
+  ringkv_node *n = tl_node(c, 0);
+  assert_int_equal(step(n, step_req(NOW, 0, 8, no_rows())).rc, RINGKV_OK);
+  rk_slice learned = changed_row(n, "learned/key", "v", false);
+  rk_slice client = changed_row(n, "client/key", "w", true);
+  uint8_t *both_bytes = malloc(learned.len + client.len);
+  assert_non_null(both_bytes);
+  memcpy(both_bytes, learned.ptr, learned.len);
+  memcpy(both_bytes + learned.len, client.ptr, client.len);
+  rk_slice both = {both_bytes, learned.len + client.len};
+  /* Before the fence every peer acknowledges everything (persisted). */
+  tout r0 = round_at(n, NOW + INTERVAL, 1, both, NULL);
+  for (size_t k = 0; k < r0.nsends; k++) {
+    assert_int_equal(step(n, step_req(NOW + INTERVAL, 0, 5, answer_msg(r0.sends[k].tag, true, no_rows()))).rc, RINGKV_OK);
+  }
+  uint64_t acked_before = 0;
+  for (uint32_t p = 1; p < 8; p++) acked_before = persisted_peers[p].acked > acked_before ? persisted_peers[p].acked : acked_before;
+  assert_true(acked_before >= 2);
+  pb_enc f = tl_enc();
+  pb_put_uint(&f, 1, NOW + INTERVAL);
+  pb_put_uint(&f, 9, 1);
+  tout fenced = step(n, tl_done(&f));
+  assert_int_equal(fenced.rc, RINGKV_OK);
+  assert_false(fenced.wipe);
+  ringkv_node_destroy(n);
+  /* Restarted from what was persisted. */
+  rk_slice kept = {persisted_state, persisted_state_len};
+  ringkv_node *r = node_from(c, 0, kept, persisted_peers + 1, 7);
+  assert_int_equal(step(r, step_req(NOW + 2u * INTERVAL, 0, 8, no_rows())).rc, RINGKV_OK);
+  pb_enc w = tl_enc();
+  pb_put_bytes(&w, 2, tl_str("client/key"));
+  pb_put_bytes(&w, 6, tl_str("x"));
+  assert_int_equal(step(r, step_req(NOW + 2u * INTERVAL, 1, 6, tl_done(&w))).rc, RINGKV_E_FENCING);
+  tout again = round_at(r, NOW + 3u * INTERVAL, 2, both, NULL);
+  const char *key = "learned/key";
+  uint32_t shard = (uint32_t)(ringkv_hash((const uint8_t *)key, strlen(key)) % c.shards);
+  size_t others = 0;
+  for (uint32_t p = 1; p < 8; p++) others += rk_is_replica(r, shard, p);
+  size_t to_replicas = 0;
+  for (size_t k = 0; k < again.nsends; k++) to_replicas += again.sends[k].kind == KIND_PUSH && rk_is_replica(r, shard, again.sends[k].peer);
+  assert_int_equal(to_replicas, others);
+  assert_false(again.wipe);
+  on_reply = NULL;
+  free((void *)learned.ptr);
+  free((void *)client.ptr);
+  free(both_bytes);
+  tl_reset();
+  ringkv_node_destroy(r);
+}
+
 /* With one replica per key no other node holds this one's keys: only a forced fence. */
 static void test_fence_with_one_replica_is_forced_only(void **state) {
   (void)state;
@@ -975,6 +1060,7 @@ int main(void) {
       cmocka_unit_test(test_fence_pushes_learned_rows),
       cmocka_unit_test(test_fence_drops_acks_of_pushes_in_flight),
       cmocka_unit_test(test_fence_with_one_replica_is_forced_only),
+      cmocka_unit_test(test_fence_survives_restart),
       cmocka_unit_test(test_hedged_push),
       cmocka_unit_test(test_restart_mid_hedged_push),
       cmocka_unit_test(test_dropped_ranges_chain_leaves_nothing_behind),
