@@ -130,12 +130,23 @@ export function replicasAt(config: RingConfig, size: number): number {
   return config.replicasAll ? size : config.replicas;
 }
 
-/** The core's Config message for this configuration at the ring's size. */
+/** The ring's node ids: old ∪ new during a transition. */
+export function ringSpan(ring: Ring): number {
+  return ring.phase === 0 ? ring.size : Math.max(ring.from, ring.to);
+}
+
+/** The core's Config message for this configuration on the ring (its phase included). */
 export function coreConfig(config: RingConfig, ring: Ring): Record<string, unknown> {
+  const span = ringSpan(ring);
   return {
-    clusterSize: ring.size,
+    clusterSize: span,
     nodeIdsMax: ring.nodeIdsMax,
-    replicas: replicasAt(config, ring.size),
+    replicas: config.replicasAll ? span : config.replicas,
+    replicasAll: config.replicasAll,
+    ringFrom: ring.phase === 0 ? 0 : ring.from,
+    ringTo: ring.phase === 0 ? 0 : ring.to,
+    ringPhase: ring.phase,
+    ringEpoch: BigInt(ring.epoch),
     shards: config.shards,
     maxClockSkewMs: BigInt(config.maxClockSkewMs),
     tombstoneGraceMs: BigInt(config.tombstoneGraceSeconds) * 1000n, // lint: encoding (seconds to milliseconds)

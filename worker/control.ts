@@ -17,6 +17,7 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, type RingConfig } from "./config";
 import { viewJson, type RingView } from "./ring";
+import { NODE_ID_HEADER } from "./node";
 import { ControlReports } from "./reports";
 
 /** The control object's name under the CONTROL binding: there is one. */
@@ -26,9 +27,13 @@ const CONTROL_RANDOM_BYTES = 48; // lint: abi (RINGKV_CLUSTER_ID_BYTES + RINGKV_
 /** A LeaseRequest is a few varints: a larger body is refused unread. */
 const LEASE_REQUEST_BYTES_MAX = 256; // lint: abi
 
+type Msg = Record<string, any>;
+
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
 }
+
+const PHASES = [null, "joining", "switching", "leaving"] as const;
 
 export class RingControl extends DurableObject {
   private readonly sql: any;
@@ -45,21 +50,24 @@ export class RingControl extends DurableObject {
     const url = new URL(request.url);
     const parsed = parseConfig(this.env as Record<string, unknown>);
     if (parsed.error !== undefined) return json(503, { error: parsed.error });
-    if (url.pathname === "/control/report" && request.method === "POST") return this.reportsOf(parsed.config!).take(request);
-    if (url.pathname === "/control/cluster" && request.method === "GET") return this.reportsOf(parsed.config!).cluster();
-    if (url.pathname === "/control/lease" && request.method === "POST") return this.lease(parsed.config!, request);
-    if (url.pathname === "/control/stats" && request.method === "GET" && parsed.config!.faultsEnabled) return json(200, this.reportsOf(parsed.config!).costs);
-    if (url.pathname !== "/control/ring" || request.method !== "POST") return json(404, { error: "not found" });
-    let body: any;
+    const config = parsed.config!;
     try {
-      body = await request.json();
-    } catch {
-      return json(400, { error: "expected a JSON body" });
-    }
-    const reported = Number(body?.reported_size ?? 0);
-    if (!Number.isInteger(reported) || reported < 0 || reported > 1024) return json(400, { error: "bad reported_size" }); // lint: abi (RINGKV_CLUSTER_SIZE_MAX)
-    try {
-      return json(200, viewJson(this.step(parsed.config!.clusterSize, reported, body?.secret_needed === true)));
+      if (url.pathname === "/control/report" && request.method === "POST") return await this.report(config, request);
+      if (url.pathname === "/control/cluster" && request.method === "GET") return this.cluster(config);
+      if (url.pathname === "/control/lease" && request.method === "POST") return await this.lease(config, request);
+      if (url.pathname === "/control/resize" && request.method === "POST") return await this.resize(config, request);
+      if (url.pathname === "/control/stats" && request.method === "GET" && config.faultsEnabled) return json(200, this.reportsOf(config).costs);
+      if (url.pathname !== "/control/ring" || request.method !== "POST") return json(404, { error: "not found" });
+      let body: any;
+      try {
+        body = await request.json();
+      } catch {
+        return json(400, { error: "expected a JSON body" });
+      }
+      const reported = Number(body?.reported_size ?? 0);
+      if (!Number.isInteger(reported) || reported < 0 || reported > 1024) return json(400, { error: "bad reported_size" }); // lint: abi (RINGKV_CLUSTER_SIZE_MAX)
+      const { view } = this.step(config, { reportedSize: reported, secretNeeded: body?.secret_needed === true });
+      return json(200, viewJson(view));
     } catch (err) {
       if (err instanceof CoreError) {
         console.error(JSON.stringify({ component: "ring_control", event: "refused", error: err.message }));
@@ -69,14 +77,118 @@ export class RingControl extends DurableObject {
     }
   }
 
-  /** The reports, on a placement core at the ring's size (the ring as this object holds it;
-   *  the ring does not change in this release, so it is taken once per instance). */
+  /** The alarm: epochs not confirmed yet are sent again (the core says to whom and when). */
+  async alarm(): Promise<void> {
+    const parsed = parseConfig(this.env as Record<string, unknown>);
+    if (parsed.error !== undefined) return;
+    this.step(parsed.config!, {});
+  }
+
+  /** The reports, on a placement core on the ring as this object holds it (rebuilt when the
+   *  ring moves on: a transition's nodes are old ∪ new). */
   private reportsOf(config: RingConfig): ControlReports {
-    if (this.reports === undefined || this.reports.broken) {
-      const view = this.step(config.clusterSize, 0, false);
-      this.reports = new ControlReports(this.ctx, this.env, this.sql, config, view.ring);
+    const ring = this.step(config, {}).view.ring;
+    if (this.reports === undefined || this.reports.broken || this.reports.epoch !== ring.epoch) {
+      this.reports = new ControlReports(this.ctx, this.env, this.sql, config, ring);
     }
     return this.reports;
+  }
+
+  /** A node's report: kept, and its confirmation of its ring taken by the control step. */
+  private async report(config: RingConfig, request: Request): Promise<Response> {
+    const taken = await this.reportsOf(config).take(request);
+    if (taken.progress !== undefined) this.confirm(config, taken.progress);
+    return taken.response;
+  }
+
+  /** A node's progress through the control step. A confirmation that cannot be true (an
+   *  epoch this object never wrote) is logged only. */
+  private confirm(config: RingConfig, progress: Msg): void {
+    try {
+      this.step(config, { progress });
+    } catch (err) {
+      if (!(err instanceof CoreError)) throw err;
+      console.error(JSON.stringify({ component: "ring_control", event: "progress_refused", error: err.message, progress: { ...progress, epoch: String(progress.epoch) } }));
+    }
+  }
+
+  /** POST /control/resize {"size"}: the control step decides (SPEC: POST /v1/admin/cluster). */
+  private async resize(config: RingConfig, request: Request): Promise<Response> {
+    let body: any;
+    try {
+      body = await request.json();
+    } catch {
+      return json(400, { error: "expected a JSON body: {\"size\": M}" });
+    }
+    const size = body?.size;
+    const least = config.replicasAll ? 1 : config.replicas;
+    if (typeof size !== "number" || !Number.isInteger(size) || size < 0 || size > 4294967295) { // lint: abi (uint32)
+      return json(400, { error: `size must be an integer in ${least} … 1024` });
+    }
+    const taken = this.step(config, { resize: { size }, ...this.reportsOf(config).stored() });
+    const answer = taken.reply.resize;
+    const ring = taken.view.ring;
+    if (answer.status === 400 || answer.status === 409) return json(answer.status, { error: answer.error }); // lint: http-status
+    if (answer.status === 200) return json(200, { epoch: ring.epoch, from: size, to: size, phase: null });
+    return json(202, { epoch: ring.epoch, from: ring.from, to: ring.to, phase: PHASES[ring.phase] });
+  }
+
+  /** Carries a step's resize actions out: arms the alarm for re-sending, and sends the
+   *  current epoch to the nodes it named; each confirmation goes through the step again
+   *  (and may move the transition on: the next epoch then goes out the same way). */
+  private carryOut(config: RingConfig, reply: Msg, view: RingView): void {
+    if (Number(reply.alarmMs) > 0) {
+      this.ctx.storage.setAlarm(Number(reply.alarmMs)).catch((err: Error) => console.error(`ringkv control: setting the alarm failed: ${err.message}`));
+    }
+    for (const node of reply.sendTo as number[]) {
+      const sent = this.sendRing(node, view).then((progress) => {
+        if (progress !== undefined) this.confirm(config, progress);
+      });
+      // Not tied to the request that led here (its caller's connection): the object runs
+      // it to the end, and the alarm re-sends whatever is lost.
+      void sent.catch((err: Error) => console.error(`ringkv control: sending the ring to node ${node} failed: ${err.message}`));
+    }
+  }
+
+  /** The ring to one node (POST /internal/ring): its confirmation, or undefined. */
+  private async sendRing(node: number, view: RingView): Promise<Msg | undefined> {
+    const env = this.env as any;
+    try {
+      const stub = env.NODE.get(env.NODE.idFromName(String(node)));
+      const response: Response = await stub.fetch("https://node/internal/ring", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", [NODE_ID_HEADER]: String(node) },
+        body: JSON.stringify(viewJson({ ...view, secret: undefined })),
+      });
+      const body = (await response.json().catch(() => undefined)) as Msg | undefined;
+      if (response.status !== 200 || body === undefined) return undefined; // lint: http-status
+      if (body.outside === true) return { node, epoch: BigInt(body.epoch), copying: 0, dropping: 0 };
+      return { node: body.node, epoch: BigInt(body.epoch), copying: body.copying, dropping: body.dropping };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** GET /control/cluster: the nodes' statuses, and the ring and its transition. */
+  private cluster(config: RingConfig): Response {
+    const { reply, view } = this.step(config, {});
+    const reports = this.reportsOf(config);
+    const ring = view.ring;
+    const t = reply.transition;
+    return reports.cluster({
+      ring,
+      transition:
+        ring.phase === 0 || t === undefined
+          ? null
+          : {
+              from: ring.from,
+              to: ring.to,
+              phase: PHASES[ring.phase],
+              shards_moving: reports.shardsMoving(),
+              shards_done: ring.phase === 3 ? Math.max(0, reports.shardsMoving() - Number(t.dropping)) : 0,
+              waiting_for: t.waitingFor.map(String),
+            },
+    });
   }
 
   /** A node's LeaseRequest through the control step: the block is persisted with the state
@@ -86,7 +198,7 @@ export class RingControl extends DurableObject {
     const body = new Uint8Array(await request.arrayBuffer());
     if (body.length === 0 || body.length > LEASE_REQUEST_BYTES_MAX) return json(400, { error: "bad lease request" });
     try {
-      const lease = this.step(config.clusterSize, 0, false, body).lease;
+      const lease = this.step(config, { lease: body }).reply.lease;
       return new Response(lease, { status: 200, headers: { "Content-Type": "application/octet-stream" } }); // lint: http-status
     } catch (err) {
       if (err instanceof CoreError && err.code !== CoreError.E_NOMEM) {
@@ -97,17 +209,26 @@ export class RingControl extends DurableObject {
     }
   }
 
-  /** One control step: stored state in, new state persisted, the view out. */
-  private step(clusterSize: number, reportedSize: number, secretNeeded: boolean): RingView;
-  private step(clusterSize: number, reportedSize: number, secretNeeded: boolean, lease: Uint8Array): { view: RingView; lease: Uint8Array };
-  private step(clusterSize: number, reportedSize: number, secretNeeded: boolean, lease?: Uint8Array): RingView | { view: RingView; lease: Uint8Array } {
+  /** One control step: stored state in, new state persisted, its resize actions carried
+   *  out (the epochs it sends go out after the answer), the reply and view out. */
+  private step(config: RingConfig, extra: Msg): { reply: Msg; view: RingView } {
     const rows = this.sql.exec(`SELECT value FROM control WHERE name = 'state'`).toArray();
     const state = rows.length > 0 ? new Uint8Array(rows[0].value as ArrayBuffer) : new Uint8Array(0);
     const random = crypto.getRandomValues(new Uint8Array(CONTROL_RANDOM_BYTES));
     this.core ??= new Core(wasmModule as WebAssembly.Module);
     let reply;
     try {
-      reply = this.core.call(Op.Control, { state, clusterSize, reportedSize, random, secretNeeded, ...(lease !== undefined ? { lease } : {}) });
+      reply = this.core.call(Op.Control, {
+        state,
+        clusterSize: config.clusterSize,
+        random,
+        replicas: config.replicas,
+        replicasAll: config.replicasAll,
+        resizing: true,
+        keyBytesMax: BigInt(config.maxKeyBytes),
+        nowMs: BigInt(Date.now()),
+        ...extra,
+      });
     } catch (err) {
       if (!(err instanceof CoreError)) this.core = undefined;
       throw err;
@@ -132,6 +253,7 @@ export class RingControl extends DurableObject {
       clusterId: v.clusterId,
       secret: v.secret.length > 0 ? v.secret : undefined,
     };
-    return lease !== undefined ? { view, lease: reply.lease } : view;
+    this.carryOut(config, reply, view);
+    return { reply, view };
   }
 }

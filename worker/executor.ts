@@ -54,7 +54,7 @@ export class Executor {
   /** One event through the core. `payload` holds the values the step's writes point into
    *  (the event's message or value). Returns the event's answer and a promise of every
    *  send it led to (their answers included) being done. */
-  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; done: Promise<void> } {
+  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; progress: Msg | undefined; done: Promise<void> } {
     const pending: Promise<void>[] = [];
     let reply = this.step(event);
     for (;;) {
@@ -77,7 +77,7 @@ export class Executor {
       }
       reply = this.step({ loaded });
     }
-    return { reply: reply.reply, done: Promise.all(pending).then(() => undefined) };
+    return { reply: reply.reply, progress: reply.progress, done: Promise.all(pending).then(() => undefined) };
   }
 
   private step(event: Msg): Msg {

@@ -7,12 +7,12 @@
 // then the node's answer (409 for too many siblings).
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
-import { parseConfig, warnOnce, warnOpenConfig, coreConfig, replicasAt, type RingConfig } from "./config";
+import { parseConfig, warnOnce, warnOpenConfig, coreConfig, replicasAt, ringSpan, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
 import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
-import { NEED_SECRET_HEADER, RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
+import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
 
 export { RingNode } from "./node";
 export { RingControl } from "./control";
@@ -25,6 +25,10 @@ const CONTENT_TYPE_BYTES_MAX = 256; // lint: api-limit
 const LIST_LIMIT_MAX = 1000; // lint: api-limit
 /** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
 const NODE_IDS_MAX = 1024; // lint: api-limit
+/** A {"size": M} body is a few bytes. */
+const RESIZE_BODY_BYTES_MAX = 1024; // lint: api-limit
+/** Times a request is placed again on a newer ring a node showed (each an epoch on). */
+const STALE_RING_RETRIES = 3; // lint: api-limit
 const CACHE_ORIGIN = "https://ringkv.cache";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
 
@@ -137,7 +141,7 @@ async function fetchRing(env: Msg, s: Setup): Promise<RingState> {
       }
       const view = viewFromJson(JSON.parse(text));
       if (needSecret && view.secret === undefined) throw new Error("no generated token secret");
-      const sameShape = view.ring.size === config.clusterSize && view.ring.nodeIdsMax === config.clusterSize;
+      const sameShape = view.ring.phase === 0 && view.ring.size === config.clusterSize && view.ring.nodeIdsMax === config.clusterSize;
       const core = sameShape && s.checked !== undefined ? s.checked : placementCore(config, view.ring).core;
       const state: RingState = { setup: s, view, core, secrets: config.tokenSecrets ?? [view.secret!], policy };
       if (setupCache?.setup === s) ringCache = state;
@@ -263,7 +267,7 @@ function bearer(request: Request): string | undefined {
 
 function parseNodeId(rs: RingState, text: string | null): number | undefined {
   if (text === null) return undefined;
-  if (!/^[0-9]{1,4}$/.test(text) || Number(text) >= rs.view.ring.size) fail(400, "bad node id");
+  if (!/^[0-9]{1,4}$/.test(text) || Number(text) >= ringSpan(rs.view.ring)) fail(400, "bad node id");
   return Number(text);
 }
 
@@ -349,9 +353,13 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
     const node = Number(m[1]);
     const cursor = url.searchParams.get("cursor");
     if (cursor !== null && cursor !== "" && unbase64url(cursor) === undefined) fail(400, "bad cursor");
-    if (node >= rs.view.ring.size) return json(200, { node, keys: [], cursor: null });
+    if (node >= ringSpan(rs.view.ring)) return json(200, { node, keys: [], cursor: null });
     const response = await callNode(env, node, `/internal/dump${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
     return passJson(response);
+  }
+  if (path === "/v1/admin/cluster") {
+    if (method !== "POST") return methodNotAllowed("POST");
+    return resize(request, env);
   }
   m = /^\/v1\/admin\/nodes\/([^/]*)\/fence$/.exec(path);
   if (m !== null) {
@@ -395,7 +403,7 @@ async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
 async function fence(env: Msg, rs: RingState, idText: string, force: boolean): Promise<Response> {
   if (!/^[0-9]{1,4}$/.test(idText) || Number(idText) >= NODE_IDS_MAX) fail(400, "bad node id");
   const node = Number(idText);
-  if (node >= rs.view.ring.size) return json(404, { error: `unknown node ${node}: the ring has nodes 0 to ${rs.view.ring.size - 1}` });
+  if (node >= ringSpan(rs.view.ring)) return json(404, { error: `unknown node ${node}: the ring has nodes 0 to ${ringSpan(rs.view.ring) - 1}` });
   let response: Response;
   try {
     response = await callNode(env, node, `/internal/fence${force ? "?force=true" : ""}`, { method: "POST" }, rs.policy.nodeTimeoutMs);
@@ -408,6 +416,32 @@ async function fence(env: Msg, rs: RingState, idText: string, force: boolean): P
   }
   const body = JSON.parse(text) as Msg;
   return json(202, { node: String(node), fenced: true, wiped: body.wiped === true }); // lint: http-status
+}
+
+/** POST /v1/admin/cluster {"size": M}: RingControl's control step decides (SPEC: 202 with
+ *  the transition, 200 when already the size, 400 out of range, 409 during another resize
+ *  or when a node would hold too much). */
+async function resize(request: Request, env: Msg): Promise<Response> {
+  const text = new TextDecoder().decode(await readBody(request, RESIZE_BODY_BYTES_MAX));
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    fail(400, 'expected a JSON body: {"size": M}');
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) fail(400, 'expected a JSON body: {"size": M}');
+  const stubControl = env.CONTROL.get(env.CONTROL.idFromName(CONTROL_NAME));
+  let response: Response;
+  try {
+    response = await stubControl.fetch("https://control/control/resize", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ size: (body as Msg).size }),
+    });
+  } catch (err) {
+    fail(503, `RingControl did not answer: ${(err as Error).message}`);
+  }
+  return passJson(response);
 }
 
 function methodNotAllowed(allow: string): Response {
@@ -484,8 +518,25 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     if (utf8.encode(contentType).length > CONTENT_TYPE_BYTES_MAX) fail(413, `content type too long: at most ${CONTENT_TYPE_BYTES_MAX} bytes`);
   }
 
-  const targets = nodeParam !== undefined ? [nodeParam] : replicas;
+  let targets = nodeParam !== undefined ? [nodeParam] : replicas;
   const keyHeader = base64url(key.bytes);
+  // A node answering 421 holds a newer ring than this isolate's copy (which its reply
+  // replaced): the key is placed again on that ring and asked again (SPEC: Resizing).
+  let placed = rs;
+  const callPlaced = async (path: string, init: () => RequestInit): Promise<Response> => {
+    for (let attempt = 0; ; attempt++) {
+      const response = await callReplicas(env, targets, path, init);
+      if (response.headers.get(STALE_RING_HEADER) === null) return response;
+      await response.arrayBuffer();
+      if (attempt === STALE_RING_RETRIES) return json(503, { error: "the ring is changing: try again", accepted_by: 0 });
+      placed = await ringOf(env, placed.setup);
+      const [again] = place(placed, [key.bytes]);
+      if (nodeParam === undefined) targets = again.replicas;
+      else if (!again.replicas.includes(nodeParam)) {
+        fail(400, `node ${nodeParam} is not a replica of this key (replicas: ${again.replicas.join(", ")})`);
+      }
+    }
+  };
   const cacheOn = config.cacheTtlSeconds > 0 && nodeParam === undefined;
   const cacheKey = cacheUrl(key.text);
 
@@ -498,7 +549,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
       generationEpoch++;
     }
     writeGeneration.set(cacheKey, ++generation);
-    const response = await callReplicas(env, targets, "/internal/write", () => {
+    const response = await callPlaced("/internal/write", () => {
       const headers: Record<string, string> = { "X-Ring-Key": keyHeader };
       if (tokenPayload !== undefined) headers["X-Ring-Token"] = base64url(tokenPayload);
       if (deleted) headers["X-Ring-Deleted"] = "1";
@@ -548,7 +599,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
   // ?node= names a node's local copy: served even while it catches up.
   const readHeaders: Record<string, string> = { "X-Ring-Key": keyHeader };
   if (nodeParam !== undefined) readHeaders[LOCAL_HEADER] = "1";
-  const response = await callReplicas(env, targets, `/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
+  const response = await callPlaced(`/internal/read${siblings ? "?siblings=1" : ""}`, () => ({
     method: "GET",
     headers: readHeaders,
   }));
@@ -632,7 +683,7 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
  *  live iff its copy with the highest winner (hlc, node) is live. */
 async function list(env: Msg, rs: RingState, url: URL): Promise<Response> {
   const config = rs.setup.config!;
-  const size = rs.view.ring.size;
+  const size = ringSpan(rs.view.ring);
   const prefixText = url.searchParams.get("prefix") ?? "";
   const prefix = utf8.encode(prefixText);
   if (prefix.length > KEY_BYTES_MAX) fail(400, "bad query: prefix too long");
@@ -734,11 +785,13 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
     if (err instanceof HttpError) throw err;
     fail(503, `RingControl did not answer: ${(err as Error).message}`);
   }
+  // The ring as RingControl holds it (this isolate's copy may be an epoch behind).
+  const ring = status.ring as RingView["ring"];
   return json(200, {
-    size: rs.view.ring.size,
-    replicas: replicasAt(config, rs.view.ring.size),
-    epoch: rs.view.ring.epoch,
-    transition: null,
+    size: ring.size,
+    replicas: replicasAt(config, ring.size),
+    epoch: ring.epoch,
+    transition: status.transition,
     nodes: status.nodes.map((n: Msg) => ({ id: n.id, keys: n.keys, digest: n.digest, gossip: n.gossip, refused: n.refused })),
     converged: status.converged,
   });
@@ -777,7 +830,7 @@ async function faults(request: Request, env: Msg, rs: RingState): Promise<Respon
   }
   const settings = normalizeFaults(body, rs.setup.config!.maxClockSkewMs);
   const answers = await Promise.all(
-    Array.from({ length: rs.view.ring.size }, async (_, node) => {
+    Array.from({ length: ringSpan(rs.view.ring) }, async (_, node) => {
       try {
         const response = await callNode(env, node, "/internal/faults", {
           method: "POST",

@@ -27,10 +27,10 @@ import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { decode } from "./pb";
-import { coreConfig, parseConfig, type RingConfig } from "./config";
+import { coreConfig, parseConfig, ringSpan, type RingConfig } from "./config";
 import { base64, base64url, unbase64url } from "./tokens";
 import { CONTROL_NAME } from "./control";
-import { NEED_SECRET_HEADER, RING_HEADER, ringHeader, viewFromJson, viewJson, type RingView } from "./ring";
+import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, ringHeader, viewFromJson, viewJson, type RingView } from "./ring";
 import { HttpError } from "./errors";
 import { NO_FAULTS, normalizeFaults, reachable, skewOf, type Faults } from "./faults";
 import { NodeStorage, blob, bytesOf, type Msg } from "./storage";
@@ -114,6 +114,10 @@ export class RingNode extends DurableObject {
   // The ring as RingControl gave it (persisted); undefined until the node first asks.
   private ringView: RingView | undefined;
   private ringPending: Promise<void> | undefined;
+  /** The highest epoch a message claimed that RingControl was asked about: a claim no
+   *  higher is not asked about again (a broken sender cannot make every message cost a
+   *  question to RingControl). */
+  private ringAskedFor = 0;
   private coreInstance: Core | undefined;
   private coreGeneration = 0;
   /** The alarm armed, in the node's clock (the core's times); undefined: none. */
@@ -241,21 +245,59 @@ export class RingNode extends DurableObject {
     const text = await response.text();
     if (response.status !== 200) throw new HttpError(503, `RingControl answered ${response.status}: ${text.slice(0, 200)}`); // lint: http-status
     const view = viewFromJson(JSON.parse(text));
-    this.storage.setConf("ring_view", JSON.stringify(viewJson(view)));
-    this.ringView = view;
-    if (this.nodeId !== undefined && this.coreInstance === undefined) {
-      this.initCore();
-      if (this.coreInstance !== undefined) this.armOnStart();
+    if (this.ringView === undefined) {
+      this.storage.setConf("ring_view", JSON.stringify(viewJson(view)));
+      this.ringView = view;
+      if (this.nodeId !== undefined && this.coreInstance === undefined) {
+        this.initCore();
+        if (this.coreInstance !== undefined) this.armOnStart();
+      }
+    } else {
+      this.adopt(view);
     }
+  }
+
+  /** A message showed a newer ring than this node's: RingControl's ring is taken (the
+   *  message's claim is only a reason to ask) before the message is acted on. */
+  private async catchUpRing(claimed: number): Promise<void> {
+    if (claimed <= this.ringView!.ring.epoch || claimed <= this.ringAskedFor) return;
+    this.ringAskedFor = claimed;
+    this.ringPending ??= this.askControl(false).finally(() => {
+      this.ringPending = undefined;
+    });
+    await this.ringPending;
+  }
+
+  /** A newer ring (SPEC: Resizing): persisted before the node acts on it, then the core is
+   *  rebuilt on it (the core adopts it: new peers acknowledged from its change sequence,
+   *  the shards it joins caught up). An older or equal one changes nothing. Returns the
+   *  node's progress on the ring it holds, for RingControl. */
+  private adopt(view: RingView): Msg | undefined {
+    const held = this.ringView!;
+    if (view.ring.epoch > held.ring.epoch) {
+      if (view.clusterId.length !== held.clusterId.length || view.clusterId.some((b, i) => b !== held.clusterId[i])) {
+        throw new HttpError(400, "a ring of another cluster");
+      }
+      const next: RingView = { ...view, secret: view.secret ?? held.secret };
+      this.storage.setConf("ring_view", JSON.stringify(viewJson(next)));
+      this.ringView = next;
+      console.log(JSON.stringify({ component: "node", node: this.nodeId, event: "ring_adopted", ring: next.ring }));
+      if (this.nodeId === undefined) return undefined;
+      this.coreInstance = undefined;
+      this.initCore();
+    }
+    if (this.nodeId === undefined || this.coreInstance === undefined) return undefined;
+    return this.armOnStart();
   }
 
   /** Every node re-arms its alarm when it starts (the core says when). A failure is only
    *  logged: the next event tries again. */
-  private armOnStart(): void {
+  private armOnStart(): Msg | undefined {
     try {
-      this.executor.run({ start: true }, EMPTY);
+      return this.executor.run({ start: true }, EMPTY).progress;
     } catch (err) {
       console.error(`ringkv node ${this.nodeId}: arming the alarm at start failed: ${(err as Error).message}`);
+      return undefined;
     }
   }
 
@@ -263,6 +305,14 @@ export class RingNode extends DurableObject {
    *  digests. A node persisted by an earlier build has no step state: its clock, counter
    *  and sequence come from the config rows it kept. */
   private initCore(): void {
+    if (this.nodeId! >= ringSpan(this.ringView!.ring)) {
+      // A node the ring no longer has (after a shrink): it serves nothing and arms no alarm
+      // (and answers to what its last core sent are dropped with it).
+      this.coreInstance = undefined;
+      this.coreGeneration++;
+      this.setAlarm(undefined);
+      return;
+    }
     const core = new Core(wasmModule as WebAssembly.Module);
     if (this.config!.recordCalls) core.tap = (op, request, code, reply) => this.recordCall(op, request, code, reply);
     const conf = (name: string) => this.storage.getConf(name) ?? "0";
@@ -313,6 +363,10 @@ export class RingNode extends DurableObject {
   /** The core, rebuilt from storage after a trap or a refused write. */
   private core(): Core {
     if (this.coreInstance === undefined && this.ringView !== undefined && this.nodeId !== undefined) this.initCore();
+    if (this.coreInstance === undefined && this.ringView !== undefined && this.nodeId !== undefined && this.nodeId >= ringSpan(this.ringView.ring)) {
+      // Placed on an older ring: the sender takes this one (the reply's ring header).
+      throw new CoreError(CoreError.E_NOT_SERVING, `node ${this.nodeId} is outside the ring (size ${this.ringView.ring.size})`);
+    }
     if (this.coreInstance === undefined) throw new HttpError(503, this.error ?? "core unavailable");
     return this.coreInstance;
   }
@@ -367,7 +421,10 @@ export class RingNode extends DurableObject {
       if (idHeader !== null && this.nodeId === undefined) {
         const id = Number(idHeader);
         if (!/^[0-9]{1,4}$/.test(idHeader) || id >= NODE_IDS_MAX) return json(400, { error: "bad node id" });
-        if (id >= this.ringView!.ring.size) return json(400, { error: `node ${id} is outside the ring (size ${this.ringView!.ring.size})` });
+        if (id >= ringSpan(this.ringView!.ring)) {
+          await this.catchUpRing(headerEpoch(request.headers.get(RING_HEADER)));
+          if (id >= ringSpan(this.ringView!.ring)) return json(400, { error: `node ${id} is outside the ring (size ${this.ringView!.ring.size})` });
+        }
         this.nodeId = id;
         this.storage.setConf("node_id", String(id));
         this.initCore();
@@ -383,16 +440,31 @@ export class RingNode extends DurableObject {
         this.faults.down?.includes(this.nodeId) &&
         url.pathname !== "/internal/faults" &&
         url.pathname !== "/internal/crash" &&
-        url.pathname !== "/internal/ring"
+        !(url.pathname === "/internal/ring" && request.method === "GET")
       ) {
         return json(503, { error: `node ${this.nodeId} is down (fault injection)` });
       }
+      // Any message showing a newer ring: this node takes it first (SPEC: Resizing).
+      await this.catchUpRing(headerEpoch(request.headers.get(RING_HEADER)));
       if (peerPath > 0) {
         const body = await peerBody(request);
         return octets(this.executor.run({ message: { kind: peerPath, message: body } }, body).reply);
       }
       switch (url.pathname) {
         case "/internal/ring":
+          if (request.method === "POST") {
+            // RingControl sends each epoch of a resize: adopted (persisted) before the
+            // answer, which confirms it with the node's progress.
+            let view: RingView;
+            try {
+              view = viewFromJson(await request.json());
+            } catch {
+              return json(400, { error: "malformed ring" });
+            }
+            const progress = this.adopt(view);
+            if (progress === undefined) return json(200, { node: this.nodeId, epoch: this.ringView!.ring.epoch, outside: true });
+            return json(200, { node: progress.node, epoch: Number(progress.epoch), copying: progress.copying, dropping: progress.dropping });
+          }
           return json(200, viewJson(this.ringView!));
         case "/internal/write":
           return await this.handleWrite(request);
@@ -444,6 +516,11 @@ export class RingNode extends DurableObject {
           return json(503, { error: `node ${this.nodeId} has no dot lease yet` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_CATCHING_UP:
           return json(503, { error: `node ${this.nodeId} is catching up on this shard` }, { [CATCHING_UP_HEADER]: "1" });
+        case CoreError.E_NOT_SERVING:
+          // The sender placed the key on an older ring: it takes this one (the reply's
+          // ring header) and places the key again.
+          this.countRefused("stale_ring");
+          return json(421, { error: `node ${this.nodeId} does not serve this key in epoch ${this.ringView!.ring.epoch}` }, { [STALE_RING_HEADER]: "1" });
         case CoreError.E_FENCING:
           return json(503, { error: `node ${this.nodeId} is being fenced: it takes no client write` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_VALUE:
@@ -799,6 +876,8 @@ export class RingNode extends DurableObject {
       this.setAlarm(this.nowMs() + this.config!.gossipIntervalMs);
       return;
     }
+    // A node the ring no longer has arms no alarm.
+    if (this.nodeId >= ringSpan(this.ringView!.ring)) return;
     try {
       // The round's sends, and what their answers lead to, finish before the alarm does.
       await this.executor.run({ alarm: true }, EMPTY).done;
@@ -867,13 +946,16 @@ export class RingNode extends DurableObject {
         stub.fetch(`https://node${path}`, {
           method: "POST",
           body,
-          headers: { [NODE_ID_HEADER]: String(peer), "Content-Type": "application/octet-stream" },
+          headers: { [NODE_ID_HEADER]: String(peer), "Content-Type": "application/octet-stream", [RING_HEADER]: ringHeader(this.ringView!.ring) },
           signal: abort.signal,
         }),
         deadline,
       ]);
       const answer = new Uint8Array(await Promise.race([response.arrayBuffer(), deadline]));
       this.stats.add("bytes_sent", body.length + answer.length);
+      // A peer on a newer ring: take it (after this answer: the answer is to this ring).
+      const claimed = headerEpoch(response.headers.get(RING_HEADER));
+      if (claimed > this.ringView!.ring.epoch) this.ctx.waitUntil(this.catchUpRing(claimed).catch(() => {}));
       if (response.status !== 200) return { refused: response.headers.get(REFUSED_REASON_HEADER) ?? undefined }; // lint: http-status
       return { answer };
     } catch {

@@ -44,6 +44,9 @@ export class ControlReports {
   private written = 0;
   /** The core trapped (anything but a return code): RingControl builds a new one. */
   broken = false;
+  /** The ring's epoch this instance places on. */
+  readonly epoch: number;
+  private moving: number | undefined;
 
   constructor(
     private readonly ctx: any,
@@ -59,6 +62,14 @@ export class ControlReports {
     sql.exec(`CREATE INDEX IF NOT EXISTS node_shards_node ON node_shards(node)`);
     this.core = new Core(wasmModule as WebAssembly.Module);
     this.core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });
+    this.epoch = ring.epoch;
+  }
+
+  /** The shards whose replica set changes in the ring's transition (the core counts them,
+   *  once per ring). */
+  shardsMoving(): number {
+    this.moving ??= this.call(Op.Cluster, { nodes: [], differing: 0n, phase: this.ring.phase, nowMs: 0n, countMoving: true }).shardsMoving;
+    return Number(this.moving ?? 0);
   }
 
   private call(op: number, request: Msg): Msg {
@@ -85,10 +96,10 @@ export class ControlReports {
 
   /** POST /control/report: 200 once persisted; 400 malformed or not this ring's, 409 older
    *  than the stored one, 413 too large: nothing changes. */
-  async take(request: Request): Promise<Response> {
+  async take(request: Request): Promise<{ response: Response; progress?: Msg }> {
     const started = performance.now();
     const body = new Uint8Array(await request.arrayBuffer());
-    if (body.length > REPORT_BYTES_MAX) return json(413, { error: "report too large" });
+    if (body.length > REPORT_BYTES_MAX) return { response: json(413, { error: "report too large" }) };
     this.read = 0;
     this.written = 0;
     try {
@@ -96,16 +107,17 @@ export class ControlReports {
       const loaded = this.load(first.load);
       // Nothing is awaited from here to the transaction's end.
       const reply = this.call(Op.Report, { report: body, loaded });
-      if (reply.stale) return json(409, { error: "an older report than the one kept" });
+      if (reply.stale) return { response: json(409, { error: "an older report than the one kept" }) };
       this.ctx.storage.transactionSync(() => this.write(first.load.node, reply));
       this.costs.report = { rows_read: this.read, rows_written: this.written, ms: performance.now() - started };
       this.costs.reports++;
       this.costs.report_rows_read += this.read;
-      return new Response(null, { status: 200 });
+      // The node's confirmation of its ring, for the control step.
+      return { response: new Response(null, { status: 200 }), progress: first.progress ?? undefined };
     } catch (err) {
       if (err instanceof CoreError && err.code !== CoreError.E_NOMEM) {
         console.error(JSON.stringify({ component: "ring_control", event: "report_refused", error: err.message }));
-        return json(400, { error: `report refused: ${err.message}` });
+        return { response: json(400, { error: `report refused: ${err.message}` }) };
       }
       throw err;
     }
@@ -155,20 +167,38 @@ export class ControlReports {
     );
   }
 
-  /** GET /control/cluster: every node's status from its summary row. Nodes that never
-   *  reported (or owe a report for long) are started, a bounded number per call. */
-  cluster(): Response {
-    const started = performance.now();
-    this.read = 0;
+  /** The bytes and live keys the nodes last reported storing, summed (every replica
+   *  counted). */
+  stored(): { storedBytes: bigint; storedKeys: bigint } {
+    let bytes = 0n;
+    let keys = 0n;
+    for (const n of this.status().nodes) {
+      bytes += BigInt(n.dbBytes);
+      keys += BigInt(n.keys);
+    }
+    return { storedBytes: bytes, storedKeys: keys };
+  }
+
+  /** OP_CLUSTER on the stored summary rows. */
+  status(): Msg {
     const nodes = this.rows(`SELECT node, summary, received_ms FROM node_reports`).map((r: any) => ({
       node: r.node,
       summary: new Uint8Array(r.summary as ArrayBuffer),
       receivedMs: BigInt(r.received_ms),
     }));
-    const reply = this.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()) });
+    return this.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()) });
+  }
+
+  /** GET /control/cluster: every node's status from its summary row. Nodes that never
+   *  reported (or owe a report for long) are started, a bounded number per call. */
+  cluster(extra: Msg = {}): Response {
+    const started = performance.now();
+    this.read = 0;
+    const reply = this.status();
     for (const id of reply.wake as number[]) this.ctx.waitUntil(this.wake(id));
     this.costs.cluster = { rows_read: this.read, ms: performance.now() - started };
     return json(200, {
+      ...extra,
       converged: reply.converged,
       nodes: reply.nodes.map((n: Msg) => ({
         id: String(n.id),

@@ -25,6 +25,8 @@ export interface RingView {
 
 /** Header carrying the sender's ring on every Worker->node request and node reply. */
 export const RING_HEADER = "X-Ring-Ring";
+/** Header on a node's 421: the key was placed on an older ring than the node's. */
+export const STALE_RING_HEADER = "X-Ring-Stale-Ring";
 /** Header on /internal/ring: the Worker needs the generated secret (TOKEN_SECRET unset). */
 export const NEED_SECRET_HEADER = "X-Ring-Need-Secret";
 

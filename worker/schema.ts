@@ -102,6 +102,11 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["keyBytesMax",9,"uint64",0],
     ["valueBytesMax",10,"uint64",0],
     ["gossipIntervalMs",11,"uint64",0],
+    ["ringFrom",12,"uint32",0],
+    ["ringTo",13,"uint32",0],
+    ["ringPhase",14,"uint32",0],
+    ["ringEpoch",15,"uint64",0],
+    ["replicasAll",16,"bool",0],
     ["reports",20,"bool",0],
     ["leases",30,"bool",0],
   ],
@@ -398,12 +403,18 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["random",4,"bytes",0],
     ["secretNeeded",5,"bool",0],
     ["lease",6,"bytes",0],
-    ["resize",7,"uint32",0],
+    ["resize",7,"ResizeAsk",0],
     ["progress",8,"NodeProgress",0],
     ["nowMs",9,"uint64",0],
     ["replicas",10,"uint32",0],
     ["replicasAll",11,"bool",0],
     ["resizing",12,"bool",0],
+    ["storedBytes",13,"uint64",0],
+    ["keyBytesMax",14,"uint64",0],
+    ["storedKeys",15,"uint64",0],
+  ],
+  ResizeAsk: [
+    ["size",1,"uint32",0],
   ],
   ResizeReply: [
     ["status",1,"uint32",0],
@@ -411,6 +422,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
   ],
   Transition: [
     ["waitingFor",1,"uint32",1],
+    ["copying",2,"uint64",0],
+    ["dropping",3,"uint64",0],
   ],
   RingView: [
     ["ring",1,"Ring",0],
@@ -539,6 +552,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["alarmMs",8,"uint64",0],
     ["stats",9,"Stat",1],
     ["wipe",10,"bool",0],
+    ["progress",11,"NodeProgress",0],
   ],
   StepState: [
     ["clock",1,"fixed64",0],
@@ -569,6 +583,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["catchupActive",33,"CatchupShard",1],
     ["incarnation",34,"fixed64",0],
     ["fence",35,"uint32",0],
+    ["ringEpoch",36,"uint64",0],
+    ["ringSpan",37,"uint32",0],
   ],
   CatchupShard: [
     ["shard",1,"uint32",0],
@@ -633,6 +649,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["full",11,"bool",0],
     ["speaks",15,"uint32",0],
     ["catchingUp",30,"uint64",0],
+    ["progress",31,"NodeProgress",0],
   ],
   ReportRequest: [
     ["report",1,"bytes",0],
@@ -662,12 +679,14 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["put",5,"ShardDigest",1],
     ["drop",6,"uint32",1],
     ["differing",7,"uint64",0],
+    ["progress",8,"NodeProgress",0],
   ],
   ClusterRequest: [
     ["nodes",1,"NodeSummary",1],
     ["differing",2,"uint64",0],
     ["phase",3,"uint32",0],
     ["nowMs",4,"uint64",0],
+    ["countMoving",5,"bool",0],
   ],
   NodeSummary: [
     ["node",1,"uint32",0],
@@ -678,6 +697,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["nodes",1,"NodeStatus",1],
     ["converged",2,"bool",0],
     ["wake",3,"uint32",1],
+    ["shardsMoving",4,"uint32",0],
   ],
   NodeStatus: [
     ["id",1,"uint32",0],

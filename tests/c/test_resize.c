@@ -69,8 +69,10 @@ static tctl control(ringkv_node *core, tobj *o, tev v) {
   memset(random, 9, sizeof random);
   pb_put_bytes(&e, 4, (rk_slice){random, sizeof random});
   if (v.resize >= 0) {
-    pb_put_varint_raw(&e, (7u << 3) | 0u);
+    size_t m = pb_begin(&e, 7);   /* ResizeAsk: present even for size 0 */
+    pb_put_varint_raw(&e, (1u << 3) | 0u);
     pb_put_varint_raw(&e, (uint64_t)v.resize);
+    pb_end(&e, m);
   }
   if (v.node >= 0) {
     size_t m = pb_begin(&e, 8);

@@ -63,7 +63,11 @@ static int step_resize(ringkv_node *n, rk_slice state, uint32_t resize, const rk
   pb_put_bytes(&e, 1, state);
   pb_put_uint(&e, 2, 8);
   pb_put_bytes(&e, 4, fz_slice(random, sizeof random));
-  pb_put_uint(&e, 7, resize);
+  if (resize != 0) {
+    size_t m = pb_begin(&e, 7);
+    pb_put_uint(&e, 1, resize);
+    pb_end(&e, m);
+  }
   if (progress != NULL) pb_put_bytes_always(&e, 8, *progress);
   pb_put_uint(&e, 10, 3);
   pb_put_bool(&e, 12, true);

@@ -78,7 +78,17 @@ export async function startCluster({ vars = {}, persistDir } = {}) {
     vars: bindings,
     /** fetch relative to the cluster; returns { status, headers, text, json, bytes }. */
     async req(path, init = {}) {
-      const response = await fetch(url + path, init);
+      let response;
+      try {
+        response = await fetch(url + path, init);
+      } catch (err) {
+        // workerd now and then closes an idle keep-alive connection as the next request goes
+        // out on it (seen while Durable Objects start during a resize; curl retries such a
+        // GET by itself): a GET is sent again once, on a new connection.
+        const method = (init.method ?? "GET").toUpperCase();
+        if (method !== "GET" || err?.cause?.code !== "UND_ERR_SOCKET") throw err;
+        response = await fetch(url + path, init);
+      }
       const bytes = new Uint8Array(await response.arrayBuffer());
       const text = new TextDecoder().decode(bytes);
       let json;

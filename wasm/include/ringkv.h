@@ -192,6 +192,10 @@ enum ringkv_code {
   RINGKV_E_FENCING = 15,     /* the admin fence was asked: the node takes no client write
                                 while its peers acknowledge what it holds, then its storage
                                 is wiped (StepReply.wipe); ask another replica */
+  RINGKV_E_NOT_SERVING = 16, /* the node does not take client writes or serve reads of the
+                                key's shard in its ring's phase (SPEC: Resizing): the sender
+                                placed the key on an older ring; it takes the node's ring and
+                                places the key again */
 };
 
 typedef struct ringkv_node ringkv_node;

@@ -34,6 +34,7 @@ static void bit_set(rk_catchup *c, uint32_t s, bool on) {
 }
 
 int rk_catchup_init(rk_catchup *c, uint32_t shards, uint32_t replicas) {
+  /* `replicas`: the most replicas a shard can have (old ∪ new during a transition). */
   memset(c, 0, sizeof *c);
   c->bytes = (shards + 7u) / 8u;
   c->bits = calloc(c->bytes ? c->bytes : 1u, 1);
@@ -69,7 +70,7 @@ static bool is_done(const rk_cu_shard *e, uint32_t node) {
   return false;
 }
 
-int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size, uint32_t replicas, rk_slice s) {
+int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size, rk_slice s) {
   if (c->active_len == RK_CATCHUP_ACTIVE_MAX) return RINGKV_E_DECODE;
   rk_cu_shard *e = &c->active[c->active_len];
   uint16_t *done = e->done;
@@ -84,7 +85,7 @@ int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size
     case 2: ok = pb_get_u32(R, WT, &e->source); break;
     case 3:
       ok = pb_get_u32(R, WT, &d);
-      if (ok && (e->done_len == replicas || d >= cluster_size)) return RINGKV_E_DECODE;
+      if (ok && (e->done_len == cluster_size || d >= cluster_size)) return RINGKV_E_DECODE;
       if (ok) e->done[e->done_len++] = (uint16_t)d;
       break;
     case 4: ok = pb_get_bool(R, WT, &e->started); break;
@@ -134,6 +135,11 @@ bool rk_catchup_serves(const rk_catchup *c, uint32_t shard) {
   return c->pending == 0 || shard / 8u >= c->bytes || !bit(c, shard);
 }
 
+void rk_catchup_begin(rk_catchup *c, uint32_t shard) {
+  bit_set(c, shard, true);
+  c->changed = true;
+}
+
 void rk_catchup_begin_all(rk_catchup *c, const ringkv_node *n) {
   for (size_t i = 0; i < n->my_shards_len; i++) bit_set(c, n->my_shards[i], true);
   c->changed = true;
@@ -143,8 +149,9 @@ void rk_catchup_begin_all(rk_catchup *c, const ringkv_node *n) {
  * order, cyclic; UINT32_MAX: start where the shard spreads the copies) that is not this
  * node and not done. UINT32_MAX when none is left. */
 static uint32_t source_after(const ringkv_node *n, const rk_cu_shard *e, uint32_t after) {
-  const uint16_t *r = rk_replicas_of(n, e->shard);
-  uint32_t len = n->cfg.replicas, at = (e->shard + n->self) % len;
+  uint32_t len;
+  const uint16_t *r = rk_sources_of(n, e->shard, &len);
+  uint32_t at = (e->shard + n->self) % len;
   for (uint32_t i = 0; i < len; i++) {
     if (r[i] == after) {
       at = i + 1u;
@@ -177,7 +184,7 @@ static void finish(rk_catchup *c, uint32_t i) {
 /* The pull from `source` is complete: the next replica, or the shard is caught up. */
 static void source_done(rk_catchup *c, const ringkv_node *n, uint32_t i, uint64_t now) {
   rk_cu_shard *e = &c->active[i];
-  if (!is_done(e, e->source) && e->done_len < n->cfg.replicas) e->done[e->done_len++] = (uint16_t)e->source;
+  if (!is_done(e, e->source) && e->done_len < n->cfg.cluster_size) e->done[e->done_len++] = (uint16_t)e->source;
   cursor_reset(e);
   e->retry_ms = now;
   uint32_t next = source_after(n, e, e->source);

@@ -50,13 +50,15 @@ int rk_catchup_init(rk_catchup *c, uint32_t shards, uint32_t replicas);
 void rk_catchup_free(rk_catchup *c);
 /* Decodes StepState fields 32 and 33 (one call per field occurrence). */
 int rk_catchup_read_bits(rk_catchup *c, rk_slice bits);
-int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size, uint32_t replicas, rk_slice entry);
+int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size, rk_slice entry);
 /* After the state is read: every active shard is one of the pending ones. */
 int rk_catchup_check(rk_catchup *c);
 void rk_catchup_state_write(pb_enc *e, const rk_catchup *c);
 
 /* The node serves (client reads and writes) this shard. */
 bool rk_catchup_serves(const rk_catchup *c, uint32_t shard);
+/* This shard needs catching up (the node newly replicates it). */
+void rk_catchup_begin(rk_catchup *c, uint32_t shard);
 /* Every shard the node replicates needs catching up (its storage was lost). */
 void rk_catchup_begin_all(rk_catchup *c, const struct ringkv_node *n);
 

@@ -259,7 +259,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   rk_slice lease_req = {NULL, 0}, lease_reply = {NULL, 0}, progress = {NULL, 0};
   bool lease_asked = false, resize_asked = false, progress_given = false, replicas_all = false, resizing = false;
   uint32_t resize_to = 0, replicas = 0;
-  uint64_t now = 0;
+  uint64_t now = 0, stored_bytes = 0, key_bytes_max = 0, stored_keys = 0;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
     case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
@@ -267,12 +267,25 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 4: ok = pb_get_bytes(R, WT, &random); break;
     case 5: ok = pb_get_bool(R, WT, &secret_needed); break;
     case 6: ok = pb_get_bytes(R, WT, &lease_req); lease_asked = true; break;
-    case 7: ok = pb_get_u32(R, WT, &resize_to); resize_asked = true; break;
+    case 7: {
+      rk_slice ask;
+      ok = pb_get_bytes(R, WT, &ask);
+      resize_asked = true;
+      FIELDS(ask) {
+        case 1: ok = pb_get_u32(R, WT, &resize_to); break;
+        SKIP;
+      }
+      ok = ok && t_ >= 0;
+      break;
+    }
     case 8: ok = pb_get_bytes(R, WT, &progress); progress_given = true; break;
     case 9: ok = pb_get_u64(R, WT, &now); break;
     case 10: ok = pb_get_u32(R, WT, &replicas); break;
     case 11: ok = pb_get_bool(R, WT, &replicas_all); break;
     case 12: ok = pb_get_bool(R, WT, &resizing); break;
+    case 13: ok = pb_get_u64(R, WT, &stored_bytes); break;
+    case 14: ok = pb_get_u64(R, WT, &key_bytes_max); break;
+    case 15: ok = pb_get_u64(R, WT, &stored_keys); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -324,7 +337,8 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     changed |= moved;
   }
   rk_resize_answer answer = {0, NULL};
-  if (resize_asked && rk_resize_ask(&st.rz, resize_to, replicas, &answer)) {
+  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, stored_keys};
+  if (resize_asked && rk_resize_ask(&st.rz, resize_to, &limits, &answer)) {
     changed = true;
     log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);
   }
@@ -343,10 +357,10 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
       /* The value last applied, not the live size, is compared: an unchanged variable
        * never undoes an admin or autoscale resize. */
       rk_resize_answer env = {0, NULL};
-      if (rk_resize_ask(&st.rz, cluster_size, replicas, &env)) {
+      if (rk_resize_ask(&st.rz, cluster_size, &limits, &env)) {
         log_write(&logs, "CLUSTER_SIZE changed: resize from % to %, joining", g->from, g->to);
-      } else if (env.status == 400) {
-        log_write(&logs, "CLUSTER_SIZE=% is out of range for REPLICAS: not applied (the ring keeps size %)",
+      } else if (env.status == 400 || env.status == 409) {
+        log_write(&logs, "CLUSTER_SIZE=% cannot be applied (out of range for REPLICAS, or too much data per node): the ring keeps size %",
                   cluster_size, g->size);
       }
       st.cluster_size_applied = cluster_size;
@@ -383,8 +397,17 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     pb_end(&e, m);
   }
   if (g->phase != RK_PHASE_NONE) {
+    uint64_t copying = 0, dropping = 0;
+    for (uint32_t i = 0; i < st.rz.notify_below; i++) {
+      const rk_progress *p = &st.rz.progress[i];
+      if (p->epoch != g->epoch) continue;
+      copying += p->copying;
+      dropping += p->dropping;
+    }
     m = pb_begin(&e, 6);
     pb_put_packed_u32(&e, 1, waiting, waiting_len);
+    pb_put_uint(&e, 2, copying);
+    pb_put_uint(&e, 3, dropping);
     pb_end(&e, m);
   }
   pb_put_packed_u32(&e, 7, send_to, sends);

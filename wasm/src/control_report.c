@@ -24,6 +24,7 @@ typedef struct {
   uint64_t *shard_digest;
   size_t shards_len;
   bool full;
+  rk_slice progress;       /* its NodeProgress, for the control step (empty: none) */
 } report_t;
 
 static bool name_ok(rk_slice s) {
@@ -98,11 +99,21 @@ static int report_read(ringkv_node *n, rk_slice b, report_t *r) {
       break;
     }
     case 11: ok = pb_get_bool(R, WT, &r->full); break;
+    case 31: ok = pb_get_bytes(R, WT, &r->progress); break;
     SKIP;
   }
   if (!ok || t_ < 0 || r->counters.err) return r->counters.err ? r->counters.err : RINGKV_E_DECODE;
   if (r->version < RINGKV_REPORT_VERSION_MIN || r->version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
   if (r->from >= n->cfg.cluster_size || r->number == 0) return RINGKV_E_VALUE;
+  if (r->progress.len > 0) {
+    /* A node confirms for itself only (proto3: node 0 is the absent field). */
+    uint32_t node = 0;
+    FIELDS(r->progress) {
+      case 1: ok = pb_get_u32(R, WT, &node); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0 || node != r->from) return RINGKV_E_DECODE;
+  }
   return RINGKV_OK;
 }
 
@@ -133,9 +144,10 @@ static uint64_t digest_in(const row_t *rows, size_t lo, size_t hi, uint32_t node
 /* Whether the shard's replicas disagree, with `self`'s digest taken as `mine`. */
 static bool shard_differs(const ringkv_node *n, uint32_t shard, const row_t *rows, size_t lo, size_t hi, uint32_t self,
                           uint64_t mine) {
-  const uint16_t *reps = rk_replicas_of(n, shard);
+  uint32_t len;
+  const uint16_t *reps = rk_replicas_of(n, shard, &len);
   uint64_t first = 0;
-  for (uint32_t i = 0; i < n->cfg.replicas; i++) {
+  for (uint32_t i = 0; i < len; i++) {
     uint64_t d = reps[i] == self ? mine : digest_in(rows, lo, hi, reps[i]);
     if (i == 0) first = d;
     else if (d != first) return true;
@@ -282,6 +294,7 @@ int rk_control_report(ringkv_node *n, rk_slice req, rk_slice *reply) {
     pb_put_packed_u32(&e, 2, r.shard, r.shards_len);
     pb_put_bool(&e, 3, r.full);
     pb_end(&e, m);
+    pb_put_bytes(&e, 8, r.progress);
   } else {
     RK_TRY(report_apply(n, &r, loaded, &e));
   }
@@ -391,6 +404,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool ok = true;
   uint64_t differing = 0, now = 0;
   uint32_t phase = 0;
+  bool count_moving = false;
   rk_slice s;
   FIELDS(req) {
     case 1: {
@@ -411,9 +425,12 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 2: ok = pb_get_u64(R, WT, &differing); break;
     case 3: ok = pb_get_u32(R, WT, &phase); break;
     case 4: ok = pb_get_u64(R, WT, &now); break;
+    case 5: ok = pb_get_bool(R, WT, &count_moving); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  uint32_t moving = 0;
+  for (uint32_t sh = 0; count_moving && sh < n->cfg.shards; sh++) moving += rk_shard_moving(n, sh);
   pb_enc e;
   pb_enc_init(&e, &n->arena);
   /* converged (SPEC, release 2): every node reported (and, by when nodes report, since its
@@ -432,6 +449,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   pb_put_bool(&e, 2, converged);
   pb_put_packed_u32(&e, 3, wake, wake_len);
+  pb_put_uint(&e, 4, moving);
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;

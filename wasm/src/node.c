@@ -11,6 +11,7 @@
 #include "range.h"
 #include "register.h"
 #include "report.h"
+#include "resize.h"
 
 
 
@@ -66,18 +67,21 @@ static uint64_t rendezvous_score(uint32_t shard, uint32_t node) {
   return rk_hash(b, sizeof b);
 }
 
-/* The shard's replicas in rendezvous order (highest score first) into out[replicas];
- * `s` is scratch for cluster_size entries. */
-static void rendezvous(const rk_config *c, uint32_t shard, scored *s, uint16_t *out) {
-  for (uint32_t node = 0; node < c->cluster_size; node++) {
+/* A shard's replica count at a size. */
+static uint32_t reps_at(const rk_config *c, uint32_t size) { return c->replicas_all ? size : RK_MIN(c->replicas, size); }
+
+/* The shard's `reps` replicas at `size` in rendezvous order (highest score first) into
+ * out[reps]; `s` is scratch for `size` entries. */
+static void rendezvous(uint32_t size, uint32_t reps, uint32_t shard, scored *s, uint16_t *out) {
+  for (uint32_t node = 0; node < size; node++) {
     s[node].score = rendezvous_score(shard, node);
     s[node].node = node;
   }
-  if (c->replicas * 4 < c->cluster_size) {
+  if (reps * 4 < size) {
     /* Partial selection: R passes beat a sort when R is small. */
-    for (uint32_t i = 0; i < c->replicas; i++) {
+    for (uint32_t i = 0; i < reps; i++) {
       uint32_t best = i;
-      for (uint32_t j = i + 1; j < c->cluster_size; j++) {
+      for (uint32_t j = i + 1; j < size; j++) {
         if (scored_cmp(&s[j], &s[best]) < 0) best = j;
       }
       scored tmp = s[i];
@@ -85,39 +89,141 @@ static void rendezvous(const rk_config *c, uint32_t shard, scored *s, uint16_t *
       s[best] = tmp;
     }
   } else {
-    qsort(s, c->cluster_size, sizeof *s, scored_cmp);
+    qsort(s, size, sizeof *s, scored_cmp);
   }
-  for (uint32_t i = 0; i < c->replicas; i++) out[i] = (uint16_t)s[i].node;
+  for (uint32_t i = 0; i < reps; i++) out[i] = (uint16_t)s[i].node;
 }
 
-/* Every node replicates every shard. */
-static bool full_replication(const ringkv_node *n) { return n->cfg.replicas >= n->cfg.cluster_size; }
+static bool moving(const rk_config *c) { return c->phase != RK_PHASE_NONE; }
 
-/* The shard's replicas in rendezvous order, valid until the next call (a cache slot). */
-static const uint16_t *placement_of(const ringkv_node *cn, uint32_t shard) {
+/* Every node of both sizes replicates every shard: sets are node id ranges, no hashing. */
+static bool full_replication(const ringkv_node *n) {
+  const rk_config *c = &n->cfg;
+  return reps_at(c, c->size_old) >= c->size_old && reps_at(c, c->size_new) >= c->size_new;
+}
+
+/* A shard's replica sets (SPEC: Resizing): old (at size_old) and new (at size_new), each in
+ * rendezvous order, and their union; valid until the next call (a cache slot). Outside a
+ * transition old and new are the same. */
+typedef struct {
+  const uint16_t *old, *nw, *uni;
+  uint32_t old_len, new_len, uni_len;
+} sets_t;
+
+/* A memo row: old[Wo] new[Wn] uni[Wo + Wn] and the union's length. */
+static size_t row_width(const rk_config *c) {
+  return 2u * ((size_t)reps_at(c, c->size_old) + reps_at(c, c->size_new)) + 1u;
+}
+
+static void fill_side(const ringkv_node *n, uint32_t size, uint32_t shard, uint16_t *out) {
+  uint32_t reps = reps_at(&n->cfg, size);
+  if (reps >= size) memcpy(out, n->all_nodes, size * sizeof *out);
+  else rendezvous(size, reps, shard, n->memo_scratch, out);
+}
+
+static void sets_of(const ringkv_node *cn, uint32_t shard, sets_t *out) {
   ringkv_node *n = (ringkv_node *)cn;   /* the memo is a cache: placement is a pure function */
+  const rk_config *c = &n->cfg;
+  uint32_t wo = reps_at(c, c->size_old), wn = reps_at(c, c->size_new);
+  if (full_replication(n)) {
+    *out = (sets_t){n->all_nodes, n->all_nodes, n->all_nodes, c->size_old, c->size_new, c->cluster_size};
+    return;
+  }
   uint32_t slot = shard & n->memo_mask;
-  uint16_t *row = n->memo + (size_t)slot * n->cfg.replicas;
+  uint16_t *row = n->memo + (size_t)slot * row_width(c);
+  uint16_t *old = row, *nw = row + wo, *uni = nw + wn, *uni_len = uni + wo + wn;
   if (n->memo_tag[slot] != shard + 1u) {
-    rendezvous(&n->cfg, shard, n->memo_scratch, row);
+    fill_side(n, c->size_old, shard, old);
+    if (moving(c)) fill_side(n, c->size_new, shard, nw);
+    else memcpy(nw, old, wo * sizeof *old);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < wo; i++) uni[k++] = old[i];
+    for (uint32_t i = 0; i < wn; i++) {
+      bool seen = false;
+      for (uint32_t j = 0; j < wo && !seen; j++) seen = old[j] == nw[i];
+      if (!seen) uni[k++] = nw[i];
+    }
+    *uni_len = (uint16_t)k;
     n->memo_tag[slot] = shard + 1u;
   }
-  return row;
+  *out = (sets_t){old, nw, uni, wo, wn, *uni_len};
 }
 
-/* The shard's replicas, as a set (any order; with full replication node ids in order, no
- * hashing), valid until the next call. */
-static const uint16_t *replicas_of(const ringkv_node *n, uint32_t shard) {
-  return full_replication(n) ? n->all_nodes : placement_of(n, shard);
+/* The nodes holding the shard and pushed its writes: old ∪ new, less the old-only ones once
+ * leaving. */
+static const uint16_t *replicas_of(const ringkv_node *n, uint32_t shard, uint32_t *len) {
+  sets_t s;
+  sets_of(n, shard, &s);
+  bool leaving = n->cfg.phase == RK_PHASE_LEAVING;
+  *len = leaving ? s.new_len : s.uni_len;
+  return leaving ? s.nw : s.uni;
 }
 
-const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard) { return replicas_of(n, shard); }
+/* The nodes taking client writes and serving reads in the phase, in rendezvous order (the
+ * first is routed to): old while joining, new from switching on. */
+static const uint16_t *serving_of(const ringkv_node *n, uint32_t shard, uint32_t *len) {
+  sets_t s;
+  sets_of(n, shard, &s);
+  bool joining = n->cfg.phase == RK_PHASE_JOINING;
+  *len = joining ? s.old_len : s.new_len;
+  return joining ? s.old : s.nw;
+}
+
+const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard, uint32_t *len) { return replicas_of(n, shard, len); }
+
+const uint16_t *rk_sources_of(const ringkv_node *n, uint32_t shard, uint32_t *len) {
+  if (n->cfg.phase != RK_PHASE_JOINING && n->cfg.phase != RK_PHASE_SWITCHING) return replicas_of(n, shard, len);
+  sets_t s;
+  sets_of(n, shard, &s);
+  *len = s.old_len;
+  return s.old;
+}
+
+static bool among(const uint16_t *r, uint32_t len, uint32_t node) {
+  for (uint32_t i = 0; i < len; i++) {
+    if (r[i] == node) return true;
+  }
+  return false;
+}
+
+bool rk_serves_phase(const ringkv_node *n, uint32_t shard, uint32_t node) {
+  uint32_t len;
+  const uint16_t *r = serving_of(n, shard, &len);
+  return among(r, len, node);
+}
+
+/* The shard's replica set changes in this transition. */
+static bool shard_moving(const ringkv_node *n, uint32_t shard) {
+  if (!moving(&n->cfg)) return false;
+  sets_t s;
+  sets_of(n, shard, &s);
+  if (s.old_len != s.new_len) return true;
+  for (uint32_t i = 0; i < s.old_len; i++) {
+    if (!among(s.nw, s.new_len, s.old[i])) return true;
+  }
+  return false;
+}
+
+bool rk_shard_moving(const ringkv_node *n, uint32_t shard) { return shard_moving(n, shard); }
+
+bool rk_joins_shard(const ringkv_node *n, uint32_t shard, uint32_t node) {
+  if (!moving(&n->cfg)) return false;
+  sets_t s;
+  sets_of(n, shard, &s);
+  return !among(s.old, s.old_len, node) && among(s.nw, s.new_len, node);
+}
+
+bool rk_leaves_shard(const ringkv_node *n, uint32_t shard, uint32_t node) {
+  if (!moving(&n->cfg)) return false;
+  sets_t s;
+  sets_of(n, shard, &s);
+  return among(s.old, s.old_len, node) && !among(s.nw, s.new_len, node);
+}
 
 static bool is_replica(const ringkv_node *n, uint32_t shard, uint32_t node);
 bool rk_is_replica(const ringkv_node *n, uint32_t shard, uint32_t node) { return is_replica(n, shard, node); }
 
 static bool is_mine(const ringkv_node *n, uint32_t shard) {
-  if (full_replication(n)) return true;
   size_t lo = 0, hi = n->my_shards_len;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
@@ -128,25 +234,22 @@ static bool is_mine(const ringkv_node *n, uint32_t shard) {
 }
 
 static bool is_replica(const ringkv_node *n, uint32_t shard, uint32_t node) {
-  if (full_replication(n)) return node < n->cfg.cluster_size;
-  if (node == n->self) return is_mine(n, shard);
-  const uint16_t *r = placement_of(n, shard);
-  for (uint32_t i = 0; i < n->cfg.replicas; i++) {
-    if (r[i] == node) return true;
-  }
-  return false;
+  if (node == n->self && n->my_shards != NULL) return is_mine(n, shard);
+  uint32_t len;
+  const uint16_t *r = replicas_of(n, shard, &len);
+  return among(r, len, node);
 }
 
-/* The memo's bytes: every shard at R=3 up to 65,536 shards (384 KiB), 1,024 shards of
- * a full-replication ring at N=1024; small beside an isolate's 128 MB. */
+/* The memo's bytes: every shard at R=3 up to 65,536 shards outside a transition (832 KiB),
+ * a quarter of them during one; small beside an isolate's 128 MB. */
 #define PLACEMENT_MEMO_BYTES_MAX (2u * 1024u * 1024u)
 
 /* (Re)allocates the memo, the scratch and the node list for `c`. */
 static int placement_init(ringkv_node *n, const rk_config *c) {
+  size_t width = row_width(c) * sizeof(uint16_t);
   uint32_t slots = 1;
-  while (slots * 2u <= c->shards && (uint64_t)slots * 2u * c->replicas * sizeof(uint16_t) <= PLACEMENT_MEMO_BYTES_MAX)
-    slots *= 2u;
-  uint16_t *memo = malloc((size_t)slots * c->replicas * sizeof *memo);
+  while (slots * 2u <= c->shards && (uint64_t)slots * 2u * width <= PLACEMENT_MEMO_BYTES_MAX) slots *= 2u;
+  uint16_t *memo = malloc((size_t)slots * width);
   uint32_t *tag = calloc(slots, sizeof *tag);
   scored *scratch = malloc(c->cluster_size * sizeof *scratch);
   uint16_t *all = malloc(c->cluster_size * sizeof *all);
@@ -170,15 +273,24 @@ static int placement_init(ringkv_node *n, const rk_config *c) {
   return RINGKV_OK;
 }
 
-/* Whether `self` is among the shard's replicas: its score against every node's, no sort. */
-static bool ranks_replica(const rk_config *c, uint32_t shard, uint32_t self) {
+/* Whether `self` is among the shard's replicas at `size`: its score against every node's,
+ * no sort. */
+static bool ranks_replica(uint32_t size, uint32_t reps, uint32_t shard, uint32_t self) {
+  if (self >= size) return false;
   scored me = {rendezvous_score(shard, self), self};
   uint32_t above = 0;
-  for (uint32_t node = 0; node < c->cluster_size && above < c->replicas; node++) {
+  for (uint32_t node = 0; node < size && above < reps; node++) {
     scored other = {rendezvous_score(shard, node), node};
     if (node != self && scored_cmp(&other, &me) < 0) above++;
   }
-  return above < c->replicas;
+  return above < reps;
+}
+
+/* Whether `self` holds the shard in the ring's phase (replicas_of, without the memo). */
+static bool holds_shard(const rk_config *c, uint32_t shard, uint32_t self) {
+  bool in_new = ranks_replica(c->size_new, reps_at(c, c->size_new), shard, self);
+  if (in_new || c->phase == RK_PHASE_LEAVING || !moving(c)) return in_new;
+  return ranks_replica(c->size_old, reps_at(c, c->size_old), shard, self);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -458,11 +570,17 @@ static int config_read(rk_slice s, rk_config *c) {
     case 9: ok = pb_get_u64(R, WT, &c->key_bytes_max); break;
     case 10: ok = pb_get_u64(R, WT, &c->value_bytes_max); break;
     case 11: ok = pb_get_u64(R, WT, &c->gossip_interval_ms); break;
+    case 12: ok = pb_get_u32(R, WT, &c->size_old); break;
+    case 13: ok = pb_get_u32(R, WT, &c->size_new); break;
+    case 14: ok = pb_get_u32(R, WT, &c->phase); break;
+    case 15: ok = pb_get_u64(R, WT, &c->epoch); break;
+    case 16: ok = pb_get_bool(R, WT, &c->replicas_all); break;
     case 20: ok = pb_get_bool(R, WT, &c->reports); break;
     case 30: ok = pb_get_bool(R, WT, &c->leases); break;
     SKIP;
   }
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
+  if (c->phase == RK_PHASE_NONE) c->size_old = c->size_new = c->cluster_size;
   if (c->gossip_interval_ms == 0) c->gossip_interval_ms = RINGKV_GOSSIP_INTERVAL_MS_DEFAULT;
   if (c->key_bytes_max == 0) c->key_bytes_max = RINGKV_KEY_BYTES_DEFAULT;
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
@@ -471,11 +589,16 @@ static int config_read(rk_slice s, rk_config *c) {
 static const char *config_problem(const rk_config *c, uint32_t self) {
   if (c->cluster_size < 1 || c->cluster_size > RINGKV_CLUSTER_SIZE_MAX) return "cluster_size must be 1..1024";
   if (c->replicas < 1 || c->replicas > c->cluster_size) return "replicas must be 1..cluster_size";
+  if (c->phase > RK_PHASE_LEAVING) return "phase must be 0..3";
+  if (c->size_old < 1 || c->size_new < 1 || RK_MAX(c->size_old, c->size_new) != c->cluster_size) {
+    return "a transition's sizes must be 1..cluster_size, the larger equal to it";
+  }
+  if (!c->replicas_all && c->replicas > RK_MIN(c->size_old, c->size_new)) return "replicas must be at most both sizes";
   if (c->shards < 1 || c->shards > RINGKV_SHARDS_MAX) return "shards must be 1..65536";
   /* Up to 2 x replicas nodes accept writes for a key across a resize; each may leave
    * max_siblings siblings and key_bytes_max value bytes, and the merge of them all must
    * still decode and fit a node's bound. */
-  uint64_t accepting = RK_MIN(2u * (uint64_t)c->replicas, RINGKV_CLUSTER_SIZE_MAX);
+  uint64_t accepting = c->replicas_all ? c->cluster_size : RK_MIN(2u * (uint64_t)c->replicas, RINGKV_CLUSTER_SIZE_MAX);
   if (c->max_siblings < 1 || accepting * c->max_siblings > RINGKV_SIBLINGS_MAX) {
     return "MAX_SIBLINGS x 2 x REPLICAS must be at most 4096 (the siblings a key may hold after merging a resize's writers)";
   }
@@ -634,19 +757,21 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Its own shards: each shard's score for this node against the others', stopping at R
    * above it (about R ln N hashes a shard, not N). */
   for (uint32_t shard = 0; shard < cfg.shards; shard++) {
-    if (full_replication(n) || ranks_replica(&cfg, shard, self)) mine[n->my_shards_len++] = shard;
+    if (full_replication(n) || holds_shard(&cfg, shard, self)) mine[n->my_shards_len++] = shard;
   }
   rk_step_free(n->step);
   n->step = step;
   /* The peers this node shares a shard with: the only ones it gossips with. */
   free(n->ae_peers);
   n->ae_peers = ae_peers;
+  rk_step_adopt(n);
   n->ae_peers_len = 0;
   bool *shares = rk_zalloc(a, cfg.cluster_size);
   if (shares == NULL) return RINGKV_E_NOMEM;
   for (size_t i = 0; i < n->my_shards_len; i++) {
-    const uint16_t *r = replicas_of(n, mine[i]);
-    for (uint32_t j = 0; j < cfg.replicas; j++) shares[r[j]] = true;
+    uint32_t len;
+    const uint16_t *r = replicas_of(n, mine[i], &len);
+    for (uint32_t j = 0; j < len; j++) shares[r[j]] = true;
   }
   for (uint32_t p = 0; p < cfg.cluster_size; p++) {
     if (shares[p] && p != self) ae_peers[n->ae_peers_len++] = p;
@@ -667,15 +792,21 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
 static void placement_write(pb_enc *e, const ringkv_node *n, uint32_t shard, uint64_t key_hash) {
   size_t m = pb_begin(e, 1);
   pb_put_uint(e, 1, shard);
-  uint32_t reps[RINGKV_CLUSTER_SIZE_MAX];
-  const uint16_t *r = placement_of(n, shard);   /* in rendezvous order: the first is routed to */
-  for (uint32_t i = 0; i < n->cfg.replicas; i++) reps[i] = r[i];
+  /* In rendezvous order: the first is routed to (so with full replication too, which the
+   * sets keep as id ranges). */
+  uint32_t len;
+  const uint16_t *r = serving_of(n, shard, &len);
+  uint16_t ordered[RINGKV_CLUSTER_SIZE_MAX];
+  if (full_replication(n)) {
+    rendezvous(len, len, shard, n->memo_scratch, ordered);
+    r = ordered;
+  }
   /* Packed; but node 0 must stay visible, so replicas are always written. */
   size_t bytes = 0;
-  for (uint32_t i = 0; i < n->cfg.replicas; i++) bytes += pb_varint_size(reps[i]);
+  for (uint32_t i = 0; i < len; i++) bytes += pb_varint_size(r[i]);
   pb_put_varint_raw(e, (2u << 3) | PB_LEN);
   pb_put_varint_raw(e, bytes);
-  for (uint32_t i = 0; i < n->cfg.replicas; i++) pb_put_varint_raw(e, reps[i]);
+  for (uint32_t i = 0; i < len; i++) pb_put_varint_raw(e, r[i]);
   pb_put_fixed64(e, 3, key_hash);
   if (key_hash != 0) pb_put_uint(e, 4, rk_key_position(key_hash));
   pb_end(e, m);
@@ -1555,9 +1686,11 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
     peer_index[peers[i].peer] = (int32_t)i;
     pb_enc_init(&peers[i].enc, a);
   }
+  /* Relaying is decided on R, as outside a transition: the old-only targets of a moving
+   * shard are pushed to directly as well. */
   uint32_t others = n->cfg.replicas - 1;
   bool relay = others > n->cfg.fanout;
-  uint32_t *targets = rk_alloc_array(a, n->cfg.replicas + 1, sizeof *targets);
+  uint32_t *targets = rk_alloc_array(a, n->cfg.cluster_size + 1, sizeof *targets);
   if (targets == NULL) return RINGKV_E_NOMEM;
   uint64_t round_bytes = 0, last_seq = 0;
   pb_enc shared;
@@ -1579,9 +1712,10 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!from_client && !relay && !learned) continue;   /* learned changes: anti-entropy covers them */
     uint64_t key_hash = rk_hash_slice(l.key);
     uint32_t shard = shard_of(n, key_hash);
-    const uint16_t *reps = replicas_of(n, shard);
+    uint32_t reps_len;
+    const uint16_t *reps = replicas_of(n, shard, &reps_len);
     uint32_t nt = 0;
-    for (uint32_t i = 0; i < n->cfg.replicas; i++) {
+    for (uint32_t i = 0; i < reps_len; i++) {
       if (reps[i] != n->self) targets[nt++] = reps[i];
     }
     if (relay) {
@@ -2305,9 +2439,11 @@ static int op_gc_query(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_reg reg;
     RK_TRY(local_reg(a, l, false, &reg));
     if (!collectable(&reg)) continue;
+    uint32_t shard = shard_of(n, rk_hash_slice(l->key)), reps_len;
+    if (shard_moving(n, shard)) continue;   /* collection pauses for moving shards */
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
-    const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
-    for (uint32_t r = 0; r < n->cfg.replicas; r++) {
+    const uint16_t *reps = replicas_of(n, shard, &reps_len);
+    for (uint32_t r = 0; r < reps_len; r++) {
       if (reps[r] == n->self) continue;
       pb_enc *pe = &per_peer[reps[r]];
       if (pe->arena == NULL) {
@@ -2489,14 +2625,19 @@ static int op_gc_decide(ringkv_node *n, rk_slice req, rk_slice *reply) {
     rk_reg reg;
     RK_TRY(local_reg(a, l, false, &reg));
     if (!collectable(&reg)) continue;
+    uint32_t shard = shard_of(n, rk_hash_slice(l->key)), reps_len;
+    if (shard_moving(n, shard)) {   /* collection pauses for moving shards */
+      undecided++;
+      continue;
+    }
     uint64_t raw = rk_reg_digest(a, l->key, &reg);
-    const uint16_t *reps = replicas_of(n, shard_of(n, rk_hash_slice(l->key)));
+    const uint16_t *reps = replicas_of(n, shard, &reps_len);
     /* Every other replica of the epoch holds this exact state, or a marker covering it
      * (about this state: `asked`); no row never agrees (it may be a replica that missed the
      * delete and the write). One that did not answer, or whose version cannot tell a marker
      * from no row (0), leaves the key undecided but voids nothing. */
     bool all = true, differs = false;
-    for (uint32_t r = 0; r < n->cfg.replicas; r++) {
+    for (uint32_t r = 0; r < reps_len; r++) {
       if (reps[r] == n->self) continue;
       int said = 0;   /* 0: nothing, 1: agrees, -1: holds another state */
       for (size_t j = 0; j < q.extra_len && said == 0; j++) {
@@ -2656,6 +2797,7 @@ const char *ringkv_code_name(int code) {
     case RINGKV_E_LEASE: return "no dot lease yet";
     case RINGKV_E_CATCHING_UP: return "catching up on this shard";
     case RINGKV_E_FENCING: return "being fenced: no client write";
+    case RINGKV_E_NOT_SERVING: return "not serving this key's shard in the ring's phase";
     default: return "unknown error";
   }
 }

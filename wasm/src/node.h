@@ -6,8 +6,14 @@
 #include "util.h"
 
 typedef struct {
-  uint32_t cluster_size;
-  uint32_t replicas;
+  uint32_t cluster_size;   /* the ring's node ids: max(from, to) during a transition */
+  uint32_t replicas;       /* R (with REPLICAS = "all": cluster_size) */
+  /* The ring (SPEC: Resizing): its epoch and phase (RK_PHASE_*, resize.h). Outside a
+   * transition size_old == size_new == cluster_size; during one, a shard's old replicas
+   * are its replicas at size_old, its new ones at size_new. */
+  uint64_t epoch;
+  uint32_t phase, size_old, size_new;
+  bool replicas_all;       /* REPLICAS = "all": every node of a size replicates every shard */
   uint32_t shards;
   uint64_t max_clock_skew_ms;
   uint64_t tombstone_grace_ms;
@@ -59,10 +65,24 @@ int rk_node_op(ringkv_node *n, uint32_t op, rk_slice req, rk_slice *reply);
 /* How long a collection marker outlives its collection (SPEC: 10 x the grace). */
 uint64_t rk_marker_keep_ms(const ringkv_node *n);
 
-/* The shard's replicas (cfg.replicas node ids, any order), valid until the next call. */
-const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard);
+/* The shard's replicas (*len node ids, any order), valid until the next call: the nodes
+ * that hold it and are pushed its writes (old ∪ new in joining and switching, new in
+ * leaving; the phase table, SPEC: Resizing). */
+const uint16_t *rk_replicas_of(const ringkv_node *n, uint32_t shard, uint32_t *len);
 /* Whether `node` replicates `shard` (this node: one of its shards). */
 bool rk_is_replica(const ringkv_node *n, uint32_t shard, uint32_t node);
+/* Whether `node` takes client writes and serves reads of `shard` in the ring's phase: an old
+ * replica while joining, a new one from switching on. */
+bool rk_serves_phase(const ringkv_node *n, uint32_t shard, uint32_t node);
+/* The replicas that hold everything written to `shard` so far, which catch-up pulls from:
+ * the old ones while joining and switching. */
+const uint16_t *rk_sources_of(const ringkv_node *n, uint32_t shard, uint32_t *len);
+/* Whether the shard's replica set changes in the ring's transition. */
+bool rk_shard_moving(const ringkv_node *n, uint32_t shard);
+/* Whether `node` is a new replica of `shard` only (joining it in this transition). */
+bool rk_joins_shard(const ringkv_node *n, uint32_t shard, uint32_t node);
+/* Whether `node` is an old replica of `shard` only (leaving it in this transition). */
+bool rk_leaves_shard(const ringkv_node *n, uint32_t shard, uint32_t node);
 
 /* step.c. rk_step_new decodes the persisted StepState and peer rows for a node of this
  * configuration (NULL with *err set when they do not decode); *clock and *counter are
@@ -70,6 +90,14 @@ bool rk_is_replica(const ringkv_node *n, uint32_t shard, uint32_t node);
 rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const rk_slice *peers,
                      size_t peers_len, uint64_t legacy_seq, uint64_t *clock, uint64_t *counter, int *err);
 void rk_step_free(rk_step *s);
+/* After OP_INIT placed the node on its ring: a ring newer than the one its state was last
+ * stepped on is adopted (SPEC: Resizing): ids the previous ring did not have start as
+ * acknowledged at the current change sequence, and while joining, the shards this node
+ * newly replicates are caught up from their old replicas before it serves them. */
+void rk_step_adopt(ringkv_node *n);
+/* The moving shards this node still copies (a new replica not caught up: every shard it
+ * is catching up on) and still has to drop (an old-only replica holding keys of them). */
+void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *dropping);
 /* Config.leases: whether the node serves client reads and writes of this shard: RINGKV_OK,
  * RINGKV_E_LEASE (it started with no state and has not heard from RingControl yet) or
  * RINGKV_E_CATCHING_UP. */

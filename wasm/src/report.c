@@ -197,6 +197,17 @@ typedef struct {
   uint64_t value;
 } counter_t;
 
+void rk_report_progress_write(pb_enc *e, const ringkv_node *n, uint32_t field) {
+  uint32_t copying, dropping;
+  rk_step_progress(n, &copying, &dropping);
+  size_t m = pb_begin(e, field);
+  pb_put_uint(e, 1, n->self);
+  pb_put_uint(e, 2, n->cfg.epoch);
+  pb_put_uint(e, 3, copying);
+  pb_put_uint(e, 4, dropping);
+  pb_end(e, m);
+}
+
 static int counter_cmp(const void *a, const void *b) {
   return rk_slice_cmp(((const counter_t *)a)->name, ((const counter_t *)b)->name);
 }
@@ -297,6 +308,7 @@ int rk_report_build(rk_report *r, ringkv_node *n, uint64_t now, uint64_t seq, ui
   pb_put_bool(&e, 11, r->full);
   pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
   pb_put_uint(&e, 30, r->catching_up);
+  rk_report_progress_write(&e, n, 31);
   if (e.err) {
     flight_clear(r);
     return e.err;

@@ -74,6 +74,9 @@ int rk_report_ask(rk_report *r, pb_enc *load, rk_slice reply);
 int rk_report_build(rk_report *r, struct ringkv_node *n, uint64_t now, uint64_t seq, uint64_t unacked, rk_slice loaded,
                     rk_slice *msg, rk_slice *reply);
 void rk_report_sent(rk_report *r, uint32_t tag, uint64_t now);
+/* The node's NodeProgress (the ring epoch it persisted, what it still copies and drops) as
+ * field `field` of the message `e` encodes. */
+void rk_report_progress_write(pb_enc *e, const struct ringkv_node *n, uint32_t field);
 /* The chain waiting for the facts was dropped: the report goes at the next chance. */
 void rk_report_dropped(rk_report *r);
 /* The node's clock moved back (a skew removed): times set ahead wait no longer than their

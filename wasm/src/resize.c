@@ -20,8 +20,9 @@ static void epoch_next(rk_resize *r) {
   for (uint32_t i = 0; i < r->notify_below; i++) r->progress[i].sent_ms = 0;
 }
 
-bool rk_resize_ask(rk_resize *r, uint32_t size, uint32_t replicas, rk_resize_answer *ans) {
+bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_resize_answer *ans) {
   rk_ring *g = &r->ring;
+  uint32_t replicas = lim->replicas;
   uint32_t least = replicas == 0 ? 1u : replicas;
   if (size < least || size > RINGKV_CLUSTER_SIZE_MAX) {
     ans->status = 400;
@@ -37,6 +38,29 @@ bool rk_resize_ask(rk_resize *r, uint32_t size, uint32_t replicas, rk_resize_ans
   if (size == g->size) {
     ans->status = 200;
     ans->error = NULL;
+    return false;
+  }
+  /* Until leaving's covering passes and drops exist, a resize moves no data: one started on a
+   * cluster holding keys would copy them to the new replicas and then wait in leaving for
+   * good. Refused up front instead. */
+  if (lim->stored_keys > 0) {
+    ans->status = 409;
+    ans->error = "the cluster holds keys: this release resizes an empty cluster only (moving data comes with the next)";
+    return false;
+  }
+  /* The stored bytes count every replica: a node's share after is data x R / size. */
+  uint32_t r_now = replicas == 0 ? g->size : replicas, r_then = replicas == 0 ? size : replicas;
+  uint64_t data = lim->stored_bytes / r_now;
+  if (data / size * r_then > RK_RESIZE_NODE_BYTES_MAX) {
+    ans->status = 409;
+    ans->error = "the resize would put more than 8 GB on a node (from the nodes' reported storage)";
+    return false;
+  }
+  /* With REPLICAS = "all" every node of old ∪ new accepts writes for a key (SPEC: the
+   * byte bound during a transition); with R replicas the configuration bounds 2R. */
+  if (replicas == 0 && lim->key_bytes_max > RINGKV_NODE_KEY_BYTES_MAX / RK_MAX(size, g->size)) {
+    ans->status = 409;
+    ans->error = "MAX_KEY_BYTES x the nodes of the transition would exceed 32 MiB (REPLICAS = \"all\")";
     return false;
   }
   g->from = g->size;

@@ -37,11 +37,23 @@ typedef struct {
   const char *error;      /* static text, for 400 and 409 */
 } rk_resize_answer;
 
+/* What a resize is judged against: REPLICAS (0: "all"), the bytes the nodes last reported
+ * storing (all replicas counted), and MAX_KEY_BYTES. */
+typedef struct {
+  uint32_t replicas;
+  uint64_t stored_bytes, key_bytes_max;
+  uint64_t stored_keys;   /* live keys the nodes last reported, summed */
+} rk_resize_limits;
+
+/* A node may hold at most this much after a resize (SPEC: POST /v1/admin/cluster). */
+#define RK_RESIZE_NODE_BYTES_MAX (8ull * 1000u * 1000u * 1000u)
+
 /* A resize to `size` asked (POST /v1/admin/cluster, or a changed CLUSTER_SIZE): started,
  * or answered as the SPEC says (the current transition, 200 when already the size, 400
- * out of range, 409 during another resize). `replicas` 0 is REPLICAS = "all". Returns
- * whether the ring changed. */
-bool rk_resize_ask(rk_resize *r, uint32_t size, uint32_t replicas, rk_resize_answer *ans);
+ * out of range, 409 during another resize or when a node would hold more than 8 GB, or a
+ * key more than 32 MiB across the writers of the transition). Returns whether the ring
+ * changed. */
+bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_resize_answer *ans);
 
 /* A node's confirmation. RINGKV_E_VALUE when it cannot be true (a node the ring never had,
  * an epoch this object never wrote); an older one than held changes nothing. */

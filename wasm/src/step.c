@@ -18,6 +18,7 @@
 #include "lease.h"
 #include "range.h"
 #include "report.h"
+#include "resize.h"
 
 /* Policy. Units last. */
 #define PUSH_CANDIDATES_MAX 512u                 /* rows one round reads to push */
@@ -96,6 +97,8 @@ typedef struct {
   bool gc_undecided, gc_begun;
   uint32_t ae_cursor, ae_agreed;
   uint32_t fence;   /* FENCE_*: the admin fence asked for */
+  uint64_t ring_epoch;   /* the ring the state was last stepped on (rk_step_adopt) */
+  uint32_t ring_span;    /* and its node ids */
 } sched_t;
 
 typedef struct {
@@ -342,6 +345,8 @@ static void sched_write(pb_enc *e, const ringkv_node *n, const sched_t *s) {
   pb_put_bool(e, 18, s->gc_begun);
   pb_put_uint(e, 19, s->gc_pending_ms);
   pb_put_uint(e, 35, s->fence);
+  pb_put_uint(e, 36, s->ring_epoch);
+  pb_put_uint(e, 37, s->ring_span);
   if (n->cfg.reports) rk_report_state_write(e, &n->step->rep);
   if (n->cfg.leases) {
     const rk_step *st = n->step;
@@ -401,6 +406,8 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 33: ok = pb_skip(R, WT); active++; break;
     case 34: ok = pb_get_fixed64(R, WT, &lease.incarnation); break;
     case 35: ok = pb_get_u32(R, WT, &s.fence); break;
+    case 36: ok = pb_get_u64(R, WT, &s.ring_epoch); break;
+    case 37: ok = pb_get_u32(R, WT, &s.ring_span); break;
     SKIP;
   }
   if (!ok || t_ < 0 || s.client_seq > s.seq || s.fence > FENCE_FORCE || rep.state > RK_REPORT_PENDING || active > RK_CATCHUP_ACTIVE_MAX ||
@@ -420,13 +427,13 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
   st->rep = rep;
   st->lease = lease;
   rk_report_start(&st->rep);
-  int cu_rc = rk_catchup_init(&st->cu, cfg->shards, cfg->replicas);
+  int cu_rc = rk_catchup_init(&st->cu, cfg->shards, cfg->cluster_size);
   if (cu_rc == RINGKV_OK && cu_bits.len > 0) cu_rc = rk_catchup_read_bits(&st->cu, cu_bits);
   FIELDS(state) {
     case 33: {
       rk_slice entry;
       ok = pb_get_bytes(R, WT, &entry);
-      if (ok && cu_rc == RINGKV_OK) cu_rc = rk_catchup_read_active(&st->cu, cfg->shards, cfg->cluster_size, cfg->replicas, entry);
+      if (ok && cu_rc == RINGKV_OK) cu_rc = rk_catchup_read_active(&st->cu, cfg->shards, cfg->cluster_size, entry);
       break;
     }
     SKIP;
@@ -2132,8 +2139,44 @@ static int digest_parts_loaded(out_t *o, rk_slice loaded) {
  * Dot leases and catch-up (lease.c and catchup.c decide what and when; here: the step's
  * part) */
 
+void rk_step_adopt(ringkv_node *n) {
+  rk_step *st = n->step;
+  const rk_config *c = &n->cfg;
+  /* An older ring than the state's (a node restored from an old copy of its ring) changes
+   * nothing here: the executor takes the newer ring when a message shows it. */
+  if (st->s.ring_epoch >= c->epoch) return;
+  if (st->s.ring_epoch != 0) {
+    /* What came before reaches a new id by the joining copy and catch-up. */
+    for (uint32_t p = st->s.ring_span; p < st->peers_len; p++) {
+      if (p == n->self || st->peers[p].acked >= st->s.seq) continue;
+      st->peers[p].acked = st->s.seq;
+      st->peers[p].dirty = true;
+    }
+  }
+  if (c->phase == RK_PHASE_JOINING && c->leases) {
+    for (size_t i = 0; i < n->my_shards_len; i++) {
+      if (rk_joins_shard(n, n->my_shards[i], n->self)) rk_catchup_begin(&st->cu, n->my_shards[i]);
+    }
+  }
+  st->s.ring_epoch = c->epoch;
+  st->s.ring_span = c->cluster_size;
+  rk_report_changed(&st->rep);
+}
+
+void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *dropping) {
+  const rk_step *st = n->step;
+  *copying = st == NULL ? 0 : st->cu.pending;
+  *dropping = 0;
+  if (n->cfg.phase != RK_PHASE_LEAVING) return;
+  /* The shards it leaves are no longer among its own: every shard it holds keys of. */
+  for (uint32_t s = 0; s < n->cfg.shards; s++) {
+    if (n->shard_keys[s] > 0 && rk_leaves_shard(n, s, n->self)) (*dropping)++;
+  }
+}
+
 int rk_step_serves(const ringkv_node *n, uint32_t shard) {
   const rk_step *st = n->step;
+  if (!rk_serves_phase(n, shard, n->self)) return RINGKV_E_NOT_SERVING;
   if (st == NULL || !n->cfg.leases) return RINGKV_OK;
   if (st->lease.fresh) return RINGKV_E_LEASE;
   return rk_catchup_serves(&st->cu, shard) ? RINGKV_OK : RINGKV_E_CATCHING_UP;
@@ -2671,6 +2714,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     pb_end(&e, m);
   }
   pb_put_bool(&e, 10, fence_due(n, st));
+  rk_report_progress_write(&e, n, 11);
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;
