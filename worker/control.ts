@@ -185,7 +185,7 @@ export class RingControl extends DurableObject {
               to: ring.to,
               phase: PHASES[ring.phase],
               shards_moving: reports.shardsMoving(),
-              shards_done: ring.phase === 3 ? Math.max(0, reports.shardsMoving() - Number(t.dropping)) : 0,
+              shards_done: PHASES[ring.phase] === "leaving" ? Math.max(0, reports.shardsMoving() - Number(t.dropping)) : 0,
               waiting_for: t.waitingFor.map(String),
             },
     });

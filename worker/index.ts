@@ -27,8 +27,6 @@ const LIST_LIMIT_MAX = 1000; // lint: api-limit
 const NODE_IDS_MAX = 1024; // lint: api-limit
 /** A {"size": M} body is a few bytes. */
 const RESIZE_BODY_BYTES_MAX = 1024; // lint: api-limit
-/** Times a request is placed again on a newer ring a node showed (each an epoch on). */
-const STALE_RING_RETRIES = 3; // lint: api-limit
 const CACHE_ORIGIN = "https://ringkv.cache";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
 
@@ -55,6 +53,8 @@ interface WorkerPolicy {
   nodeTimeoutMs: number;
   /** Cache keys tracked for write generations before the map is cleared. */
   writeGenerationsMax: number;
+  /** Times a request is placed again on the newer ring a node's 421 shows. */
+  staleRingRetries: number;
 }
 
 /** This isolate's copy of the ring, taken from a node the first time it is needed. */
@@ -169,6 +169,7 @@ function placementCore(config: RingConfig, ring: RingView["ring"]): { core: Core
     ringAskNodesMax: w.ringAskNodesMax,
     nodeTimeoutMs: Number(w.nodeTimeoutMs),
     writeGenerationsMax: w.writeGenerationsMax,
+    staleRingRetries: w.staleRingRetries,
   };
   return { core, policy };
 }
@@ -528,7 +529,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
       const response = await callReplicas(env, targets, path, init);
       if (response.headers.get(STALE_RING_HEADER) === null) return response;
       await response.arrayBuffer();
-      if (attempt === STALE_RING_RETRIES) return json(503, { error: "the ring is changing: try again", accepted_by: 0 });
+      if (attempt >= rs.policy.staleRingRetries) return json(503, { error: "the ring is changing: try again", accepted_by: 0 });
       placed = await ringOf(env, placed.setup);
       const [again] = place(placed, [key.bytes]);
       if (nodeParam === undefined) targets = again.replicas;

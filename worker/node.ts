@@ -114,10 +114,10 @@ export class RingNode extends DurableObject {
   // The ring as RingControl gave it (persisted); undefined until the node first asks.
   private ringView: RingView | undefined;
   private ringPending: Promise<void> | undefined;
-  /** The highest epoch a message claimed that RingControl was asked about: a claim no
+  /** The highest epoch a message claimed that RingControl's ring did not reach: a claim no
    *  higher is not asked about again (a broken sender cannot make every message cost a
    *  question to RingControl). */
-  private ringAskedFor = 0;
+  private ringRefuted = 0;
   private coreInstance: Core | undefined;
   private coreGeneration = 0;
   /** The alarm armed, in the node's clock (the core's times); undefined: none. */
@@ -259,13 +259,15 @@ export class RingNode extends DurableObject {
 
   /** A message showed a newer ring than this node's: RingControl's ring is taken (the
    *  message's claim is only a reason to ask) before the message is acted on. */
-  private async catchUpRing(claimed: number): Promise<void> {
-    if (claimed <= this.ringView!.ring.epoch || claimed <= this.ringAskedFor) return;
-    this.ringAskedFor = claimed;
+  private async catchUpRing(claimed: number, fromControl = false): Promise<void> {
+    if (claimed <= this.ringView!.ring.epoch || (claimed <= this.ringRefuted && !fromControl)) return;
     this.ringPending ??= this.askControl(false).finally(() => {
       this.ringPending = undefined;
     });
     await this.ringPending;
+    // RingControl writes an epoch before anyone can show it: a claim beyond its ring is
+    // not asked about again.
+    if (this.ringView!.ring.epoch < claimed) this.ringRefuted = Math.max(this.ringRefuted, claimed);
   }
 
   /** A newer ring (SPEC: Resizing): persisted before the node acts on it, then the core is
@@ -453,7 +455,9 @@ export class RingNode extends DurableObject {
       switch (url.pathname) {
         case "/internal/ring":
           if (request.method === "POST") {
-            // RingControl sends each epoch of a resize: adopted (persisted) before the
+            // RingControl sends each epoch of a resize. The ring taken is RingControl's own
+            // answer (the body only says which epoch to ask for, so no sender can make this
+            // node adopt a ring RingControl never wrote); adopted (persisted) before the
             // answer, which confirms it with the node's progress.
             let view: RingView;
             try {
@@ -461,7 +465,8 @@ export class RingNode extends DurableObject {
             } catch {
               return json(400, { error: "malformed ring" });
             }
-            const progress = this.adopt(view);
+            await this.catchUpRing(view.ring.epoch, true);
+            const progress = this.adopt(this.ringView!);
             if (progress === undefined) return json(200, { node: this.nodeId, epoch: this.ringView!.ring.epoch, outside: true });
             return json(200, { node: progress.node, epoch: Number(progress.epoch), copying: progress.copying, dropping: progress.dropping });
           }

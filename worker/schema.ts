@@ -371,6 +371,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["ringAskNodesMax",2,"uint32",0],
     ["nodeTimeoutMs",3,"uint64",0],
     ["writeGenerationsMax",4,"uint32",0],
+    ["staleRingRetries",5,"uint32",0],
   ],
   Ring: [
     ["epoch",1,"uint64",0],

@@ -5,6 +5,8 @@
 #include "testlib.h"
 #include "hash.h"
 #include "util.h"
+#include "node.h"
+#include "resize.h"
 
 #define KEYS 100000
 #define BATCH 1000
@@ -284,6 +286,129 @@ static void test_key_limits(void **state) {
   tl_reset();
 }
 
+
+static bool in_set(const uint32_t *set, uint32_t len, uint32_t node) {
+  for (uint32_t i = 0; i < len; i++) {
+    if (set[i] == node) return true;
+  }
+  return false;
+}
+
+/* Placement during a transition (SPEC: Resizing, the phase table), for a grow 4 -> 7 and a
+ * shrink 7 -> 3, on every node of old ∪ new and on a Worker's instance:
+ *  - OP_PLACE answers the phase's serving set in rendezvous order: the old replicas while
+ *    joining, the new ones from switching on;
+ *  - the shard's holders (pushed its writes, its gossip peers) are old ∪ new while joining
+ *    and switching, the new ones once leaving; each node's own shards are the ones it holds;
+ *  - a node takes client reads only for shards it serves in the phase (RINGKV_E_NOT_SERVING
+ *    otherwise: the sender's ring is older), whatever it holds;
+ *  - a node newly replicating a shard while joining catches it up before serving it (with
+ *    leases): its progress counts those shards as copying; an old replica copies nothing. */
+static void test_transition_phases(void **state) {
+  (void)state;
+  struct { uint32_t from, to; } moves[] = {{4, 7}, {7, 3}};
+  for (size_t m = 0; m < 2; m++) {
+    uint32_t from = moves[m].from, to = moves[m].to, span = from > to ? from : to;
+    for (uint32_t phase = RK_PHASE_JOINING; phase <= RK_PHASE_LEAVING; phase++) {
+      tl_config cfg = tl_default_config();
+      cfg.cluster_size = span;
+      cfg.replicas = 3;
+      cfg.shards = 256;
+      cfg.from = from;
+      cfg.to = to;
+      cfg.phase = phase;
+      cfg.epoch = 1 + phase;
+      cfg.leases = true;
+      uint32_t serving_size = phase == RK_PHASE_JOINING ? from : to;
+      for (uint32_t self = 0; self < span; self++) {
+        ringkv_node *n = tl_node(cfg, self);
+        uint32_t joins = 0, copying = 0, dropping = 0;
+        for (uint32_t shard = 0; shard < cfg.shards; shard++) {
+          uint32_t old_set[3], new_set[3], serving[3];
+          reference(from, 3, shard, old_set);
+          reference(to, 3, shard, new_set);
+          reference(serving_size, 3, shard, serving);
+          /* OP_PLACE: the serving set, in order. */
+          pb_enc q = tl_enc();
+          size_t qm = pb_begin(&q, 2);
+          pb_put_varint_raw(&q, shard);
+          pb_end(&q, qm);
+          rk_slice reply;
+          assert_int_equal(tl_call(n, RINGKV_OP_PLACE, tl_done(&q), &reply), RINGKV_OK);
+          uint32_t got[16];
+          size_t got_len = tl_repeated_u32(tl_bytes_field(reply, 1), 2, got, 16);
+          assert_int_equal(got_len, 3);
+          assert_memory_equal(got, serving, sizeof serving);
+          /* Holders. */
+          uint32_t len;
+          const uint16_t *h = rk_replicas_of(n, shard, &len);
+          uint32_t want_len = 0;
+          for (uint32_t node = 0; node < span; node++) {
+            bool holds = in_set(new_set, 3, node) || (phase != RK_PHASE_LEAVING && in_set(old_set, 3, node));
+            want_len += holds;
+            bool listed = false;
+            for (uint32_t i = 0; i < len; i++) listed |= h[i] == node;
+            assert_int_equal(listed, holds);
+            assert_int_equal(rk_is_replica(n, shard, node), holds);
+          }
+          assert_int_equal(len, want_len);
+          assert_int_equal(rk_serves_phase(n, shard, self), in_set(serving, 3, self));
+          joins += phase == RK_PHASE_JOINING && in_set(new_set, 3, self) && !in_set(old_set, 3, self);
+          /* A client read of a key of this shard: NOT_SERVING unless it serves it. */
+          tl_reset();
+        }
+        rk_step_progress(n, &copying, &dropping);
+        assert_int_equal(copying, joins);
+        assert_int_equal(dropping, 0);   /* no keys */
+        if (phase == RK_PHASE_JOINING && from < to && self < from) assert_int_equal(copying, 0);
+        ringkv_node_destroy(n);
+      }
+    }
+  }
+}
+
+/* Client reads by phase: refused with RINGKV_E_NOT_SERVING at a node that holds but does
+ * not serve the key (a new replica while joining, an old-only one from switching on). */
+static void test_client_read_by_phase(void **state) {
+  (void)state;
+  for (uint32_t phase = RK_PHASE_JOINING; phase <= RK_PHASE_LEAVING; phase++) {
+    tl_config cfg = tl_default_config();
+    cfg.cluster_size = 7;
+    cfg.replicas = 3;
+    cfg.shards = 64;
+    cfg.from = 4;
+    cfg.to = 7;
+    cfg.phase = phase;
+    cfg.epoch = 1 + phase;
+    uint32_t serving_size = phase == RK_PHASE_JOINING ? 4 : 7;
+    int refused = 0, served = 0;
+    for (uint32_t self = 0; self < 7; self++) {
+      ringkv_node *n = tl_node(cfg, self);
+      for (int k = 0; k < 64; k++) {
+        char key[16];
+        int kl = snprintf(key, sizeof key, "key-%d", k);
+        rk_slice ks = {(const uint8_t *)key, (size_t)kl};
+        uint32_t shard = (uint32_t)(rk_hash_slice(ks) % cfg.shards), serving[3];
+        reference(serving_size, 3, shard, serving);
+        pb_enc q = tl_enc();
+        pb_put_bytes(&q, 1, ks);
+        rk_slice reply;
+        int code = tl_call(n, RINGKV_OP_CLIENT_READ, tl_done(&q), &reply);
+        if (in_set(serving, 3, self)) {
+          assert_int_equal(code, RINGKV_OK);
+          served++;
+        } else {
+          assert_int_equal(code, RINGKV_E_NOT_SERVING);
+          refused++;
+        }
+        tl_reset();
+      }
+      ringkv_node_destroy(n);
+    }
+    assert_true(refused > 0 && served > 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_balance_and_shape),
@@ -292,6 +417,8 @@ int main(void) {
       cmocka_unit_test(test_key_limits),
       cmocka_unit_test(test_on_demand_matches_reference),
       cmocka_unit_test(test_own_shards_match_reference),
+      cmocka_unit_test(test_transition_phases),
+      cmocka_unit_test(test_client_read_by_phase),
   };
   int failed = cmocka_run_group_tests_name("placement", tests, NULL, NULL);
   tl_free();

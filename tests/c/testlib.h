@@ -199,10 +199,14 @@ typedef struct {
   uint64_t max_clock_skew_ms, tombstone_grace_ms;
   uint32_t max_siblings, fanout;
   uint64_t key_bytes_max;   /* 0: the largest the replicas allow, up to the default */
+  /* The ring's transition (Config 12..15; phase 0: none) and Config.leases. */
+  uint32_t from, to, phase;
+  uint64_t epoch;
+  bool leases;
 } tl_config;
 
 static inline tl_config tl_default_config(void) {
-  tl_config c = {8, 3, 64, 60000, 3600000, 32, 8, 0};
+  tl_config c = {8, 3, 64, 60000, 3600000, 32, 8, 0, 0, 0, 0, 0, false};
   return c;
 }
 
@@ -225,6 +229,11 @@ static inline void tl_put_config(pb_enc *e, uint32_t field, tl_config c) {
   pb_put_uint(e, 6, c.max_siblings);
   pb_put_uint(e, 7, c.fanout);
   pb_put_uint(e, 9, c.key_bytes_max);
+  pb_put_uint(e, 12, c.from);
+  pb_put_uint(e, 13, c.to);
+  pb_put_uint(e, 14, c.phase);
+  pb_put_uint(e, 15, c.epoch);
+  pb_put_bool(e, 30, c.leases);
   pb_end(e, m);
 }
 

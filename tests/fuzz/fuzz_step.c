@@ -232,6 +232,42 @@ static void answer_chain(ringkv_node *n, uint64_t now, rk_slice ans, persisted *
   }
 }
 
+/* A key node 0 serves (a client write elsewhere is refused: RINGKV_E_NOT_SERVING). */
+static rk_slice served_key(ringkv_node *n) {
+  static char text[32];
+  for (int i = 0; i < 1000; i++) {
+    int len = snprintf(text, sizeof text, "scripted/key-%d", i);
+    rk_slice key = {(const uint8_t *)text, (size_t)len};
+    pb_enc q = fz_enc();
+    pb_put_bytes(&q, 1, key);
+    rk_slice reply;
+    if (fz_call(n, RINGKV_OP_PLACE, fz_result(&q), &reply) != RINGKV_OK) continue;
+    /* Placement{shard = 1, replicas = 2 (packed)} inside field 1. */
+    pb_rd r = pb_reader(reply);
+    uint32_t f, wt;
+    rk_slice placement = {NULL, 0};
+    while (pb_next(&r, &f, &wt) == 1) {
+      if (f == 1) pb_get_bytes(&r, wt, &placement);
+      else pb_skip(&r, wt);
+    }
+    pb_rd p = pb_reader(placement);
+    while (pb_next(&p, &f, &wt) == 1) {
+      if (f != 2 || wt != PB_LEN) {
+        pb_skip(&p, wt);
+        continue;
+      }
+      rk_slice packed;
+      pb_get_bytes(&p, wt, &packed);
+      pb_rd v = pb_reader(packed);
+      uint32_t node;
+      while (!pb_done(&v) && pb_get_u32(&v, PB_VARINT, &node)) {
+        if (node == 0) return key;
+      }
+    }
+  }
+  return fz_str("scripted/key");
+}
+
 /* Mode 2 with bits 5 and 6: RingControl's and the replicas' answers, fuzzed. */
 static void lease_script(ringkv_node *n, rk_slice rest, persisted *p) {
   size_t half = rest.len / 2;
@@ -278,7 +314,7 @@ static void script(ringkv_node *n, rk_slice ops, persisted *p) {
     pb_put_bool(&ans, 3, true);
     answer_chain(n, FZ_NOW_MS, fz_result(&ans), p);
   }
-  rk_slice key = fz_str("scripted/key"), value = fz_str("v");
+  rk_slice key = served_key(n), value = fz_str("v");
   pb_enc w = fz_enc();
   pb_put_bytes(&w, 2, key);
   pb_put_bytes(&w, 6, value);

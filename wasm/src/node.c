@@ -22,6 +22,8 @@
 #define WORKER_RING_ASK_NODES_MAX 3u        /* nodes asked in turn for the ring */
 #define WORKER_NODE_TIMEOUT_MS 15000u       /* one Worker-to-node call, before it gives up */
 #define WORKER_WRITE_GENERATIONS_MAX 10000u /* cache keys tracked for write generations */
+#define WORKER_STALE_RING_RETRIES 3u   /* a request placed again on a newer ring (each 421 is
+                                          an epoch on; a resize is four) */
 
 /* ---------------------------------------------------------------------------------------
  * Small helpers */
@@ -115,10 +117,9 @@ static size_t row_width(const rk_config *c) {
   return 2u * ((size_t)reps_at(c, c->size_old) + reps_at(c, c->size_new)) + 1u;
 }
 
+/* One side in rendezvous order (every node of the size too: the first is routed to). */
 static void fill_side(const ringkv_node *n, uint32_t size, uint32_t shard, uint16_t *out) {
-  uint32_t reps = reps_at(&n->cfg, size);
-  if (reps >= size) memcpy(out, n->all_nodes, size * sizeof *out);
-  else rendezvous(size, reps, shard, n->memo_scratch, out);
+  rendezvous(size, reps_at(&n->cfg, size), shard, n->memo_scratch, out);
 }
 
 static void sets_of(const ringkv_node *cn, uint32_t shard, sets_t *out) {
@@ -623,6 +624,7 @@ static void worker_policy_write(pb_enc *e) {
   pb_put_uint(e, 2, WORKER_RING_ASK_NODES_MAX);
   pb_put_uint(e, 3, WORKER_NODE_TIMEOUT_MS);
   pb_put_uint(e, 4, WORKER_WRITE_GENERATIONS_MAX);
+  pb_put_uint(e, 5, WORKER_STALE_RING_RETRIES);
   pb_end(e, worker);
 }
 
