@@ -2555,7 +2555,7 @@ static int op_gc_answer(ringkv_node *n, rk_slice req, rk_slice *reply) {
   for (size_t i = 0; i < len; i++) {
     /* A shard this node is still catching up on: it may hold less than it will, so it
      * vouches for nothing there (no answer leaves the key undecided at the asker). */
-    if (rk_step_serves(n, shard_of(n, rk_hash_slice(keys[i].key))) != RINGKV_OK) continue;
+    if (rk_step_caught_up(n, shard_of(n, rk_hash_slice(keys[i].key))) != RINGKV_OK) continue;
     rk_local *l = local_find(q.locals, q.locals_len, keys[i].key);
     uint64_t raw = 0;
     bool covered = false;

@@ -98,10 +98,13 @@ void rk_step_adopt(ringkv_node *n);
 /* The moving shards this node still copies (a new replica not caught up: every shard it
  * is catching up on) and still has to drop (an old-only replica holding keys of them). */
 void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *dropping);
-/* Config.leases: whether the node serves client reads and writes of this shard: RINGKV_OK,
+/* Whether the node serves client reads and writes of this shard: RINGKV_OK,
+ * RINGKV_E_NOT_SERVING (not in the ring's phase), or what rk_step_caught_up says. */
+int rk_step_serves(const ringkv_node *n, uint32_t shard);
+/* Config.leases: whether the node holds all it should of this shard: RINGKV_OK,
  * RINGKV_E_LEASE (it started with no state and has not heard from RingControl yet) or
  * RINGKV_E_CATCHING_UP. */
-int rk_step_serves(const ringkv_node *n, uint32_t shard);
+int rk_step_caught_up(const ringkv_node *n, uint32_t shard);
 /* RINGKV_OP_STEP. On an error code, the step's state is as before the call. */
 int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply);
 

@@ -2175,8 +2175,12 @@ void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *droppin
 }
 
 int rk_step_serves(const ringkv_node *n, uint32_t shard) {
-  const rk_step *st = n->step;
   if (!rk_serves_phase(n, shard, n->self)) return RINGKV_E_NOT_SERVING;
+  return rk_step_caught_up(n, shard);
+}
+
+int rk_step_caught_up(const ringkv_node *n, uint32_t shard) {
+  const rk_step *st = n->step;
   if (st == NULL || !n->cfg.leases) return RINGKV_OK;
   if (st->lease.fresh) return RINGKV_E_LEASE;
   return rk_catchup_serves(&st->cu, shard) ? RINGKV_OK : RINGKV_E_CATCHING_UP;
