@@ -624,6 +624,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["started",5,"bool",0],
     ["position",6,"uint64",0],
     ["key",7,"bytes",0],
+    ["probe",8,"ShardDigest",1],
     ["speaks",15,"uint32",0],
   ],
   CatchupReply: [
@@ -635,6 +636,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["more",6,"bool",0],
     ["position",7,"uint64",0],
     ["key",8,"bytes",0],
+    ["equalShards",9,"uint32",1],
   ],
   NodeReport: [
     ["version",1,"uint32",0],

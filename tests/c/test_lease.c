@@ -924,6 +924,110 @@ static void test_fence_drains_then_wipes(void **unused) {
   tl_reset();
 }
 
+
+/* The answer a source gives a probe, and what its outcome does at the asker:
+ *  - a source says equal only for shards both hold, whose digests agree (not for a shard
+ *    the asker is not a replica of, nor one whose digest differs); shards out of order,
+ *    repeated, out of range or more than RK_CATCHUP_PROBE_MAX are malformed;
+ *  - at the asker a pending shard is caught up only when every source said equal: one
+ *    source silent, lost or naming it twice (malformed) leaves it to the pulls. */
+static uint32_t source_count(ringkv_node *n, uint32_t shard) {
+  uint32_t len, k = 0;
+  const uint16_t *r = rk_sources_of(n, shard, &len);
+  for (uint32_t i = 0; i < len; i++) k += r[i] != n->self;
+  return k;
+}
+
+static rk_slice probe_msg(uint32_t from, const uint32_t *shards, const uint64_t *digests, size_t len) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 2, from);
+  for (size_t i = 0; i < len; i++) {
+    size_t m = pb_begin(&e, 8);
+    pb_put_uint(&e, 1, shards[i]);
+    pb_put_fixed64(&e, 2, digests[i]);
+    pb_end(&e, m);
+  }
+  return tl_done(&e);
+}
+
+static void test_probe_answers_and_outcomes(void **state) {
+  (void)state;
+  tl_config cfg = tl_default_config();   /* 8 nodes, R=3, 64 shards */
+  ringkv_node *n = tl_node(cfg, 0);
+  /* Shards node 0 shares with node 1, and one it holds that node 1 does not. */
+  uint32_t shared[4], shared_len = 0, other = UINT32_MAX;
+  for (uint32_t s = 0; s < cfg.shards; s++) {
+    if (!rk_is_replica(n, s, 0)) continue;
+    if (rk_is_replica(n, s, 1) && shared_len < 4) shared[shared_len++] = s;
+    else if (!rk_is_replica(n, s, 1) && other == UINT32_MAX) other = s;
+  }
+  assert_true(shared_len == 4 && other != UINT32_MAX);
+  n->shard_digest[shared[2]] = 77;   /* node 0 holds rows there */
+  uint32_t asked[5] = {shared[0], shared[1], shared[2], shared[3], other};
+  uint64_t digests[5] = {0, 0, 0, 5, 0};
+  /* Ascending as a probe must be. */
+  for (int i = 0; i < 5; i++) {
+    for (int j = i + 1; j < 5; j++) {
+      if (asked[j] < asked[i]) {
+        uint32_t t = asked[i]; asked[i] = asked[j]; asked[j] = t;
+        uint64_t d = digests[i]; digests[i] = digests[j]; digests[j] = d;
+      }
+    }
+  }
+  rk_slice msg = probe_msg(1, asked, digests, 5);
+  assert_true(rk_catchup_is_probe(msg));
+  rk_slice reply;
+  assert_int_equal(rk_catchup_probe_reply(n, msg, &reply), RINGKV_OK);
+  uint32_t equal[8];
+  size_t equal_len = tl_repeated_u32(reply, 9, equal, 8);
+  /* Equal: shared[0] and shared[1] only (shared[2]: digest differs; shared[3]: the asker's
+   * digest differs; `other`: node 1 does not replicate it). */
+  assert_int_equal(equal_len, 2);
+  for (size_t i = 0; i < equal_len; i++) assert_true(equal[i] == shared[0] || equal[i] == shared[1]);
+  /* Malformed probes. */
+  uint32_t twice[2] = {shared[0], shared[0]};
+  uint64_t zeros[RK_CATCHUP_PROBE_MAX + 1] = {0};
+  assert_int_equal(rk_catchup_probe_reply(n, probe_msg(1, twice, zeros, 2), &reply), RINGKV_E_DECODE);
+  uint32_t far[1] = {cfg.shards};
+  assert_int_equal(rk_catchup_probe_reply(n, probe_msg(1, far, zeros, 1), &reply), RINGKV_E_DECODE);
+  uint32_t many[RK_CATCHUP_PROBE_MAX + 1];
+  for (uint32_t i = 0; i <= RK_CATCHUP_PROBE_MAX; i++) many[i] = i % cfg.shards + (i / cfg.shards) * 0;
+  assert_int_equal(rk_catchup_probe_reply(n, probe_msg(1, many, zeros, RK_CATCHUP_PROBE_MAX + 1), &reply), RINGKV_E_DECODE);
+  assert_int_equal(rk_catchup_probe_reply(n, probe_msg(0, asked, digests, 1), &reply), RINGKV_E_DECODE);   /* from itself */
+  tl_reset();
+
+  /* The asker: shared[0] pending; each source answers in turn. */
+  for (int mode = 0; mode < 4; mode++) {   /* 0 all equal, 1 one silent, 2 one lost, 3 one repeats */
+    rk_catchup c;
+    assert_int_equal(rk_catchup_init(&c, cfg.shards, cfg.cluster_size), RINGKV_OK);
+    rk_catchup_begin(&c, shared[0]);
+    uint32_t sends = rk_catchup_probe_begin(&c, n, 1000);
+    assert_int_equal(sends, source_count(n, shared[0]));
+    for (uint32_t k = 0; k < sends; k++) {
+      rk_slice m;
+      uint32_t peer;
+      assert_int_equal(rk_catchup_probe_request(&c, n, k, &m, &peer), RINGKV_OK);
+      rk_catchup_probe_sent(&c, k, 100 + k, 1000);
+      assert_int_equal(rk_catchup_probe_owner(&c, 100 + k), (int)k);
+      pb_enc a = tl_enc();
+      pb_put_uint(&a, 1, RINGKV_PROTOCOL_VERSION);
+      pb_put_uint(&a, 2, peer);
+      uint32_t eq[2] = {shared[0], shared[0]};
+      bool last = k + 1 == sends;
+      if (!(mode == 1 && last)) pb_put_packed_u32(&a, 9, eq, mode == 3 && last ? 2 : 1);
+      rk_slice ans = tl_done(&a);
+      int rc = rk_catchup_probe_answer(&c, n, k, mode == 2 && last ? NULL : &ans);
+      assert_int_equal(rc, mode == 3 && last ? RINGKV_E_DECODE : RINGKV_OK);
+    }
+    assert_int_equal(c.pending, mode == 0 ? 0u : 1u);
+    assert_int_equal(rk_catchup_probe_owner(&c, 100), -1);   /* the batch is closed */
+    rk_catchup_free(&c);
+    tl_reset();
+  }
+  ringkv_node_destroy(n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_control_grants_blocks),
@@ -932,6 +1036,7 @@ int main(void) {
       cmocka_unit_test(test_next_block_ahead_of_need),
       cmocka_unit_test(test_lost_storage_catches_up_per_shard),
       cmocka_unit_test(test_responder_pages_in_key_order),
+      cmocka_unit_test(test_probe_answers_and_outcomes),
       cmocka_unit_test(test_fence_drains_then_wipes),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -34,11 +34,18 @@ static void bit_set(rk_catchup *c, uint32_t s, bool on) {
 }
 
 int rk_catchup_init(rk_catchup *c, uint32_t shards, uint32_t replicas) {
-  /* `replicas`: the most replicas a shard can have (old ∪ new during a transition). */
+  /* `replicas`: the most replicas a shard can have (old ∪ new during a transition), and
+   * the node ids a probe may go to. */
   memset(c, 0, sizeof *c);
   c->bytes = (shards + 7u) / 8u;
   c->bits = calloc(c->bytes ? c->bytes : 1u, 1);
-  if (c->bits == NULL) return RINGKV_E_NOMEM;
+  c->peers_max = replicas ? replicas : 1u;
+  c->probe_peer = calloc(c->peers_max, sizeof *c->probe_peer);
+  c->probe_tag = calloc(c->peers_max, sizeof *c->probe_tag);
+  if (c->bits == NULL || c->probe_peer == NULL || c->probe_tag == NULL) {
+    rk_catchup_free(c);
+    return RINGKV_E_NOMEM;
+  }
   for (uint32_t i = 0; i < RK_CATCHUP_ACTIVE_MAX; i++) {
     c->active[i].done = calloc(replicas ? replicas : 1u, sizeof *c->active[i].done);
     if (c->active[i].done == NULL) {
@@ -51,6 +58,8 @@ int rk_catchup_init(rk_catchup *c, uint32_t shards, uint32_t replicas) {
 
 void rk_catchup_free(rk_catchup *c) {
   free(c->bits);
+  free(c->probe_peer);
+  free(c->probe_tag);
   for (uint32_t i = 0; i < RK_CATCHUP_ACTIVE_MAX; i++) free(c->active[i].done);
   memset(c, 0, sizeof *c);
 }
@@ -138,11 +147,13 @@ bool rk_catchup_serves(const rk_catchup *c, uint32_t shard) {
 void rk_catchup_begin(rk_catchup *c, uint32_t shard) {
   bit_set(c, shard, true);
   c->changed = true;
+  c->probe_passed = false;
 }
 
 void rk_catchup_begin_all(rk_catchup *c, const ringkv_node *n) {
   for (size_t i = 0; i < n->my_shards_len; i++) bit_set(c, n->my_shards[i], true);
   c->changed = true;
+  c->probe_passed = false;
 }
 
 /* The next replica of the shard to pull from: the first after `after` (in the placement's
@@ -366,12 +377,17 @@ uint64_t rk_catchup_alarm(const rk_catchup *c) {
     uint64_t at = e->tag != 0 ? e->sent_ms + 2u * (uint64_t)RK_CATCHUP_TIMEOUT_MS + 1u : e->merging ? 0 : RK_MAX(e->retry_ms, 1u);
     if (at != 0 && (t == 0 || at < t)) t = at;
   }
+  if (c->probe_sends > 0) {
+    uint64_t at = c->probe_sent_ms + RK_CATCHUP_TIMEOUT_MS + 1u;
+    if (t == 0 || at < t) t = at;
+  }
   /* Pending shards not in the table yet are picked at the next step. */
   if (t == 0 && c->pending > c->active_len) t = 1;
   return t;
 }
 
 void rk_catchup_clamp(rk_catchup *c, uint64_t now) {
+  if (c->probe_sent_ms > now) c->probe_sent_ms = now;
   for (uint32_t i = 0; i < c->active_len; i++) {
     rk_cu_shard *e = &c->active[i];
     if (e->sent_ms > now) e->sent_ms = now;
@@ -433,6 +449,233 @@ int rk_catchup_reply(const ringkv_node *n, uint32_t shard, bool equal, rk_slice 
     pb_put_uint(&e, 7, rk_hash_slice(last) >> RINGKV_KEY_POSITION_SHIFT);
     pb_put_bytes(&e, 8, last);
   }
+  if (e.err) return e.err;
+  *reply = pb_result(&e);
+  return RINGKV_OK;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Probes: most shards a node catches up on are often empty, or equal at every source (a
+ * new replica of a resize, a wiped node of a quiet cluster), and a pull costs one exchange
+ * per (shard, source). A probe asks each source about a batch of pending shards in one
+ * message; a shard every source says equal is caught up with no pull. The rest are pulled
+ * as before, so a lost or refused probe only costs time. */
+
+static bool is_active(const rk_catchup *c, uint32_t shard) {
+  for (uint32_t j = 0; j < c->active_len; j++) {
+    if (c->active[j].shard == shard) return true;
+  }
+  return false;
+}
+
+/* Ends the batch: shards every source said equal (and not being pulled meanwhile) are
+ * caught up. */
+static void probe_close(rk_catchup *c) {
+  for (uint32_t i = 0; i < c->probed_len; i++) {
+    const rk_cu_probed *p = &c->probed[i];
+    if (p->equal == p->sources && bit(c, p->shard) && !is_active(c, p->shard)) {
+      bit_set(c, p->shard, false);
+      c->changed = true;
+    }
+  }
+  c->probed_len = 0;
+  c->probe_sends = 0;
+  c->probe_open = 0;
+}
+
+static int peer_index(const rk_catchup *c, uint32_t peer) {
+  for (uint32_t k = 0; k < c->probe_sends; k++) {
+    if (c->probe_peer[k] == peer) return (int)k;
+  }
+  return -1;
+}
+
+uint32_t rk_catchup_probe_begin(rk_catchup *c, const ringkv_node *n, uint64_t now) {
+  (void)now;
+  if (c->probe_sends > 0 || c->probe_passed || c->pending <= c->active_len) return 0;
+  c->probed_len = 0;
+  uint32_t shards = n->cfg.shards;
+  for (uint32_t looks = 0; looks < shards && c->probed_len < RK_CATCHUP_PROBE_MAX; looks++) {
+    uint32_t s = c->probe_scan;
+    c->probe_scan = s + 1u >= shards ? 0 : s + 1u;
+    if (c->probe_scan == 0) c->probe_passed = true;   /* one pass over every shard */
+    if (!bit(c, s) || is_active(c, s)) {
+      if (c->probe_passed) break;
+      continue;
+    }
+    uint32_t len;
+    const uint16_t *r = rk_sources_of(n, s, &len);
+    uint16_t sources = 0;
+    bool room = true;
+    for (uint32_t i = 0; i < len && room; i++) {
+      if (r[i] == n->self) continue;
+      if (peer_index(c, r[i]) < 0) {
+        if (c->probe_sends == c->peers_max) room = false;
+        else c->probe_peer[c->probe_sends++] = r[i];
+      }
+      sources++;
+    }
+    if (room && sources > 0) c->probed[c->probed_len++] = (rk_cu_probed){s, sources, 0};
+    if (c->probe_passed) break;
+  }
+  if (c->probed_len == 0) c->probe_sends = 0;
+  c->probe_open = c->probe_sends;
+  for (uint32_t k = 0; k < c->probe_sends; k++) c->probe_tag[k] = 0;
+  return c->probe_sends;
+}
+
+int rk_catchup_probe_request(rk_catchup *c, const ringkv_node *n, uint32_t k, rk_slice *msg, uint32_t *peer) {
+  uint32_t to = c->probe_peer[k];
+  pb_enc p;
+  pb_enc_init(&p, (rk_arena *)&n->arena);
+  pb_put_uint(&p, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&p, 2, n->self);
+  for (uint32_t i = 0; i < c->probed_len; i++) {
+    uint32_t s = c->probed[i].shard, len;
+    const uint16_t *r = rk_sources_of(n, s, &len);
+    bool source = false;
+    for (uint32_t j = 0; j < len && !source; j++) source = r[j] == to;
+    if (!source) continue;
+    size_t m = pb_begin(&p, 8);
+    pb_put_uint(&p, 1, s);
+    pb_put_fixed64(&p, 2, n->shard_digest[s]);
+    pb_end(&p, m);
+  }
+  pb_put_uint(&p, 15, RINGKV_PROTOCOL_VERSION);
+  if (p.err) return p.err;
+  *msg = pb_result(&p);
+  *peer = to;
+  return RINGKV_OK;
+}
+
+void rk_catchup_probe_sent(rk_catchup *c, uint32_t k, uint32_t tag, uint64_t now) {
+  c->probe_tag[k] = tag;
+  c->probe_sent_ms = now;
+}
+
+int rk_catchup_probe_owner(const rk_catchup *c, uint32_t tag) {
+  if (tag == 0) return -1;
+  for (uint32_t k = 0; k < c->probe_sends; k++) {
+    if (c->probe_tag[k] == tag) return (int)k;
+  }
+  return -1;
+}
+
+static rk_cu_probed *probed_find(rk_catchup *c, uint32_t shard) {
+  for (uint32_t i = 0; i < c->probed_len; i++) {
+    if (c->probed[i].shard == shard) return &c->probed[i];
+  }
+  return NULL;
+}
+
+int rk_catchup_probe_answer(rk_catchup *c, const ringkv_node *n, uint32_t k, const rk_slice *answer) {
+  uint32_t from_peer = c->probe_peer[k];
+  c->probe_tag[k] = 0;
+  c->probe_open--;
+  int rc = RINGKV_OK;
+  if (answer != NULL) {
+    int t_;
+    bool ok = true;
+    uint32_t version = 0, from = 0;
+    rk_slice equal = {NULL, 0};
+    FIELDS(*answer) {
+      case 1: ok = pb_get_u32(R, WT, &version); break;
+      case 2: ok = pb_get_u32(R, WT, &from); break;
+      case 9: ok = WT == PB_LEN && pb_get_bytes(R, WT, &equal); break;
+      SKIP;
+    }
+    ok = ok && t_ >= 0 && version >= RINGKV_PROTOCOL_VERSION_MIN && version <= RINGKV_PROTOCOL_VERSION && from == from_peer;
+    /* Strictly ascending shards of the batch that name this peer as a source: each counts
+     * once, from the peer it was asked of. */
+    pb_rd in = pb_reader(equal);
+    uint32_t last = 0, shard;
+    bool first = true;
+    while (ok && !pb_done(&in)) {
+      ok = pb_get_u32(&in, PB_VARINT, &shard) && (first || shard > last);
+      first = false;
+      last = shard;
+      rk_cu_probed *p = ok ? probed_find(c, shard) : NULL;
+      if (p == NULL) continue;
+      uint32_t len;
+      const uint16_t *r = rk_sources_of(n, shard, &len);
+      bool source = false;
+      for (uint32_t j = 0; j < len && !source; j++) source = r[j] == from_peer;
+      if (source && p->equal < p->sources) p->equal++;
+    }
+    if (!ok) {
+      /* Nothing of a malformed answer counts: its equal shards stay short of their sources. */
+      for (uint32_t i = 0; i < c->probed_len; i++) c->probed[i].equal = 0;
+      rc = RINGKV_E_DECODE;
+    }
+  }
+  if (c->probe_open == 0) probe_close(c);
+  return rc;
+}
+
+void rk_catchup_probe_expire(rk_catchup *c, const ringkv_node *n, uint64_t now) {
+  (void)n;
+  if (c->probe_sends == 0 || now <= c->probe_sent_ms + RK_CATCHUP_TIMEOUT_MS) return;
+  /* Unanswered sources never said equal: their shards are left to the pulls. */
+  probe_close(c);
+}
+
+bool rk_catchup_is_probe(rk_slice msg) {
+  int t_;
+  bool ok = true, probe = false;
+  FIELDS(msg) {
+    case 8: probe = true; ok = pb_skip(R, WT); break;
+    SKIP;
+  }
+  return probe && t_ >= 0;
+}
+
+int rk_catchup_probe_reply(const ringkv_node *n, rk_slice msg, rk_slice *reply) {
+  int t_;
+  bool ok = true;
+  uint32_t version = 0, from = 0, entries = 0;
+  FIELDS(msg) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
+    case 2: ok = pb_get_u32(R, WT, &from); break;
+    case 8: ok = ++entries <= RK_CATCHUP_PROBE_MAX && pb_skip(R, WT); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
+  if (from >= n->cfg.cluster_size || from == n->self) return RINGKV_E_DECODE;
+  uint32_t *equal = rk_alloc_array((rk_arena *)&n->arena, RK_CATCHUP_PROBE_MAX, sizeof *equal);
+  if (equal == NULL) return RINGKV_E_NOMEM;
+  uint32_t equal_len = 0;
+  int64_t last = -1;
+  FIELDS(msg) {
+    case 8: {
+      rk_slice e;
+      ok = pb_get_bytes(R, WT, &e);
+      if (!ok) break;
+      uint32_t shard = 0;
+      uint64_t digest = 0;
+      FIELDS(e) {
+        case 1: ok = pb_get_u32(R, WT, &shard); break;
+        case 2: ok = pb_get_fixed64(R, WT, &digest); break;
+        SKIP;
+      }
+      ok = ok && t_ >= 0 && shard < n->cfg.shards && (int64_t)shard > last;
+      if (!ok) break;
+      last = shard;
+      /* It vouches only for a shard both hold, that it is not catching up on itself. */
+      if (digest == n->shard_digest[shard] && rk_is_replica(n, shard, n->self) && rk_is_replica(n, shard, from) &&
+          rk_step_caught_up(n, shard) == RINGKV_OK) {
+        equal[equal_len++] = shard;
+      }
+      break;
+    }
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  pb_enc e;
+  pb_enc_init(&e, (rk_arena *)&n->arena);
+  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&e, 2, n->self);
+  pb_put_packed_u32(&e, 9, equal, equal_len);
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;

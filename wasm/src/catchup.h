@@ -36,6 +36,14 @@ typedef struct {
   uint32_t next_key_len;
 } rk_cu_shard;
 
+#define RK_CATCHUP_PROBE_MAX 512u      /* shards one probe batch asks every source about */
+
+/* A shard of the probe batch: how many sources it has, and how many said equal. */
+typedef struct {
+  uint32_t shard;
+  uint16_t sources, equal;
+} rk_cu_probed;
+
 typedef struct {
   uint8_t *bits;             /* [bytes]: shards not caught up (StepState.catchup), owned */
   size_t bytes;
@@ -44,6 +52,14 @@ typedef struct {
   rk_cu_shard active[RK_CATCHUP_ACTIVE_MAX];
   uint32_t active_len;
   bool changed;              /* a shard was caught up (the report shows it) */
+  /* The probe batch (in memory: a lost one only leaves its shards to the pulls). */
+  rk_cu_probed probed[RK_CATCHUP_PROBE_MAX];
+  uint32_t probed_len;
+  uint32_t *probe_peer, *probe_tag;   /* [peers_max], owned: one message per source */
+  uint32_t probe_sends, probe_open, peers_max;
+  uint64_t probe_sent_ms;
+  uint32_t probe_scan;       /* where the next batch starts */
+  bool probe_passed;         /* every pending shard was probed once since the last begin */
 } rk_catchup;
 
 int rk_catchup_init(rk_catchup *c, uint32_t shards, uint32_t replicas);
@@ -69,6 +85,22 @@ int rk_catchup_next(rk_catchup *c, const struct ringkv_node *n, uint64_t now);
 /* The CatchupRequest for active[i]; the send's tag. */
 int rk_catchup_request(rk_catchup *c, const struct ringkv_node *n, uint32_t i, rk_slice *msg);
 void rk_catchup_sent(rk_catchup *c, uint32_t i, uint32_t tag, uint64_t now);
+/* Probes: builds the next batch when none is open and one is due (its sends: one per
+ * source, rk_catchup_probe_request for each k < the count returned), and takes their
+ * outcomes; with every answer in (or lost), a shard every source said equal is caught up. */
+uint32_t rk_catchup_probe_begin(rk_catchup *c, const struct ringkv_node *n, uint64_t now);
+int rk_catchup_probe_request(rk_catchup *c, const struct ringkv_node *n, uint32_t k, rk_slice *msg, uint32_t *peer);
+void rk_catchup_probe_sent(rk_catchup *c, uint32_t k, uint32_t tag, uint64_t now);
+int rk_catchup_probe_owner(const rk_catchup *c, uint32_t tag);
+/* answer NULL: lost or refused. RINGKV_E_DECODE for an answer that is not one (counted). */
+int rk_catchup_probe_answer(rk_catchup *c, const struct ringkv_node *n, uint32_t k, const rk_slice *answer);
+/* Probes unanswered past RK_CATCHUP_TIMEOUT_MS count as lost. */
+void rk_catchup_probe_expire(rk_catchup *c, const struct ringkv_node *n, uint64_t now);
+/* A peer's probe (CatchupRequest.probe): its CatchupReply, at once. */
+int rk_catchup_probe_reply(const struct ringkv_node *n, rk_slice msg, rk_slice *reply);
+/* Whether a CatchupRequest is a probe. */
+bool rk_catchup_is_probe(rk_slice msg);
+
 /* Which active shard a tag is the page of (-1: none). */
 int rk_catchup_owner(const rk_catchup *c, uint32_t tag);
 /* A page's outcome: lost or refused (answer NULL: asked again after a back-off, from

@@ -2190,6 +2190,7 @@ int rk_step_caught_up(const ringkv_node *n, uint32_t shard) {
  * page is loaded. */
 static int catchup_incoming(out_t *o, rk_slice message) {
   rk_step *st = o->st;
+  if (rk_catchup_is_probe(message)) return rk_catchup_probe_reply(o->n, message, &o->reply);
   pb_enc load;
   enc(o, &load);
   bool equal = false;
@@ -2310,6 +2311,15 @@ static int leases_step(out_t *o) {
     uint32_t source = st->cu.active[i].source;
     rk_catchup_sent(&st->cu, (uint32_t)i, send_one(o, KIND_CATCHUP, msg, source, RK_CATCHUP_TIMEOUT_MS), o->now);
   }
+  /* Probes: shards every source holds equal are caught up without a pull. */
+  rk_catchup_probe_expire(&st->cu, n, o->now);
+  uint32_t probes = rk_catchup_probe_begin(&st->cu, n, o->now);
+  for (uint32_t k = 0; k < probes; k++) {
+    rk_slice msg;
+    uint32_t peer;
+    RK_TRY(rk_catchup_probe_request(&st->cu, n, k, &msg, &peer));
+    rk_catchup_probe_sent(&st->cu, k, send_one(o, KIND_CATCHUP, msg, peer, RK_CATCHUP_TIMEOUT_MS), o->now);
+  }
   st->rep.catching_up = st->cu.pending;
   if (st->cu.changed) {
     st->cu.changed = false;
@@ -2368,6 +2378,12 @@ static int answer(out_t *o, rk_slice ans) {
   if (rk_lease_owns(&st->lease, tag)) return lease_answered(o, answered ? &message : NULL);
   int cu = rk_catchup_owner(&st->cu, tag);
   if (cu >= 0) return catchup_answered(o, (uint32_t)cu, answered ? &message : NULL);
+  int probe = rk_catchup_probe_owner(&st->cu, tag);
+  if (probe >= 0) {
+    int rc = rk_catchup_probe_answer(&st->cu, o->n, (uint32_t)probe, answered ? &message : NULL);
+    if (rc == RINGKV_E_DECODE) stat_named(o, "refused_malformed", 1);
+    return rc == RINGKV_E_DECODE ? RINGKV_OK : rc;
+  }
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *pt = &st->peers[p];
     if (pt->push_tag != tag && pt->hedge_tag != tag) continue;
