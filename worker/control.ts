@@ -15,7 +15,7 @@
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
-import { parseConfig, type RingConfig } from "./config";
+import { parseConfig, ringSpan, type RingConfig } from "./config";
 import { viewJson, type RingView } from "./ring";
 import { NODE_ID_HEADER } from "./node";
 import { ControlReports } from "./reports";
@@ -162,7 +162,8 @@ export class RingControl extends DurableObject {
       });
       const body = (await response.json().catch(() => undefined)) as Msg | undefined;
       if (response.status !== 200 || body === undefined) return undefined; // lint: http-status
-      if (body.outside === true) return { node, epoch: BigInt(body.epoch), copying: 0, dropping: 0 };
+      // Only a node the ring no longer has may confirm with nothing to copy or drop.
+      if (body.outside === true) return node >= ringSpan(view.ring) ? { node, epoch: BigInt(body.epoch), copying: 0, dropping: 0 } : undefined;
       return { node: body.node, epoch: BigInt(body.epoch), copying: body.copying, dropping: body.dropping };
     } catch {
       return undefined;
@@ -226,6 +227,7 @@ export class RingControl extends DurableObject {
         replicasAll: config.replicasAll,
         resizing: true,
         keyBytesMax: BigInt(config.maxKeyBytes),
+        maxSiblings: config.maxSiblings,
         nowMs: BigInt(Date.now()),
         ...extra,
       });

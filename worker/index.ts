@@ -12,7 +12,7 @@ import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret
 import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
-import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, ringHeader, viewFromJson, type RingView } from "./ring";
+import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, hex as hexOf, ringHeader, viewFromJson, type RingView } from "./ring";
 
 export { RingNode } from "./node";
 export { RingControl } from "./control";
@@ -172,6 +172,21 @@ function placementCore(config: RingConfig, ring: RingView["ring"]): { core: Core
     staleRingRetries: w.staleRingRetries,
   };
   return { core, policy };
+}
+
+/** The ring a node's 421 carried, when newer than `rs`'s: this isolate's copy from now on
+ *  (the cluster id and secrets do not change with the ring). Undefined if it is not. */
+function newerRing(rs: RingState, ring: unknown): RingState | undefined {
+  let view: RingView;
+  try {
+    view = viewFromJson({ ring, cluster_id: hexOf(rs.view.clusterId) });
+  } catch {
+    return undefined;
+  }
+  if (view.ring.epoch <= rs.view.ring.epoch) return undefined;
+  const state: RingState = { ...rs, view: { ...rs.view, ring: view.ring }, core: placementCore(rs.setup.config!, view.ring).core };
+  if (setupCache?.setup === rs.setup && (ringCache === undefined || ringCache.view.ring.epoch < view.ring.epoch)) ringCache = state;
+  return state;
 }
 
 /** A reply naming a newer epoch than this isolate's copy: take the ring again. */
@@ -528,9 +543,9 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     for (let attempt = 0; ; attempt++) {
       const response = await callReplicas(env, targets, path, init);
       if (response.headers.get(STALE_RING_HEADER) === null) return response;
-      await response.arrayBuffer();
+      const refusal = (await response.json().catch(() => ({}))) as Msg;
       if (attempt >= rs.policy.staleRingRetries) return json(503, { error: "the ring is changing: try again", accepted_by: 0 });
-      placed = await ringOf(env, placed.setup);
+      placed = newerRing(placed, refusal.ring) ?? (await ringOf(env, placed.setup));
       const [again] = place(placed, [key.bytes]);
       if (nodeParam === undefined) targets = again.replicas;
       else if (!again.replicas.includes(nodeParam)) {

@@ -61,6 +61,8 @@ const DUMP_KEYS_MAX = 100; // lint: api-limit
 const DUMP_VALUE_BYTES_MAX = 8 * 1024 * 1024; // lint: platform-limit
 /** The channel (StepRequest Kind) each peer path carries. */
 const KIND_PATHS = ["", "/internal/push", "/internal/digest", "/internal/gc", "", "", "/internal/catchup"];
+/** Refuted ring claims a node remembers (a bound on memory, not a policy). */
+const REFUTED_CLAIMS_KEPT = 64; // lint: platform-limit
 /** Kind KIND_REPORT (wasm/ringkv.proto): a NodeReport for RingControl. */
 const KIND_REPORT = 4; // lint: abi
 /** Kind KIND_LEASE: a LeaseRequest for RingControl. */
@@ -114,10 +116,10 @@ export class RingNode extends DurableObject {
   // The ring as RingControl gave it (persisted); undefined until the node first asks.
   private ringView: RingView | undefined;
   private ringPending: Promise<void> | undefined;
-  /** The highest epoch a message claimed that RingControl's ring did not reach: a claim no
-   *  higher is not asked about again (a broken sender cannot make every message cost a
-   *  question to RingControl). */
-  private ringRefuted = 0;
+  /** Epochs messages claimed that RingControl's ring did not reach: not asked about again
+   *  (a broken sender repeating a claim cannot make every message cost a question to
+   *  RingControl; a genuine epoch, which RingControl also pushes, is never among them). */
+  private readonly ringRefuted = new Set<number>();
   private coreInstance: Core | undefined;
   private coreGeneration = 0;
   /** The alarm armed, in the node's clock (the core's times); undefined: none. */
@@ -260,14 +262,21 @@ export class RingNode extends DurableObject {
   /** A message showed a newer ring than this node's: RingControl's ring is taken (the
    *  message's claim is only a reason to ask) before the message is acted on. */
   private async catchUpRing(claimed: number, fromControl = false): Promise<void> {
-    if (claimed <= this.ringView!.ring.epoch || (claimed <= this.ringRefuted && !fromControl)) return;
-    this.ringPending ??= this.askControl(false).finally(() => {
-      this.ringPending = undefined;
-    });
-    await this.ringPending;
-    // RingControl writes an epoch before anyone can show it: a claim beyond its ring is
-    // not asked about again.
-    if (this.ringView!.ring.epoch < claimed) this.ringRefuted = Math.max(this.ringRefuted, claimed);
+    if (claimed <= this.ringView!.ring.epoch || (this.ringRefuted.has(claimed) && !fromControl)) return;
+    // An ask already in flight may have started before RingControl wrote this epoch: one
+    // more after it (RingControl's own push always gets an answer to the epoch it names).
+    for (let asks = 0; asks < 2 && this.ringView!.ring.epoch < claimed; asks++) {
+      this.ringPending ??= this.askControl(false).finally(() => {
+        this.ringPending = undefined;
+      });
+      await this.ringPending;
+    }
+    // RingControl writes an epoch before anyone can show it: a claim beyond its ring is not
+    // asked about again (the last few such claims are remembered).
+    if (this.ringView!.ring.epoch < claimed) {
+      if (this.ringRefuted.size >= REFUTED_CLAIMS_KEPT) this.ringRefuted.clear();
+      this.ringRefuted.add(claimed);
+    }
   }
 
   /** A newer ring (SPEC: Resizing): persisted before the node acts on it, then the core is
@@ -466,8 +475,10 @@ export class RingNode extends DurableObject {
               return json(400, { error: "malformed ring" });
             }
             await this.catchUpRing(view.ring.epoch, true);
+            if (this.nodeId >= ringSpan(this.ringView!.ring)) return json(200, { node: this.nodeId, epoch: this.ringView!.ring.epoch, outside: true });
+            this.core(); // rebuilt from storage if it was dropped, else a 503: nothing confirmed
             const progress = this.adopt(this.ringView!);
-            if (progress === undefined) return json(200, { node: this.nodeId, epoch: this.ringView!.ring.epoch, outside: true });
+            if (progress === undefined) return json(503, { error: `node ${this.nodeId} could not step on the ring` });
             return json(200, { node: progress.node, epoch: Number(progress.epoch), copying: progress.copying, dropping: progress.dropping });
           }
           return json(200, viewJson(this.ringView!));
@@ -525,7 +536,12 @@ export class RingNode extends DurableObject {
           // The sender placed the key on an older ring: it takes this one (the reply's
           // ring header) and places the key again.
           this.countRefused("stale_ring");
-          return json(421, { error: `node ${this.nodeId} does not serve this key in epoch ${this.ringView!.ring.epoch}` }, { [STALE_RING_HEADER]: "1" });
+          // The ring goes with the refusal, so the sender need not ask a node still behind.
+          return json(
+            421, // lint: http-status
+            { error: `node ${this.nodeId} does not serve this key in epoch ${this.ringView!.ring.epoch}`, ring: this.ringView!.ring },
+            { [STALE_RING_HEADER]: "1" },
+          );
         case CoreError.E_FENCING:
           return json(503, { error: `node ${this.nodeId} is being fenced: it takes no client write` }, { [CATCHING_UP_HEADER]: "1" });
         case CoreError.E_VALUE:
@@ -625,7 +641,7 @@ export class RingNode extends DurableObject {
       await this.withLease(() => this.coreRead({ key, meta: EMPTY }, Op.ClientRead));
       return json(200, { serves: true });
     } catch (err) {
-      if (err instanceof CoreError && (err.code === CoreError.E_LEASE || err.code === CoreError.E_CATCHING_UP)) {
+      if (err instanceof CoreError && (err.code === CoreError.E_LEASE || err.code === CoreError.E_CATCHING_UP || err.code === CoreError.E_NOT_SERVING)) {
         return json(200, { serves: false });
       }
       throw err;

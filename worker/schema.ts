@@ -413,6 +413,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["storedBytes",13,"uint64",0],
     ["keyBytesMax",14,"uint64",0],
     ["storedKeys",15,"uint64",0],
+    ["maxSiblings",16,"uint32",0],
   ],
   ResizeAsk: [
     ["size",1,"uint32",0],

@@ -89,13 +89,15 @@ int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size
   bool ok = true;
   rk_slice key = {NULL, 0};
   uint32_t d = 0;
+  bool gone = false;   /* it names a node id the ring no longer has (a shrink since) */
   FIELDS(s) {
     case 1: ok = pb_get_u32(R, WT, &e->shard); break;
     case 2: ok = pb_get_u32(R, WT, &e->source); break;
     case 3:
-      ok = pb_get_u32(R, WT, &d);
-      if (ok && (e->done_len == cluster_size || d >= cluster_size)) return RINGKV_E_DECODE;
-      if (ok) e->done[e->done_len++] = (uint16_t)d;
+      ok = pb_get_u32(R, WT, &d) && d <= UINT16_MAX;
+      if (ok && e->done_len == RINGKV_CLUSTER_SIZE_MAX) return RINGKV_E_DECODE;
+      if (ok && d >= cluster_size) gone = true;
+      else if (ok && e->done_len < cluster_size) e->done[e->done_len++] = (uint16_t)d;
       break;
     case 4: ok = pb_get_bool(R, WT, &e->started); break;
     case 5: ok = pb_get_u64(R, WT, &e->position); break;
@@ -103,8 +105,10 @@ int rk_catchup_read_active(rk_catchup *c, uint32_t shards, uint32_t cluster_size
     case 7: ok = pb_get_u32(R, WT, &e->failures); break;
     SKIP;
   }
-  if (!ok || t_ < 0 || e->shard >= shards || e->source >= cluster_size) return RINGKV_E_DECODE;
+  if (!ok || t_ < 0 || e->shard >= shards || e->source > UINT16_MAX) return RINGKV_E_DECODE;
   if (key.len > RINGKV_KEY_BYTES_MAX || (e->started && key.len == 0)) return RINGKV_E_DECODE;
+  /* The shard stays pending and is taken up again from the start on the ring it has now. */
+  if (gone || e->source >= cluster_size) return RINGKV_OK;
   if (key.len) memcpy(e->key, key.ptr, key.len);
   e->key_len = (uint32_t)key.len;
   c->active_len++;

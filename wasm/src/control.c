@@ -260,6 +260,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   bool lease_asked = false, resize_asked = false, progress_given = false, replicas_all = false, resizing = false;
   uint32_t resize_to = 0, replicas = 0;
   uint64_t now = 0, stored_bytes = 0, key_bytes_max = 0, stored_keys = 0;
+  uint32_t max_siblings = 0;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
     case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
@@ -286,6 +287,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 13: ok = pb_get_u64(R, WT, &stored_bytes); break;
     case 14: ok = pb_get_u64(R, WT, &key_bytes_max); break;
     case 15: ok = pb_get_u64(R, WT, &stored_keys); break;
+    case 16: ok = pb_get_u32(R, WT, &max_siblings); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -337,7 +339,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     changed |= moved;
   }
   rk_resize_answer answer = {0, NULL};
-  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, stored_keys};
+  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, stored_keys, max_siblings};
   if (resize_asked && rk_resize_ask(&st.rz, resize_to, &limits, &answer)) {
     changed = true;
     log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);

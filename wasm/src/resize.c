@@ -58,16 +58,25 @@ bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_
   }
   /* With REPLICAS = "all" every node of old ∪ new accepts writes for a key (SPEC: the
    * byte bound during a transition); with R replicas the configuration bounds 2R. */
-  if (replicas == 0 && lim->key_bytes_max > RINGKV_NODE_KEY_BYTES_MAX / RK_MAX(size, g->size)) {
+  uint32_t writers = RK_MAX(size, g->size);
+  if (replicas == 0 && lim->key_bytes_max > RINGKV_NODE_KEY_BYTES_MAX / writers) {
     ans->status = 409;
     ans->error = "MAX_KEY_BYTES x the nodes of the transition would exceed 32 MiB (REPLICAS = \"all\")";
+    return false;
+  }
+  /* And the siblings their writes may leave must still merge (a node's core would refuse
+   * the ring: the cluster would stop serving). */
+  if (replicas == 0 && (uint64_t)RK_MAX(lim->max_siblings, 1u) * writers > RINGKV_SIBLINGS_MAX) {
+    ans->status = 409;
+    ans->error = "MAX_SIBLINGS x the nodes of the transition would exceed 4096 (REPLICAS = \"all\")";
     return false;
   }
   g->from = g->size;
   g->to = size;
   g->phase = RK_PHASE_JOINING;
   g->node_ids_max = RK_MAX(g->node_ids_max, size);
-  r->notify_below = span_of(g);
+  /* Nodes an earlier transition left that have not confirmed its done are still told. */
+  r->notify_below = RK_MAX(span_of(g), r->notify_below);
   epoch_next(r);
   ans->status = 202;
   ans->error = NULL;

@@ -43,6 +43,7 @@ typedef struct {
   uint32_t replicas;
   uint64_t stored_bytes, key_bytes_max;
   uint64_t stored_keys;   /* live keys the nodes last reported, summed */
+  uint32_t max_siblings;  /* MAX_SIBLINGS */
 } rk_resize_limits;
 
 /* A node may hold at most this much after a resize (SPEC: POST /v1/admin/cluster). */
