@@ -10,9 +10,17 @@ export interface Faults {
   partitions: number[][];
   skewMs: Record<string, number>;
   hold: number[];
+  /** Per node id: the first phase (1 joining, 2 switching, 3 leaving, 4 done) of a ring it
+   *  does not take (it stays on the one it holds, so a transition stalls there). */
+  ringPhaseHeld: Record<string, number>;
 }
 
-export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [] };
+export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [], ringPhaseHeld: {} };
+
+/** The phase number fault injection compares (done, phase 0 of a later epoch, is 4). */
+export function heldPhase(phase: number): number {
+  return phase === 0 ? 4 : phase; // lint: abi (RK_PHASE_*; 4: done)
+}
 
 /** Validates fault settings; throws HttpError(400) on nonsense. An injected skew stays
  *  within MAX_CLOCK_SKEW_MS: a node's own clock must never run past the bound it holds
@@ -43,7 +51,16 @@ export function normalizeFaults(body: any, skewMsMax: number): Faults {
     throw new HttpError(400, "faults: hold must be an array of node ids");
   }
   if (body.deliver_held !== undefined && typeof body.deliver_held !== "boolean") throw new HttpError(400, "faults: deliver_held must be a boolean");
-  return { down, drop, partitions, skewMs, hold };
+  const held = body.ring_phase_held ?? {};
+  if (typeof held !== "object" || held === null || Array.isArray(held)) throw new HttpError(400, "faults: ring_phase_held must be an object");
+  const ringPhaseHeld: Record<string, number> = {};
+  for (const [k, v] of Object.entries(held)) {
+    if (!/^[0-9]{1,4}$/.test(k) || typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 4) { // lint: abi (phases 1..4)
+      throw new HttpError(400, "faults: ring_phase_held maps node ids to a phase 1 (joining) … 4 (done)");
+    }
+    ringPhaseHeld[k] = v;
+  }
+  return { down, drop, partitions, skewMs, hold, ringPhaseHeld };
 }
 
 /** Whether `from` can reach `to` across the injected partitions. */

@@ -872,7 +872,7 @@ async function faults(request: Request, env: Msg, rs: RingState): Promise<Respon
     if (Object.keys(a.held ?? {}).length > 0) held[String(node)] = a.held;
   });
   return json(failed.length === 0 ? 200 : 503, {
-    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs, hold: settings.hold },
+    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs, hold: settings.hold, ring_phase_held: settings.ringPhaseHeld },
     failed_nodes: failed.map(String),
     held,
     delivered,

@@ -32,7 +32,7 @@ import { base64, base64url, unbase64url } from "./tokens";
 import { CONTROL_NAME } from "./control";
 import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, ringHeader, viewFromJson, viewJson, type RingView } from "./ring";
 import { HttpError } from "./errors";
-import { NO_FAULTS, normalizeFaults, reachable, skewOf, type Faults } from "./faults";
+import { NO_FAULTS, heldPhase, normalizeFaults, reachable, skewOf, type Faults } from "./faults";
 import { NodeStorage, blob, bytesOf, type Msg } from "./storage";
 import { Stats } from "./stats";
 import { Executor } from "./executor";
@@ -206,7 +206,7 @@ export class RingNode extends DurableObject {
         // Settings kept from before a change of MAX_CLOCK_SKEW_MS (or of the rules) are
         // checked again: anything no longer allowed is dropped.
         const kept = JSON.parse(faults);
-        this.faults = normalizeFaults({ ...kept, skew_ms: kept.skewMs, deliver_held: undefined }, c.maxClockSkewMs);
+        this.faults = normalizeFaults({ ...kept, skew_ms: kept.skewMs, ring_phase_held: kept.ringPhaseHeld, deliver_held: undefined }, c.maxClockSkewMs);
       } catch {
         this.storage.setConf("faults", JSON.stringify(this.faults));
       }
@@ -285,7 +285,10 @@ export class RingNode extends DurableObject {
    *  node's progress on the ring it holds, for RingControl. */
   private adopt(view: RingView): Msg | undefined {
     const held = this.ringView!;
-    if (view.ring.epoch > held.ring.epoch) {
+    const stop = this.config!.faultsEnabled ? this.faults.ringPhaseHeld?.[String(this.nodeId)] : undefined;
+    // Fault injection: a node told to hold at a phase stays on the ring it has.
+    const refused = stop !== undefined && heldPhase(view.ring.phase) >= stop;
+    if (view.ring.epoch > held.ring.epoch && !refused) {
       if (view.clusterId.length !== held.clusterId.length || view.clusterId.some((b, i) => b !== held.clusterId[i])) {
         throw new HttpError(400, "a ring of another cluster");
       }

@@ -12,7 +12,8 @@
 //      joining and is named in `waiting_for`; meanwhile a POST of the same size is 202 with
 //      the transition, another size 409, out-of-range sizes 400, and reads and writes keep
 //      working. Every node restarted mid-phase (the whole cluster, from its storage) resumes
-//      the transition; healed, the stalled node is sent the epoch again and the resize ends.
+//      the transition, in joining, in switching and in leaving (node 6 held at each by fault
+//      injection, `ring_phase_held`); healed, it is sent the epoch again and the resize ends.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCluster, waitFor, kvPath } from "./helpers.mjs";
@@ -185,10 +186,31 @@ test("a node that cannot confirm stalls the transition and is named; POSTs meanw
     assert.equal(resumed.transition?.phase, "joining");
     assert.ok(resumed.transition.waiting_for.includes("6"), JSON.stringify(resumed.transition));
 
-    // Healed: RingControl sends node 6 the epoch again, and the resize ends.
-    const heal = await d.req("/v1/admin/faults", { method: "POST", body: JSON.stringify({}) });
+    // Healed, but node 6 holds at switching (it takes no ring of that phase or later): the
+    // transition reaches switching (the new replicas serve) and waits for node 6 there; every
+    // node restarts again and it is still there. Then the same in leaving.
+    let cur = d;
+    for (const [phase, number] of [["switching", 2], ["leaving", 3]]) {
+      const hold = await cur.req("/v1/admin/faults", { method: "POST", body: JSON.stringify({ ring_phase_held: { 6: number } }) });
+      assert.equal(hold.status, 200, hold.text);
+      const at = await waitFor(`${phase}, waiting for node 6`, async () => {
+        const s = await status(cur);
+        return s.transition?.phase === phase && s.transition.waiting_for.join() === "6" ? s : undefined;
+      }, { timeoutMs: 60_000 });
+      assert.equal(at.size, 4, "from switching on the new replicas serve");
+      assert.equal(at.nodes.length, 7);
+      await cur.dispose({ keep: true });
+      cur = await startCluster({ vars, persistDir: c.dir });
+      d = cur;
+      const again = await status(cur);
+      assert.equal(again.transition?.phase, phase);
+      assert.deepEqual(again.transition.waiting_for, ["6"]);
+      assert.equal(again.epoch, at.epoch);
+    }
+    // Healed for good: the resize ends.
+    const heal = await cur.req("/v1/admin/faults", { method: "POST", body: JSON.stringify({}) });
     assert.equal(heal.status, 200, heal.text);
-    const done = await resized(d, 4, 120_000);
+    const done = await resized(cur, 4, 120_000);
     assert.equal(done.epoch, started.json.epoch + 3);
     assert.equal(done.nodes.length, 4);
   } finally {
