@@ -39,6 +39,8 @@ export class RingControl extends DurableObject {
   private readonly sql: any;
   private core: Core | undefined;
   private reports: ControlReports | undefined;
+  /** The CLUSTER_SIZE RingControl last applied (from its last step). */
+  private applied: number | undefined;
 
   constructor(ctx: any, env: any) {
     super(ctx, env);
@@ -125,7 +127,7 @@ export class RingControl extends DurableObject {
     if (typeof size !== "number" || !Number.isInteger(size) || size < 0 || size > 4294967295) { // lint: abi (uint32)
       return json(400, { error: `size must be an integer in ${least} … 1024` });
     }
-    const taken = this.step(config, { resize: { size }, ...this.reportsOf(config).stored() });
+    const taken = this.step(config, { resize: { size }, ...this.reportsOf(config).stored(), storedKnown: true });
     const answer = taken.reply.resize;
     const ring = taken.view.ring;
     if (answer.status === 400 || answer.status === 409) return json(answer.status, { error: answer.error }); // lint: http-status
@@ -213,6 +215,11 @@ export class RingControl extends DurableObject {
   /** One control step: stored state in, new state persisted, its resize actions carried
    *  out (the epochs it sends go out after the answer), the reply and view out. */
   private step(config: RingConfig, extra: Msg): { reply: Msg; view: RingView } {
+    // A changed CLUSTER_SIZE is judged against what the nodes store, like a POST: the
+    // counts go in while this object's value differs from the one last applied.
+    if (extra.storedKnown === undefined && this.applied !== config.clusterSize && this.reports !== undefined && !this.reports.broken) {
+      extra = { ...extra, ...this.reports.stored(), storedKnown: true };
+    }
     const rows = this.sql.exec(`SELECT value FROM control WHERE name = 'state'`).toArray();
     const state = rows.length > 0 ? new Uint8Array(rows[0].value as ArrayBuffer) : new Uint8Array(0);
     const random = crypto.getRandomValues(new Uint8Array(CONTROL_RANDOM_BYTES));
@@ -255,6 +262,7 @@ export class RingControl extends DurableObject {
       clusterId: v.clusterId,
       secret: v.secret.length > 0 ? v.secret : undefined,
     };
+    this.applied = reply.clusterSizeApplied;
     this.carryOut(config, reply, view);
     return { reply, view };
   }

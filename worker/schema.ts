@@ -414,6 +414,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["keyBytesMax",14,"uint64",0],
     ["storedKeys",15,"uint64",0],
     ["maxSiblings",16,"uint32",0],
+    ["storedKnown",17,"bool",0],
   ],
   ResizeAsk: [
     ["size",1,"uint32",0],
@@ -441,6 +442,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["transition",6,"Transition",0],
     ["sendTo",7,"uint32",1],
     ["alarmMs",8,"uint64",0],
+    ["clusterSizeApplied",9,"uint32",0],
   ],
   StepRequest: [
     ["nowMs",1,"uint64",0],

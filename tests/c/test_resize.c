@@ -44,6 +44,8 @@ typedef struct {
   rk_slice state;
   uint32_t cluster_size, replicas;   /* replicas 0: "all" */
   bool resizing;
+  bool stored_unknown;               /* the step is not given the nodes' stored counts */
+  uint64_t stored_keys;
 } tobj;
 
 typedef struct {
@@ -87,6 +89,8 @@ static tctl control(ringkv_node *core, tobj *o, tev v) {
   pb_put_uint(&e, 10, o->replicas);
   pb_put_bool(&e, 11, o->replicas == 0);
   pb_put_bool(&e, 12, o->resizing);
+  pb_put_uint(&e, 15, o->stored_keys);
+  pb_put_bool(&e, 17, !o->stored_unknown);
   rk_slice rep;
   c.rc = tl_call(core, RINGKV_OP_CONTROL, tl_done(&e), &rep);
   if (c.rc != RINGKV_OK) return c;
@@ -286,8 +290,14 @@ static void test_cluster_size_and_all(void **unused) {
   tctl c = control(core, &o, ev());
   assert_ring(c.ring, 1, 4, 0, 0, 0);
   assert_false(c.state_changed);
-  /* One that can: the change starts one resize, stored as applied. */
+  /* One that can, but a step not given what the nodes store leaves the change to the next. */
   o.resizing = true;
+  o.stored_unknown = true;
+  c = control(core, &o, ev());
+  assert_ring(c.ring, 1, 4, 0, 0, 0);
+  assert_false(c.state_changed);
+  /* Given the counts: the change starts one resize, stored as applied. */
+  o.stored_unknown = false;
   c = control(core, &o, ev());
   assert_ring(c.ring, 2, 4, 4, 6, 1);
   c = confirm_all(core, &o, 6, 2, NOW);
@@ -318,6 +328,23 @@ static void test_cluster_size_and_all(void **unused) {
   c = confirm_all(core, &o, 9, 11, NOW);
   c = confirm_all(core, &o, 9, 12, NOW);
   assert_ring(c.ring, 14, 9, 9, 5, 1);   /* done (13), then the waiting change: 9 -> 5 */
+  c = confirm_all(core, &o, 9, 14, NOW);
+  c = confirm_all(core, &o, 9, 15, NOW);
+  c = confirm_all(core, &o, 9, 16, NOW);
+  assert_ring(c.ring, 17, 5, 0, 0, 0);
+  /* With keys stored this release resizes nothing: a POST is a 409, a changed variable is
+   * taken as applied and changes nothing. */
+  o.stored_keys = 1;
+  c = ask(core, &o, 6, NOW);
+  assert_int_equal(c.status, 409);
+  assert_ring(c.ring, 17, 5, 0, 0, 0);
+  o.cluster_size = 7;
+  c = control(core, &o, ev());
+  assert_ring(c.ring, 17, 5, 0, 0, 0);
+  assert_true(c.state_changed);
+  o.stored_keys = 0;
+  c = control(core, &o, ev());
+  assert_ring(c.ring, 17, 5, 0, 0, 0);   /* applied: an emptied cluster does not start it */
   ringkv_node_destroy(core);
 
   /* REPLICAS = "all": any size from 1. */

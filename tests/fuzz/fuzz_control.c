@@ -71,6 +71,7 @@ static int step_resize(ringkv_node *n, rk_slice state, uint32_t resize, const rk
   if (progress != NULL) pb_put_bytes_always(&e, 8, *progress);
   pb_put_uint(&e, 10, 3);
   pb_put_bool(&e, 12, true);
+  pb_put_bool(&e, 17, true);
   return fz_call(n, RINGKV_OP_CONTROL, fz_result(&e), reply);
 }
 

@@ -218,3 +218,40 @@ test("a node that cannot confirm stalls the transition and is named; POSTs meanw
     else await c.dispose();
   }
 });
+
+test("a changed CLUSTER_SIZE resizes an empty cluster once, and a cluster holding keys not at all", { timeout: 240_000 }, async () => {
+  const vars = { CLUSTER_SIZE: "4", SHARDS: "256" };
+  let c = await startCluster({ vars });
+  try {
+    assert.equal((await status(c)).size, 4);
+    // Deployed again with CLUSTER_SIZE=6: RingControl applies it once it knows what the
+    // nodes store (nothing), from its next step on.
+    await c.dispose({ keep: true });
+    c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "6" }, persistDir: c.dir });
+    const grown = await resized(c, 6, 120_000);
+    assert.equal(grown.nodes.length, 6);
+    // An admin resize to 5: the unchanged variable (6) does not undo it.
+    assert.equal((await post(c, 5)).status, 202);
+    await resized(c, 5, 120_000);
+    // Keys, then CLUSTER_SIZE=3: not applied (this release moves no data), the ring stays.
+    for (let i = 0; i < 10; i++) assert.equal((await c.req(kvPath(`kept-${i}`), { method: "PUT", body: `k${i}` })).status, 200);
+    await waitFor("the keys reported", async () => {
+      const r = await post(c, 4);
+      return r.status === 409 ? r : undefined;
+    }, { timeoutMs: 30_000 });
+    await c.dispose({ keep: true });
+    c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "3" }, persistDir: c.dir });
+    const s0 = await status(c);
+    for (let i = 0; i < 8; i++) {
+      // Reports come in (each a control step): still size 5, no transition.
+      await new Promise((r) => setTimeout(r, 500));
+      const s = await status(c);
+      assert.equal(s.size, 5);
+      assert.equal(s.transition, null);
+      assert.equal(s.epoch, s0.epoch);
+    }
+    for (let i = 0; i < 10; i++) assert.equal((await c.req(kvPath(`kept-${i}`))).text, `k${i}`);
+  } finally {
+    await c.dispose();
+  }
+});

@@ -261,6 +261,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   uint32_t resize_to = 0, replicas = 0;
   uint64_t now = 0, stored_bytes = 0, key_bytes_max = 0, stored_keys = 0;
   uint32_t max_siblings = 0;
+  bool stored_known = false;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
     case 2: ok = pb_get_u32(R, WT, &cluster_size); break;
@@ -288,6 +289,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 14: ok = pb_get_u64(R, WT, &key_bytes_max); break;
     case 15: ok = pb_get_u64(R, WT, &stored_keys); break;
     case 16: ok = pb_get_u32(R, WT, &max_siblings); break;
+    case 17: ok = pb_get_bool(R, WT, &stored_known); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -355,14 +357,15 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
        * variable is not taken as applied. */
       log_write(&logs, "CLUSTER_SIZE=% differs from the size last applied (%): the ring keeps its size",
                 cluster_size, st.cluster_size_applied);
-    } else if (g->phase == RK_PHASE_NONE) {
+    } else if (g->phase == RK_PHASE_NONE && stored_known) {
       /* The value last applied, not the live size, is compared: an unchanged variable
-       * never undoes an admin or autoscale resize. */
+       * never undoes an admin or autoscale resize. (Judged, like a POST, against what the
+       * nodes store: a step without those counts leaves it to the next.) */
       rk_resize_answer env = {0, NULL};
       if (rk_resize_ask(&st.rz, cluster_size, &limits, &env)) {
         log_write(&logs, "CLUSTER_SIZE changed: resize from % to %, joining", g->from, g->to);
       } else if (env.status == 400 || env.status == 409) {
-        log_write(&logs, "CLUSTER_SIZE=% cannot be applied (out of range for REPLICAS, or too much data per node): the ring keeps size %",
+        log_write(&logs, "CLUSTER_SIZE=% cannot be applied (out of range for REPLICAS, keys stored, or a bound per node: see POST /v1/admin/cluster): the ring keeps size %",
                   cluster_size, g->size);
       }
       st.cluster_size_applied = cluster_size;
@@ -414,6 +417,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   }
   pb_put_packed_u32(&e, 7, send_to, sends);
   pb_put_uint(&e, 8, alarm);
+  pb_put_uint(&e, 9, st.cluster_size_applied);
   if (e.err != 0) err = e.err;
   *reply = pb_result(&e);
   return err;
