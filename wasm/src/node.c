@@ -122,14 +122,12 @@ static void fill_side(const ringkv_node *n, uint32_t size, uint32_t shard, uint1
   rendezvous(size, reps_at(&n->cfg, size), shard, n->memo_scratch, out);
 }
 
-static void sets_of(const ringkv_node *cn, uint32_t shard, sets_t *out) {
+/* The sets in rendezvous order from the memo (with full replication too: the order is
+ * what routes a request). */
+static void sets_memo(const ringkv_node *cn, uint32_t shard, sets_t *out) {
   ringkv_node *n = (ringkv_node *)cn;   /* the memo is a cache: placement is a pure function */
   const rk_config *c = &n->cfg;
   uint32_t wo = reps_at(c, c->size_old), wn = reps_at(c, c->size_new);
-  if (full_replication(n)) {
-    *out = (sets_t){n->all_nodes, n->all_nodes, n->all_nodes, c->size_old, c->size_new, c->cluster_size};
-    return;
-  }
   uint32_t slot = shard & n->memo_mask;
   uint16_t *row = n->memo + (size_t)slot * row_width(c);
   uint16_t *old = row, *nw = row + wo, *uni = nw + wn, *uni_len = uni + wo + wn;
@@ -139,7 +137,8 @@ static void sets_of(const ringkv_node *cn, uint32_t shard, sets_t *out) {
     else memcpy(nw, old, wo * sizeof *old);
     uint32_t k = 0;
     for (uint32_t i = 0; i < wo; i++) uni[k++] = old[i];
-    for (uint32_t i = 0; i < wn; i++) {
+    /* The union (with full replication the sets are id ranges: sets_of never asks). */
+    for (uint32_t i = 0; i < wn && moving(c) && !full_replication(n); i++) {
       bool seen = false;
       for (uint32_t j = 0; j < wo && !seen; j++) seen = old[j] == nw[i];
       if (!seen) uni[k++] = nw[i];
@@ -148,6 +147,16 @@ static void sets_of(const ringkv_node *cn, uint32_t shard, sets_t *out) {
     n->memo_tag[slot] = shard + 1u;
   }
   *out = (sets_t){old, nw, uni, wo, wn, *uni_len};
+}
+
+/* As sets; with full replication the node id ranges, no hashing (membership only). */
+static void sets_of(const ringkv_node *n, uint32_t shard, sets_t *out) {
+  const rk_config *c = &n->cfg;
+  if (full_replication(n)) {
+    *out = (sets_t){n->all_nodes, n->all_nodes, n->all_nodes, c->size_old, c->size_new, c->cluster_size};
+    return;
+  }
+  sets_memo(n, shard, out);
 }
 
 /* The nodes holding the shard and pushed its writes: old ∪ new, less the old-only ones once
@@ -794,15 +803,12 @@ static int op_init(ringkv_node *n, rk_slice req, rk_slice *reply) {
 static void placement_write(pb_enc *e, const ringkv_node *n, uint32_t shard, uint64_t key_hash) {
   size_t m = pb_begin(e, 1);
   pb_put_uint(e, 1, shard);
-  /* In rendezvous order: the first is routed to (so with full replication too, which the
-   * sets keep as id ranges). */
-  uint32_t len;
-  const uint16_t *r = serving_of(n, shard, &len);
-  uint16_t ordered[RINGKV_CLUSTER_SIZE_MAX];
-  if (full_replication(n)) {
-    rendezvous(len, len, shard, n->memo_scratch, ordered);
-    r = ordered;
-  }
+  /* In rendezvous order: the first is routed to (so with full replication too). */
+  sets_t sets;
+  sets_memo(n, shard, &sets);
+  bool joining = n->cfg.phase == RK_PHASE_JOINING;
+  uint32_t len = joining ? sets.old_len : sets.new_len;
+  const uint16_t *r = joining ? sets.old : sets.nw;
   /* Packed; but node 0 must stay visible, so replicas are always written. */
   size_t bytes = 0;
   for (uint32_t i = 0; i < len; i++) bytes += pb_varint_size(r[i]);
