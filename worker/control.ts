@@ -39,8 +39,9 @@ export class RingControl extends DurableObject {
   private readonly sql: any;
   private core: Core | undefined;
   private reports: ControlReports | undefined;
-  /** The CLUSTER_SIZE RingControl last applied (from its last step). */
+  /** The CLUSTER_SIZE RingControl last applied, and the view, from its last step. */
   private applied: number | undefined;
+  private lastView: RingView | undefined;
 
   constructor(ctx: any, env: any) {
     super(ctx, env);
@@ -89,7 +90,9 @@ export class RingControl extends DurableObject {
   /** The reports, on a placement core on the ring as this object holds it (rebuilt when the
    *  ring moves on: a transition's nodes are old ∪ new). */
   private reportsOf(config: RingConfig): ControlReports {
-    const ring = this.step(config, {}).view.ring;
+    // The ring from this instance's last step (a step persists whatever it changes, and the
+    // ring changes only in steps); one step only when there was none yet.
+    const ring = (this.lastView ?? this.step(config, {}).view).ring;
     if (this.reports === undefined || this.reports.broken || this.reports.epoch !== ring.epoch) {
       this.reports = new ControlReports(this.ctx, this.env, this.sql, config, ring);
     }
@@ -175,7 +178,7 @@ export class RingControl extends DurableObject {
   /** GET /control/cluster: the nodes' statuses, and the ring and its transition. */
   private cluster(config: RingConfig): Response {
     const { reply, view } = this.step(config, {});
-    const reports = this.reportsOf(config);
+    const reports = this.reportsOf(config);   // on the ring of the step just taken
     const ring = view.ring;
     const t = reply.transition;
     return reports.cluster({
@@ -263,6 +266,7 @@ export class RingControl extends DurableObject {
       secret: v.secret.length > 0 ? v.secret : undefined,
     };
     this.applied = reply.clusterSizeApplied;
+    this.lastView = view;
     this.carryOut(config, reply, view);
     return { reply, view };
   }
