@@ -207,6 +207,23 @@ static void source_done(rk_catchup *c, const ringkv_node *n, uint32_t i, uint64_
   else e->source = next;
 }
 
+static bool is_active(const rk_catchup *c, uint32_t shard) {
+  for (uint32_t j = 0; j < c->active_len; j++) {
+    if (c->active[j].shard == shard) return true;
+  }
+  return false;
+}
+
+/* Whether `peer` is one of the shard's sources (catch-up pulls and probes ask only them). */
+static bool is_source(const ringkv_node *n, uint32_t shard, uint32_t peer) {
+  uint32_t len;
+  const uint16_t *r = rk_sources_of(n, shard, &len);
+  for (uint32_t i = 0; i < len; i++) {
+    if (r[i] == peer) return true;
+  }
+  return false;
+}
+
 int rk_catchup_next(rk_catchup *c, const ringkv_node *n, uint64_t now) {
   /* Fill the table from the bitmap, a bounded scan at a time (an empty byte is one look). */
   for (uint32_t looks = 0; c->active_len < RK_CATCHUP_ACTIVE_MAX && c->pending > c->active_len &&
@@ -219,9 +236,7 @@ int rk_catchup_next(rk_catchup *c, const ringkv_node *n, uint64_t now) {
     }
     c->scan = s + 1u;
     if (!bit(c, s)) continue;
-    bool taken = false;
-    for (uint32_t j = 0; j < c->active_len; j++) taken |= c->active[j].shard == s;
-    if (taken) continue;
+    if (is_active(c, s)) continue;
     rk_cu_shard *e = &c->active[c->active_len];
     uint16_t *done = e->done;
     memset(e, 0, sizeof *e);
@@ -465,13 +480,6 @@ int rk_catchup_reply(const ringkv_node *n, uint32_t shard, bool equal, rk_slice 
  * message; a shard every source says equal is caught up with no pull. The rest are pulled
  * as before, so a lost or refused probe only costs time. */
 
-static bool is_active(const rk_catchup *c, uint32_t shard) {
-  for (uint32_t j = 0; j < c->active_len; j++) {
-    if (c->active[j].shard == shard) return true;
-  }
-  return false;
-}
-
 /* Ends the batch: shards every source said equal (and not being pulled meanwhile) are
  * caught up. */
 static void probe_close(rk_catchup *c) {
@@ -535,11 +543,8 @@ int rk_catchup_probe_request(rk_catchup *c, const ringkv_node *n, uint32_t k, rk
   pb_put_uint(&p, 1, RINGKV_PROTOCOL_VERSION);
   pb_put_uint(&p, 2, n->self);
   for (uint32_t i = 0; i < c->probed_len; i++) {
-    uint32_t s = c->probed[i].shard, len;
-    const uint16_t *r = rk_sources_of(n, s, &len);
-    bool source = false;
-    for (uint32_t j = 0; j < len && !source; j++) source = r[j] == to;
-    if (!source) continue;
+    uint32_t s = c->probed[i].shard;
+    if (!is_source(n, s, to)) continue;
     size_t m = pb_begin(&p, 8);
     pb_put_uint(&p, 1, s);
     pb_put_fixed64(&p, 2, n->shard_digest[s]);
@@ -599,12 +604,7 @@ int rk_catchup_probe_answer(rk_catchup *c, const ringkv_node *n, uint32_t k, con
       first = false;
       last = shard;
       rk_cu_probed *p = ok ? probed_find(c, shard) : NULL;
-      if (p == NULL) continue;
-      uint32_t len;
-      const uint16_t *r = rk_sources_of(n, shard, &len);
-      bool source = false;
-      for (uint32_t j = 0; j < len && !source; j++) source = r[j] == from_peer;
-      if (source && p->equal < p->sources) p->equal++;
+      if (p != NULL && is_source(n, shard, from_peer) && p->equal < p->sources) p->equal++;
     }
     if (!ok) {
       /* Nothing of a malformed answer counts: its equal shards stay short of their sources. */
