@@ -29,6 +29,7 @@ export const Op = {
   Cluster: 19, // lint: abi
   ClientRead: 20, // lint: abi
   PagePush: 21, // lint: abi
+  Drop: 22, // lint: abi
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -54,6 +55,7 @@ const MESSAGE_NAMES: Record<number, string> = {
   [Op.Cluster]: "Cluster",
   [Op.ClientRead]: "Read",
   [Op.PagePush]: "AeRepair",
+  [Op.Drop]: "Expire",
 };
 
 /** RINGKV_MESSAGE_BYTES_MAX (ringkv.h): the largest request the core reads. */

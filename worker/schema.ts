@@ -230,6 +230,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["entriesTo",6,"uint32",0],
     ["deferredBefore",7,"bytes",1],
     ["rangesLoaded",8,"uint32",0],
+    ["moves",9,"bool",0],
   ],
   Applied: [
     ["key",1,"bytes",0],
@@ -628,6 +629,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["position",6,"uint64",0],
     ["key",7,"bytes",0],
     ["probe",8,"ShardDigest",1],
+    ["cover",10,"bool",0],
+    ["push",11,"bytes",0],
     ["speaks",15,"uint32",0],
   ],
   CatchupReply: [
@@ -640,6 +643,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["position",7,"uint64",0],
     ["key",8,"bytes",0],
     ["equalShards",9,"uint32",1],
+    ["changed",10,"uint32",0],
   ],
   NodeReport: [
     ["version",1,"uint32",0],

@@ -1,4 +1,4 @@
-// Resizing an empty cluster through RingControl's epochs, in workerd over HTTP (SPEC:
+// Resizing a cluster through RingControl's epochs, in workerd over HTTP (SPEC:
 // Resizing; HTTP API, POST /v1/admin/cluster and /v1/cluster's epoch and transition).
 //
 //   1. An empty cluster grows 4 -> 7 and shrinks 7 -> 3, each through joining, switching,
@@ -119,13 +119,16 @@ test("an empty cluster grows 4 -> 7, shrinks 7 -> 3 and grows 3 -> 7 through eve
     assert.ok(staleRefusals(s) > 0);
 
     assert.equal((await c.req(kvPath("grow-0", "?node=7"))).status, 400);
-    // A cluster holding keys is not resized by this release (the data would not move).
-    const full = await waitFor("the keys reported", async () => {
-      const r = await post(c, 5);
-      return r.status === 409 ? r : undefined;
-    }, { timeoutMs: 30_000 });
-    assert.match(full.json.error, /holds keys/);
-    assert.equal((await status(c)).transition, null);
+    // A cluster holding keys resizes too: 7 -> 5 moves them, every value still reads
+    // back, and nodes 5 and 6 end with none.
+    const shrunk = await post(c, 5);
+    assert.equal(shrunk.status, 202, shrunk.text);
+    await resized(c, 5, 120_000);
+    for (const k of order) assert.equal((await c.req(kvPath(k))).text, `v-${k}`);
+    for (const node of [5, 6]) {
+      const keysOf = await c.req(`/v1/admin/nodes/${node}/keys`);
+      assert.deepEqual(keysOf.json, { node, keys: [], cursor: null });
+    }
   } finally {
     await c.dispose();
   }
@@ -219,13 +222,13 @@ test("a node that cannot confirm stalls the transition and is named; POSTs meanw
   }
 });
 
-test("a changed CLUSTER_SIZE resizes an empty cluster once, and a cluster holding keys not at all", { timeout: 240_000 }, async () => {
+test("a changed CLUSTER_SIZE resizes the cluster once, never undoing an admin resize", { timeout: 240_000 }, async () => {
   const vars = { CLUSTER_SIZE: "4", SHARDS: "256" };
   let c = await startCluster({ vars });
   try {
     assert.equal((await status(c)).size, 4);
     // Deployed again with CLUSTER_SIZE=6: RingControl applies it once it knows what the
-    // nodes store (nothing), from its next step on.
+    // nodes store, from its next step on.
     await c.dispose({ keep: true });
     c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "6" }, persistDir: c.dir });
     const grown = await resized(c, 6, 120_000);
@@ -233,16 +236,12 @@ test("a changed CLUSTER_SIZE resizes an empty cluster once, and a cluster holdin
     // An admin resize to 5: the unchanged variable (6) does not undo it.
     assert.equal((await post(c, 5)).status, 202);
     await resized(c, 5, 120_000);
-    // Keys, then CLUSTER_SIZE=3: not applied (this release moves no data), the ring stays.
     for (let i = 0; i < 10; i++) assert.equal((await c.req(kvPath(`kept-${i}`), { method: "PUT", body: `k${i}` })).status, 200);
-    await waitFor("the keys reported", async () => {
-      const r = await post(c, 4);
-      return r.status === 409 ? r : undefined;
-    }, { timeoutMs: 30_000 });
+    // Restarted with the same variable: nothing happens (the value applied is 6).
     await c.dispose({ keep: true });
-    c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "3" }, persistDir: c.dir });
+    c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "6" }, persistDir: c.dir });
     const s0 = await status(c);
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 6; i++) {
       // Reports come in (each a control step): still size 5, no transition.
       await new Promise((r) => setTimeout(r, 500));
       const s = await status(c);
@@ -250,6 +249,11 @@ test("a changed CLUSTER_SIZE resizes an empty cluster once, and a cluster holdin
       assert.equal(s.transition, null);
       assert.equal(s.epoch, s0.epoch);
     }
+    // CLUSTER_SIZE=3 with keys stored: applied, the keys move.
+    await c.dispose({ keep: true });
+    c = await startCluster({ vars: { ...vars, CLUSTER_SIZE: "3" }, persistDir: c.dir });
+    const shrunk = await resized(c, 3, 120_000);
+    assert.equal(shrunk.epoch, s0.epoch + 4);
     for (let i = 0; i < 10; i++) assert.equal((await c.req(kvPath(`kept-${i}`))).text, `k${i}`);
   } finally {
     await c.dispose();

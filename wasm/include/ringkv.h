@@ -124,6 +124,8 @@ enum ringkv_op {
                                  RINGKV_E_CATCHING_UP */
   RINGKV_OP_PAGE_PUSH = 21,   /* a plain Push of the given rows (AeRepairRequest with peer and
                                  locals only -> AeRepairReply): a catch-up page's entries */
+  RINGKV_OP_DROP = 22,        /* a replica leaving a shard drops the given rows of it
+                                 (ExpireRequest -> ExpireReply: one delete each, in order) */
 };
 
 /* The node step (RINGKV_OP_STEP, StepRequest -> StepReply): the one entry an executor

@@ -189,6 +189,13 @@ const uint16_t *rk_sources_of(const ringkv_node *n, uint32_t shard, uint32_t *le
   return s.old;
 }
 
+const uint16_t *rk_new_set_of(const ringkv_node *n, uint32_t shard, uint32_t *len) {
+  sets_t s;
+  sets_of(n, shard, &s);
+  *len = s.new_len;
+  return s.nw;
+}
+
 static bool among(const uint16_t *r, uint32_t len, uint32_t node) {
   for (uint32_t i = 0; i < len; i++) {
     if (r[i] == node) return true;
@@ -1432,6 +1439,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
   size_t locals_len = 0, locals_cap = 0;
   bool answer = false;
   uint32_t entries_from = 0, entries_to = 0, ranges_loaded = 0;
+  bool moves = false;
   rk_slice *before = NULL;   /* keys earlier calls on this message deferred */
   size_t before_len = 0, before_cap = 0;
   FIELDS(req) {
@@ -1451,6 +1459,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       break;
     }
     case 8: ok = pb_get_u32(R, WT, &ranges_loaded); break;
+    case 9: ok = pb_get_bool(R, WT, &moves); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -1549,7 +1558,9 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
     /* A marker makes no row where there is none: it only turns the tombstones it covers
      * into itself. A replica that deleted its marker (or never held the key) keeps no copy,
      * so markers going round in repairs never outlive their deadline. */
-    if (merged.sibs_len == 0 && !reg_stored(old)) continue;
+    /* Except where the shard moves to this node (a catch-up or covering page): there the
+     * marker comes with the shard, so a late copy of what it collected is still dropped. */
+    if (merged.sibs_len == 0 && !reg_stored(old) && !moves) continue;
     if (merged.sibs_len == 0 && !rk_reg_is_marker(old) && !rk_reg_is_marker(rr)) {
       refused[REFUSED_NO_VERSION]++;
       continue;
@@ -2415,6 +2426,30 @@ static int op_expire(ringkv_node *n, rk_slice req, rk_slice *reply) {
   return err;
 }
 
+/* A replica leaving a shard, its covering passes done, deletes its rows of it, whatever
+ * they hold (markers too): one delete per row given, in order. A row of a shard it does not
+ * leave is a bug of the caller, never dropped. */
+static int op_drop(ringkv_node *n, rk_slice req, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rows_req q;
+  RK_TRY(rows_req_read(n, req, false, &q));
+  pb_enc e;
+  pb_enc_init(&e, a);
+  rk_slice none = {NULL, 0};
+  for (size_t i = 0; i < q.locals_len; i++) {
+    rk_local *l = &q.locals[i];
+    if (l->meta.len == 0) return RINGKV_E_DECODE;
+    if (!rk_leaves_shard(n, shard_of(n, rk_hash_slice(l->key)), n->self)) return RINGKV_E_STATE;
+    rk_reg reg;
+    RK_TRY(local_reg(a, l, false, &reg));
+    uint64_t contrib = l->expired ? 0 : rk_reg_digest(a, l->key, &reg);
+    applied_write(&e, 1, n, l->key, &reg, contrib, NULL, none, 0, false, none, 0);
+  }
+  *reply = finish(&e, &err);
+  return err;
+}
+
 /* A KeyDigest: a query's (ctx, version 4) or a reply's (covered and asked, version 4). */
 static void key_digest_write(pb_enc *e, uint32_t field, rk_slice key, uint64_t digest, const rk_ctx *ctx,
                              bool covered, uint64_t asked) {
@@ -2739,6 +2774,7 @@ int rk_node_op(ringkv_node *n, uint32_t op, rk_slice in, rk_slice *reply) {
     case RINGKV_OP_EXPIRE: rc = op_expire(n, in, &out); break;
     case RINGKV_OP_CLIENT_READ: rc = op_client_read(n, in, &out); break;
     case RINGKV_OP_PAGE_PUSH: rc = op_page_push(n, in, &out); break;
+    case RINGKV_OP_DROP: rc = op_drop(n, in, &out); break;
     default: rc = RINGKV_E_OP; break;
   }
   *reply = out;
@@ -2762,7 +2798,7 @@ int ringkv_call(ringkv_node *n, uint32_t op, const uint8_t *req, size_t req_len,
     /* RingControl's: placement only, no node state. */
     rc = op == RINGKV_OP_REPORT ? rk_control_report(n, in, &out) : rk_control_cluster(n, in, &out);
   } else if (!n->ready || (n->placement_only && op != RINGKV_OP_PLACE)) {
-    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_PAGE_PUSH && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
+    rc = op >= RINGKV_OP_INIT && op <= RINGKV_OP_DROP && op != RINGKV_OP_CONTROL ? RINGKV_E_STATE : RINGKV_E_OP;
   } else {
     /* Node state is only committed by operations that succeed: keep a copy to restore. */
     uint64_t clock = n->clock, counter = n->counter;

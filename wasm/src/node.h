@@ -77,6 +77,8 @@ bool rk_serves_phase(const ringkv_node *n, uint32_t shard, uint32_t node);
 /* The replicas that hold everything written to `shard` so far, which catch-up pulls from:
  * the old ones while joining and switching. */
 const uint16_t *rk_sources_of(const ringkv_node *n, uint32_t shard, uint32_t *len);
+/* The shard's replicas at the ring's new size (outside a transition: its replicas). */
+const uint16_t *rk_new_set_of(const ringkv_node *n, uint32_t shard, uint32_t *len);
 /* Whether the shard's replica set changes in the ring's transition. */
 bool rk_shard_moving(const ringkv_node *n, uint32_t shard);
 /* Whether `node` is a new replica of `shard` only (joining it in this transition). */

@@ -40,14 +40,6 @@ bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_
     ans->error = NULL;
     return false;
   }
-  /* Until leaving's covering passes and drops exist, a resize moves no data: one started on a
-   * cluster holding keys would copy them to the new replicas and then wait in leaving for
-   * good. Refused up front instead. */
-  if (lim->stored_keys > 0) {
-    ans->status = 409;
-    ans->error = "the cluster holds keys: this release resizes an empty cluster only (moving data comes with the next)";
-    return false;
-  }
   /* The stored bytes count every replica: a node's share after is data x R / size. */
   uint32_t r_now = replicas == 0 ? g->size : replicas, r_then = replicas == 0 ? size : replicas;
   uint64_t data = lim->stored_bytes / r_now;

@@ -15,6 +15,7 @@
 #include "hash.h"
 #include "node.h"
 #include "catchup.h"
+#include "cover.h"
 #include "lease.h"
 #include "range.h"
 #include "report.h"
@@ -78,6 +79,7 @@ enum {
   WAIT_DIGEST_PARTS,      /* its parts of the ranges a peer asked */
   WAIT_REPORT,
   WAIT_CATCHUP_PAGE,      /* a catch-up page a peer asked for */
+  WAIT_COVER_PAGE,        /* this node's page of a shard it leaves: to send, or to drop */
 };
 enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
 enum { FENCE_NONE, FENCE_DRAIN, FENCE_FORCE };
@@ -161,6 +163,11 @@ struct rk_step {
   rk_catchup cu;               /* shards to catch up on (catchup.c; Config.leases) */
   uint32_t page_shard;         /* WAIT_CATCHUP_PAGE: the shard asked */
   uint32_t page_peer;          /* ... and who asked */
+  rk_cover cover;              /* shards it leaves: covering passes, then the drop (cover.c) */
+  uint32_t cover_loading;      /* WAIT_COVER_PAGE: the entry whose page is loaded */
+  bool msg_moves;              /* the chain merges a shard moving here (MergeRequest.moves) */
+  bool msg_cover;              /* ... a covering page: its answer counts what changed */
+  uint32_t cover_changed;      /* ... so far */
 };
 
 #define STATS_MAX 32u
@@ -476,6 +483,9 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
 static void chain_clear(rk_step *st) {
   st->wait = WAIT_NONE;
   st->msg_at = 0;
+  st->msg_moves = false;
+  st->msg_cover = false;
+  st->cover_changed = 0;
   st->msg_ranges = false;
   st->ranges_loaded = 0;
   buf_free(&st->msg);
@@ -764,6 +774,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
   pb_put_raw(&e, rows_raw.ptr, rows_raw.len);
   pb_put_bool(&e, 4, st->msg_answer);
   pb_put_uint(&e, 8, st->ranges_loaded);
+  pb_put_bool(&e, 9, st->msg_moves);
   if (!whole) {
     pb_put_uint(&e, 5, from);
     pb_put_uint(&e, 6, to);
@@ -792,6 +803,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
       row_applied(o, s, ++st->s.seq, from_client, row != NULL && rk_meta_live(row->meta));
       stat_named(o, "entries_applied", 1);
       changed = true;
+      st->cover_changed++;
       break;
     }
     case 3: ok = pb_get_bytes(R, WT, &s); if (ok && last && !st->msg_answer) o->reply = s; break;
@@ -819,6 +831,7 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
     case 7: {
       ok = pb_get_bytes(R, WT, &s);
       if (ok) st->msg_short = true;
+      if (ok) st->cover_changed++;
       if (ok && !last) {
         pb_enc d;
         enc(o, &d);
@@ -833,6 +846,8 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
   /* Learned changes wait for a round that runs anyway unless they are relayed; a touched
    * key goes at the next round (the alarm follows from the state). */
   if (changed) note_change(o);
+  /* A covering page's answer: how many of its entries changed this node (or waited). */
+  if (last && st->msg_cover) RK_TRY(rk_cover_reply(n, st->page_shard, false, st->cover_changed, &o->reply));
   if (last) chain_clear(st);
   return RINGKV_OK;
 }
@@ -2186,11 +2201,170 @@ int rk_step_caught_up(const ringkv_node *n, uint32_t shard) {
   return rk_catchup_serves(&st->cu, shard) ? RINGKV_OK : RINGKV_E_CATCHING_UP;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Leaving a shard (cover.c decides; here: the step's part) */
+
+/* Whether every entry of the chain's message is a key of `shard` (a page that moves a shard
+ * carries nothing else: its markers make rows). */
+static bool chain_keys_in(const out_t *o, uint32_t shard) {
+  rk_slice mk = buf_slice(&o->st->mk), key;
+  int t_;
+  bool ok = true;
+  FIELDS(mk) {
+    case 2:
+      ok = pb_get_bytes(R, WT, &key);
+      if (ok && rk_hash_slice(key) % o->n->cfg.shards != shard) return false;
+      break;
+    SKIP;
+  }
+  return ok && t_ >= 0;
+}
+
+/* A replica leaving a shard this node holds sends a covering page: answered at once when
+ * the digests agree (or it carries no page), else once the page is merged. */
+static int cover_incoming(out_t *o, rk_slice message) {
+  rk_step *st = o->st;
+  uint32_t shard = 0;
+  bool equal = false;
+  rk_slice push = {NULL, 0};
+  RK_TRY(rk_cover_incoming(o->n, message, &shard, &equal, &push));
+  if (equal || push.len == 0) return rk_cover_reply(o->n, shard, equal, 0, &o->reply);
+  RK_TRY(merge_begin(o, push, false));
+  /* Merged at once (a page of no entries): nothing changed. */
+  if (st->wait == WAIT_NONE) return rk_cover_reply(o->n, shard, false, 0, &o->reply);
+  if (!chain_keys_in(o, shard)) {
+    chain_clear(st);
+    return RINGKV_E_DECODE;
+  }
+  st->msg_at = (size_t)(push.ptr - message.ptr);
+  st->msg_moves = true;
+  st->msg_cover = true;
+  st->cover_changed = 0;
+  st->page_shard = shard;
+  return RINGKV_OK;
+}
+
+/* The answer to a covering message (NULL: lost or refused). */
+static int cover_answered(out_t *o, uint32_t i, const rk_slice *message) {
+  int rc = rk_cover_answer(&o->st->cover, o->n, i, o->now, message);
+  if (rc == RINGKV_E_DECODE) {
+    stat_named(o, "refused_malformed", 1);
+    return RINGKV_OK;
+  }
+  return rc;
+}
+
+/* This node's page of a shard it leaves: sent to the replica being covered, or deleted. */
+static int cover_page_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  rk_cover *c = &st->cover;
+  st->wait = WAIT_NONE;
+  uint32_t i = st->cover_loading;
+  if (i >= c->active_len) return RINGKV_E_STATE;
+  rk_cover_shard *e = &c->active[i];
+  int t_;
+  bool ok = true, more = false;
+  rk_slice row, last = {NULL, 0};
+  pb_enc req;
+  enc(o, &req);
+  bool drop = e->what == RK_CV_DROP;
+  uint32_t target = rk_cover_target(c, n, i);
+  if (drop) pb_put_uint(&req, 1, o->now);
+  else pb_put_uint(&req, 1, target);
+  size_t rows = 0;
+  bool *live = rk_zalloc(&n->arena, RK_CATCHUP_PAGE_ROWS_MAX + 1u);
+  if (live == NULL) return RINGKV_E_NOMEM;
+  FIELDS(loaded) {
+    case 30: {
+      ok = pb_get_bytes(R, WT, &row);
+      if (!ok) break;
+      local_info li;
+      /* The executor loaded another shard than asked, or more rows: a bug. */
+      if (!local_info_read(row, &li) || li.key.len == 0 || rk_hash_slice(li.key) % n->cfg.shards != e->shard ||
+          rows >= RK_CATCHUP_PAGE_ROWS_MAX) {
+        return RINGKV_E_STATE;
+      }
+      live[rows++] = rk_meta_live(li.meta);
+      last = li.key;
+      pb_put_bytes_always(&req, drop ? 2 : 3, row);
+      break;
+    }
+    case 31: ok = pb_get_bool(R, WT, &more); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_slice rep;
+  if (drop) {
+    RK_TRY(inner(o, RINGKV_OP_DROP, &req, &rep));
+    size_t k = 0;
+    rk_slice s;
+    FIELDS(rep) {
+      case 1: ok = pb_get_bytes(R, WT, &s); if (ok && k < rows) row_applied(o, s, 0, false, live[k++]); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0 || k != rows) return RINGKV_E_STATE;
+    stat_named(o, "keys_dropped", rows);
+    rk_cover_dropped(c, i, more && rows > 0, o->now);
+    return RINGKV_OK;
+  }
+  if (target == UINT32_MAX) return RINGKV_E_STATE;
+  rk_slice push = {NULL, 0};
+  RK_TRY(inner(o, RINGKV_OP_PAGE_PUSH, &req, &rep));
+  FIELDS(rep) {
+    case 1: ok = pb_get_bytes(R, WT, &push); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_STATE;
+  rk_slice msg;
+  RK_TRY(rk_cover_request(c, n, i, push, last, more, &msg));
+  rk_cover_sent(c, i, send_one(o, KIND_CATCHUP, msg, target, send_timeout_ms(o, target, msg.len)), o->now);
+  return RINGKV_OK;
+}
+
+/* After the event, in the leaving phase: the digests due to be compared are sent, and the
+ * next page due is loaded when the chain has nothing else to load. */
+static int cover_step(out_t *o) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  rk_cover *c = &st->cover;
+  if (n->cfg.phase != RK_PHASE_LEAVING) {
+    if (c->active_len > 0 || c->quiet > 0) rk_cover_reset(c);
+    return RINGKV_OK;
+  }
+  rk_cover_expire(c, n, o->now);
+  rk_cover_fill(c, n, o->now);
+  for (uint32_t k = 0; k < RK_COVER_ACTIVE_MAX; k++) {
+    int i = rk_cover_check_due(c, o->now);
+    if (i < 0) break;
+    uint32_t target = rk_cover_target(c, n, (uint32_t)i);
+    if (target == UINT32_MAX) return RINGKV_E_STATE;
+    rk_slice msg, none = {NULL, 0};
+    RK_TRY(rk_cover_request(c, n, (uint32_t)i, none, none, false, &msg));
+    rk_cover_sent(c, (uint32_t)i, send_one(o, KIND_CATCHUP, msg, target, RK_COVER_TIMEOUT_MS), o->now);
+  }
+  if (!o->has_load && st->wait == WAIT_NONE) {
+    int i = rk_cover_load_due(c, o->now);
+    if (i >= 0) {
+      load_begin(o);
+      rk_cover_load(c, (uint32_t)i, &o->load);
+      st->cover_loading = (uint32_t)i;
+      st->wait = WAIT_COVER_PAGE;
+    }
+  }
+  if (c->changed) {
+    c->changed = false;
+    if (n->cfg.reports) rk_report_changed(&st->rep);
+  }
+  return RINGKV_OK;
+}
+
 /* A peer's CatchupRequest: answered at once when the shard digests agree, else once its
  * page is loaded. */
 static int catchup_incoming(out_t *o, rk_slice message) {
   rk_step *st = o->st;
   if (rk_catchup_is_probe(message)) return rk_catchup_probe_reply(o->n, message, &o->reply);
+  if (rk_cover_is_request(message)) return cover_incoming(o, message);
   pb_enc load;
   enc(o, &load);
   bool equal = false;
@@ -2278,6 +2452,8 @@ static int catchup_answered(out_t *o, uint32_t i, const rk_slice *message) {
    * values are the answer's bytes, where the Push lies at an offset. */
   rc = merge_begin(o, push, true);
   if (rc == RINGKV_OK) st->msg_at = (size_t)(push.ptr - message->ptr);
+  if (rc == RINGKV_OK && st->wait != WAIT_NONE && !chain_keys_in(o, st->cu.active[i].shard)) rc = RINGKV_E_DECODE;
+  if (rc == RINGKV_OK) st->msg_moves = true;
   if (rc == RINGKV_E_NOMEM) return rc;
   if (rc != RINGKV_OK) {
     stat_named(o, rc == RINGKV_E_PROTOCOL ? "refused_protocol_version" : "refused_malformed", 1);
@@ -2376,6 +2552,8 @@ static int answer(out_t *o, rk_slice ans) {
     return RINGKV_OK;
   }
   if (rk_lease_owns(&st->lease, tag)) return lease_answered(o, answered ? &message : NULL);
+  int cv = rk_cover_owner(&st->cover, tag);
+  if (cv >= 0) return cover_answered(o, (uint32_t)cv, answered ? &message : NULL);
   int cu = rk_catchup_owner(&st->cu, tag);
   if (cu >= 0) return catchup_answered(o, (uint32_t)cu, answered ? &message : NULL);
   int probe = rk_catchup_probe_owner(&st->cu, tag);
@@ -2487,6 +2665,7 @@ static int loaded_event(out_t *o, rk_slice loaded) {
     case WAIT_GC_DECIDE: return gc_decide(o, loaded);
     case WAIT_REPORT: return report_loaded(o, loaded);
     case WAIT_CATCHUP_PAGE: return catchup_page_loaded(o, loaded);
+    case WAIT_COVER_PAGE: return cover_page_loaded(o, loaded);
   }
   return RINGKV_E_STATE;
 }
@@ -2516,6 +2695,10 @@ static uint64_t next_alarm(const out_t *o) {
     if (lease != 0 && (at == 0 || lease < at)) at = lease;
     if (cu != 0 && (at == 0 || cu < at)) at = cu;
   }
+  if (n->cfg.phase == RK_PHASE_LEAVING) {
+    uint64_t cv = rk_cover_alarm(&st->cover, n);
+    if (cv != 0 && (at == 0 || cv < at)) at = cv;
+  }
   /* What is due already is due now: an executor's clock may be skewed back from the
    * node's (FAULTS), and a time near 0 would then be before the epoch. */
   return at == 0 ? 0 : RK_MAX(at, o->now);
@@ -2531,6 +2714,7 @@ static void clamp_to_clock(out_t *o) {
   rk_report_clamp(&st->rep, o->now);
   rk_lease_clamp(&st->lease, o->now);
   rk_catchup_clamp(&st->cu, o->now);
+  rk_cover_clamp(&st->cover, o->now);
   for (uint32_t p = 0; p < st->peers_len; p++) {
     peer_t *ps = &st->peers[p];
     if (ps->retry_at > o->now + PEER_BACKOFF_MS_MAX) {
@@ -2681,6 +2865,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
     }
     rc = leases_step(&o);
   }
+  if (rc == RINGKV_OK) rc = cover_step(&o);
   if (rc != RINGKV_OK) {
     st->s = saved;
     /* The counter rolls back with the call (ringkv_call): so does the lease it lies in. */
