@@ -631,6 +631,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["probe",8,"ShardDigest",1],
     ["cover",10,"bool",0],
     ["push",11,"bytes",0],
+    ["keys",12,"uint32",0],
     ["speaks",15,"uint32",0],
   ],
   CatchupReply: [
@@ -644,6 +645,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["key",8,"bytes",0],
     ["equalShards",9,"uint32",1],
     ["changed",10,"uint32",0],
+    ["cover",11,"bool",0],
   ],
   NodeReport: [
     ["version",1,"uint32",0],

@@ -29,6 +29,8 @@
  */
 #include "testlib.h"
 #include "catchup.h"
+#include "cover.h"
+#include "resize.h"
 #include "node.h"
 
 #define NOW UINT64_C(1700000000000)
@@ -1028,6 +1030,157 @@ static void test_probe_answers_and_outcomes(void **state) {
   ringkv_node_destroy(n);
 }
 
+/* Leaving a shard (cover.c), for a grow 4 -> 7 in the leaving phase:
+ *  - the receiver takes a covering message only from a replica that leaves a shard it
+ *    holds, in the leaving phase (a forged sender, itself, another phase: malformed); it
+ *    says equal only when digests and key rows both agree (markers add nothing to a digest);
+ *  - the sender compares digests with each new replica in turn; differing, it sends pages;
+ *    a pass that changed something runs again; an answer that is not a covering one (no
+ *    cover flag, another peer or shard, equal with changes) proves nothing; with every new
+ *    replica covering it, the drop; a shard dropped leaves the node idle. */
+static rk_slice cover_answer(uint32_t from, uint32_t shard, bool equal, uint32_t changed, bool flag) {
+  pb_enc a = tl_enc();
+  pb_put_uint(&a, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&a, 2, from);
+  pb_put_uint(&a, 3, shard);
+  pb_put_bool(&a, 4, equal);
+  pb_put_uint(&a, 10, changed);
+  pb_put_bool(&a, 11, flag);
+  return tl_done(&a);
+}
+
+static void test_cover_passes_and_drop(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  c.cluster_size = 7;
+  c.from = 4;
+  c.to = 7;
+  c.phase = RK_PHASE_LEAVING;
+  c.epoch = 4;
+  ringkv_node *old = NULL;
+  uint32_t shard = UINT32_MAX, self = 0;
+  for (self = 0; self < 4 && shard == UINT32_MAX; self++) {
+    old = tl_node(c, self);
+    for (uint32_t s = 0; s < c.shards && shard == UINT32_MAX; s++) {
+      if (rk_leaves_shard(old, s, self)) shard = s;
+    }
+    if (shard == UINT32_MAX) ringkv_node_destroy(old);
+  }
+  self--;
+  assert_true(shard != UINT32_MAX);
+  uint32_t len;
+  const uint16_t *nw = rk_new_set_of(old, shard, &len);
+  uint16_t targets[8];
+  memcpy(targets, nw, len * sizeof *targets);
+  assert_int_equal(len, 3);
+  uint32_t stay = UINT32_MAX;   /* a node that neither leaves the shard nor is `self` */
+  for (uint32_t k = 0; k < 7; k++) {
+    if (k != self && !rk_leaves_shard(old, shard, k)) stay = k;
+  }
+  assert_true(stay != UINT32_MAX);
+
+  /* The receiver. */
+  ringkv_node *recv = tl_node(c, targets[0]);
+  recv->shard_digest[shard] = 99;
+  recv->shard_keys[shard] = 2;
+  old->shard_digest[shard] = 99;
+  old->shard_keys[shard] = 2;
+  rk_cover cv;
+  rk_cover_reset(&cv);
+  rk_cover_fill(&cv, old, 1000);
+  assert_int_equal(cv.active_len, 1);
+  assert_int_equal(cv.active[0].shard, shard);
+  rk_slice msg, none = {NULL, 0}, push;
+  assert_int_equal(rk_cover_request(&cv, old, 0, none, none, false, &msg), RINGKV_OK);
+  assert_true(rk_cover_is_request(msg));
+  uint32_t got = UINT32_MAX;
+  bool equal = false;
+  assert_int_equal(rk_cover_incoming(recv, msg, &got, &equal, &push), RINGKV_OK);
+  assert_true(equal && got == shard && push.len == 0);
+  recv->shard_keys[shard] = 1;   /* same digest, a marker row fewer: not covered */
+  assert_int_equal(rk_cover_incoming(recv, msg, &got, &equal, &push), RINGKV_OK);
+  assert_false(equal);
+  /* Forged: from a node that does not leave the shard, or from the receiver itself. */
+  ringkv_node *liar = tl_node(c, stay);
+  liar->shard_digest[shard] = 99;
+  liar->shard_keys[shard] = 2;
+  rk_cover lc;
+  rk_cover_reset(&lc);
+  lc.active[0].shard = shard;
+  lc.active_len = 1;
+  rk_slice forged;
+  assert_int_equal(rk_cover_request(&lc, liar, 0, none, none, false, &forged), RINGKV_OK);
+  assert_int_equal(rk_cover_incoming(recv, forged, &got, &equal, &push), RINGKV_E_DECODE);
+  /* Outside the leaving phase nothing is taken. */
+  tl_config sw = c;
+  sw.phase = RK_PHASE_SWITCHING;
+  sw.epoch = 3;
+  ringkv_node *early = tl_node(sw, targets[0]);
+  assert_int_equal(rk_cover_incoming(early, msg, &got, &equal, &push), RINGKV_E_DECODE);
+  ringkv_node_destroy(early);
+  ringkv_node_destroy(liar);
+
+  /* The sender, target by target. */
+  uint64_t now = 1000;
+  assert_int_equal(rk_cover_check_due(&cv, now), 0);
+  assert_int_equal(rk_cover_target(&cv, old, 0), targets[0]);
+  rk_cover_sent(&cv, 0, 7, now);
+  assert_int_equal(rk_cover_owner(&cv, 7), 0);
+  /* Not covering answers: no flag, another peer, another shard, equal yet changed. */
+  rk_slice bad[4] = {cover_answer(targets[0], shard, true, 0, false), cover_answer(targets[1], shard, true, 0, true),
+                     cover_answer(targets[0], shard + 1, true, 0, true), cover_answer(targets[0], shard, true, 3, true)};
+  for (int k = 0; k < 4; k++) {
+    rk_cover_sent(&cv, 0, 7, now);
+    assert_int_equal(rk_cover_answer(&cv, old, 0, now, &bad[k]), RINGKV_E_DECODE);
+    assert_int_equal(cv.active[0].target, 0);
+    assert_int_equal(cv.active[0].what, RK_CV_CHECK);
+  }
+  now += 20000;
+  rk_cover_sent(&cv, 0, 7, now);
+  rk_slice differ = cover_answer(targets[0], shard, false, 0, true);
+  assert_int_equal(rk_cover_answer(&cv, old, 0, now, &differ), RINGKV_OK);
+  assert_int_equal(cv.active[0].what, RK_CV_PAGE);
+  assert_int_equal(rk_cover_load_due(&cv, now), 0);
+  /* A page that changed something, the last: the pass runs again later, from a check. */
+  assert_int_equal(rk_cover_request(&cv, old, 0, tl_str("p"), none, false, &msg), RINGKV_OK);
+  rk_cover_sent(&cv, 0, 8, now);
+  rk_slice changed = cover_answer(targets[0], shard, false, 2, true);
+  assert_int_equal(rk_cover_answer(&cv, old, 0, now, &changed), RINGKV_OK);
+  assert_int_equal(cv.active[0].what, RK_CV_CHECK);
+  assert_int_equal(cv.active[0].target, 0);
+  assert_int_equal(rk_cover_check_due(&cv, now), -1);   /* after a wait */
+  assert_true(rk_cover_alarm(&cv, old) > now);
+  now += 20000;
+  /* The next pass changes nothing: that target covers it; the others say equal. */
+  rk_cover_sent(&cv, 0, 9, now);
+  assert_int_equal(rk_cover_answer(&cv, old, 0, now, &differ), RINGKV_OK);
+  assert_int_equal(rk_cover_request(&cv, old, 0, tl_str("p"), none, false, &msg), RINGKV_OK);
+  rk_cover_sent(&cv, 0, 10, now);
+  rk_slice quiet = cover_answer(targets[0], shard, false, 0, true);
+  assert_int_equal(rk_cover_answer(&cv, old, 0, now, &quiet), RINGKV_OK);
+  for (uint32_t t = 1; t < 3; t++) {
+    assert_int_equal(cv.active[0].what, RK_CV_CHECK);
+    assert_int_equal(rk_cover_target(&cv, old, 0), targets[t]);
+    rk_cover_sent(&cv, 0, 10 + t, now);
+    rk_slice eq = cover_answer(targets[t], shard, true, 0, true);
+    assert_int_equal(rk_cover_answer(&cv, old, 0, now, &eq), RINGKV_OK);
+  }
+  /* Covered by every new replica: the drop, page by page, then nothing left to do. */
+  assert_int_equal(cv.active[0].what, RK_CV_DROP);
+  assert_int_equal(rk_cover_load_due(&cv, now), 0);
+  rk_cover_dropped(&cv, 0, true, now);
+  assert_int_equal(cv.active_len, 1);
+  rk_cover_dropped(&cv, 0, false, now);
+  assert_int_equal(cv.active_len, 0);
+  old->shard_keys[shard] = 0;
+  for (int k = 0; k < 4; k++) rk_cover_fill(&cv, old, now);
+  assert_true(rk_cover_idle(&cv, old));
+  assert_int_equal(rk_cover_alarm(&cv, old), 0);
+  ringkv_node_destroy(recv);
+  ringkv_node_destroy(old);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_control_grants_blocks),
@@ -1037,6 +1190,7 @@ int main(void) {
       cmocka_unit_test(test_lost_storage_catches_up_per_shard),
       cmocka_unit_test(test_responder_pages_in_key_order),
       cmocka_unit_test(test_probe_answers_and_outcomes),
+      cmocka_unit_test(test_cover_passes_and_drop),
       cmocka_unit_test(test_fence_drains_then_wipes),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);

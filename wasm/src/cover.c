@@ -24,6 +24,7 @@
 #define CV_SCAN_SHARDS_MAX 4096u   /* shards one fill looks at */
 
 _Static_assert(RINGKV_KEY_BYTES_MAX <= 1024u, "cursor keys fit rk_cover_shard.key");
+_Static_assert(RK_COVER_DROP_ROWS_MAX <= RK_CATCHUP_PAGE_ROWS_MAX, "a drop page fits the step's page bound");
 
 void rk_cover_reset(rk_cover *c) { memset(c, 0, sizeof *c); }
 
@@ -98,6 +99,7 @@ uint32_t rk_cover_target(const rk_cover *c, const ringkv_node *n, uint32_t i) {
 int rk_cover_request(rk_cover *c, const ringkv_node *n, uint32_t i, rk_slice push, rk_slice last, bool more,
                      rk_slice *msg) {
   rk_cover_shard *e = &c->active[i];
+  if (last.len > RINGKV_KEY_BYTES_MAX) return RINGKV_E_STATE;
   e->next_more = more && last.len > 0;
   e->next_key_len = 0;
   if (e->next_more) {
@@ -113,6 +115,7 @@ int rk_cover_request(rk_cover *c, const ringkv_node *n, uint32_t i, rk_slice pus
   pb_put_fixed64(&p, 4, n->shard_digest[e->shard]);
   pb_put_bool(&p, 10, true);
   pb_put_bytes(&p, 11, push);
+  pb_put_uint(&p, 12, n->shard_keys[e->shard]);
   pb_put_uint(&p, 15, RINGKV_PROTOCOL_VERSION);
   if (p.err) return p.err;
   *msg = pb_result(&p);
@@ -163,7 +166,7 @@ int rk_cover_answer(rk_cover *c, const ringkv_node *n, uint32_t i, uint64_t now,
     return RINGKV_OK;
   }
   int t_;
-  bool ok = true, equal = false;
+  bool ok = true, equal = false, cover = false;
   uint32_t version = 0, from = 0, shard = 0, changed = 0;
   FIELDS(*answer) {
     case 1: ok = pb_get_u32(R, WT, &version); break;
@@ -171,9 +174,12 @@ int rk_cover_answer(rk_cover *c, const ringkv_node *n, uint32_t i, uint64_t now,
     case 3: ok = pb_get_u32(R, WT, &shard); break;
     case 4: ok = pb_get_bool(R, WT, &equal); break;
     case 10: ok = pb_get_u32(R, WT, &changed); break;
+    case 11: ok = pb_get_bool(R, WT, &cover); break;
     SKIP;
   }
-  if (!ok || t_ < 0 || version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION ||
+  /* Only a covering answer proves anything: a plain catch-up reply (a receiver that took
+   * the request for a pull) is not one. */
+  if (!ok || t_ < 0 || !cover || version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION ||
       from != rk_cover_target(c, n, i) || shard != e->shard || (equal && changed > 0)) {
     lost(e, now);
     return RINGKV_E_DECODE;
@@ -267,7 +273,7 @@ bool rk_cover_is_request(rk_slice msg) {
 int rk_cover_incoming(const ringkv_node *n, rk_slice msg, uint32_t *shard_out, bool *equal, rk_slice *push) {
   int t_;
   bool ok = true;
-  uint32_t version = 0, from = 0, shard = 0;
+  uint32_t version = 0, from = 0, shard = 0, keys = 0;
   uint64_t digest = 0;
   rk_slice p = {NULL, 0};
   FIELDS(msg) {
@@ -276,6 +282,7 @@ int rk_cover_incoming(const ringkv_node *n, rk_slice msg, uint32_t *shard_out, b
     case 3: ok = pb_get_u32(R, WT, &shard); break;
     case 4: ok = pb_get_fixed64(R, WT, &digest); break;
     case 11: ok = pb_get_bytes(R, WT, &p); break;
+    case 12: ok = pb_get_u32(R, WT, &keys); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -285,7 +292,9 @@ int rk_cover_incoming(const ringkv_node *n, rk_slice msg, uint32_t *shard_out, b
   }
   if (!rk_is_replica(n, shard, n->self) || !rk_leaves_shard(n, shard, from)) return RINGKV_E_DECODE;
   *shard_out = shard;
-  *equal = digest == n->shard_digest[shard];
+  /* Markers add nothing to a digest: the key rows must agree too (a shard of markers only
+   * at the sender, none here, is not covered by digests of 0). */
+  *equal = digest == n->shard_digest[shard] && keys == n->shard_keys[shard];
   *push = p;
   return RINGKV_OK;
 }
@@ -298,6 +307,7 @@ int rk_cover_reply(const ringkv_node *n, uint32_t shard, bool equal, uint32_t ch
   pb_put_uint(&e, 3, shard);
   pb_put_bool(&e, 4, equal);
   pb_put_uint(&e, 10, changed);
+  pb_put_bool(&e, 11, true);
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;

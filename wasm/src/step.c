@@ -819,6 +819,9 @@ static int merge_range(out_t *o, rk_slice rows_raw, local_info *rows, size_t row
       }
       stat_refused(o, reason, count);
       if (count > 0) st->msg_short = true;
+      /* A covering page's refused entries are not at this node: the sender must not drop
+       * them (its pass runs again, and waits for good while the refusal stands). */
+      st->cover_changed += count;
       break;
     }
     case 6: {
