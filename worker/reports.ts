@@ -63,6 +63,33 @@ export class ControlReports {
     this.core = new Core(wasmModule as WebAssembly.Module);
     this.core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });
     this.epoch = ring.epoch;
+    this.recountOnNewRing();
+  }
+
+  /** The stored count of disagreeing shards was kept on the ring of each report: on a new
+   *  ring the core counts it again from every stored digest row, once (the epoch it was
+   *  counted on is stored with it). */
+  private recountOnNewRing(): void {
+    const at = this.rows(`SELECT value FROM control WHERE name = 'differing_epoch'`);
+    if (at.length > 0 && Number(new TextDecoder().decode(new Uint8Array(at[0].value as ArrayBuffer))) === this.epoch) return;
+    const rows = this.rows(`SELECT shard, node, digest FROM node_shards`).map((r: any) => ({
+      shard: r.shard,
+      node: r.node,
+      digest: BigInt("0x" + r.digest),
+    }));
+    const reply = this.call(Op.Cluster, { nodes: [], differing: 0n, phase: this.ring.phase, nowMs: 0n, rows, recount: true });
+    this.ctx.storage.transactionSync(() => {
+      this.setControl("differing", String(reply.differing ?? 0n));
+      this.setControl("differing_epoch", String(this.epoch));
+    });
+  }
+
+  private setControl(name: string, value: string): void {
+    this.rows(
+      `INSERT INTO control(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`,
+      name,
+      new TextEncoder().encode(value).buffer,
+    );
   }
 
   /** The shards whose replica set changes in the ring's transition (the core counts them,
@@ -161,10 +188,7 @@ export class ControlReports {
       const chunk = reply.drop.slice(i, i + SQL_PARAMS_MAX - 1);
       this.rows(`DELETE FROM node_shards WHERE node = ? AND shard IN (${chunk.map(() => "?").join(", ")})`, node, ...chunk);
     }
-    this.rows(
-      `INSERT INTO control(name, value) VALUES ('differing', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`,
-      new TextEncoder().encode(String(reply.differing)).buffer,
-    );
+    this.setControl("differing", String(reply.differing));
   }
 
   /** The bytes and live keys the nodes last reported storing, summed (every replica

@@ -699,6 +699,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["phase",3,"uint32",0],
     ["nowMs",4,"uint64",0],
     ["countMoving",5,"bool",0],
+    ["rows",6,"NodeShard",1],
+    ["recount",7,"bool",0],
   ],
   NodeSummary: [
     ["node",1,"uint32",0],
@@ -710,6 +712,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["converged",2,"bool",0],
     ["wake",3,"uint32",1],
     ["shardsMoving",4,"uint32",0],
+    ["differing",5,"uint64",0],
   ],
   NodeStatus: [
     ["id",1,"uint32",0],

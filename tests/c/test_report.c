@@ -427,6 +427,50 @@ static void test_control_counts_disagreement(void **state) {
   tl_reset();
 }
 
+/* A new ring counts the disagreeing shards again from every stored digest row (the stored
+ * count was kept on the old ring's replica sets): rows of node ids outside the ring (a
+ * shrink's leavers, which never report again) are not judged; a shard whose replicas hold
+ * different digests counts once, whatever its stored rows repeat. */
+static void test_control_recounts_on_a_new_ring(void **state) {
+  (void)state;
+  ringkv_node *c = control();   /* 8 nodes, R=3 */
+  uint32_t reps[2][3];
+  for (uint32_t sh = 0; sh < 2; sh++) {
+    pb_enc pe = tl_enc();
+    pb_put_packed_u32(&pe, 2, &sh, 1);
+    rk_slice place;
+    assert_int_equal(tl_call(c, RINGKV_OP_PLACE, tl_done(&pe), &place), RINGKV_OK);
+    assert_int_equal(tl_repeated_u32(tl_bytes_field(place, 1), 2, reps[sh], 3), 3);
+  }
+  for (int mode = 0; mode < 3; mode++) {   /* 0 all equal, 1 shard 1 differs, 2 repeats */
+    pb_enc q = tl_enc();
+    for (uint32_t sh = 0; sh < 2; sh++) {
+      for (uint32_t j = 0; j < 3; j++) {
+        for (int k = 0; k < (mode == 2 ? 2 : 1); k++) {
+          size_t m = pb_begin(&q, 6);
+          pb_put_uint(&q, 1, sh);
+          pb_put_uint(&q, 2, reps[sh][j]);
+          pb_put_fixed64(&q, 3, mode >= 1 && sh == 1 && j == 2 ? 9 : 5);
+          pb_end(&q, m);
+        }
+      }
+    }
+    /* A stale row of an id outside the ring, differing from everything. */
+    size_t m = pb_begin(&q, 6);
+    pb_put_uint(&q, 1, 0);
+    pb_put_uint(&q, 2, 12);
+    pb_put_fixed64(&q, 3, 1234);
+    pb_end(&q, m);
+    pb_put_uint(&q, 2, 40);   /* the stored count, from another ring: not taken */
+    pb_put_bool(&q, 7, true);
+    rk_slice cl;
+    assert_int_equal(tl_call(c, RINGKV_OP_CLUSTER, tl_done(&q), &cl), RINGKV_OK);
+    assert_int_equal(tl_u64(cl, 5), mode == 0 ? 0 : 1);
+  }
+  ringkv_node_destroy(c);
+  tl_reset();
+}
+
 /* A node whose clock ran a day ahead, then was corrected (a skew removed), goes on
  * reporting: its report times are clamped to the clock like the gossip ones (before, no
  * report went for a day while the instance lived). */
@@ -468,6 +512,7 @@ int main(void) {
       cmocka_unit_test(test_live_count_and_restarts),
       cmocka_unit_test(test_control_refuses_bad_reports),
       cmocka_unit_test(test_control_counts_disagreement),
+      cmocka_unit_test(test_control_recounts_on_a_new_ring),
       cmocka_unit_test(test_clock_back_keeps_reporting),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);

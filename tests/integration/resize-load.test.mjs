@@ -90,6 +90,8 @@ test("grow 4 -> 7 and shrink 7 -> 3 under writes, deletes and crashes: nothing a
       await waitFor("requests in flight", async () => inFlight === 0, { everyMs: 20, timeoutMs: 30_000 });
       for (const node of nodes) {
         const r = await c.req(`/v1/admin/nodes/${node}/crash`, { method: "POST" });
+        // The phase seen may have ended meanwhile, and a shrink's leaver left the ring.
+        if (r.status === 400 && (await c.req("/v1/cluster")).json.transition === null) continue;
         assert.equal(r.status, 200, r.text);
         crashed.push(`${phase}:${node}`);
       }
@@ -144,7 +146,12 @@ test("grow 4 -> 7 and shrink 7 -> 3 under writes, deletes and crashes: nothing a
     }
     const writes = [...acked.values()].reduce((n, w) => n + w.length, 0);
     assert.ok(writes >= 200, `enough acknowledged writes (${writes})`);
-    await waitFor("convergence with no further traffic", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 120_000, everyMs: 500 });
+    try {
+      await waitFor("convergence with no further traffic", async () => (await c.req("/v1/cluster")).json.converged, { timeoutMs: 120_000, everyMs: 500 });
+    } catch (err) {
+      console.log(`# not converged: ${(await c.req("/v1/cluster")).text}`);
+      throw err;
+    }
     let checked = 0, deletedChecked = 0;
     for (const [key, ws] of acked) {
       if (ws.length === 0) continue;

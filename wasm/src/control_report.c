@@ -168,25 +168,29 @@ static void summary_write(pb_enc *e, const report_t *r) {
   pb_put_raw(e, c.ptr, c.len);
 }
 
-/* The second call: the loaded rows in, the writes out. */
-static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_enc *e) {
+/* The NodeShard rows in field `field` of `msg`: of this ring's shards and nodes only (rows
+ * of other rings are not this ring's to judge), sorted by (shard, node), repeats dropped. */
+static int rows_read(ringkv_node *n, rk_slice msg, uint32_t field, row_t **out, size_t *out_len) {
   int t_;
-  bool ok = true, known = false;
-  uint64_t stored = 0, differing = 0;
-  size_t rows_len = 0;
+  bool ok = true;
+  size_t len = 0;
   rk_slice s;
-  FIELDS(loaded) {
-    case 3: ok = pb_skip(R, WT) && ++rows_len <= ROWS_MAX; break;
-    SKIP;
+  FIELDS(msg) {
+    default:
+      if (f_ == field) ok = pb_skip(R, WT) && ++len <= ROWS_MAX;
+      else ok = pb_skip(R, WT);
+      break;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
-  row_t *rows = rk_alloc_array(&n->arena, rows_len + 1, sizeof *rows);
+  row_t *rows = rk_alloc_array(&n->arena, len + 1, sizeof *rows);
   if (rows == NULL) return RINGKV_E_NOMEM;
-  rows_len = 0;
-  FIELDS(loaded) {
-    case 1: ok = pb_get_bool(R, WT, &known); break;
-    case 2: ok = pb_get_u64(R, WT, &stored); break;
-    case 3: {
+  len = 0;
+  FIELDS(msg) {
+    default:
+      if (f_ != field) {
+        ok = pb_skip(R, WT);
+        break;
+      }
       ok = pb_get_bytes(R, WT, &s);
       if (!ok) break;
       row_t row = {0, 0, 0};
@@ -196,10 +200,32 @@ static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_e
         case 3: ok = pb_get_fixed64(R, WT, &row.digest); break;
         SKIP;
       }
-      /* Rows of other rings' shards or nodes are not this ring's to judge. */
-      if (ok && row.shard < n->cfg.shards && row.node < n->cfg.cluster_size) rows[rows_len++] = row;
+      if (ok && row.shard < n->cfg.shards && row.node < n->cfg.cluster_size) rows[len++] = row;
       break;
-    }
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  qsort(rows, len, sizeof *rows, row_cmp);
+  size_t kept = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (kept > 0 && row_cmp(&rows[kept - 1], &rows[i]) == 0) continue;
+    rows[kept++] = rows[i];
+  }
+  *out = rows;
+  *out_len = kept;
+  return RINGKV_OK;
+}
+
+/* The second call: the loaded rows in, the writes out. */
+static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_enc *e) {
+  int t_;
+  bool ok = true, known = false;
+  uint64_t stored = 0, differing = 0;
+  row_t *rows;
+  size_t rows_len;
+  RK_TRY(rows_read(n, loaded, 3, &rows, &rows_len));
+  FIELDS(loaded) {
+    case 1: ok = pb_get_bool(R, WT, &known); break;
+    case 2: ok = pb_get_u64(R, WT, &stored); break;
     case 4: ok = pb_get_u64(R, WT, &differing); break;
     SKIP;
   }
@@ -208,13 +234,6 @@ static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_e
     pb_put_bool(e, 2, true);
     return RINGKV_OK;
   }
-  qsort(rows, rows_len, sizeof *rows, row_cmp);
-  size_t kept = 0;
-  for (size_t i = 0; i < rows_len; i++) {
-    if (kept > 0 && row_cmp(&rows[kept - 1], &rows[i]) == 0) continue;
-    rows[kept++] = rows[i];
-  }
-  rows_len = kept;
   /* The shards this report touches: those it names, and with `full` every shard the node
    * held a row of (the ones it does not name are gone). */
   uint32_t *touched = rk_alloc_array(&n->arena, r->shards_len + rows_len + 1, sizeof *touched);
@@ -404,7 +423,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   bool ok = true;
   uint64_t differing = 0, now = 0;
   uint32_t phase = 0;
-  bool count_moving = false;
+  bool count_moving = false, recount = false;
   rk_slice s;
   FIELDS(req) {
     case 1: {
@@ -426,9 +445,24 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 3: ok = pb_get_u32(R, WT, &phase); break;
     case 4: ok = pb_get_u64(R, WT, &now); break;
     case 5: ok = pb_get_bool(R, WT, &count_moving); break;
+    case 7: ok = pb_get_bool(R, WT, &recount); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* The stored count of disagreeing shards was kept on the ring of each report: a new ring
+   * (other replica sets) counts again from every stored row, once. */
+  if (recount) {
+    row_t *rows;
+    size_t rows_len;
+    RK_TRY(rows_read(n, req, 6, &rows, &rows_len));
+    differing = 0;
+    for (size_t lo = 0; lo < rows_len;) {
+      size_t hi = lo;
+      while (hi < rows_len && rows[hi].shard == rows[lo].shard) hi++;
+      differing += shard_differs(n, rows[lo].shard, rows, lo, hi, UINT32_MAX, 0);
+      lo = hi;
+    }
+  }
   uint32_t moving = 0;
   for (uint32_t sh = 0; count_moving && sh < n->cfg.shards; sh++) moving += rk_shard_moving(n, sh);
   pb_enc e;
@@ -450,6 +484,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   pb_put_bool(&e, 2, converged);
   pb_put_packed_u32(&e, 3, wake, wake_len);
   pb_put_uint(&e, 4, moving);
+  if (recount) pb_put_uint(&e, 5, differing);
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;
