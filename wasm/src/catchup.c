@@ -256,13 +256,17 @@ int rk_catchup_next(rk_catchup *c, const ringkv_node *n, uint64_t now) {
   return -1;
 }
 
+void rk_catchup_header(pb_enc *e, const ringkv_node *n, uint32_t shard) {
+  pb_put_uint(e, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(e, 2, n->self);
+  pb_put_uint(e, 3, shard);
+}
+
 int rk_catchup_request(rk_catchup *c, const ringkv_node *n, uint32_t i, rk_slice *msg) {
   const rk_cu_shard *e = &c->active[i];
   pb_enc p;
   pb_enc_init(&p, (rk_arena *)&n->arena);
-  pb_put_uint(&p, 1, RINGKV_PROTOCOL_VERSION);
-  pb_put_uint(&p, 2, n->self);
-  pb_put_uint(&p, 3, e->shard);
+  rk_catchup_header(&p, n, e->shard);
   pb_put_fixed64(&p, 4, n->shard_digest[e->shard]);
   pb_put_bool(&p, 5, e->started);
   pb_put_uint(&p, 6, e->position);
@@ -457,9 +461,7 @@ int rk_catchup_reply(const ringkv_node *n, uint32_t shard, bool equal, rk_slice 
                      rk_slice *reply) {
   pb_enc e;
   pb_enc_init(&e, (rk_arena *)&n->arena);
-  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
-  pb_put_uint(&e, 2, n->self);
-  pb_put_uint(&e, 3, shard);
+  rk_catchup_header(&e, n, shard);
   pb_put_bool(&e, 4, equal);
   pb_put_bytes(&e, 5, push);
   bool going_on = more && last.len > 0;

@@ -121,6 +121,10 @@ int rk_catchup_merging(const rk_catchup *c);
 uint64_t rk_catchup_alarm(const rk_catchup *c);
 void rk_catchup_clamp(rk_catchup *c, uint64_t now);
 
+/* The fields every CatchupRequest and CatchupReply about one shard opens with (version,
+ * from, shard): the pulls', the pages' and the covering ones (cover.c). */
+void rk_catchup_header(pb_enc *e, const struct ringkv_node *n, uint32_t shard);
+
 /* The responder's side: a peer's CatchupRequest, validated (E_DECODE for a shard the two do
  * not share, E_PROTOCOL for an unknown version); *equal when the digests agree (answer with
  * rk_catchup_reply at once), else the Load fields (30..36) of its page go into `load`. */

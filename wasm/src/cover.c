@@ -109,9 +109,7 @@ int rk_cover_request(rk_cover *c, const ringkv_node *n, uint32_t i, rk_slice pus
   }
   pb_enc p;
   pb_enc_init(&p, (rk_arena *)&n->arena);
-  pb_put_uint(&p, 1, RINGKV_PROTOCOL_VERSION);
-  pb_put_uint(&p, 2, n->self);
-  pb_put_uint(&p, 3, e->shard);
+  rk_catchup_header(&p, n, e->shard);
   pb_put_fixed64(&p, 4, n->shard_digest[e->shard]);
   pb_put_bool(&p, 10, true);
   pb_put_bytes(&p, 11, push);
@@ -229,8 +227,7 @@ void rk_cover_dropped(rk_cover *c, uint32_t i, bool more, uint64_t now) {
   c->changed = true;
 }
 
-void rk_cover_expire(rk_cover *c, const ringkv_node *n, uint64_t now) {
-  (void)n;
+void rk_cover_expire(rk_cover *c, uint64_t now) {
   for (uint32_t i = 0; i < c->active_len; i++) {
     rk_cover_shard *e = &c->active[i];
     if (e->tag != 0 && now > e->sent_ms + 2u * (uint64_t)RK_COVER_TIMEOUT_MS) lost(e, now);
@@ -302,9 +299,7 @@ int rk_cover_incoming(const ringkv_node *n, rk_slice msg, uint32_t *shard_out, b
 int rk_cover_reply(const ringkv_node *n, uint32_t shard, bool equal, uint32_t changed, rk_slice *reply) {
   pb_enc e;
   pb_enc_init(&e, (rk_arena *)&n->arena);
-  pb_put_uint(&e, 1, RINGKV_PROTOCOL_VERSION);
-  pb_put_uint(&e, 2, n->self);
-  pb_put_uint(&e, 3, shard);
+  rk_catchup_header(&e, n, shard);
   pb_put_bool(&e, 4, equal);
   pb_put_uint(&e, 10, changed);
   pb_put_bool(&e, 11, true);

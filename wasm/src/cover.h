@@ -65,7 +65,7 @@ int rk_cover_answer(rk_cover *c, const struct ringkv_node *n, uint32_t i, uint64
 /* A drop page of active[i] was deleted; `more`: rows of the shard follow it. */
 void rk_cover_dropped(rk_cover *c, uint32_t i, bool more, uint64_t now);
 /* Sends unanswered long past their time limit count as lost. */
-void rk_cover_expire(rk_cover *c, const struct ringkv_node *n, uint64_t now);
+void rk_cover_expire(rk_cover *c, uint64_t now);
 uint64_t rk_cover_alarm(const rk_cover *c, const struct ringkv_node *n);
 /* Every shard this node leaves is dropped (or it leaves none). */
 bool rk_cover_idle(const rk_cover *c, const struct ringkv_node *n);

@@ -2335,7 +2335,7 @@ static int cover_step(out_t *o) {
     if (c->active_len > 0 || c->quiet > 0) rk_cover_reset(c);
     return RINGKV_OK;
   }
-  rk_cover_expire(c, n, o->now);
+  rk_cover_expire(c, o->now);
   rk_cover_fill(c, n, o->now);
   for (uint32_t k = 0; k < RK_COVER_ACTIVE_MAX; k++) {
     int i = rk_cover_check_due(c, o->now);
