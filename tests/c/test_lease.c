@@ -1181,6 +1181,86 @@ static void test_cover_passes_and_drop(void **state) {
   tl_reset();
 }
 
+/* A covering page at the new replica, step by step as an executor runs it (its rows
+ * absent): an entry it takes counts as changed, and so does an entry it cannot take
+ * counts too, so the leaving replica never drops it: a version a day ahead of its clock
+ * (deferred) and one beyond the HLC horizon (refused). */
+static uint32_t cover_page_changed(ringkv_node *recv, uint32_t from, uint32_t shard, rk_slice push) {
+  pb_enc q = tl_enc();
+  pb_put_uint(&q, 1, RINGKV_PROTOCOL_VERSION);
+  pb_put_uint(&q, 2, from);
+  pb_put_uint(&q, 3, shard);
+  pb_put_fixed64(&q, 4, 1);   /* differs from the receiver's */
+  pb_put_bool(&q, 10, true);
+  pb_put_bytes(&q, 11, push);
+  pb_put_uint(&q, 12, 1);
+  pb_enc in = tl_enc();
+  pb_put_uint(&in, 1, KIND_CATCHUP);
+  pb_put_bytes(&in, 2, tl_done(&q));
+  tout o = step(recv, NOW, 7, tl_done(&in));
+  assert_int_equal(o.rc, RINGKV_OK);
+  while (o.has_load) {
+    o = step(recv, NOW, 4, absent_rows(o.load));
+    assert_int_equal(o.rc, RINGKV_OK);
+  }
+  assert_true(tl_u64(o.reply, 11) != 0);   /* a covering answer */
+  assert_int_equal(tl_u64(o.reply, 4), 0);
+  assert_int_equal(tl_u64(o.reply, 3), shard);
+  return (uint32_t)tl_u64(o.reply, 10);
+}
+
+static void test_cover_page_counts_what_it_could_not_take(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  c.cluster_size = 7;
+  c.from = 4;
+  c.to = 7;
+  c.phase = RK_PHASE_LEAVING;
+  c.epoch = 4;
+  ringkv_node *probe = tl_node(c, 0);
+  uint32_t shard = UINT32_MAX, self = 0;
+  for (uint32_t id = 0; id < 4 && shard == UINT32_MAX; id++) {
+    for (uint32_t sh = 0; sh < c.shards && shard == UINT32_MAX; sh++) {
+      if (rk_leaves_shard(probe, sh, id)) {
+        shard = sh;
+        self = id;
+      }
+    }
+  }
+  assert_true(shard != UINT32_MAX);
+  uint32_t len;
+  uint32_t target = rk_new_set_of(probe, shard, &len)[0];
+  ringkv_node_destroy(probe);
+  ringkv_node *recv = tl_node(c, target);
+  /* The leaving replica's versions, made on the old ring (of 4) under its id. */
+  tl_config plain = tl_default_config();
+  plain.cluster_size = 4;
+  char k1[32], k2[32], k3[32];
+  key_in(shard, k1, sizeof k1);
+  ringkv_node *maker = tl_node(plain, self);
+  rk_slice now_push = push_at(maker, k1, (self + 1u) % 4u, NOW);
+  assert_int_equal(cover_page_changed(recv, self, shard, now_push), 1);
+  /* A day ahead of the receiver's clock: deferred, so not covered. */
+  for (int i = 0;; i++) {
+    snprintf(k2, sizeof k2, "ahead/%d", i);
+    if (shard_of_key(k2) == shard) break;
+  }
+  ringkv_node *ahead = tl_node(plain, self);
+  assert_true(cover_page_changed(recv, self, shard, push_at(ahead, k2, (self + 1u) % 4u, NOW + UINT64_C(86400000))) > 0);
+  /* Beyond the HLC horizon: refused, so not covered either. */
+  for (int i = 0;; i++) {
+    snprintf(k3, sizeof k3, "far/%d", i);
+    if (shard_of_key(k3) == shard) break;
+  }
+  ringkv_node *far = tl_node(plain, self);
+  assert_true(cover_page_changed(recv, self, shard, push_at(far, k3, (self + 1u) % 4u, NOW + 2u * RINGKV_HLC_HORIZON_MS)) > 0);
+  ringkv_node_destroy(far);
+  ringkv_node_destroy(ahead);
+  ringkv_node_destroy(maker);
+  ringkv_node_destroy(recv);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_control_grants_blocks),
@@ -1191,6 +1271,7 @@ int main(void) {
       cmocka_unit_test(test_responder_pages_in_key_order),
       cmocka_unit_test(test_probe_answers_and_outcomes),
       cmocka_unit_test(test_cover_passes_and_drop),
+      cmocka_unit_test(test_cover_page_counts_what_it_could_not_take),
       cmocka_unit_test(test_fence_drains_then_wipes),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
