@@ -191,16 +191,16 @@ export class ControlReports {
     this.setControl("differing", String(reply.differing));
   }
 
-  /** The bytes and live keys the nodes last reported storing, summed (every replica
-   *  counted). */
-  stored(): { storedBytes: bigint; storedKeys: bigint } {
+  /** What the nodes last reported, for a resize's checks: the bytes they store, summed
+   *  (every replica counted), and each node's protocol version, by id (0: no report). */
+  stored(): { storedBytes: bigint; versions: number[] } {
     let bytes = 0n;
-    let keys = 0n;
+    const versions: number[] = [];
     for (const n of this.status().nodes) {
       bytes += BigInt(n.dbBytes);
-      keys += BigInt(n.keys);
+      versions[n.id] = n.version;
     }
-    return { storedBytes: bytes, storedKeys: keys };
+    return { storedBytes: bytes, versions: Array.from(versions, (v) => v ?? 0) };
   }
 
   /** OP_CLUSTER on the stored summary rows. */

@@ -416,6 +416,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["storedKeys",15,"uint64",0],
     ["maxSiblings",16,"uint32",0],
     ["storedKnown",17,"bool",0],
+    ["versions",18,"uint32",1],
   ],
   ResizeAsk: [
     ["size",1,"uint32",0],
@@ -728,5 +729,6 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["unacked",11,"uint64",0],
     ["seq",12,"uint64",0],
     ["dbBytes",13,"uint64",0],
+    ["version",14,"uint32",0],
   ],
 };

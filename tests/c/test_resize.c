@@ -46,6 +46,8 @@ typedef struct {
   bool resizing;
   bool stored_unknown;               /* the step is not given the nodes' stored counts */
   uint64_t stored_keys;
+  const uint32_t *versions;          /* ControlRequest.versions (NULL: none given) */
+  size_t versions_len;
 } tobj;
 
 typedef struct {
@@ -91,6 +93,7 @@ static tctl control(ringkv_node *core, tobj *o, tev v) {
   pb_put_bool(&e, 12, o->resizing);
   pb_put_uint(&e, 15, o->stored_keys);
   pb_put_bool(&e, 17, !o->stored_unknown);
+  if (o->versions != NULL) pb_put_packed_u32(&e, 18, o->versions, o->versions_len);
   rk_slice rep;
   c.rc = tl_call(core, RINGKV_OP_CONTROL, tl_done(&e), &rep);
   if (c.rc != RINGKV_OK) return c;
@@ -351,11 +354,45 @@ static void test_cluster_size_and_all(void **unused) {
   tl_reset();
 }
 
+/* A node of an older release (SPEC: Versions) cannot adopt or confirm an epoch: a POST is
+ * refused (409) and a changed CLUSTER_SIZE waits, not applied, until every node of the
+ * ring reports this release's version. A node not heard from yet, or one outside the ring,
+ * holds nothing back here. */
+static void test_older_release_holds_resizes_back(void **unused) {
+  (void)unused;
+  ringkv_node *core = ringkv_node_create();
+  tobj o = {{NULL, 0}, 4, 3, true};
+  assert_int_equal(control(core, &o, ev()).rc, RINGKV_OK);
+  uint32_t versions[6] = {RINGKV_PROTOCOL_VERSION, 0, RINGKV_PROTOCOL_VERSION - 1, RINGKV_PROTOCOL_VERSION, 1, 1};
+  o.versions = versions;
+  o.versions_len = 6;
+  tctl c = ask(core, &o, 5, NOW);
+  assert_int_equal(c.status, 409);
+  assert_ring(c.ring, 1, 4, 0, 0, 0);
+  assert_false(c.state_changed);
+  /* The same size is still 200, and out of range still 400 (the 400 checks first). */
+  assert_int_equal(ask(core, &o, 4, NOW).status, 200);
+  assert_int_equal(ask(core, &o, 2, NOW).status, 400);
+  /* CLUSTER_SIZE changed meanwhile: it waits, and is not taken as applied. */
+  o.cluster_size = 6;
+  c = control(core, &o, ev());
+  assert_ring(c.ring, 1, 4, 0, 0, 0);
+  assert_false(c.state_changed);
+  /* Node 2 upgraded (nodes 4 and 5, outside the ring of 4, do not count): it applies. */
+  versions[2] = RINGKV_PROTOCOL_VERSION;
+  c = control(core, &o, ev());
+  assert_ring(c.ring, 2, 4, 4, 6, 1);
+  assert_true(c.state_changed);
+  ringkv_node_destroy(core);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_grow_then_shrink),
       cmocka_unit_test(test_impossible_confirmations),
       cmocka_unit_test(test_cluster_size_and_all),
+      cmocka_unit_test(test_older_release_holds_resizes_back),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

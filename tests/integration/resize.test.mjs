@@ -14,9 +14,13 @@
 //      working. Every node restarted mid-phase (the whole cluster, from its storage) resumes
 //      the transition, in joining, in switching and in leaving (node 6 held at each by fault
 //      injection, `ring_phase_held`); healed, it is sent the epoch again and the resize ends.
+//   3. A node of the previous release (its report to RingControl says an older protocol
+//      version) could neither adopt nor confirm an epoch: a POST is 409 with the reason and
+//      nothing starts; once that node reports this release's version, the resize runs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCluster, waitFor, kvPath } from "./helpers.mjs";
+import { encode } from "../../worker/pb.ts";
 
 async function post(c, size) {
   return c.req("/v1/admin/cluster", { method: "POST", body: JSON.stringify({ size }) });
@@ -255,6 +259,42 @@ test("a changed CLUSTER_SIZE resizes the cluster once, never undoing an admin re
     const shrunk = await resized(c, 3, 120_000);
     assert.equal(shrunk.epoch, s0.epoch + 4);
     for (let i = 0; i < 10; i++) assert.equal((await c.req(kvPath(`kept-${i}`))).text, `k${i}`);
+  } finally {
+    await c.dispose();
+  }
+});
+
+test("a node of the previous release holds a resize back (409 with the reason) until it reports this release's version", { timeout: 120_000 }, async () => {
+  const c = await startCluster({ vars: { CLUSTER_SIZE: "4", REPLICAS: "3", SHARDS: "256" } });
+  try {
+    assert.equal((await c.req(kvPath("before"), { method: "PUT", body: "v" })).status, 200);
+    const ns = await c.mf.getDurableObjectNamespace("CONTROL");
+    const control = ns.get(ns.idFromName("control"));
+    // Node 3's report as a node of the release before would send it (RingControl judges the
+    // version of each node's last report; the number is above any the real node 3 sent).
+    const report = async (version, number) => {
+      const r = await control.fetch("https://control/control/report", {
+        method: "POST",
+        body: encode("NodeReport", { version, from: 3, number, speaks: version, full: true }),
+      });
+      assert.equal(r.status, 200, await r.text());
+    };
+    await report(3, 1n << 52n);
+    const refused = await post(c, 5);
+    assert.equal(refused.status, 409, refused.text);
+    assert.match(refused.json.error, /older release/);
+    const s = await status(c);
+    assert.equal(s.transition, null);
+    assert.equal(s.size, 4);
+    // Still 400 before 409, and 200 for the size it has.
+    assert.equal((await post(c, 0)).status, 400);
+    assert.equal((await post(c, 4)).status, 200);
+    // Node 3 upgraded: the same POST starts the resize, which ends.
+    await report(4, (1n << 52n) + 1n);
+    const started = await post(c, 5);
+    assert.equal(started.status, 202, started.text);
+    await resized(c, 5);
+    assert.equal((await c.req(kvPath("after-upgrade"), { method: "PUT", body: "v" })).status, 200);
   } finally {
     await c.dispose();
   }

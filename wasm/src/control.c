@@ -31,6 +31,18 @@ typedef struct {
   size_t leases_len;
 } control_state;
 
+/* ControlRequest.versions, by node id. */
+typedef struct {
+  uint32_t *v;
+  size_t len;
+} version_list;
+
+static bool version_push(void *ctx, uint32_t v) {
+  version_list *l = ctx;
+  if (l->len >= RINGKV_CLUSTER_SIZE_MAX) return false;
+  l->v[l->len++] = v;
+  return true;
+}
 
 static bool size_valid(uint32_t size) { return size >= 1 && size <= RINGKV_CLUSTER_SIZE_MAX; }
 
@@ -259,8 +271,10 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   rk_slice lease_req = {NULL, 0}, lease_reply = {NULL, 0}, progress = {NULL, 0};
   bool lease_asked = false, resize_asked = false, progress_given = false, replicas_all = false, resizing = false;
   uint32_t resize_to = 0, replicas = 0;
-  uint64_t now = 0, stored_bytes = 0, key_bytes_max = 0, stored_keys = 0;
+  uint64_t now = 0, stored_bytes = 0, key_bytes_max = 0;
   uint32_t max_siblings = 0;
+  version_list versions = {rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof(uint32_t)), 0};
+  if (versions.v == NULL) return RINGKV_E_NOMEM;
   bool stored_known = false;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
@@ -287,9 +301,9 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 12: ok = pb_get_bool(R, WT, &resizing); break;
     case 13: ok = pb_get_u64(R, WT, &stored_bytes); break;
     case 14: ok = pb_get_u64(R, WT, &key_bytes_max); break;
-    case 15: ok = pb_get_u64(R, WT, &stored_keys); break;
     case 16: ok = pb_get_u32(R, WT, &max_siblings); break;
     case 17: ok = pb_get_bool(R, WT, &stored_known); break;
+    case 18: ok = pb_get_repeated_u32(R, WT, version_push, &versions); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -340,8 +354,8 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     RK_TRY(rk_resize_confirm(&st.rz, node, p.epoch, p.copying, p.dropping, &moved));
     changed |= moved;
   }
-  rk_resize_answer answer = {0, NULL};
-  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, stored_keys, max_siblings};
+  rk_resize_answer answer = {0, NULL, false, 0};
+  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, max_siblings, versions.v, versions.len};
   if (resize_asked && rk_resize_ask(&st.rz, resize_to, &limits, &answer)) {
     changed = true;
     log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);
@@ -361,15 +375,20 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
       /* The value last applied, not the live size, is compared: an unchanged variable
        * never undoes an admin or autoscale resize. (Judged, like a POST, against what the
        * nodes store: a step without those counts leaves it to the next.) */
-      rk_resize_answer env = {0, NULL};
+      rk_resize_answer env = {0, NULL, false, 0};
       if (rk_resize_ask(&st.rz, cluster_size, &limits, &env)) {
         log_write(&logs, "CLUSTER_SIZE changed: resize from % to %, joining", g->from, g->to);
+      } else if (env.later) {
+        /* Not applied yet: a later step (the next report) tries again. */
+        log_write(&logs, "CLUSTER_SIZE=% waits: node % reports an older protocol version", cluster_size, env.node);
       } else if (env.status == 400 || env.status == 409) {
         log_write(&logs, "CLUSTER_SIZE=% cannot be applied (out of range for REPLICAS, keys stored, or a bound per node: see POST /v1/admin/cluster): the ring keeps size %",
                   cluster_size, g->size);
       }
-      st.cluster_size_applied = cluster_size;
-      changed = true;
+      if (!env.later) {
+        st.cluster_size_applied = cluster_size;
+        changed = true;
+      }
     }
   }
   uint32_t *send_to = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *send_to);

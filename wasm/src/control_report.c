@@ -352,6 +352,7 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
   int t_;
   bool ok = true;
   uint64_t seq = 0, keys = 0, digest = 0, db = 0, gossip[5] = {0, 0, 0, 0, 0};
+  uint32_t version = 0;
   rk_slice s;
   *unacked = 0;
   size_t m = pb_begin(e, 1);
@@ -361,6 +362,7 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
     return true;
   }
   FIELDS(slot->summary) {
+    case 1: ok = pb_get_u32(R, WT, &version); break;
     case 4: ok = pb_get_u64(R, WT, &seq); break;
     case 5: ok = pb_get_u64(R, WT, unacked); break;
     case 6: ok = pb_get_u64(R, WT, &keys); break;
@@ -411,6 +413,7 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
   pb_put_uint(e, 11, *unacked);
   pb_put_uint(e, 12, seq);
   pb_put_uint(e, 13, db);
+  pb_put_uint(e, 14, version);
   pb_end(e, m);
   return true;
 }

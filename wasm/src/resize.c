@@ -40,6 +40,19 @@ bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_
     ans->error = NULL;
     return false;
   }
+  /* A node of an older release (a deployment still rolling out) neither adopts nor confirms
+   * epochs: the transition would stall on it. It waits until every node reports this
+   * release's version (a node not heard from yet is judged by the barrier instead). */
+  for (uint32_t i = 0; i < g->size && i < lim->versions_len; i++) {
+    uint32_t v = lim->versions[i];
+    if (v != 0 && v < RINGKV_PROTOCOL_VERSION) {
+      ans->status = 409;
+      ans->error = "a node of the ring runs an older release (protocol version): resize once the deployment has reached every node";
+      ans->later = true;
+      ans->node = i;
+      return false;
+    }
+  }
   /* The stored bytes count every replica: a node's share after is data x R / size. */
   uint32_t r_now = replicas == 0 ? g->size : replicas, r_then = replicas == 0 ? size : replicas;
   uint64_t data = lim->stored_bytes / r_now;

@@ -35,6 +35,8 @@ typedef struct {
 typedef struct {
   uint32_t status;        /* 200, 202, 400 or 409 */
   const char *error;      /* static text, for 400 and 409 */
+  bool later;             /* a 409 that passes by itself (a node of an older release) */
+  uint32_t node;          /* with `later`: the node that holds it back */
 } rk_resize_answer;
 
 /* What a resize is judged against: REPLICAS (0: "all"), the bytes the nodes last reported
@@ -42,8 +44,9 @@ typedef struct {
 typedef struct {
   uint32_t replicas;
   uint64_t stored_bytes, key_bytes_max;
-  uint64_t stored_keys;   /* live keys the nodes last reported, summed */
   uint32_t max_siblings;  /* MAX_SIBLINGS */
+  const uint32_t *versions;   /* by node id: the protocol version of its last report (0: none) */
+  size_t versions_len;
 } rk_resize_limits;
 
 /* A node may hold at most this much after a resize (SPEC: POST /v1/admin/cluster). */
@@ -51,9 +54,10 @@ typedef struct {
 
 /* A resize to `size` asked (POST /v1/admin/cluster, or a changed CLUSTER_SIZE): started,
  * or answered as the SPEC says (the current transition, 200 when already the size, 400
- * out of range, 409 during another resize or when a node would hold more than 8 GB, or a
- * key more than 32 MiB across the writers of the transition). Returns whether the ring
- * changed. */
+ * out of range, 409 during another resize, while a node of the ring reports an older
+ * protocol version (it could not take part: the epochs' confirmations are this release's),
+ * or when a node would hold more than 8 GB, or a key more than 32 MiB across the writers
+ * of the transition). Returns whether the ring changed. */
 bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_resize_answer *ans);
 
 /* A node's confirmation. RINGKV_E_VALUE when it cannot be true (a node the ring never had,

@@ -29,7 +29,6 @@
 #define GC_RETRY_MS_MIN 1000u                    /* a pass that left keys undecided waits this, */
 #define GC_RETRY_MS_MAX 3600000u                 /* doubling each such pass, up to an hour */
 #define GC_SETTLE_INTERVALS 2u  /* a new tombstone is asked about after its gossip has had this */
-#define GC_EPOCH 1u             /* the ring's epoch, until rings have more than one */
 #define MERGE_ROWS_BYTES_MAX (8u * 1024u * 1024u) /* stored metadata merged per step */
 #define AE_SHARDS_MAX 64u                        /* differing shards one comparison names */
 #define AE_REPAIR_BYTES_MAX (16u * 1024u * 1024u) /* values and metadata one repair carries */
@@ -1441,7 +1440,9 @@ static int gc_decide(out_t *o, rk_slice loaded) {
   pb_enc req;
   enc(o, &req);
   pb_put_uint(&req, 1, o->now);
-  pb_put_uint(&req, 4, GC_EPOCH);
+  /* An agreement noted under another ring is void (SPEC: Tombstones); epoch 0 (no ring
+   * given: unit tests) counts as the first. */
+  pb_put_uint(&req, 4, RK_MAX(o->n->cfg.epoch, 1u));
   int t_;
   bool ok = true;
   rk_slice s;
