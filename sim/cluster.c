@@ -54,7 +54,7 @@ uint64_t now_ms(const sim *s, const node *n) {
  * Calling the core: the request packed by the generated code into the arena; the reply is
  * the node's (ringkv_call), valid only until the next call on that node, so every caller
  * unpacks it at once. */
-static int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMessage *req, ProtobufCBinaryData *reply) {
+int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMessage *req, ProtobufCBinaryData *reply) {
   size_t len = protobuf_c_message_get_packed_size(req);
   uint8_t *buf = rk_alloc(&s->ar, len ? len : 1);
   CHECK_ALLOC(buf);
@@ -90,7 +90,7 @@ static void perform(sim *s, node *n, const Ringkv__StepReply *rep, ProtobufCBina
   }
   for (size_t i = 0; i < rep->n_peers; i++) {
     const Ringkv__PeerState *p = rep->peers[i];
-    if (p->peer >= s->o->nodes || p->peer == n->id) {
+    if (p->peer >= s->span || p->peer == n->id) {
       failf(s, "peer_row", "node %u: a peer row for node %u", n->id, p->peer);
       return;
     }
@@ -133,6 +133,8 @@ static void report_send(sim *s, node *n, const Ringkv__Send *sd) {
   }
   n->report_number = r->number;
   s->res->reports++;
+  sim_progress pr = {false, 0, 0, 0, 0};
+  if (r->progress != NULL) pr = (sim_progress){true, r->progress->node, r->progress->epoch, r->progress->copying, r->progress->dropping};
   ringkv__node_report__free_unpacked(r, NULL);
   if (s->reports_len == s->reports_cap) {
     s->reports_cap = s->reports_cap ? s->reports_cap * 2 : 64;
@@ -141,6 +143,7 @@ static void report_send(sim *s, node *n, const Ringkv__Send *sd) {
   }
   s->reports_q[s->reports_len].node = n->id;
   s->reports_q[s->reports_len].tag = sd->to[0]->tag;
+  s->reports_q[s->reports_len].progress = pr;
   s->reports_q[s->reports_len++].epoch = n->epoch;
 }
 
@@ -214,7 +217,7 @@ static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
     uint8_t cls = net_classify(sd->kind, sd->message);   /* once: the same bytes go to each */
     for (size_t j = 0; j < sd->n_to; j++) {
       const Ringkv__Target *t = sd->to[j];
-      if (t->peer >= s->o->nodes || t->peer == n->id || t->tag == 0) {
+      if (t->peer >= s->span || t->peer == n->id || t->tag == 0) {
         failf(s, "send_target", "node %u: a Send to node %u tag %u", n->id, t->peer, t->tag);
         return;
       }
@@ -227,7 +230,7 @@ static void do_sends(sim *s, node *n, const Ringkv__StepReply *rep) {
  * returns an error code changed nothing: its code is returned for the caller to judge; a
  * later one fails the run. */
 step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload) {
-  step_result out = {0, {0, NULL}};
+  step_result out = {0, {0, NULL}, {false, 0, 0, 0, 0}};
   bool after_load = false;
   for (uint32_t hop = 0;; hop++) {
     req->now_ms = now_ms(s, n);
@@ -250,6 +253,8 @@ step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryD
       return out;
     }
     perform(s, n, rep, payload, after_load);
+    if (rep->progress != NULL)
+      out.progress = (sim_progress){true, rep->progress->node, rep->progress->epoch, rep->progress->copying, rep->progress->dropping};
     if (rep->reply.len > 0) {
       out.reply.data = rk_alloc(&s->ar, rep->reply.len);
       CHECK_ALLOC(out.reply.data);
@@ -308,11 +313,19 @@ static void fire_alarm(sim *s, node *n) {
   wipe_if_due(s, n);
 }
 
+static bool o_resizing(const sim *s) { return s->o->resize_to != 0; }
+
 static void deliver(sim *s, event *e) {
   node *to = &s->nodes[e->to];
   ProtobufCBinaryData body = {e->len, e->body};
   Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
   if (e->kind == EV_MSG) {
+    /* A message showing a newer ring: the receiver takes RingControl's first. */
+    if (e->ring_epoch > to->ring.epoch) rz_adopt(s, to);
+    if (to->core == NULL) {
+      net_refuse(s, e);   /* a node outside its ring serves nothing */
+      return;
+    }
     Ringkv__Incoming in = RINGKV__INCOMING__INIT;
     in.kind = e->msg_kind;
     in.message = body;
@@ -322,8 +335,16 @@ static void deliver(sim *s, event *e) {
     /* A node catching up answers a collection query 503 (the Durable Object's answer to
      * E_CATCHING_UP): no answer leg; the requester hears of a failure. */
     if (r.code == RINGKV_E_CATCHING_UP && e->msg_kind == RINGKV__KIND__KIND_GC) return;
+    /* Not of the receiver's ring (a copy across an epoch: 421), or from a node its ring no
+     * longer has (400): refused, and a sender behind takes the ring the answer shows. */
+    if (o_resizing(s) && (r.code == RINGKV_E_NOT_SERVING || (r.code == RINGKV_E_DECODE && e->from >= ring_span(&to->ring)))) {
+      net_refuse(s, e);
+      if (to->ring.epoch > s->nodes[e->from].ring.epoch) rz_adopt(s, &s->nodes[e->from]);
+      return;
+    }
     if (r.code > 0)
-      failf(s, "core_error", "node %u: OP_STEP (message) returned %d (%s)", to->id, r.code, ringkv_code_name(r.code));
+      failf(s, "core_error", "node %u: OP_STEP (message kind %u from node %u, ring epochs %" PRIu64 " -> %" PRIu64 ") returned %d (%s)",
+            to->id, e->msg_kind, e->from, e->ring_epoch, to->ring.epoch, r.code, ringkv_code_name(r.code));
     if (r.code == 0 && !s->failed) net_answer(s, e, r.reply);
     wipe_if_due(s, to);
     return;
@@ -337,10 +358,25 @@ static void deliver(sim *s, event *e) {
   s->cause = e->cls == CLS_REPAIR ? "repair answer" : "answer";
   run_step_ok(s, to, &req, an.answered ? body : (ProtobufCBinaryData){0, NULL}, "answer");
   wipe_if_due(s, to);
+  /* An answer from a node on a newer ring: taken after the answer (it was to this ring). */
+  if (an.answered && e->ring_epoch > to->ring.epoch) rz_adopt(s, to);
 }
 
 /* ---------------------------------------------------------------------------------------
  * Node lifecycle: OP_INIT from what is persisted, then the start event. */
+static Ringkv__Config sim_config(const sim *s);
+Ringkv__Config sim_config_ring(const sim *s, const sim_ring *g) {
+  Ringkv__Config c = sim_config(s);
+  if (s->o->resize_to == 0) return c;
+  c.cluster_size = ring_span(g);
+  c.node_ids_max = g->node_ids_max;
+  c.ring_phase = g->phase;
+  c.ring_from = g->phase == 0 ? 0 : g->from;
+  c.ring_to = g->phase == 0 ? 0 : g->to;
+  c.ring_epoch = g->epoch;
+  return c;
+}
+
 static Ringkv__Config sim_config(const sim *s) {
   const sim_opts *o = s->o;
   Ringkv__Config c = RINGKV__CONFIG__INIT;
@@ -361,13 +397,19 @@ static Ringkv__Config sim_config(const sim *s) {
   return c;
 }
 
-static void node_init_core(sim *s, node *n) {
+sim_progress node_init_core(sim *s, node *n) {
   const sim_opts *o = s->o;
+  sim_progress none = {false, 0, 0, 0, 0};
   if (n->core) ringkv_node_destroy(n->core);
+  n->core = NULL;
+  n->epoch++;
+  if (o->resize_to != 0 && n->id >= ring_span(&n->ring)) {
+    n->alarm_ms = 0;   /* a node its ring does not have: no core, no alarm */
+    return none;
+  }
   n->core = ringkv_node_create();
   CHECK_ALLOC(n->core);
-  n->epoch++;
-  Ringkv__Config cfg = sim_config(s);
+  Ringkv__Config cfg = sim_config_ring(s, &n->ring);
   Ringkv__NodeState ns = RINGKV__NODE_STATE__INIT;
   ns.node = n->id;
   Ringkv__InitRequest in = RINGKV__INIT_REQUEST__INIT;
@@ -387,9 +429,9 @@ static void node_init_core(sim *s, node *n) {
   }
   in.state.data = n->state;
   in.state.len = n->state_len;
-  in.peers = rk_alloc_array(&s->ar, o->nodes, sizeof(*in.peers));
+  in.peers = rk_alloc_array(&s->ar, s->span, sizeof(*in.peers));
   CHECK_ALLOC(in.peers);
-  for (uint32_t p = 0; p < o->nodes; p++) {
+  for (uint32_t p = 0; p < s->span; p++) {
     if (!n->peers[p].present) continue;
     Ringkv__PeerState *ps = rk_alloc(&s->ar, sizeof(*ps));
     CHECK_ALLOC(ps);
@@ -406,11 +448,11 @@ static void node_init_core(sim *s, node *n) {
     Ringkv__InitReply *ir = ringkv__init_reply__unpack(NULL, reply.len, reply.data);
     failf(s, "init", "node %u OP_INIT returned %d: %s", n->id, code, ir ? ir->error : "?");
     if (ir) ringkv__init_reply__free_unpacked(ir, NULL);
-    return;
+    return none;
   }
   Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
   req.start = true;
-  run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "start");
+  return run_step_ok(s, n, &req, (ProtobufCBinaryData){0, NULL}, "start").progress;
 }
 
 static void node_restart(sim *s, node *n) {
@@ -432,7 +474,7 @@ static void node_wipe(sim *s, node *n) {
   memset(n->shard_digest, 0, o->shards * sizeof(*n->shard_digest));
   memset(n->shard_keys, 0, o->shards * sizeof(*n->shard_keys));
   n->log_len = 0;
-  memset(n->peers, 0, o->nodes * sizeof(*n->peers));
+  memset(n->peers, 0, s->span * sizeof(*n->peers));
   free(n->state);
   n->state = NULL;
   n->state_len = 0;
@@ -565,6 +607,7 @@ static void check_rejoined(sim *s) {
 }
 
 static Ringkv__ReadReply *read_key(sim *s, node *n, uint32_t k) {
+  rz_adopt(s, n);
   Ringkv__ReadRequest rq = RINGKV__READ_REQUEST__INIT;
   rq.key = key_bytes(s, k);
   if (n->rows[k]) {
@@ -606,6 +649,8 @@ static void client_write(sim *s, uint64_t write_index) {
   key_entry *ke = &s->keys[k];
   uint32_t first = (uint32_t)rnd_below(&s->work, o->replicas);
   node *n = &s->nodes[ke->replicas[first]];
+  /* The Worker places by RingControl's ring; its request shows that ring to the node. */
+  rz_adopt(s, n);
   bool deleted = ke->acked && rnd_chance(&s->work, o->delete_ratio);
   bool with_context = ke->acked && rnd_chance(&s->work, o->context_ratio);
   uint32_t vlen = deleted ? 0 : o->value_bytes;
@@ -648,6 +693,7 @@ static void client_write(sim *s, uint64_t write_index) {
    * refuses it: the Worker asks the key's next replica (with that one's row). */
   for (uint32_t hop = 1; hop < o->replicas && refused_here(r.code); hop++) {
     n = &s->nodes[ke->replicas[(first + hop) % o->replicas]];
+    rz_adopt(s, n);
     l = store_local(s, n, k, false, true);
     w.meta = l->meta;
     w.expired = l->expired;
@@ -852,20 +898,24 @@ static void setup(sim *s) {
   CHECK_ALLOC(s->control);
 
   /* Nodes. */
-  s->nodes = calloc(o->nodes, sizeof(*s->nodes));
+  s->nodes = calloc(s->span, sizeof(*s->nodes));
   CHECK_ALLOC(s->nodes);
-  uint32_t *cnt = calloc(o->nodes, sizeof(uint32_t));
+  uint32_t *cnt = calloc(s->span, sizeof(uint32_t));
   CHECK_ALLOC(cnt);
   for (uint32_t k = 0; k < o->keys; k++)
     for (uint32_t j = 0; j < o->replicas; j++) cnt[s->keys[k].replicas[j]]++;
-  for (uint32_t i = 0; i < o->nodes; i++) {
+  /* A resize moves keys between nodes: every node's tables may hold any key. */
+  if (o->resize_to != 0)
+    for (uint32_t i = 0; i < s->span; i++) cnt[i] = o->keys;
+  for (uint32_t i = 0; i < s->span; i++) {
     node *n = &s->nodes[i];
     n->id = i;
     n->shard_digest = calloc(o->shards, sizeof(uint64_t));
     n->shard_keys = calloc(o->shards, sizeof(uint32_t));
     CHECK_ALLOC(n->shard_keys);
     n->rows = calloc(o->keys, sizeof(row *));
-    n->peers = calloc(o->nodes, sizeof(peer_row));
+    n->peers = calloc(s->span, sizeof(peer_row));
+    n->ring = s->ring;
     n->keys = malloc((cnt[i] + 1) * sizeof(uint32_t));
     CHECK_ALLOC(n->shard_digest);
     CHECK_ALLOC(n->rows);
@@ -874,12 +924,18 @@ static void setup(sim *s) {
     if (o->skew) n->skew_ms = (int64_t)rnd_below(&s->fault, 2 * o->skew_ms_max + 1) - (int64_t)o->skew_ms_max;
   }
   free(cnt);
-  for (uint32_t k = 0; k < o->keys; k++)
+  for (uint32_t k = 0; k < o->keys; k++) {
+    if (o->resize_to != 0) {
+      for (uint32_t i = 0; i < s->span; i++) s->nodes[i].keys[s->nodes[i].keys_len++] = k;
+      for (uint32_t j = 0; j < o->replicas; j++) s->keys[k].ever |= UINT64_C(1) << s->keys[k].replicas[j];
+      continue;
+    }
     for (uint32_t j = 0; j < o->replicas; j++) {
       node *n = &s->nodes[s->keys[k].replicas[j]];
       n->keys[n->keys_len++] = k;
     }
-  for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+  }
+  for (uint32_t i = 0; i < s->span && !s->failed; i++) {
     rk_arena_reset(&s->ar);
     node_init_core(s, &s->nodes[i]);
   }
@@ -921,7 +977,7 @@ static void describe_shard(sim *s, uint32_t sh) {
 
 static bool converged(sim *s) {
   const sim_opts *o = s->o;
-  for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+  for (uint32_t i = 0; i < s->span && !s->failed; i++) {
     node *n = &s->nodes[i];
     memset(s->tmp_digest, 0, o->shards * sizeof(uint64_t));
     memset(s->tmp_rows, 0, o->shards * sizeof(uint32_t));
@@ -958,7 +1014,8 @@ static bool converged(sim *s) {
   if (o->verbose)
     fprintf(stderr, "round %" PRIu64 ": %u shards differ, %" PRIu64 " bytes, %zu events in flight\n", s->round,
             differing, s->bytes_this_round, s->heap_len);
-  return differing == 0;
+  /* A resize asked must have ended at every node of old ∪ new. */
+  return differing == 0 && (o->resize_to == 0 || rz_done(s));
 }
 
 /* The first key whose replicas differ, described for the failure report. */
@@ -1117,7 +1174,7 @@ static void check_oracles(sim *s) {
     }
   }
   /* The live count the core keeps (StepState.live_keys) is the count of live rows. */
-  for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+  for (uint32_t i = 0; i < s->span && !s->failed; i++) {
     node *n = &s->nodes[i];
     Ringkv__StepState *st = ringkv__step_state__unpack(NULL, n->state_len, n->state);
     if (st == NULL) continue;
@@ -1130,8 +1187,10 @@ static void check_oracles(sim *s) {
       failf(s, "live_keys", "node %u: the core counts %" PRIu64 " live keys, its rows hold %" PRIu64, n->id, st->live_keys, live);
     ringkv__step_state__free_unpacked(st, NULL);
   }
-  /* Nothing stored where it does not belong. */
-  for (uint32_t i = 0; i < o->nodes && !s->failed; i++)
+  /* Nothing stored where it does not belong: after a resize, on the final ring (the old-only
+   * replicas dropped what they covered; nodes outside it hold nothing). */
+  s->strict_placement = true;
+  for (uint32_t i = 0; i < s->span && !s->failed; i++)
     for (uint32_t k = 0; k < o->keys; k++)
       if (s->nodes[i].rows[k] && !is_replica(s, k, i)) {
         failf(s, "placement", "node %u stores key %u it does not replicate", i, k);
@@ -1159,13 +1218,13 @@ static void faults(sim *s) {
     } else if (!s->partitioned && rnd_chance(&s->fault, 0.08)) {
       s->partitioned = true;
       s->partition_end = s->round + 2 + rnd_below(&s->fault, o->partition_rounds_max > 2 ? o->partition_rounds_max - 1 : 1);
-      for (uint32_t i = 0; i < o->nodes; i++) s->nodes[i].side = (uint8_t)rnd_below(&s->fault, 2);
+      for (uint32_t i = 0; i < s->span; i++) s->nodes[i].side = (uint8_t)rnd_below(&s->fault, 2);
       s->res->partitions++;
     }
   }
   if (o->restarts) {
-    for (uint32_t i = 0; i < o->nodes && !s->failed; i++)
-      if (rnd_chance(&s->fault, 0.02)) {
+    for (uint32_t i = 0; i < s->span && !s->failed; i++)
+      if (rnd_chance(&s->fault, 0.02) && s->nodes[i].core != NULL) {
         rk_arena_reset(&s->ar);
         node_restart(s, &s->nodes[i]);
       }
@@ -1235,13 +1294,14 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
   s->bytes_this_round = 0;
   if (!s->healed) faults(s);
   if (!s->healed && o->hostile) hostile_round(s);
+  if (o->resize_to != 0) rz_round(s);
   uint64_t writes_until = (uint64_t)o->writes * (s->round + 1) / (o->fault_rounds ? o->fault_rounds : 1);
   if (writes_until > o->writes) writes_until = o->writes;
   while (*write_next < writes_until && !s->failed) {
     rk_arena_reset(&s->ar);
     client_write(s, (*write_next)++);
   }
-  for (uint32_t i = o->nodes; i > 1; i--) {
+  for (uint32_t i = s->span; i > 1; i--) {
     uint32_t j = (uint32_t)rnd_below(&s->net, i);
     uint32_t t = order[i - 1];
     order[i - 1] = order[j];
@@ -1261,6 +1321,8 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
     for (size_t i = 0; i < due && !s->failed; i++) {
       node *n = &s->nodes[s->reports_q[i].node];
       if (n->epoch != s->reports_q[i].epoch) continue;
+      /* RingControl takes the report's confirmation of the node's ring. */
+      if (o->resize_to != 0 && s->reports_q[i].progress.given) rz_control(s, &s->reports_q[i].progress, 0);
       Ringkv__StepRequest req = RINGKV__STEP_REQUEST__INIT;
       Ringkv__Answer an = RINGKV__ANSWER__INIT;
       an.tag = s->reports_q[i].tag;
@@ -1293,9 +1355,10 @@ static void run_round(sim *s, uint64_t *write_next, uint32_t *order) {
     }
     memmove(s->leases_q, s->leases_q + due, (s->leases_len - due) * sizeof(*s->leases_q));
     s->leases_len -= due;
-    for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
+    if (o->resize_to != 0 && rz_deliver(s)) busy = true;
+    for (uint32_t i = 0; i < s->span && !s->failed; i++) {
       node *n = &s->nodes[order[i]];
-      if (n->alarm_ms == 0 || now_ms(s, n) < n->alarm_ms) continue;
+      if (n->core == NULL || n->alarm_ms == 0 || now_ms(s, n) < n->alarm_ms) continue;
       rk_arena_reset(&s->ar);
       fire_alarm(s, n);
       busy = true;
@@ -1327,10 +1390,12 @@ bool sim_run(const sim_opts *o, sim_result *res) {
     res->series_keys_max = calloc(o->series_rounds, sizeof(uint32_t));
     res->series_keys_mean = calloc(o->series_rounds, sizeof(double));
   }
+  s->span = o->resize_to > o->nodes ? o->resize_to : o->nodes;
+  s->ring = (sim_ring){1, o->nodes, 0, 0, 0, o->nodes};
   setup(s);
-  uint32_t *order = malloc(o->nodes * sizeof(uint32_t));
+  uint32_t *order = malloc(s->span * sizeof(uint32_t));
   CHECK_ALLOC(order);
-  for (uint32_t i = 0; i < o->nodes; i++) order[i] = i;
+  for (uint32_t i = 0; i < s->span; i++) order[i] = i;
 
   uint64_t write_next = 0;
   uint64_t last_write_round = 0;
@@ -1385,6 +1450,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
             o->rounds_max, why);
     }
   }
+  res->ring_epoch = s->ring.epoch;
   for (uint32_t i = 0; i < o->nodes && !s->failed; i++) {
     if (s->nodes[i].fencing) failf(s, "fence_stalled", "node %u: its fence never became due (rounds_max %u)", i, o->rounds_max);
   }
@@ -1399,7 +1465,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
 
   /* Tear down. */
   net_free(s);
-  for (uint32_t i = 0; i < o->nodes; i++) {
+  for (uint32_t i = 0; i < s->span; i++) {
     node *n = &s->nodes[i];
     ringkv_node_destroy(n->core);
     for (uint32_t k = 0; k < o->keys; k++) row_free(n->rows[k]);
@@ -1437,6 +1503,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
   free(s->reports_q);
   for (size_t i = 0; i < s->leases_len; i++) free(s->leases_q[i].body);
   free(s->leases_q);
+  free(s->pushes_q);
   free(s->control_state);
   ringkv_node_destroy(s->control);
   free(order);

@@ -60,12 +60,14 @@ void sim_print_json(FILE *f, const sim_opts *o, const sim_result *r) {
           ",\"expired\":%" PRIu64 ",\"gc_collected\":%" PRIu64 ",\"entries_applied\":%" PRIu64
           ",\"entry_bytes_mean\":%.1f,\"bytes_per_update\":%.1f,\"optimum_bytes_per_update\":%.1f,\"ratio\":%.3f"
           ",\"idle_bytes_per_round\":%" PRIu64 ",\"replica_checks\":%u,\"hostile_sent\":%" PRIu64
-          ",\"hostile_refused\":%" PRIu64 ",\"wipes\":%" PRIu64 ",\"fences\":%" PRIu64 "}\n",
+          ",\"hostile_refused\":%" PRIu64 ",\"wipes\":%" PRIu64 ",\"fences\":%" PRIu64
+          ",\"resize_to\":%u,\"ring_epoch\":%" PRIu64 ",\"resize_rounds\":%" PRIu64 "}\n",
           r->ok ? "ok" : "failed", r->acked_writes, r->rejected_writes, r->rounds_total, r->rounds_to_converge,
           r->rounds_after_heal, r->messages, r->bytes, r->bytes_push, r->bytes_ae, r->bytes_repair, r->bytes_gc,
           r->bytes_to_converge, r->messages_lost, r->messages_duplicated, r->messages_late, r->restarts, r->partitions, r->expired,
           r->gc_collected, r->entries_applied, r->entry_bytes_mean, r->bytes_per_update, r->optimum_bytes_per_update,
-          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused, r->wipes, r->fences);
+          r->ratio, r->idle_bytes_per_round, r->checks_run, r->hostile_sent, r->hostile_refused, r->wipes, r->fences,
+          o->resize_to, r->ring_epoch, r->resize_rounds);
 }
 
 static void usage(void) {
@@ -76,7 +78,8 @@ static void usage(void) {
           "           [--fresh-keys] [--deletes P] [--contexts P] [--grace-ms MS] [--skew-ms MS]\n"
           "           [--max-skew-ms MS] [--max-siblings S] [--interval-ms MS] [--no-context-check] [--verbose]\n"
           "           [--partition-rounds P] [--trace-key K] [--hostile] [--collect-check]\n"
-          "           [--break skip-rows|drop-value]   (oracle self-tests: a broken executor)\n"
+          "           [--resize M [--resize-round R]]   (RingControl resizes to M nodes: R <= M <= 64, no --wipes)\n"
+          "           [--break skip-rows|drop-value|confirm-early]   (oracle self-tests: a broken executor)\n"
           "       sim --sweep [--seed S] [--sweep-seeds K] [--out sim/results.json] [--nodes-max N]\n"
           "   Every policy (gossip, retries, anti-entropy, expiry, collection) is the core's.\n");
   exit(2);
@@ -357,11 +360,14 @@ int main(int argc, char **argv) {
     FLAG("--verbose", verbose, true);
     FLAG("--hostile", hostile, true);
     FLAG("--collect-check", collect_check, true);
+    U32("--resize", resize_to);
+    U32("--resize-round", resize_round);
     else if (strcmp(a, "--trace-key") == 0) o.trace_key = strtoll(next_arg(argc, argv, &i), NULL, 10);
     else if (strcmp(a, "--break") == 0) {
       const char *m = next_arg(argc, argv, &i);
       if (strcmp(m, "skip-rows") == 0) o.break_mode = SIM_BREAK_SKIP_ROWS;
       else if (strcmp(m, "drop-value") == 0) o.break_mode = SIM_BREAK_DROP_VALUE;
+      else if (strcmp(m, "confirm-early") == 0) o.break_mode = SIM_BREAK_CONFIRM_EARLY;
       else usage();
     }
     else usage();
@@ -369,6 +375,9 @@ int main(int argc, char **argv) {
   if (o.interval_ms == 0) usage();
   if (do_sweep) return sweep(&o, sweep_seeds, out, nodes_max);
   if (o.nodes == 0 || o.replicas == 0 || o.replicas > o.nodes || o.shards == 0 || o.keys == 0) usage();
+  /* A resize keeps REPLICAS, never goes below it, and is not mixed with wipes (a wipe's
+   * oracles judge one placement); node ids stay below 64 (the placement masks). */
+  if (o.resize_to != 0 && (o.resize_to < o.replicas || o.resize_to > 64 || o.nodes > 64 || o.wipes || o.hostile)) usage();
   if (o.fresh_keys && o.keys < o.writes) o.keys = o.writes;
   sim_result r;
   bool ok = sim_run(&o, &r);

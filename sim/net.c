@@ -155,6 +155,7 @@ void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint8_t cls
   e->origin = from->id;
   e->tag = tag;
   e->origin_epoch = from->epoch;
+  e->ring_epoch = from->ring.epoch;
   e->req_id = ++s->req_next;
   e->sent_round = s->round;
   /* The first round at which the requester's clock is timeout_ms past the send. */
@@ -186,10 +187,13 @@ void net_answer(sim *s, const event *req, ProtobufCBinaryData body) {
   e->kind = EV_ANSWER;
   e->from = req->to;
   e->to = req->origin;
+  e->ring_epoch = s->nodes[req->to].ring.epoch;
   e->body = copy_bytes(body);
   e->len = (uint32_t)body.len;
   send_leg(s, e);
 }
+
+void net_refuse(sim *s, const event *req) { schedule_fail(s, req); }
 
 event *net_next(sim *s) {
   while (s->heap_len > 0 && s->heap[0]->round <= s->round) {

@@ -17,7 +17,7 @@
 /* Deliberate mistakes in the simulated executor, to show the oracles catch them: node 0
  * stores no value a put names (drop-value), or writes none of the rows of replies to
  * `loaded` events (skip-rows). */
-enum { SIM_BREAK_NONE = 0, SIM_BREAK_SKIP_ROWS = 1, SIM_BREAK_DROP_VALUE = 2 };
+enum { SIM_BREAK_NONE = 0, SIM_BREAK_SKIP_ROWS = 1, SIM_BREAK_DROP_VALUE = 2, SIM_BREAK_CONFIRM_EARLY = 3 };
 
 typedef struct {
   uint64_t seed;
@@ -61,6 +61,9 @@ typedef struct {
   bool collect_check;          /* after converging, idle until every tombstone is collected
                                   (oracle "collected": none is left behind for good) */
   bool verbose;
+  uint32_t resize_to;          /* > 0: RingControl resizes the cluster to this many nodes
+                                  (its control step, as the control object runs it) */
+  uint32_t resize_round;       /* the round the resize is asked (0: a third of the faults') */
 } sim_opts;
 
 typedef struct {
@@ -102,6 +105,8 @@ typedef struct {
   uint32_t checks_run;
   uint64_t hostile_sent;             /* forged messages delivered (--hostile) */
   uint64_t hostile_refused;          /* ... that the receiver refused whole */
+  uint64_t ring_epoch;               /* RingControl's epoch at the end (--resize) */
+  uint64_t resize_rounds;            /* from the ask to the ring's done (--resize) */
   /* Series (when series_rounds > 0): per round. */
   uint32_t series_len;
   uint64_t *series_bytes;

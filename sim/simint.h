@@ -80,9 +80,27 @@ typedef struct {
   uint64_t retry_at_ms;
 } peer_row;
 
+/* The ring (ringkv.proto Ring): a node's persisted view, or RingControl's. */
+typedef struct {
+  uint64_t epoch;
+  uint32_t size, from, to, phase, node_ids_max;
+} sim_ring;
+
+/* A node's confirmation of its ring (ringkv.proto NodeProgress). */
+typedef struct {
+  bool given;
+  uint32_t node;
+  uint64_t epoch;
+  uint32_t copying, dropping;
+} sim_progress;
+
+/* The node ids the ring spans (old ∪ new during a transition). */
+static inline uint32_t ring_span(const sim_ring *g) { return g->phase == 0 ? g->size : (g->from > g->to ? g->from : g->to); }
+
 typedef struct {
   uint32_t id;
-  ringkv_node *core;
+  ringkv_node *core;       /* NULL: outside its ring (it serves nothing, arms no alarm) */
+  sim_ring ring;           /* persisted: the ring it adopted last (--resize) */
   uint64_t epoch;          /* bumped at every restart: answers to the old instance die */
   /* persisted */
   uint64_t *shard_digest;  /* [shards], 0 = no row (with shard_keys 0) */
@@ -120,7 +138,9 @@ typedef struct {
   uint8_t *bytes;
   uint32_t len;
   uint32_t shard;
-  uint32_t *replicas;
+  uint32_t *replicas;      /* the current ring's (its phase's readers and writers) */
+  uint64_t ever;           /* --resize: every node a ring of the run made a replica (bit
+                              per id): where a row of the key may be during the run */
   bool acked;              /* a write to this key was acknowledged; then best is: */
   ack best;                /* the acknowledged write with the highest (hlc, node) */
 } key_entry;
@@ -144,6 +164,7 @@ typedef struct {
   uint32_t origin;         /* the requester */
   uint32_t tag;            /* the requester's Target.tag */
   uint64_t origin_epoch;
+  uint64_t ring_epoch;     /* the sender's ring (the ring header on every message) */
   uint64_t req_id;
   uint64_t sent_round;
   uint64_t deadline_round;  /* Send.timeout_ms passed: the requester hears of a failure */
@@ -188,7 +209,7 @@ typedef struct {
   uint32_t *tmp_rows;      /* [shards] */
   /* Reports sent this round, answered by the simulated control object (never lost: the
    * report path is not gossip) once the round's network is quiet. */
-  struct { uint32_t node, tag; uint64_t epoch; } *reports_q;
+  struct { uint32_t node, tag; uint64_t epoch; sim_progress progress; } *reports_q;
   size_t reports_len, reports_cap;
   /* The control object's dot leases: its persisted ControlState, run through OP_CONTROL
    * on its own core; the LeaseReplies of this round, answered with the reports (lost like
@@ -199,6 +220,15 @@ typedef struct {
   struct { uint32_t node, tag; uint64_t epoch; uint8_t *body; uint32_t len; bool lost; } *leases_q;
   size_t leases_len, leases_cap;
   const char *cause;       /* what the current change is, for --trace-key */
+  /* --resize (resize.c): the node ids any ring of the run spans, RingControl's ring as its
+   * last step returned it, its epochs sent to nodes this round (lost like a message during
+   * the fault phase), and whether placement is judged on the final ring only. */
+  uint32_t span;
+  sim_ring ring;
+  struct { uint32_t node; bool lost; } *pushes_q;
+  size_t pushes_len, pushes_cap;
+  uint64_t resize_asked_round;   /* 0: not asked yet */
+  bool strict_placement;
 } sim;
 
 void failf(sim *s, const char *check, const char *fmt, ...);
@@ -206,10 +236,36 @@ void failf(sim *s, const char *check, const char *fmt, ...);
 typedef struct {
   int code;                    /* the first step's return code (0: the chain ran) */
   ProtobufCBinaryData reply;   /* the event's answer (in the arena) */
+  sim_progress progress;       /* StepReply.progress (a start event's) */
 } step_result;
 /* Runs `req` (one event) at `n` and every `loaded` its chain asks for; a first step that
  * returns an error code changed nothing and its code is returned (cluster.c). */
 step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryData payload);
+
+/* A node's core from what it persisted, then its start event, whose progress is returned
+ * (cluster.c). */
+sim_progress node_init_core(sim *s, node *n);
+/* One core call with a generated message (its reply in the core's buffer). */
+int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMessage *req, ProtobufCBinaryData *reply);
+/* The Config a node's core runs on its ring (cluster.c). */
+Ringkv__Config sim_config_ring(const sim *s, const sim_ring *g);
+
+/* resize.c: RingControl's resize as the control object carries it out. */
+/* One control step (ControlRequest): `progress` a node's confirmation (may be NULL),
+ * `resize_to` > 0 a resize asked. The reply's state is persisted, its ring taken (the
+ * placement moves with it), its epochs queued for the nodes it names. */
+void rz_control(sim *s, const sim_progress *progress, uint32_t resize_to);
+/* At a round's start: the resize asked at its round, and RingControl's alarm. */
+void rz_round(sim *s);
+/* The epochs sent this round, each adopted and confirmed (or lost); true when any was. */
+bool rz_deliver(sim *s);
+/* A node takes RingControl's ring when it is newer than its own (a message or the Worker
+ * showed a newer epoch: the node asks RingControl), rebuilding its core on it. */
+sim_progress rz_adopt(sim *s, node *n);
+/* The ring's placement of every key (OP_PLACE on a core configured with the ring). */
+void rz_place(sim *s, const sim_ring *g);
+/* The resize asked is done and every node of old ∪ new confirmed the last epoch. */
+bool rz_done(const sim *s);
 
 /* hostile.c: the hostile peer's forged messages of one round (--hostile). */
 void hostile_round(sim *s);
@@ -238,6 +294,9 @@ void net_request(sim *s, node *from, uint32_t to, uint32_t msg_kind, uint8_t cls
                  ProtobufCBinaryData body);
 /* Sends the answer leg of request leg `req`. */
 void net_answer(sim *s, const event *req, ProtobufCBinaryData body);
+/* The receiver of request leg `req` refused it (a node outside its ring): the requester
+ * hears of a failure. */
+void net_refuse(sim *s, const event *req);
 /* The next event due this round, or NULL. Lost legs (partitions) are turned into failures. */
 event *net_next(sim *s);
 /* An answer or failure reaching its requester: true only for the first one, and only while

@@ -852,8 +852,9 @@ static void test_responder_pages_in_key_order(void **unused) {
   pb_put_bytes(&bad, 1, tl_str(key_in((shard + 1u) % 64u, k3, sizeof k3)));
   pb_end(&bad, m);
   assert_int_equal(step(n, NOW, 4, tl_done(&bad)).rc, RINGKV_E_STATE);
-  /* Malformed: a shard the two do not share, from itself, an empty cursor key. */
-  assert_int_equal(step(n, NOW, 7, cu_request(stranger, shard, 42, NULL)).rc, RINGKV_E_DECODE);
+  /* Not this ring's question (a shard the two do not share: 421 with the ring), then
+   * malformed: from itself, a shard out of range. */
+  assert_int_equal(step(n, NOW, 7, cu_request(stranger, shard, 42, NULL)).rc, RINGKV_E_NOT_SERVING);
   assert_int_equal(step(n, NOW, 7, cu_request(2, shard, 42, NULL)).rc, RINGKV_E_DECODE);
   assert_int_equal(step(n, NOW, 7, cu_request(other, 64, 42, NULL)).rc, RINGKV_E_DECODE);
   ringkv_node_destroy(maker);
@@ -1110,13 +1111,13 @@ static void test_cover_passes_and_drop(void **state) {
   lc.active_len = 1;
   rk_slice forged;
   assert_int_equal(rk_cover_request(&lc, liar, 0, none, none, false, &forged), RINGKV_OK);
-  assert_int_equal(rk_cover_incoming(recv, forged, &got, &equal, &push), RINGKV_E_DECODE);
-  /* Outside the leaving phase nothing is taken. */
+  assert_int_equal(rk_cover_incoming(recv, forged, &got, &equal, &push), RINGKV_E_NOT_SERVING);
+  /* Outside the leaving phase nothing is taken (answered with the ring: 421). */
   tl_config sw = c;
   sw.phase = RK_PHASE_SWITCHING;
   sw.epoch = 3;
   ringkv_node *early = tl_node(sw, targets[0]);
-  assert_int_equal(rk_cover_incoming(early, msg, &got, &equal, &push), RINGKV_E_DECODE);
+  assert_int_equal(rk_cover_incoming(early, msg, &got, &equal, &push), RINGKV_E_NOT_SERVING);
   ringkv_node_destroy(early);
   ringkv_node_destroy(liar);
 

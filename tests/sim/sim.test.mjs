@@ -90,6 +90,27 @@ test("an executor that loses value rows is caught", () => {
   assert.match(result.failed_check, /core_error|values_present|no_lost_write/);
 });
 
+test("an executor that confirms a resize's epochs before the data moved is caught", () => {
+  // RingControl's gates wait for what the nodes report left to copy and drop; told nothing
+  // is left, it ends the transition early: old-only replicas keep rows no ring gives them,
+  // or a write only they held is lost.
+  for (const [seed, nodes, to, check] of [["1", "7", "3", /placement|no_lost_write/], ["2", "4", "7", /placement|no_lost_write/]]) {
+    const { status, result } = run(["--seed", seed, "--nodes", nodes, "--resize", to, "--replicas", "3", "--keys", "200",
+      "--writes", "400", "--loss", "0.2", "--latency", "2", "--break", "confirm-early"]);
+    assert.equal(status, 1, `seed ${seed}: ${JSON.stringify(result)}`);
+    assert.equal(result.ok, false);
+    assert.match(result.failed_check, check);
+  }
+});
+
+test("a resize in the simulator runs RingControl's four epochs to the end", () => {
+  const { status, result } = run(["--seed", "1", "--nodes", "4", "--resize", "7", "--replicas", "3", "--keys", "200",
+    "--writes", "400", "--loss", "0.2", "--latency", "2", "--partitions", "--restarts"]);
+  assert.equal(status, 0, JSON.stringify(result));
+  assert.equal(result.ring_epoch, 5);   // joining, switching, leaving, done
+  assert.ok(result.resize_rounds > 0, JSON.stringify(result));
+});
+
 test("a small sweep writes its results and the figures draw from them", () => {
   const dir = mkdtempSync(join(tmpdir(), "ringkv-sim-"));
   const out = join(dir, "results.json");

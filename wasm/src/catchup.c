@@ -437,8 +437,12 @@ int rk_catchup_incoming(const ringkv_node *n, rk_slice msg, bool *equal, pb_enc 
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
-  if (from >= n->cfg.cluster_size || from == n->self || shard >= n->cfg.shards) return RINGKV_E_DECODE;
-  if (!rk_is_replica(n, shard, n->self) || !rk_is_replica(n, shard, from)) return RINGKV_E_DECODE;
+  if (from == n->self || shard >= n->cfg.shards) return RINGKV_E_DECODE;
+  /* Not this ring's question (the sender is on another ring: a late or repeated copy across
+   * an epoch): the executor answers with this node's ring (421). */
+  if (from >= n->cfg.cluster_size || !rk_is_replica(n, shard, n->self) || !rk_is_replica(n, shard, from)) {
+    return RINGKV_E_NOT_SERVING;
+  }
   if (started && (key.len < 1 || key.len > RINGKV_KEY_BYTES_MAX || position >= (UINT64_C(1) << RINGKV_KEY_POSITION_BITS))) {
     return RINGKV_E_DECODE;
   }

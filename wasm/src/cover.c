@@ -284,10 +284,13 @@ int rk_cover_incoming(const ringkv_node *n, rk_slice msg, uint32_t *shard_out, b
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (version < RINGKV_PROTOCOL_VERSION_MIN || version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
-  if (n->cfg.phase != RK_PHASE_LEAVING || from >= n->cfg.cluster_size || from == n->self || shard >= n->cfg.shards) {
-    return RINGKV_E_DECODE;
+  if (from == n->self || shard >= n->cfg.shards) return RINGKV_E_DECODE;
+  /* A page of another phase or ring (a late or repeated copy across an epoch): answered with
+   * this node's ring (421), never merged. */
+  if (n->cfg.phase != RK_PHASE_LEAVING || from >= n->cfg.cluster_size || !rk_is_replica(n, shard, n->self) ||
+      !rk_leaves_shard(n, shard, from)) {
+    return RINGKV_E_NOT_SERVING;
   }
-  if (!rk_is_replica(n, shard, n->self) || !rk_leaves_shard(n, shard, from)) return RINGKV_E_DECODE;
   *shard_out = shard;
   /* Markers add nothing to a digest: the key rows must agree too (a shard of markers only
    * at the sender, none here, is not covered by digests of 0). */
