@@ -335,9 +335,11 @@ static void deliver(sim *s, event *e) {
     /* A node catching up answers a collection query 503 (the Durable Object's answer to
      * E_CATCHING_UP): no answer leg; the requester hears of a failure. */
     if (r.code == RINGKV_E_CATCHING_UP && e->msg_kind == RINGKV__KIND__KIND_GC) return;
-    /* Not of the receiver's ring (a copy across an epoch: 421), or from a node its ring no
-     * longer has (400): refused, and a sender behind takes the ring the answer shows. */
-    if (o_resizing(s) && (r.code == RINGKV_E_NOT_SERVING || (r.code == RINGKV_E_DECODE && e->from >= ring_span(&to->ring)))) {
+    /* Sent on an older ring than the receiver's (a copy across an epoch): what no longer
+     * fits the receiver's ring is refused (421, or 400 for shards or a sender its ring
+     * does not share), and the sender takes the ring the answer shows. On one ring an
+     * honest peer is never refused. */
+    if (o_resizing(s) && (r.code == RINGKV_E_NOT_SERVING || r.code == RINGKV_E_DECODE) && e->ring_epoch < to->ring.epoch) {
       net_refuse(s, e);
       if (to->ring.epoch > s->nodes[e->from].ring.epoch) rz_adopt(s, &s->nodes[e->from]);
       return;
@@ -1446,6 +1448,7 @@ bool sim_run(const sim_opts *o, sim_result *res) {
     if (!s->failed && (!conv || !seen_converged)) {
       char why[320];
       describe_divergence(s, why, sizeof(why));
+      if (o->resize_to != 0) rz_describe(s, why + strlen(why), sizeof(why) - strlen(why));
       failf(s, "converged", "not converged %" PRIu64 " rounds after the heal (rounds_max %u); %s", s->round - heal_round,
             o->rounds_max, why);
     }

@@ -147,6 +147,9 @@ void rz_control(sim *s, const sim_progress *progress, uint32_t resize_to) {
     if (g.phase == 0 && s->resize_asked_round != 0 && s->res->resize_rounds == 0)
       s->res->resize_rounds = s->round - s->resize_asked_round + 1;
   }
+  s->waiting_len = 0;
+  if (rep->transition != NULL)
+    for (size_t i = 0; i < rep->transition->n_waiting_for && s->waiting_len < 64; i++) s->waiting[s->waiting_len++] = rep->transition->waiting_for[i];
   for (size_t i = 0; i < rep->n_send_to; i++) {
     if (rep->send_to[i] >= s->span) {
       failf(s, "send_target", "RingControl sends the ring to node %u (span %u)", rep->send_to[i], s->span);
@@ -202,6 +205,22 @@ bool rz_deliver(sim *s) {
   memmove(s->pushes_q, s->pushes_q + due, (s->pushes_len - due) * sizeof(*s->pushes_q));
   s->pushes_len -= due;
   return true;
+}
+
+void rz_describe(const sim *s, char *out, size_t cap) {
+  size_t at = (size_t)snprintf(out, cap, "; RingControl at epoch %" PRIu64 " phase %u (waiting for:", s->ring.epoch, s->ring.phase);
+  for (size_t i = 0; i < s->waiting_len && at < cap; i++) {
+    const node *n = &s->nodes[s->waiting[i] < s->span ? s->waiting[i] : 0];
+    uint32_t rows = 0;
+    uint32_t first = 0;
+    for (uint32_t k = 0; k < s->o->keys; k++)
+      if (n->rows[k] != NULL && rows++ == 0) first = k;
+    at += (size_t)snprintf(out + at, cap - at, " %u (%u rows, the first key %u; alarm %s)", s->waiting[i], rows, first,
+                           n->alarm_ms ? "armed" : "none");
+  }
+  if (at < cap) at += (size_t)snprintf(out + at, cap - at, "); nodes behind:");
+  for (uint32_t i = 0; i < s->span && at < cap; i++)
+    if (s->nodes[i].ring.epoch != s->ring.epoch) at += (size_t)snprintf(out + at, cap - at, " %u@%" PRIu64, i, s->nodes[i].ring.epoch);
 }
 
 bool rz_done(const sim *s) {

@@ -228,6 +228,8 @@ typedef struct {
   struct { uint32_t node; bool lost; } *pushes_q;
   size_t pushes_len, pushes_cap;
   uint64_t resize_asked_round;   /* 0: not asked yet */
+  uint32_t waiting[64];          /* the transition's waiting_for, as its last step said */
+  size_t waiting_len;
   bool strict_placement;
 } sim;
 
@@ -266,6 +268,8 @@ sim_progress rz_adopt(sim *s, node *n);
 void rz_place(sim *s, const sim_ring *g);
 /* The resize asked is done and every node of old ∪ new confirmed the last epoch. */
 bool rz_done(const sim *s);
+/* Where the resize stands, for a failure's detail. */
+void rz_describe(const sim *s, char *out, size_t cap);
 
 /* hostile.c: the hostile peer's forged messages of one round (--hostile). */
 void hostile_round(sim *s);

@@ -2322,7 +2322,10 @@ static int cover_page_loaded(out_t *o, rk_slice loaded) {
   if (!ok || t_ < 0) return RINGKV_E_STATE;
   rk_slice msg;
   RK_TRY(rk_cover_request(c, n, i, push, last, more, &msg));
-  rk_cover_sent(c, i, send_one(o, KIND_CATCHUP, msg, target, send_timeout_ms(o, target, msg.len)), o->now);
+  /* As long as a digest check's at least: a timeout near one round trip (a peer's RTT
+   * measured on small pushes) lost every page on a slow link, and the pass never ended. */
+  uint64_t timeout = RK_MAX(send_timeout_ms(o, target, msg.len), (uint64_t)RK_COVER_TIMEOUT_MS);
+  rk_cover_sent(c, i, send_one(o, KIND_CATCHUP, msg, target, timeout), o->now);
   return RINGKV_OK;
 }
 
