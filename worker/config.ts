@@ -29,6 +29,17 @@ export interface RingConfig {
   /** RECORD_CALLS=1 with FAULTS: nodes record every core call and what they performed
    *  (record/replay tests). */
   recordCalls: boolean;
+  /** AUTOSCALE = "MIN-MAX" and its settings (SPEC: AUTOSCALE), or undefined. */
+  autoscale: AutoscaleConfig | undefined;
+}
+
+export interface AutoscaleConfig {
+  min: number;
+  max: number;
+  targetRps: number;
+  windowSeconds: number;
+  shrinkSeconds: number;
+  cooldownSeconds: number;
 }
 
 // SQLite-backed Durable Objects cap a row at 2 MB: a value row holds the key too.
@@ -55,6 +66,10 @@ const RULES: IntRule[] = [
   // The core refuses more than 4096 / (2 x REPLICAS) (RINGKV_SIBLINGS_MAX).
   { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 2048 }, // lint: config (max: RINGKV_SIBLINGS_MAX / 2)
   { name: "FANOUT", fallback: 8, min: 1, max: 1024 }, // lint: config
+  { name: "AUTOSCALE_TARGET_RPS", fallback: 300, min: 1, max: 1_000_000 }, // lint: config (max: RK_AUTOSCALE_TARGET_RPS_MAX)
+  { name: "AUTOSCALE_WINDOW_SECONDS", fallback: 60, min: 1, max: 86_400 }, // lint: config
+  { name: "AUTOSCALE_SHRINK_SECONDS", fallback: 600, min: 0, max: 30 * 86_400 }, // lint: config
+  { name: "AUTOSCALE_COOLDOWN_SECONDS", fallback: 600, min: 0, max: 30 * 86_400 }, // lint: config
 ];
 
 function parseInt(env: Record<string, unknown>, rule: IntRule, errors: string[]): number {
@@ -101,6 +116,24 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
   if (faultsOn && env.ENVIRONMENT === "production") {
     errors.push("FAULTS is set with ENVIRONMENT=production (fault injection is for tests)");
   }
+  let autoscale: AutoscaleConfig | undefined;
+  const scale = optionalSecret(env, "AUTOSCALE");
+  if (scale !== undefined) {
+    const m = /^\s*([0-9]{1,4})\s*-\s*([0-9]{1,4})\s*$/.exec(scale);
+    const least = replicasAll ? 1 : v.REPLICAS;
+    if (m === null || Number(m[1]) < least || Number(m[1]) > Number(m[2]) || Number(m[2]) > 1024) { // lint: api-limit (node ids 0..1023)
+      errors.push(`AUTOSCALE=${JSON.stringify(scale)} must be "MIN-MAX" with ${least} <= MIN <= MAX <= 1024 (MIN at least REPLICAS)`);
+    } else {
+      autoscale = {
+        min: Number(m[1]),
+        max: Number(m[2]),
+        targetRps: v.AUTOSCALE_TARGET_RPS,
+        windowSeconds: v.AUTOSCALE_WINDOW_SECONDS,
+        shrinkSeconds: v.AUTOSCALE_SHRINK_SECONDS,
+        cooldownSeconds: v.AUTOSCALE_COOLDOWN_SECONDS,
+      };
+    }
+  }
   if (errors.length > 0) return { error: `bad configuration: ${errors.join("; ")}` };
   return {
     config: {
@@ -121,6 +154,7 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
       tokenSecrets,
       faultsEnabled: faultsOn,
       recordCalls: faultsOn && env.RECORD_CALLS === "1",
+      autoscale,
     },
   };
 }

@@ -15,7 +15,7 @@
 import { DurableObject } from "cloudflare:workers";
 import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
-import { parseConfig, ringSpan, type RingConfig } from "./config";
+import { type AutoscaleConfig, parseConfig, ringSpan, type RingConfig } from "./config";
 import { viewJson, type RingView } from "./ring";
 import { NODE_ID_HEADER } from "./node";
 import { ControlReports } from "./reports";
@@ -84,7 +84,9 @@ export class RingControl extends DurableObject {
   async alarm(): Promise<void> {
     const parsed = parseConfig(this.env as Record<string, unknown>);
     if (parsed.error !== undefined) return;
-    this.step(parsed.config!, {});
+    const config = parsed.config!;
+    // With AUTOSCALE the rule looks at the nodes' loads (one summary row per node).
+    this.step(config, config.autoscale !== undefined ? { ...this.reportsOf(config).stored(), storedKnown: true } : {});
   }
 
   /** The reports, on a placement core on the ring as this object holds it (rebuilt when the
@@ -177,7 +179,7 @@ export class RingControl extends DurableObject {
 
   /** GET /control/cluster: the nodes' statuses, and the ring and its transition. */
   private cluster(config: RingConfig): Response {
-    const { reply, view } = this.step(config, {});
+    const { reply, view } = this.step(config, config.autoscale !== undefined ? { ...this.reportsOf(config).stored(), storedKnown: true } : {});
     const reports = this.reportsOf(config);   // on the ring of the step just taken
     const ring = view.ring;
     const t = reply.transition;
@@ -194,6 +196,7 @@ export class RingControl extends DurableObject {
               shards_done: PHASES[ring.phase] === "leaving" ? Math.max(0, reports.shardsMoving() - Number(t.dropping)) : 0,
               waiting_for: t.waitingFor.map(String),
             },
+      ...(config.autoscale === undefined ? {} : { autoscale: autoscaleJson(config.autoscale, reply) }),
     });
   }
 
@@ -239,6 +242,7 @@ export class RingControl extends DurableObject {
         keyBytesMax: BigInt(config.maxKeyBytes),
         maxSiblings: config.maxSiblings,
         nowMs: BigInt(Date.now()),
+        ...(config.autoscale === undefined ? {} : { autoscale: autoscaleMsg(config.autoscale) }),
         ...extra,
       });
     } catch (err) {
@@ -252,6 +256,7 @@ export class RingControl extends DurableObject {
       );
     }
     for (const line of reply.log as string[]) console.log(JSON.stringify({ component: "ring_control", event: "decision", message: line }));
+    if (reply.autoscaleNews) console.log(JSON.stringify({ component: "ring_control", event: "autoscale", decision: decisionJson(reply.autoscale) }));
     const v = reply.view;
     const view: RingView = {
       ring: {
@@ -270,4 +275,39 @@ export class RingControl extends DurableObject {
     this.carryOut(config, reply, view);
     return { reply, view };
   }
+}
+
+/** The Autoscale message of ControlRequest. */
+function autoscaleMsg(a: AutoscaleConfig): Msg {
+  const ms = (seconds: number) => BigInt(seconds) * 1000n; // lint: encoding (seconds to milliseconds)
+  return { min: a.min, max: a.max, targetRps: BigInt(a.targetRps), windowMs: ms(a.windowSeconds), shrinkMs: ms(a.shrinkSeconds), cooldownMs: ms(a.cooldownSeconds) };
+}
+
+/** Rates in thousandths of a request per second, as the core measures them. */
+const rps = (milli: bigint | number) => Number(milli) / 1000; // lint: encoding (thousandths)
+
+/** An AutoscaleDecision as JSON (the log line, /v1/cluster's last_decision). */
+function decisionJson(d: Msg): Record<string, unknown> {
+  return {
+    at: new Date(Number(d.atMs)).toISOString(),
+    action: d.actionName,
+    size: d.size,
+    to: d.to,
+    mean_rps: rps(d.meanMilli),
+    nodes_measured: d.nodesKnown,
+    busiest: { node: d.hotNode, rps: rps(d.hotRateMilli), shard: d.hotShard, shard_share: rps(d.hotMilli) },
+    ...(d.belowSinceMs > 0n ? { below_since: new Date(Number(d.belowSinceMs)).toISOString() } : {}),
+    ...(d.error !== "" ? { refused: d.error } : {}),
+  };
+}
+
+/** /v1/cluster's autoscale field (SPEC: GET /v1/cluster). */
+function autoscaleJson(a: AutoscaleConfig, reply: Msg): Record<string, unknown> {
+  return {
+    min: a.min,
+    max: a.max,
+    target_rps: a.targetRps,
+    observed_rps: reply.autoscale === undefined ? null : rps(reply.autoscale.meanMilli),
+    last_decision: reply.autoscaleLast === undefined ? null : decisionJson(reply.autoscaleLast),
+  };
 }

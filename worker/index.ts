@@ -810,6 +810,7 @@ async function cluster(env: Msg, rs: RingState): Promise<Response> {
     transition: status.transition,
     nodes: status.nodes.map((n: Msg) => ({ id: n.id, keys: n.keys, digest: n.digest, gossip: n.gossip, refused: n.refused })),
     converged: status.converged,
+    ...(status.autoscale === undefined ? {} : { autoscale: status.autoscale }),
   });
 }
 

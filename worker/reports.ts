@@ -39,6 +39,8 @@ export interface ReportCosts {
 
 export class ControlReports {
   private readonly core: Core;
+  /** AUTOSCALE_WINDOW_SECONDS in ms (0: the core's default), over which loads are measured. */
+  private readonly windowMs: bigint;
   readonly costs: ReportCosts = { report: { rows_read: 0, rows_written: 0, ms: 0 }, cluster: { rows_read: 0, ms: 0 }, reports: 0, report_rows_read: 0 };
   private read = 0;
   private written = 0;
@@ -60,6 +62,7 @@ export class ControlReports {
     sql.exec(`CREATE TABLE IF NOT EXISTS node_shards(shard INTEGER NOT NULL, node INTEGER NOT NULL, digest TEXT NOT NULL,
       PRIMARY KEY(shard, node))`);
     sql.exec(`CREATE INDEX IF NOT EXISTS node_shards_node ON node_shards(node)`);
+    this.windowMs = BigInt((config.autoscale?.windowSeconds ?? 0) * 1000); // lint: encoding (seconds to milliseconds; 0: the core's 60 s)
     this.core = new Core(wasmModule as WebAssembly.Module);
     this.core.call(Op.Init, { config: coreConfig(config, ring), node: { node: 0, clock: 0n, counter: 0n }, shards: [], placementOnly: true });
     this.epoch = ring.epoch;
@@ -151,7 +154,7 @@ export class ControlReports {
   }
 
   private load(l: Msg): Msg {
-    const stored = this.rows(`SELECT number FROM node_reports WHERE node = ?`, l.node);
+    const stored = this.rows(`SELECT number, summary FROM node_reports WHERE node = ?`, l.node);
     const rows: Msg[] = [];
     const take = (found: any[]) => {
       for (const r of found) rows.push({ shard: r.shard, node: r.node, digest: BigInt("0x" + r.digest) });
@@ -169,6 +172,10 @@ export class ControlReports {
       number: stored.length > 0 ? BigInt(stored[0].number) : 0n,
       rows,
       differing: this.differing(),
+      // The node's load window lives in its summary row (the core measures the rate).
+      summary: stored.length > 0 ? new Uint8Array(stored[0].summary as ArrayBuffer) : new Uint8Array(0),
+      nowMs: BigInt(Date.now()),
+      windowMs: this.windowMs,
     };
   }
 
@@ -191,16 +198,19 @@ export class ControlReports {
     this.setControl("differing", String(reply.differing));
   }
 
-  /** What the nodes last reported, for a resize's checks: the bytes they store, summed
-   *  (every replica counted), and each node's protocol version, by id (0: no report). */
-  stored(): { storedBytes: bigint; versions: number[] } {
+  /** What the nodes last reported, for a resize's checks and the autoscale rule: the bytes
+   *  they store, summed (every replica counted), each node's protocol version, by id (0: no
+   *  report), and each node's measured load. */
+  stored(): { storedBytes: bigint; versions: number[]; loads: Msg[] } {
     let bytes = 0n;
     const versions: number[] = [];
+    const loads: Msg[] = [];
     for (const n of this.status().nodes) {
       bytes += BigInt(n.dbBytes);
       versions[n.id] = n.version;
+      loads.push({ node: n.id, known: n.rateKnown, rateMilli: n.rateMilli, hotShard: n.hotShard, hotMilli: n.hotMilli });
     }
-    return { storedBytes: bytes, versions: Array.from(versions, (v) => v ?? 0) };
+    return { storedBytes: bytes, versions: Array.from(versions, (v) => v ?? 0), loads };
   }
 
   /** OP_CLUSTER on the stored summary rows. */
@@ -210,7 +220,7 @@ export class ControlReports {
       summary: new Uint8Array(r.summary as ArrayBuffer),
       receivedMs: BigInt(r.received_ms),
     }));
-    return this.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()) });
+    return this.call(Op.Cluster, { nodes, differing: this.differing(), phase: this.ring.phase, nowMs: BigInt(Date.now()), windowMs: this.windowMs });
   }
 
   /** GET /control/cluster: every node's status from its summary row. Nodes that never

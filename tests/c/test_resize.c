@@ -18,6 +18,7 @@
  *    cannot carry a resize out only logs it.
  *  - 4 -> 7 -> 3 end to end, every state persisted and read back between steps.
  */
+#include "autoscale.h"
 #include "testlib.h"
 
 #define NOW UINT64_C(1700000000000)
@@ -37,6 +38,8 @@ typedef struct {
   uint32_t waiting[1024], sends[1024];
   size_t waiting_len, sends_len;
   uint64_t alarm;
+  uint32_t as_action, as_to;   /* the autoscale evaluation */
+  bool as_news;
 } tctl;
 
 /* The control object: its persisted state, CLUSTER_SIZE and REPLICAS. */
@@ -48,6 +51,8 @@ typedef struct {
   uint64_t stored_keys;
   const uint32_t *versions;          /* ControlRequest.versions (NULL: none given) */
   size_t versions_len;
+  uint32_t as_min, as_max;           /* AUTOSCALE (as_max 0: unset), target 10 rps */
+  uint64_t as_rps;                   /* every node's measured rate (rps) */
 } tobj;
 
 typedef struct {
@@ -94,6 +99,23 @@ static tctl control(ringkv_node *core, tobj *o, tev v) {
   pb_put_uint(&e, 15, o->stored_keys);
   pb_put_bool(&e, 17, !o->stored_unknown);
   if (o->versions != NULL) pb_put_packed_u32(&e, 18, o->versions, o->versions_len);
+  if (o->as_max != 0) {
+    size_t m = pb_begin(&e, 19);
+    pb_put_uint(&e, 1, o->as_min);
+    pb_put_uint(&e, 2, o->as_max);
+    pb_put_uint(&e, 3, 10);
+    pb_put_uint(&e, 4, 1000);
+    pb_put_uint(&e, 5, 5000);
+    pb_put_uint(&e, 6, 2000);
+    pb_end(&e, m);
+    for (uint32_t i = 0; i < 16; i++) {
+      m = pb_begin(&e, 20);
+      pb_put_uint(&e, 1, i);
+      pb_put_bool(&e, 2, true);
+      pb_put_uint(&e, 3, o->as_rps * 1000u);
+      pb_end(&e, m);
+    }
+  }
   rk_slice rep;
   c.rc = tl_call(core, RINGKV_OP_CONTROL, tl_done(&e), &rep);
   if (c.rc != RINGKV_OK) return c;
@@ -117,6 +139,9 @@ static tctl control(ringkv_node *core, tobj *o, tev v) {
   c.waiting_len = tl_repeated_u32(tl_bytes_field(rep, 6), 1, c.waiting, 1024);
   c.sends_len = tl_repeated_u32(rep, 7, c.sends, 1024);
   c.alarm = tl_u64(rep, 8);
+  c.as_action = (uint32_t)tl_u64(tl_bytes_field(rep, 10), 2);
+  c.as_to = (uint32_t)tl_u64(tl_bytes_field(rep, 10), 4);
+  c.as_news = tl_u64(rep, 11) != 0;
   return c;
 }
 
@@ -387,12 +412,59 @@ static void test_older_release_holds_resizes_back(void **unused) {
   tl_reset();
 }
 
+/* Autoscale inside the control step: a load above the band starts a resize (news, logged);
+ * during it nothing more is decided, after it the cool-down holds; an idle cluster shrinks
+ * after the shrink window; an admin size outside MIN..MAX is 400. */
+static void test_autoscale_in_the_control_step(void **unused) {
+  (void)unused;
+  ringkv_node *core = ringkv_node_create();
+  tobj o = {{NULL, 0}, 4, 3, true};
+  o.as_min = 3;
+  o.as_max = 8;
+  o.as_rps = 10;
+  assert_int_equal(control(core, &o, ev()).rc, RINGKV_OK);
+  assert_int_equal(ask(core, &o, 9, NOW).status, 400);
+  assert_int_equal(ask(core, &o, 2, NOW).status, 400);
+  tctl c = control(core, &o, ev());
+  assert_int_equal(c.as_action, RK_AS_HOLD);
+  assert_false(c.as_news);   /* logged once, at the first step */
+  /* 4 nodes at 20 rps (target 10): ceil(4 x 20 / 10) = 8. */
+  o.as_rps = 20;
+  c = control(core, &o, ev());
+  assert_int_equal(c.as_action, RK_AS_GROW);
+  assert_int_equal(c.as_to, 8);
+  assert_true(c.as_news);
+  assert_ring(c.ring, 2, 4, 4, 8, 1);
+  c = control(core, &o, ev());
+  assert_int_equal(c.as_action, RK_AS_TRANSITION);
+  c = confirm_all(core, &o, 8, 2, NOW);
+  c = confirm_all(core, &o, 8, 3, NOW);
+  c = confirm_all(core, &o, 8, 4, NOW);
+  assert_ring(c.ring, 5, 8, 0, 0, 0);
+  /* The cool-down (2 s) after the end, then idle below the band for 5 s: shrink to MIN. */
+  o.as_rps = 0;
+  tev later = ev();
+  c = control(core, &o, later);
+  assert_int_equal(c.as_action, RK_AS_COOLDOWN);
+  later.now = NOW + 2000;
+  c = control(core, &o, later);
+  assert_int_equal(c.as_action, RK_AS_BELOW);
+  later.now = NOW + 7000;
+  c = control(core, &o, later);
+  assert_int_equal(c.as_action, RK_AS_SHRINK);
+  assert_int_equal(c.as_to, 3);
+  assert_ring(c.ring, 6, 8, 8, 3, 1);
+  ringkv_node_destroy(core);
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_grow_then_shrink),
       cmocka_unit_test(test_impossible_confirmations),
       cmocka_unit_test(test_cluster_size_and_all),
       cmocka_unit_test(test_older_release_holds_resizes_back),
+      cmocka_unit_test(test_autoscale_in_the_control_step),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   tl_free();

@@ -12,6 +12,7 @@
  * no state while blocks were granted to its id before is told its storage was lost. */
 #include "control.h"
 #include "fields.h"
+#include "autoscale.h"
 #include "resize.h"
 
 typedef rk_ring ring;
@@ -29,6 +30,7 @@ typedef struct {
   uint32_t cluster_size_applied;
   lease_t *leases;   /* by node, ascending, unique; in the arena */
   size_t leases_len;
+  rk_autoscale_state as;
 } control_state;
 
 /* ControlRequest.versions, by node id. */
@@ -129,6 +131,11 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
       break;
     }
     case 7: ok = pb_get_u32(R, WT, &st->rz.notify_below); break;
+    case 8: {
+      rk_slice as;
+      ok = pb_get_bytes(R, WT, &as) && rk_autoscale_state_read(as, &st->as);
+      break;
+    }
     case 5: {
       ok = pb_get_bytes(R, WT, &lease);
       lease_t l = {0, 0, 0, false};
@@ -175,6 +182,7 @@ static void state_write(pb_enc *e, const control_state *st) {
     pb_end(e, m);
   }
   pb_put_uint(e, 7, st->rz.notify_below);
+  rk_autoscale_state_write(e, 8, &st->as);
   for (size_t i = 0; i < st->leases_len; i++) {
     size_t m = pb_begin(e, 5);
     pb_put_uint(e, 1, st->leases[i].node);
@@ -275,6 +283,16 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   uint32_t max_siblings = 0;
   version_list versions = {rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof(uint32_t)), 0};
   if (versions.v == NULL) return RINGKV_E_NOMEM;
+  rk_autoscale_cfg as_cfg;
+  memset(&as_cfg, 0, sizeof as_cfg);
+  size_t loads_cap = 0, loads_len = 0;
+  FIELDS(req) {
+    case 20: ok = pb_skip(R, WT) && ++loads_cap <= RINGKV_CLUSTER_SIZE_MAX; break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_node_load *loads = rk_alloc_array(a, loads_cap + 1u, sizeof *loads);
+  if (loads == NULL) return RINGKV_E_NOMEM;
   bool stored_known = false;
   FIELDS(req) {
     case 1: ok = pb_get_bytes(R, WT, &state_bytes); break;
@@ -304,6 +322,17 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 16: ok = pb_get_u32(R, WT, &max_siblings); break;
     case 17: ok = pb_get_bool(R, WT, &stored_known); break;
     case 18: ok = pb_get_repeated_u32(R, WT, version_push, &versions); break;
+    case 19: {
+      rk_slice c;
+      ok = pb_get_bytes(R, WT, &c) && rk_autoscale_cfg_read(c, &as_cfg);
+      break;
+    }
+    case 20: {
+      rk_slice l;
+      ok = pb_get_bytes(R, WT, &l) && rk_autoscale_load_read(l, &loads[loads_len]);
+      if (ok) loads_len++;
+      break;
+    }
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -355,7 +384,8 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     changed |= moved;
   }
   rk_resize_answer answer = {0, NULL, false, 0};
-  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, max_siblings, versions.v, versions.len};
+  rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, max_siblings, versions.v, versions.len,
+                             as_cfg.on ? as_cfg.min : 0, as_cfg.on ? as_cfg.max : 0};
   if (resize_asked && rk_resize_ask(&st.rz, resize_to, &limits, &answer)) {
     changed = true;
     log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);
@@ -390,6 +420,32 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
         changed = true;
       }
     }
+  }
+  /* Autoscale (SPEC: AUTOSCALE): decided on this step's ring, in an executor that can carry
+   * a resize out; the news (a resize asked, another action) is logged and kept. */
+  rk_autoscale_decision as_now;
+  memset(&as_now, 0, sizeof as_now);
+  const char *as_error = NULL;
+  bool as_news = false;
+  if (as_cfg.on && resizing && stored_known) {
+    rk_autoscale_state before = st.as;
+    as_now = rk_autoscale_decide(&as_cfg, &st.as, g, loads, loads_len, replicas == 0 ? 1u : replicas, now);
+    if (as_now.action == RK_AS_GROW || as_now.action == RK_AS_SHRINK || as_now.action == RK_AS_CLAMP) {
+      rk_resize_answer as_ans = {0, NULL, false, 0};
+      if (rk_resize_ask(&st.rz, as_now.to, &limits, &as_ans)) {
+        st.as.in_transition = true;
+        log_write(&logs, "autoscale: resize from % to %, joining", g->from, g->to);
+      } else {
+        as_error = as_ans.error;
+      }
+    }
+    as_news = rk_autoscale_news(&st.as, &as_now);
+    if (as_news) {
+      st.as.last = as_now;
+      st.as.has_last = true;
+    }
+    changed |= as_news || before.below_since_ms != st.as.below_since_ms ||
+               before.cooldown_until_ms != st.as.cooldown_until_ms || before.in_transition != st.as.in_transition;
   }
   uint32_t *send_to = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *send_to);
   uint32_t *waiting = rk_alloc_array(a, RINGKV_CLUSTER_SIZE_MAX, sizeof *waiting);
@@ -435,8 +491,15 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     pb_end(&e, m);
   }
   pb_put_packed_u32(&e, 7, send_to, sends);
+  uint64_t as_alarm = as_cfg.on && now != 0 ? rk_autoscale_alarm(&as_cfg, &st.as, now) : 0;
+  if (as_alarm != 0) alarm = alarm == 0 ? as_alarm : RK_MIN(alarm, as_alarm);
   pb_put_uint(&e, 8, alarm);
   pb_put_uint(&e, 9, st.cluster_size_applied);
+  if (as_cfg.on) {
+    rk_autoscale_decision_write(&e, 10, &as_now, as_error);
+    pb_put_bool(&e, 11, as_news);
+    if (st.as.has_last) rk_autoscale_decision_write(&e, 12, &st.as.last, NULL);
+  }
   if (e.err != 0) err = e.err;
   *reply = pb_result(&e);
   return err;

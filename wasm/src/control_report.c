@@ -25,6 +25,9 @@ typedef struct {
   size_t shards_len;
   bool full;
   rk_slice progress;       /* its NodeProgress, for the control step (empty: none) */
+  uint64_t requests;       /* client requests since its last acknowledged report */
+  uint32_t hot_shard, hot_requests;
+  rk_load load;            /* the summary's window, updated by the second call */
 } report_t;
 
 static bool name_ok(rk_slice s) {
@@ -100,11 +103,15 @@ static int report_read(ringkv_node *n, rk_slice b, report_t *r) {
     }
     case 11: ok = pb_get_bool(R, WT, &r->full); break;
     case 31: ok = pb_get_bytes(R, WT, &r->progress); break;
+    case 32: ok = pb_get_u64(R, WT, &r->requests); break;
+    case 33: ok = pb_get_u32(R, WT, &r->hot_shard); break;
+    case 34: ok = pb_get_u32(R, WT, &r->hot_requests); break;
     SKIP;
   }
   if (!ok || t_ < 0 || r->counters.err) return r->counters.err ? r->counters.err : RINGKV_E_DECODE;
   if (r->version < RINGKV_REPORT_VERSION_MIN || r->version > RINGKV_PROTOCOL_VERSION) return RINGKV_E_PROTOCOL;
   if (r->from >= n->cfg.cluster_size || r->number == 0) return RINGKV_E_VALUE;
+  if (r->hot_shard >= n->cfg.shards || r->hot_requests > r->requests) return RINGKV_E_VALUE;
   if (r->progress.len > 0) {
     /* A node confirms for itself only (proto3: node 0 is the absent field). */
     uint32_t node = 0;
@@ -166,6 +173,69 @@ static void summary_write(pb_enc *e, const report_t *r) {
   pb_put_uint(e, 8, r->db_bytes);
   rk_slice c = pb_result(&r->counters);
   pb_put_raw(e, c.ptr, c.len);
+  const rk_load *l = &r->load;
+  pb_put_uint(e, 40, l->window_ms);
+  pb_put_uint(e, 41, l->window_requests);
+  pb_put_uint(e, 42, l->rate_milli);
+  pb_put_uint(e, 43, l->hot_shard);
+  pb_put_uint(e, 44, l->hot_milli);
+  pb_put_bool(e, 45, l->known);
+}
+
+/* The load fields of a stored summary. */
+static bool load_read(rk_slice summary, rk_load *l) {
+  memset(l, 0, sizeof *l);
+  int t_;
+  bool ok = true;
+  FIELDS(summary) {
+    case 40: ok = pb_get_u64(R, WT, &l->window_ms); break;
+    case 41: ok = pb_get_u64(R, WT, &l->window_requests); break;
+    case 42: ok = pb_get_u64(R, WT, &l->rate_milli); break;
+    case 43: ok = pb_get_u32(R, WT, &l->hot_shard); break;
+    case 44: ok = pb_get_u32(R, WT, &l->hot_milli); break;
+    case 45: ok = pb_get_bool(R, WT, &l->known); break;
+    SKIP;
+  }
+  return ok && t_ >= 0;
+}
+
+/* requests x 1000 x 1000 / ms, saturating: requests per 1000 s. */
+static uint64_t rate_of(uint64_t requests, uint64_t ms) {
+  if (ms == 0) return 0;
+  if (requests > UINT64_MAX / 1000000u) return UINT64_MAX / ms;
+  return requests * 1000000u / ms;
+}
+
+void rk_load_take(rk_load *l, uint64_t now, uint64_t window, uint64_t requests, uint32_t hot_shard,
+                  uint32_t hot_requests) {
+  if (window == 0) window = RK_LOAD_WINDOW_MS_DEFAULT;
+  /* A first report, or a clock that went back: a new window from now. */
+  if (l->window_ms == 0 || now < l->window_ms) {
+    l->window_ms = RK_MAX(now, 1u);
+    l->window_requests = 0;
+  }
+  l->window_requests = rk_add_sat(l->window_requests, requests);
+  if (requests > 0 && hot_requests > 0) {
+    l->hot_shard = hot_shard;
+    l->hot_milli = (uint32_t)RK_MIN((uint64_t)hot_requests * 1000u / requests, 1000u);
+  }
+  if (now - l->window_ms >= window) {
+    l->rate_milli = rate_of(l->window_requests, now - l->window_ms);
+    l->known = true;
+    l->window_ms = now;
+    l->window_requests = 0;
+  }
+}
+
+uint64_t rk_load_rate(const rk_load *l, uint64_t now, uint64_t window, bool *known) {
+  if (window == 0) window = RK_LOAD_WINDOW_MS_DEFAULT;
+  /* A window no report closed (a node gone quiet): what it counted over the time so far. */
+  if (l->window_ms != 0 && now >= l->window_ms && now - l->window_ms >= window) {
+    *known = true;
+    return rate_of(l->window_requests, now - l->window_ms);
+  }
+  *known = l->known;
+  return l->rate_milli;
 }
 
 /* The NodeShard rows in field `field` of `msg`: of this ring's shards and nodes only (rows
@@ -216,10 +286,11 @@ static int rows_read(ringkv_node *n, rk_slice msg, uint32_t field, row_t **out, 
 }
 
 /* The second call: the loaded rows in, the writes out. */
-static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_enc *e) {
+static int report_apply(ringkv_node *n, report_t *r, rk_slice loaded, pb_enc *e) {
   int t_;
   bool ok = true, known = false;
-  uint64_t stored = 0, differing = 0;
+  uint64_t stored = 0, differing = 0, now = 0, window = 0;
+  rk_slice summary = {NULL, 0};
   row_t *rows;
   size_t rows_len;
   RK_TRY(rows_read(n, loaded, 3, &rows, &rows_len));
@@ -227,6 +298,9 @@ static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_e
     case 1: ok = pb_get_bool(R, WT, &known); break;
     case 2: ok = pb_get_u64(R, WT, &stored); break;
     case 4: ok = pb_get_u64(R, WT, &differing); break;
+    case 5: ok = pb_get_bytes(R, WT, &summary); break;
+    case 6: ok = pb_get_u64(R, WT, &now); break;
+    case 7: ok = pb_get_u64(R, WT, &window); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -234,6 +308,9 @@ static int report_apply(ringkv_node *n, const report_t *r, rk_slice loaded, pb_e
     pb_put_bool(e, 2, true);
     return RINGKV_OK;
   }
+  /* The node's load over the window (a summary that does not decode starts a new one). */
+  if (!known || !load_read(summary, &r->load)) memset(&r->load, 0, sizeof r->load);
+  rk_load_take(&r->load, now, window, r->requests, r->hot_shard, r->hot_requests);
   /* The shards this report touches: those it names, and with `full` every shard the node
    * held a row of (the ones it does not name are gone). */
   uint32_t *touched = rk_alloc_array(&n->arena, r->shards_len + rows_len + 1, sizeof *touched);
@@ -348,7 +425,7 @@ static bool counter_read(rk_slice s, rk_slice *name, uint64_t *value) {
 }
 
 /* One node's status from its summary; false when the summary does not decode. */
-static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *unacked) {
+static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t now, uint64_t window, uint64_t *unacked) {
   int t_;
   bool ok = true;
   uint64_t seq = 0, keys = 0, digest = 0, db = 0, gossip[5] = {0, 0, 0, 0, 0};
@@ -414,6 +491,15 @@ static bool status_write(pb_enc *e, uint32_t id, const slot_t *slot, uint64_t *u
   pb_put_uint(e, 12, seq);
   pb_put_uint(e, 13, db);
   pb_put_uint(e, 14, version);
+  rk_load load;
+  bool known = false;
+  if (load_read(slot->summary, &load)) {
+    uint64_t rate = rk_load_rate(&load, now, window, &known);
+    pb_put_bool(e, 15, known);
+    pb_put_uint(e, 16, rate);
+    pb_put_uint(e, 17, load.hot_shard);
+    pb_put_uint(e, 18, load.hot_milli);
+  }
   pb_end(e, m);
   return true;
 }
@@ -424,7 +510,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (slots == NULL) return RINGKV_E_NOMEM;
   int t_;
   bool ok = true;
-  uint64_t differing = 0, now = 0;
+  uint64_t differing = 0, now = 0, window = 0;
   uint32_t phase = 0;
   bool count_moving = false, recount = false;
   rk_slice s;
@@ -449,6 +535,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 4: ok = pb_get_u64(R, WT, &now); break;
     case 5: ok = pb_get_bool(R, WT, &count_moving); break;
     case 7: ok = pb_get_bool(R, WT, &recount); break;
+    case 8: ok = pb_get_u64(R, WT, &window); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
@@ -478,7 +565,7 @@ int rk_control_cluster(ringkv_node *n, rk_slice req, rk_slice *reply) {
   size_t wake_len = 0;
   for (uint32_t id = 0; id < size; id++) {
     uint64_t unacked = 0;
-    bool decoded = status_write(&e, id, &slots[id], &unacked);
+    bool decoded = status_write(&e, id, &slots[id], now, window, &unacked);
     bool reported = slots[id].reported && decoded;
     if (!reported || unacked > 0) converged = false;
     bool asleep = unacked > 0 && now > slots[id].received_ms + WAKE_STALE_MS;

@@ -1103,7 +1103,9 @@ static int op_client_read(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
   if (!key_valid(key)) return RINGKV_E_VALUE;
-  RK_TRY(rk_step_serves(n, shard_of(n, rk_hash_slice(key))));
+  uint32_t shard = shard_of(n, rk_hash_slice(key));
+  RK_TRY(rk_step_serves(n, shard));
+  rk_step_client_read(n, shard);
   return op_read(n, req, reply);
 }
 

@@ -103,6 +103,8 @@ void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *droppin
 /* Whether the node serves client reads and writes of this shard: RINGKV_OK,
  * RINGKV_E_NOT_SERVING (not in the ring's phase), or what rk_step_caught_up says. */
 int rk_step_serves(const ringkv_node *n, uint32_t shard);
+/* A client read served for a key of `shard`: counted in the load the node reports. */
+void rk_step_client_read(ringkv_node *n, uint32_t shard);
 /* Config.leases: whether the node holds all it should of this shard: RINGKV_OK,
  * RINGKV_E_LEASE (it started with no state and has not heard from RingControl yet) or
  * RINGKV_E_CATCHING_UP. */

@@ -33,7 +33,8 @@ void rk_report_start(rk_report *r) {
 int rk_report_ready(rk_report *r, const ringkv_node *n) {
   if (r->reported != NULL || !n->cfg.reports) return RINGKV_OK;
   r->reported = calloc(n->cfg.shards, sizeof *r->reported);
-  if (r->reported == NULL) return RINGKV_E_NOMEM;
+  r->shard_requests = calloc(n->cfg.shards, sizeof *r->shard_requests);
+  if (r->reported == NULL || r->shard_requests == NULL) return RINGKV_E_NOMEM;
   /* Everything was acknowledged before this instance: RingControl holds these digests
    * (taken before the instance's first event changes any). */
   if (!r->full) memcpy(r->reported, n->shard_digest, n->cfg.shards * sizeof *r->reported);
@@ -42,6 +43,7 @@ int rk_report_ready(rk_report *r, const ringkv_node *n) {
 
 void rk_report_free(rk_report *r) {
   free(r->reported);
+  free(r->shard_requests);
   free(r->fl_shard);
   free(r->fl_digest);
   free(r->reply);
@@ -115,6 +117,13 @@ void rk_report_row(rk_report *r, bool was_live, rk_slice applied) {
   else if (!live && was_live && r->live_keys > 0) r->live_keys--;
 }
 
+void rk_report_request(rk_report *r, const ringkv_node *n, uint32_t shard) {
+  if (!n->cfg.reports || r->shard_requests == NULL || shard >= n->cfg.shards) return;
+  r->requests++;
+  if (r->shard_requests[shard] < UINT32_MAX) r->shard_requests[shard]++;
+  rk_report_changed(r);
+}
+
 void rk_report_changed(rk_report *r) {
   r->changed = true;
   if (r->state == RK_REPORT_DONE) r->state = RK_REPORT_PENDING;
@@ -137,6 +146,9 @@ void rk_report_outcome(rk_report *r, const ringkv_node *n, uint64_t now, bool an
     if (r->fl_full) memset(r->reported, 0, n->cfg.shards * sizeof *r->reported);
     for (size_t i = 0; i < r->fl_len; i++) r->reported[r->fl_shard[i]] = r->fl_digest[i];
     if (r->fl_full) r->full = false;
+    /* The requests it carried are RingControl's; the shard counts start again. */
+    r->requests -= RK_MIN(r->fl_requests, r->requests);
+    if (r->shard_requests != NULL) memset(r->shard_requests, 0, n->cfg.shards * sizeof *r->shard_requests);
     r->failures = 0;
     r->retry_ms = 0;
     if (!r->changed) r->state = RK_REPORT_DONE;
@@ -309,6 +321,17 @@ int rk_report_build(rk_report *r, ringkv_node *n, uint64_t now, uint64_t seq, ui
   pb_put_uint(&e, 15, RINGKV_PROTOCOL_VERSION);
   pb_put_uint(&e, 30, r->catching_up);
   rk_report_progress_write(&e, n, 31);
+  /* The load: requests since the last acknowledged report, and its busiest shard. */
+  uint32_t hot = 0;
+  for (uint32_t sh = 1; r->shard_requests != NULL && sh < n->cfg.shards; sh++) {
+    if (r->shard_requests[sh] > r->shard_requests[hot]) hot = sh;
+  }
+  r->fl_requests = r->requests;
+  pb_put_uint(&e, 32, r->requests);
+  if (r->shard_requests != NULL && r->shard_requests[hot] > 0) {
+    pb_put_uint(&e, 33, hot);
+    pb_put_uint(&e, 34, r->shard_requests[hot]);
+  }
   if (e.err) {
     flight_clear(r);
     return e.err;

@@ -29,6 +29,10 @@ typedef struct {
   uint64_t *reported;  /* [shards]: the digests RingControl acknowledged, owned */
   uint64_t last_ms, sent_ms, retry_ms;
   uint32_t tag, failures;
+  /* Client requests (writes and reads) served since the last acknowledged report, and by
+   * shard (in memory: the load RingControl's autoscale reads; SPEC: AUTOSCALE). */
+  uint64_t requests, fl_requests;
+  uint32_t *shard_requests;   /* [shards], owned */
   /* The report in flight: its shards and digests, taken as acknowledged when answered. */
   uint32_t *fl_shard;
   uint64_t *fl_digest;
@@ -39,6 +43,22 @@ typedef struct {
   uint8_t *reply;
   size_t reply_len;
 } rk_report;
+
+/* RingControl's measure of one node's load (its summary row's window; SPEC: AUTOSCALE):
+ * the requests its reports carried since `window_ms`, and once a window of
+ * AUTOSCALE_WINDOW_SECONDS has passed, their rate and the busiest shard's share. */
+#define RK_LOAD_WINDOW_MS_DEFAULT 60000u
+typedef struct {
+  uint64_t window_ms, window_requests, rate_milli;
+  uint32_t hot_shard, hot_milli;
+  bool known;
+} rk_load;
+/* A report's requests taken at `now` (window 0: the default). */
+void rk_load_take(rk_load *l, uint64_t now, uint64_t window, uint64_t requests, uint32_t hot_shard,
+                  uint32_t hot_requests);
+/* The node's rate at `now` (requests per 1000 s): the last full window's, or, when no report
+ * has closed the current one for a whole window, the current one's so far. */
+uint64_t rk_load_rate(const rk_load *l, uint64_t now, uint64_t window, bool *known);
 
 /* Sets up the in-memory part from the persisted fields (state, live_keys, number). */
 void rk_report_start(rk_report *r);
@@ -52,6 +72,9 @@ void rk_report_state_write(pb_enc *e, const rk_report *r);
 void rk_report_row(rk_report *r, bool was_live, rk_slice applied);
 /* Whether stored metadata (a Register without values) has a live winner. */
 bool rk_meta_live(rk_slice meta);
+
+/* A client request served for a key of `shard` (a write or a read at this node). */
+void rk_report_request(rk_report *r, const struct ringkv_node *n, uint32_t shard);
 
 /* Something the report shows changed (rows, counters, sends, acknowledgements). */
 void rk_report_changed(rk_report *r);

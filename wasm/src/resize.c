@@ -30,6 +30,11 @@ bool rk_resize_ask(rk_resize *r, uint32_t size, const rk_resize_limits *lim, rk_
                                : "size must be an integer in REPLICAS … 1024";
     return false;
   }
+  if (lim->max != 0 && (size < lim->min || size > lim->max)) {
+    ans->status = 400;
+    ans->error = "size must be within AUTOSCALE's MIN … MAX";
+    return false;
+  }
   if (g->phase != RK_PHASE_NONE) {
     ans->status = size == g->to ? 202 : 409;
     ans->error = size == g->to ? NULL : "another resize is in progress";

@@ -47,6 +47,7 @@ typedef struct {
   uint32_t max_siblings;  /* MAX_SIBLINGS */
   const uint32_t *versions;   /* by node id: the protocol version of its last report (0: none) */
   size_t versions_len;
+  uint32_t min, max;          /* AUTOSCALE's MIN..MAX (max 0: not set) */
 } rk_resize_limits;
 
 /* A node may hold at most this much after a resize (SPEC: POST /v1/admin/cluster). */

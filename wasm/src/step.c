@@ -2040,6 +2040,7 @@ static int client_write(out_t *o, rk_slice wreq) {
     RK_TRY(rk_step_serves(o->n, (uint32_t)(rk_hash_slice(wkey) % o->n->cfg.shards)));
     if (!rk_lease_usable(&st->lease, o->n->counter)) return RINGKV_E_LEASE;
   }
+  rk_report_request(&st->rep, o->n, (uint32_t)(rk_hash_slice(wkey) % o->n->cfg.shards));
   /* The step's time wins: a later field replaces an earlier one. */
   pb_enc req;
   enc(o, &req);
@@ -2191,6 +2192,10 @@ void rk_step_progress(const ringkv_node *n, uint32_t *copying, uint32_t *droppin
   for (uint32_t s = 0; s < n->cfg.shards; s++) {
     if (n->shard_keys[s] > 0 && rk_leaves_shard(n, s, n->self)) (*dropping)++;
   }
+}
+
+void rk_step_client_read(ringkv_node *n, uint32_t shard) {
+  if (n->step != NULL) rk_report_request(&n->step->rep, n, shard);
 }
 
 int rk_step_serves(const ringkv_node *n, uint32_t shard) {
