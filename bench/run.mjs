@@ -31,11 +31,15 @@
 //             /internal/bulk: no value rows, outside the core, so no digest, count or
 //             sequence includes them: inert stored rows, which is what the cost is to be
 //             independent of); --cluster-keys=N for another size.
+//   autoscale offered load stepping 10 -> 80 -> 30 -> 0 rps on AUTOSCALE=3-8 with short
+//             windows (bench/autoscale.mjs): the size over time, the rate each node served,
+//             the time from a threshold crossed to the end of its transition; it draws
+//             docs/autoscale-size.svg and docs/autoscale-rate.svg.
 //   core      the core's own table (bench/core.mjs): read from bench/out/core.json, or
 //             produced by scripts/bench-core.sh (npm run bench:core) when that is missing.
 //
 // Options: --quick (a smoke run: fewer and shorter rounds, 10k keys instead of 100k),
-// --only=e2e,latency,gossip,converge,round,bigkey,cluster,core, --rounds=N, --seconds=S,
+// --only=e2e,latency,gossip,converge,round,bigkey,cluster,autoscale,core, --rounds=N, --seconds=S,
 // --big-keys=N, --cluster-keys=N.
 // A full run writes bench/results.json and bench/results.md (a partial one, with any of
 // these options, writes bench/out/results.partial.*). Exit status 0 even when a target is
@@ -49,6 +53,7 @@ import { startCluster } from "../tests/integration/helpers.mjs";
 import { Core, Op } from "../worker/core.ts";
 import { encode } from "../worker/pb.ts";
 import { registerMaker, pushEntries } from "../tests/integration/seed.mjs";
+import { benchAutoscale } from "./autoscale.mjs";
 import { coreConfig, parseConfig } from "../worker/config.ts";
 import {
   clusterStatus,
@@ -84,7 +89,7 @@ const SECONDS = Number(args.seconds ?? (QUICK ? 2 : 5));
 const BIG_KEYS = Number(args["big-keys"] ?? (QUICK ? 10_000 : 100_000));
 const SMALL_KEYS = 1000;
 const CLUSTER_KEYS = Number(args["cluster-keys"] ?? (QUICK ? 100_000 : 1_000_000));
-const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,repair,cluster,core").split(","));
+const SECTIONS = new Set((args.only ?? "e2e,latency,gossip,converge,round,bigkey,repair,cluster,autoscale,core").split(","));
 
 const CLIENTS = 16;
 const KEYSPACE = 500;
@@ -890,6 +895,16 @@ function coreTable() {
 // ---------------------------------------------------------------------------------------
 // Report.
 
+/** The autoscale run (bench/autoscale.mjs): the time from the load crossing a threshold to
+ *  the end of the transition it caused, for growth and for shrinking. */
+async function benchAutoscaleRun() {
+  const f = await benchAutoscale({ quick: QUICK, log });
+  results.autoscale = { grow: f.grow, shrink: f.shrink, status_5xx: f.status_5xx, decisions: f.decisions };
+  const react = (r) => (r === null ? "never" : `${r.seconds} s (${r.from} -> ${r.to})${r.settled !== r.to ? `, ${r.settled_seconds} s to ${r.settled}` : ""}`);
+  rows.push(["autoscale: load 10 -> 80 rps to the grown ring (3 s window)", react(f.grow), "-", "-", "grows, no 5xx", f.grow !== null && f.status_5xx === 0]);
+  rows.push(["autoscale: load -> 0 to the shrunk ring (10 s below, 5 s cool-down)", react(f.shrink), "-", "-", "shrinks to MIN", f.shrink !== null && f.shrink.to === 3]);
+}
+
 function report() {
   const mark = (met) => (met === null ? "" : met ? "met" : "MISSED");
   const header = ["what", "ringkv", "baseline", "ratio", "target", "met"];
@@ -943,6 +958,7 @@ const benches = [
   ["bigkey", benchBigKey],
   ["repair", benchRepair],
   ["cluster", benchCluster],
+  ["autoscale", benchAutoscaleRun],
   ["core", benchCore],
 ];
 let failed = false;

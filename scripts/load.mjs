@@ -25,7 +25,7 @@ export async function runLoad({ url = "http://127.0.0.1:8787", rps, seconds, key
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const totals = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [] };
   let inFlight = 0;
-  let second = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [] };
+  let second = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [], byNode: {} };
   const started = performance.now();
   const pending = new Set();
   const one = async (i) => {
@@ -39,8 +39,18 @@ export async function runLoad({ url = "http://127.0.0.1:8787", rps, seconds, key
         headers,
         signal: AbortSignal.timeout(LIMITS.timeoutMs),
       });
-      await r.arrayBuffer();
+      const text = await r.text();
       const ms = performance.now() - t0;
+      // The node that served it (a GET's X-Ring-Node, a PUT's "node"): the load per node.
+      let node = r.headers.get("X-Ring-Node");
+      if (!read && r.status === 200) {
+        try {
+          node = String(JSON.parse(text).node);
+        } catch {
+          node = null;
+        }
+      }
+      if (node !== null && node !== "") second.byNode[node] = (second.byNode[node] ?? 0) + 1;
       for (const s of [second, totals]) {
         s.latencies.push(ms);
         if (r.status >= 500) s.status5xx++;
@@ -64,9 +74,10 @@ export async function runLoad({ url = "http://127.0.0.1:8787", rps, seconds, key
       p50_ms: +percentile(l, 50).toFixed(1),
       p95_ms: +percentile(l, 95).toFixed(1),
       p99_ms: +percentile(l, 99).toFixed(1),
+      by_node: second.byNode,
     };
     onSecond(figures);
-    second = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [] };
+    second = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [], byNode: {} };
   };
   let i = 0;
   for (let t = 1; t <= seconds; t++) {

@@ -114,7 +114,9 @@ rk_autoscale_decision rk_autoscale_decide(const rk_autoscale_cfg *cfg, rk_autosc
 bool rk_autoscale_news(const rk_autoscale_state *st, const rk_autoscale_decision *d) {
   if (d->action == RK_AS_GROW || d->action == RK_AS_SHRINK || d->action == RK_AS_CLAMP) return true;
   if (!st->has_last || st->last.action != d->action) return true;
-  return d->action == RK_AS_HOT && (st->last.hot_node != d->hot_node || st->last.hot_shard != d->hot_shard);
+  /* A hot node moving is news; its busiest shard changing with every report is not (small
+   * counts rank shards at random). */
+  return d->action == RK_AS_HOT && st->last.hot_node != d->hot_node;
 }
 
 uint64_t rk_autoscale_alarm(const rk_autoscale_cfg *cfg, const rk_autoscale_state *st, uint64_t now) {

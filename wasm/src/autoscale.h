@@ -67,7 +67,7 @@ rk_autoscale_decision rk_autoscale_decide(const rk_autoscale_cfg *cfg, rk_autosc
                                           const rk_node_load *loads, size_t loads_len, uint32_t least, uint64_t now);
 
 /* Whether `d` is to be logged (and kept as the last decision): a resize asked, or another
- * action (or hot node) than the last one logged. */
+ * action (or another hot node) than the last one logged. */
 bool rk_autoscale_news(const rk_autoscale_state *st, const rk_autoscale_decision *d);
 
 /* When the rule wants to look again (0: never, autoscale off). */
