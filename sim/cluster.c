@@ -778,18 +778,24 @@ static void place_keys(sim *s, ringkv_node *placer, const ProtobufCBinaryData *k
   }
 }
 
-static void setup(sim *s) {
-  const sim_opts *o = s->o;
+ringkv_node *sim_placer(sim *s, Ringkv__Config cfg, int *code, ProtobufCBinaryData *reply) {
   ringkv_node *placer = ringkv_node_create();
   CHECK_ALLOC(placer);
+  Ringkv__NodeState ns = RINGKV__NODE_STATE__INIT;
+  Ringkv__InitRequest in = RINGKV__INIT_REQUEST__INIT;
+  in.config = &cfg;
+  in.node = &ns;
+  *code = core_call(s, placer, RINGKV_OP_INIT, &in.base, reply);
+  return placer;
+}
+
+static void setup(sim *s) {
+  const sim_opts *o = s->o;
+  ringkv_node *placer;
   {
-    Ringkv__Config cfg = sim_config(s);
-    Ringkv__NodeState ns = RINGKV__NODE_STATE__INIT;
-    Ringkv__InitRequest in = RINGKV__INIT_REQUEST__INIT;
-    in.config = &cfg;
-    in.node = &ns;
     ProtobufCBinaryData reply;
-    int code = core_call(s, placer, RINGKV_OP_INIT, &in.base, &reply);
+    int code;
+    placer = sim_placer(s, sim_config(s), &code, &reply);
     if (code != RINGKV_OK) {
       Ringkv__InitReply *ir = ringkv__init_reply__unpack(NULL, reply.len, reply.data);
       fprintf(stderr, "sim: OP_INIT refused the configuration (%d): %s\n", code, ir ? ir->error : "?");

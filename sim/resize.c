@@ -28,15 +28,9 @@ static void control_persist(sim *s, ProtobufCBinaryData state) {
 /* Places every key on ring `g`: its replicas taken (`take`) and added to `ever`. */
 static void place_on(sim *s, const sim_ring *g, bool take) {
   const sim_opts *o = s->o;
-  ringkv_node *placer = ringkv_node_create();
-  CHECK_ALLOC(placer);
-  Ringkv__Config cfg = sim_config_ring(s, g);
-  Ringkv__NodeState ns = RINGKV__NODE_STATE__INIT;
-  Ringkv__InitRequest in = RINGKV__INIT_REQUEST__INIT;
-  in.config = &cfg;
-  in.node = &ns;
   ProtobufCBinaryData reply;
-  int code = core_call(s, placer, RINGKV_OP_INIT, &in.base, &reply);
+  int code;
+  ringkv_node *placer = sim_placer(s, sim_config_ring(s, g), &code, &reply);
   if (code != RINGKV_OK) {
     failf(s, "init", "a placer on ring epoch %" PRIu64 ": OP_INIT returned %d", g->epoch, code);
     ringkv_node_destroy(placer);

@@ -247,6 +247,8 @@ step_result sim_step(sim *s, node *n, Ringkv__StepRequest *req, ProtobufCBinaryD
 /* A node's core from what it persisted, then its start event, whose progress is returned
  * (cluster.c). */
 sim_progress node_init_core(sim *s, node *n);
+/* A core for OP_PLACE only, initialised on `cfg` (its OP_INIT's code and reply out). */
+ringkv_node *sim_placer(sim *s, Ringkv__Config cfg, int *code, ProtobufCBinaryData *reply);
 /* One core call with a generated message (its reply in the core's buffer). */
 int core_call(sim *s, ringkv_node *core, uint32_t op, const ProtobufCMessage *req, ProtobufCBinaryData *reply);
 /* The Config a node's core runs on its ring (cluster.c). */
