@@ -301,6 +301,14 @@ static void test_impossible_confirmations(void **unused) {
   pb_put_bytes(&e, 8, (rk_slice){junk, sizeof junk});
   rk_slice rep;
   assert_int_equal(tl_call(core, RINGKV_OP_CONTROL, tl_done(&e), &rep), RINGKV_E_DECODE);
+  /* A resize ask that is not a message (found by fuzz_request: its slice was read unset). */
+  e = tl_enc();
+  pb_put_bytes(&e, 1, o.state);
+  pb_put_uint(&e, 2, 4);
+  pb_put_bytes(&e, 4, (rk_slice){random, sizeof random});
+  pb_put_uint(&e, 7, 5);
+  assert_int_equal(tl_call(core, RINGKV_OP_CONTROL, tl_done(&e), &rep), RINGKV_E_DECODE);
+  assert_true(rk_slice_eq(o.state, before));
   /* A clock that went back: the unconfirmed are sent the epoch again at once. */
   c = confirm(core, &o, 0, 2, 0, 0, NOW - 60000);
   assert_nodes(c.sends, c.sends_len, 1, 5);

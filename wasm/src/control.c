@@ -104,7 +104,7 @@ static bool progress_read(rk_slice s, uint32_t *node, rk_progress *p) {
 static int state_read(rk_arena *a, rk_slice s, control_state *st) {
   int t_;
   bool ok = true;
-  rk_slice ring_bytes = {NULL, 0}, lease;
+  rk_slice ring_bytes = {NULL, 0}, lease = {NULL, 0};
   memset(st, 0, sizeof *st);
   size_t leases = 0;
   FIELDS(s) {
@@ -138,6 +138,7 @@ static int state_read(rk_arena *a, rk_slice s, control_state *st) {
     }
     case 5: {
       ok = pb_get_bytes(R, WT, &lease);
+      if (!ok) break;
       lease_t l = {0, 0, 0, false};
       FIELDS(lease) {
         case 1: ok = pb_get_u32(R, WT, &l.node); break;
@@ -302,8 +303,9 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
     case 5: ok = pb_get_bool(R, WT, &secret_needed); break;
     case 6: ok = pb_get_bytes(R, WT, &lease_req); lease_asked = true; break;
     case 7: {
-      rk_slice ask;
+      rk_slice ask = {NULL, 0};
       ok = pb_get_bytes(R, WT, &ask);
+      if (!ok) break;   /* ask is unset: not a reader's bounds */
       resize_asked = true;
       FIELDS(ask) {
         case 1: ok = pb_get_u32(R, WT, &resize_to); break;
