@@ -18,9 +18,10 @@ function percentile(sorted, p) {
 /** Runs the load; `onSecond` gets each second's figures. Resolves with the totals. */
 export async function runLoad({ url = "http://127.0.0.1:8787", rps, seconds, keys = 1000, reads = 0.5, concurrency = 64, token, prefix = "load", onSecond = () => {} }) {
   const base = new URL(url);
-  if (base.hostname !== "127.0.0.1" && base.hostname !== "localhost") throw new Error(`load: ${base.hostname} is not 127.0.0.1: the load generator drives a local cluster only`);
+  if (base.hostname !== "127.0.0.1") throw new Error(`load: ${base.hostname} is not 127.0.0.1: the load generator drives a local cluster only`);
   if (!(rps > 0 && rps <= LIMITS.rps)) throw new Error(`load: --rps must be in 1..${LIMITS.rps}`);
   if (!(seconds > 0 && seconds <= LIMITS.seconds)) throw new Error(`load: --seconds must be in 1..${LIMITS.seconds}`);
+  if (!(Number.isInteger(keys) && keys >= 1 && keys <= LIMITS.keys)) throw new Error(`load: --keys must be an integer in 1..${LIMITS.keys}`);
   if (!(concurrency >= 1 && concurrency <= LIMITS.concurrency)) throw new Error(`load: --concurrency must be in 1..${LIMITS.concurrency}`);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const totals = { sent: 0, ok: 0, errors: 0, skipped: 0, status5xx: 0, latencies: [] };
@@ -38,6 +39,7 @@ export async function runLoad({ url = "http://127.0.0.1:8787", rps, seconds, key
         body: read ? undefined : `v${i}`,
         headers,
         signal: AbortSignal.timeout(LIMITS.timeoutMs),
+        redirect: "error",   // a redirect could lead elsewhere: 127.0.0.1 only
       });
       const text = await r.text();
       const ms = performance.now() - t0;

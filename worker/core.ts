@@ -98,6 +98,7 @@ export class CoreError extends Error {
   static readonly E_CATCHING_UP = 14; // lint: abi
   static readonly E_FENCING = 15; // lint: abi
   static readonly E_NOT_SERVING = 16; // lint: abi
+  static readonly E_WRITE_ID = 17; // lint: abi
 
   constructor(
     readonly code: number,

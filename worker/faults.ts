@@ -13,9 +13,12 @@ export interface Faults {
   /** Per node id: the first phase (1 joining, 2 switching, 3 leaving, 4 done) of a ring it
    *  does not take (it stays on the one it holds, so a transition stalls there). */
   ringPhaseHeld: Record<string, number>;
+  /** Node ids that commit a new client write and then answer 500 (a replay of a write id
+   *  they hold is answered normally). */
+  failAfterCommit: number[];
 }
 
-export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [], ringPhaseHeld: {} };
+export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [], ringPhaseHeld: {}, failAfterCommit: [] };
 
 /** The phase number fault injection compares (done, phase 0 of a later epoch, is 4). */
 export function heldPhase(phase: number): number {
@@ -60,7 +63,11 @@ export function normalizeFaults(body: any, skewMsMax: number): Faults {
     }
     ringPhaseHeld[k] = v;
   }
-  return { down, drop, partitions, skewMs, hold, ringPhaseHeld };
+  const failAfterCommit = body.fail_after_commit ?? [];
+  if (!Array.isArray(failAfterCommit) || failAfterCommit.some((n: any) => !Number.isInteger(n) || n < 0)) {
+    throw new HttpError(400, "faults: fail_after_commit must be an array of node ids");
+  }
+  return { down, drop, partitions, skewMs, hold, ringPhaseHeld, failAfterCommit };
 }
 
 /** Whether `from` can reach `to` across the injected partitions. */

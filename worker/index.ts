@@ -9,7 +9,7 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, replicasAt, ringSpan, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
-import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, prefixSuccessor } from "./node";
+import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, WRITE_ID_HEADER, prefixSuccessor } from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
 import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, hex as hexOf, ringHeader, viewFromJson, type RingView } from "./ring";
@@ -21,6 +21,8 @@ import { CONTROL_NAME } from "./control";
 type Msg = Record<string, any>;
 
 const KEY_BYTES_MAX = 1024; // lint: api-limit
+/** X-Ring-Write-Id (SPEC: idempotent writes). */
+const WRITE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const CONTENT_TYPE_BYTES_MAX = 256; // lint: api-limit
 const LIST_LIMIT_MAX = 1000; // lint: api-limit
 /** Node ids run 0 .. 1023 (the core's RINGKV_CLUSTER_SIZE_MAX). */
@@ -55,6 +57,10 @@ interface WorkerPolicy {
   writeGenerationsMax: number;
   /** Times a request is placed again on the newer ring a node's 421 shows. */
   staleRingRetries: number;
+  /** Times a write that failed (5xx or no answer) is sent again to the same replica. */
+  writeSameReplicaRetries: number;
+  /** Random bytes of a generated write id. */
+  writeIdRandomBytes: number;
 }
 
 /** This isolate's copy of the ring, taken from a node the first time it is needed. */
@@ -170,6 +176,8 @@ function placementCore(config: RingConfig, ring: RingView["ring"]): { core: Core
     nodeTimeoutMs: Number(w.nodeTimeoutMs),
     writeGenerationsMax: w.writeGenerationsMax,
     staleRingRetries: w.staleRingRetries,
+    writeSameReplicaRetries: w.writeSameReplicaRetries,
+    writeIdRandomBytes: w.writeIdRandomBytes,
   };
   return { core, policy };
 }
@@ -251,27 +259,47 @@ async function callNode(env: Msg, node: number, path: string, init: RequestInit 
 }
 
 /** Tries the nodes in order; moves on when one throws or answers 5xx. Client errors
- *  (4xx) are final. */
-async function callReplicas(env: Msg, nodes: number[], path: string, init: () => RequestInit): Promise<Response> {
+ *  (4xx) are final. A write (`write` given) is sent again to a replica whose
+ *  answer was lost or a 5xx before the next one, always with the same write id, so a
+ *  replica that committed answers the replay; its final 5xx says how many replicas
+ *  accepted it: 0 when each refused before committing (a replica catching up, fenced or
+ *  without a lease), null when one may have committed. */
+async function callReplicas(env: Msg, nodes: number[], path: string, init: () => RequestInit, write?: { sameReplicaRetries: number }): Promise<Response> {
   let last: Response | undefined;
+  let unknown = false;
   for (const node of nodes) {
-    try {
-      const response = await callNode(env, node, path, init());
-      if (response.status < 500) return response;
-      last = response;
-      console.warn(`ringkv: node ${node} answered ${response.status} on ${path}; trying the next replica`);
-    } catch (err) {
-      console.warn(`ringkv: node ${node} failed on ${path} (${(err as Error).message}); trying the next replica`);
+    for (let attempt = 0; attempt <= (write?.sameReplicaRetries ?? 0); attempt++) {
+      try {
+        const response = await callNode(env, node, path, init());
+        if (response.status < 500) return response;
+        if (last !== undefined) await last.arrayBuffer().catch(() => undefined);
+        last = response;
+        // A replica that refused before committing (CATCHING_UP_HEADER) is not asked again.
+        if (response.headers.get(CATCHING_UP_HEADER) !== null) break;
+        unknown = true;
+        console.warn(`ringkv: node ${node} answered ${response.status} on ${path}`);
+      } catch (err) {
+        unknown = true;
+        console.warn(`ringkv: node ${node} failed on ${path} (${(err as Error).message})`);
+      }
     }
   }
+  const writing = write !== undefined;
   if (last !== undefined) {
     const text = await last.text();
     const headers: Record<string, string> = { "Content-Type": "application/json" };
     const catchingUp = last.headers.get(CATCHING_UP_HEADER);
     if (catchingUp !== null) headers[CATCHING_UP_HEADER] = catchingUp;
-    return new Response(text, { status: last.status, headers });
+    if (!writing) return new Response(text, { status: last.status, headers });
+    let error = "no replica of this key accepted the write";
+    try {
+      error = JSON.parse(text).error ?? error;
+    } catch {
+      // keep the default
+    }
+    return new Response(JSON.stringify({ error, accepted_by: unknown ? null : 0 }), { status: last.status, headers });
   }
-  return json(503, { error: "no replica of this key is available" });
+  return json(503, writing ? { error: "no replica of this key is available", accepted_by: null } : { error: "no replica of this key is available" });
 }
 
 function bearer(request: Request): string | undefined {
@@ -299,9 +327,11 @@ export default {
       return await route(request, env, ctx);
     } catch (err) {
       await discardBody(request);
-      if (err instanceof HttpError) return json(err.status, { error: err.message });
+      const writing = request.method === "PUT" || request.method === "DELETE";
+      if (err instanceof HttpError) return json(err.status, err.status >= 500 && writing ? { error: err.message, accepted_by: null } : { error: err.message });
       console.error(`ringkv: ${(err as Error).stack ?? err}`);
-      return json(500, { error: "internal error" });
+      // Every 5xx to a write says how many replicas accepted it (here: not known).
+      return json(500, writing ? { error: "internal error", accepted_by: null } : { error: "internal error" });
     }
   },
 };
@@ -328,7 +358,7 @@ async function discardBody(request: Request): Promise<void> {
 
 async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   const s = setup(env);
-  if (s.error !== undefined) return json(503, { error: s.error });
+  if (s.error !== undefined) return json(503, (request.method === "PUT" || request.method === "DELETE") ? { error: s.error, accepted_by: 0 } : { error: s.error });
   const config = s.config!;
   const url = new URL(request.url);
   const path = url.pathname;
@@ -507,6 +537,13 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     if ("refused" in verified) fail(400, verified.refused === "older" ? "context from an older release" : "invalid context token");
     tokenPayload = verified.payload;
   }
+  // Every write carries an id: the client's, or one made here (SPEC: idempotent writes).
+  let writeId: string | undefined;
+  if (method !== "GET") {
+    const given = request.headers.get("X-Ring-Write-Id");
+    if (given !== null && !WRITE_ID_PATTERN.test(given)) fail(400, "bad write id: 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
+    writeId = given ?? base64url(crypto.getRandomValues(new Uint8Array(rs.policy.writeIdRandomBytes)));
+  }
   const nodeParam = parseNodeId(rs, url.searchParams.get("node"));
   let siblings = false;
   const siblingsParam = url.searchParams.get("siblings");
@@ -539,9 +576,9 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
   // A node answering 421 holds a newer ring than this isolate's copy (which its reply
   // replaced): the key is placed again on that ring and asked again (SPEC: Resizing).
   let placed = rs;
-  const callPlaced = async (path: string, init: () => RequestInit): Promise<Response> => {
+  const callPlaced = async (path: string, init: () => RequestInit, write?: { sameReplicaRetries: number }): Promise<Response> => {
     for (let attempt = 0; ; attempt++) {
-      const response = await callReplicas(env, targets, path, init);
+      const response = await callReplicas(env, targets, path, init, write);
       if (response.headers.get(STALE_RING_HEADER) === null) return response;
       const refusal = (await response.json().catch(() => ({}))) as Msg;
       if (attempt >= rs.policy.staleRingRetries) return json(503, { error: "the ring is changing: try again", accepted_by: 0 });
@@ -566,12 +603,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     }
     writeGeneration.set(cacheKey, ++generation);
     const response = await callPlaced("/internal/write", () => {
-      const headers: Record<string, string> = { "X-Ring-Key": keyHeader };
+      const headers: Record<string, string> = { "X-Ring-Key": keyHeader, [WRITE_ID_HEADER]: writeId! };
       if (tokenPayload !== undefined) headers["X-Ring-Token"] = base64url(tokenPayload);
       if (deleted) headers["X-Ring-Deleted"] = "1";
       else headers["X-Ring-Content-Type"] = contentType;
       return { method: "POST", headers, body: deleted ? undefined : value };
-    });
+    }, { sameReplicaRetries: rs.policy.writeSameReplicaRetries });
     // Again once the write is in: a read that started after the first bump may have read
     // the old version just before the write landed, and must not cache it.
     writeGeneration.set(cacheKey, ++generation);
@@ -873,7 +910,15 @@ async function faults(request: Request, env: Msg, rs: RingState): Promise<Respon
     if (Object.keys(a.held ?? {}).length > 0) held[String(node)] = a.held;
   });
   return json(failed.length === 0 ? 200 : 503, {
-    faults: { down: settings.down, drop: settings.drop, partitions: settings.partitions, skew_ms: settings.skewMs, hold: settings.hold, ring_phase_held: settings.ringPhaseHeld },
+    faults: {
+      down: settings.down,
+      drop: settings.drop,
+      partitions: settings.partitions,
+      skew_ms: settings.skewMs,
+      hold: settings.hold,
+      ring_phase_held: settings.ringPhaseHeld,
+      fail_after_commit: settings.failAfterCommit,
+    },
     failed_nodes: failed.map(String),
     held,
     delivered,

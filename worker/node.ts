@@ -47,6 +47,8 @@ export const CATCHING_UP_HEADER = "X-Ring-Catching-Up";
 /** Header on a Worker's read asking for the node's local copy (a plain GET ?node=), served
  *  even while the node catches up. */
 export const LOCAL_HEADER = "X-Ring-Local";
+/** A client write's id (X-Ring-Write-Id, checked by the Worker), on /internal/write. */
+export const WRITE_ID_HEADER = "X-Ring-Write-Id";
 /** Header on a node's 400 to a peer: why it refused the whole message. */
 const REFUSED_REASON_HEADER = "X-Ring-Refused-Reason";
 
@@ -527,6 +529,8 @@ export class RingNode extends DurableObject {
           return json(400, { error: "invalid context token" });
         case CoreError.E_SKEW:
           return json(400, { error: "invalid context token: its clock is too far ahead" });
+        case CoreError.E_WRITE_ID:
+          return json(409, { error: "write id reused with another value" });
         case CoreError.E_SIBLINGS:
           return json(409, { error: "too many siblings: read with ?siblings=1 and resolve first" });
         case CoreError.E_KEY_BYTES:
@@ -594,6 +598,7 @@ export class RingNode extends DurableObject {
     if (token === undefined) throw new HttpError(400, "invalid context token");
     const contentType = utf8.encode(deleted ? "" : request.headers.get("X-Ring-Content-Type") ?? "");
     const value = deleted ? EMPTY : new Uint8Array(await request.arrayBuffer());
+    const writeId = utf8.encode(request.headers.get(WRITE_ID_HEADER) ?? "");
     const attempt = () => {
       // From here to the transaction's end nothing is awaited.
       const row = this.storage.loadRow(key);
@@ -609,10 +614,15 @@ export class RingNode extends DurableObject {
         contentType,
         deleted,
         sizes,
+        writeId,
       };
       return decode("WriteReply", this.executor.run({ write }, value).reply);
     };
     const reply = await this.withLease(attempt);
+    // Fault injection: the write is committed, the answer is lost (a replay is answered).
+    if (!reply.replay && this.config!.faultsEnabled && this.faults.failAfterCommit?.includes(this.nodeId!)) {
+      return json(500, { error: `node ${this.nodeId}: injected failure after commit` });
+    }
     return json(200, {
       node: this.nodeId,
       hlc: BigInt.asUintN(64, reply.hlc).toString(), // lint: encoding

@@ -16,6 +16,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["contentType",4,"bytes",0],
     ["valueHash",5,"fixed64",0],
     ["value",6,"bytes",0],
+    ["writeId",7,"bytes",0],
   ],
   Register: [
     ["siblings",1,"Sibling",1],
@@ -171,6 +172,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["deleted",8,"bool",0],
     ["expired",9,"bool",0],
     ["sizes",10,"ValueSize",1],
+    ["writeId",11,"bytes",0],
   ],
   ValueSize: [
     ["dot",1,"Dot",0],
@@ -190,6 +192,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["shardDigest",11,"fixed64",0],
     ["info",12,"KeyInfo",0],
     ["shardKeys",13,"uint32",0],
+    ["replay",14,"bool",0],
   ],
   KeyInfo: [
     ["live",1,"bool",0],
@@ -373,6 +376,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["nodeTimeoutMs",3,"uint64",0],
     ["writeGenerationsMax",4,"uint32",0],
     ["staleRingRetries",5,"uint32",0],
+    ["writeSameReplicaRetries",6,"uint32",0],
+    ["writeIdRandomBytes",7,"uint32",0],
   ],
   Ring: [
     ["epoch",1,"uint64",0],

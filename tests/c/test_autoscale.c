@@ -144,6 +144,18 @@ static void test_hot_shard_is_not_growth(void **unused) {
   assert_false(rk_autoscale_news(&st, &d));
   d.hot_node = 4;
   assert_true(rk_autoscale_news(&st, &d));
+  /* One node so busy that it lifts the whole mean above the band (found by a review:
+   * 2,000 rps at one node of three grew the ring to 7): still a hot shard, not growth. */
+  memset(&st, 0, sizeof st);
+  g = ring_of(3);
+  d = rk_autoscale_decide(&c, &st, &g, l, loads(l, 3, 0, 1, 2000), 3, NOW);
+  assert_true(d.mean_milli > 375000u);
+  assert_int_equal(d.action, RK_AS_HOT);
+  assert_int_equal(d.to, 3);
+  /* The others above the band as well: growth, sized by the whole mean. */
+  d = rk_autoscale_decide(&c, &st, &g, l, loads(l, 3, 400, 1, 2000), 3, NOW);
+  assert_int_equal(d.action, RK_AS_GROW);
+  assert_int_equal(d.to, 10);   /* ceil(3 x 933.3 / 300) */
 }
 
 static void test_clamp_and_waiting(void **unused) {

@@ -346,7 +346,7 @@ static void test_marker_merges(void **state) {
   assert_int_equal(m.malformed, 0);
   drop(p);
   /* Before version 4 an entry without versions is malformed, marker or not. */
-  p = push_of(RINGKV_PROTOCOL_VERSION - 1, key, marker_wire);
+  p = push_of(3, key, marker_wire);
   m = merge(n, NOW_MS, p, key, tomb);
   assert_int_equal(m.applied, 0);
   assert_int_equal(m.malformed, 1);

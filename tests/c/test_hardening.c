@@ -114,6 +114,23 @@ static int write_key(ringkv_node *n, uint64_t now, const char *key, rk_slice met
   return code;
 }
 
+/* OP_WRITE with a write id (NULL: none) and a value or a delete. */
+static int write_id_key(ringkv_node *n, const char *key, rk_slice meta, const char *id, const char *value,
+                        rk_slice *reply) {
+  pb_enc e = tl_enc();
+  pb_put_uint(&e, 1, NOW_MS);
+  pb_put_bytes(&e, 2, tl_str(key));
+  pb_put_bytes(&e, 3, meta);
+  if (value != NULL) pb_put_bytes(&e, 6, tl_str(value));
+  else pb_put_bool(&e, 8, true);
+  if (id != NULL) pb_put_bytes(&e, 11, tl_str(id));
+  rk_slice r;
+  int code = tl_call(n, RINGKV_OP_WRITE, tl_done(&e), &r);
+  if (reply != NULL) *reply = code == RINGKV_OK ? copy(r) : (rk_slice){NULL, 0};
+  tl_reset();
+  return code;
+}
+
 /* A Token payload for `key` covering `dots` as explicit dots (canonical, as the core
  * encodes it) with the given max HLC. */
 static rk_slice token_of(const char *key, uint64_t max_hlc, const rk_dot *dots, size_t n) {
@@ -542,12 +559,97 @@ static void test_control_step(void **state) {
   drop(first);
 }
 
+/* Write ids: a replay of a held version answers it and changes nothing (the same dot, HLC
+ * and a context covering it only); another value, content or kind under the id is
+ * RINGKV_E_WRITE_ID; ids outside 1..64 of [A-Za-z0-9_-] are refused. */
+static void test_write_ids(void **state) {
+  (void)state;
+  tl_config c = tl_default_config();
+  ringkv_node *n = tl_node(c, 0);
+  rk_slice first, again, other;
+  assert_int_equal(write_id_key(n, "k", (rk_slice){NULL, 0}, "id-1", "v1", &first), RINGKV_OK);
+  assert_int_equal(tl_u64(first, 14), 0);
+  rk_slice meta = copy(tl_bytes_field(first, 2));
+  /* A second write without an id: two versions would be siblings only with a context;
+   * a blind one supersedes, so write the replay against the first state. */
+  assert_int_equal(write_id_key(n, "k", meta, "id-1", "v1", &again), RINGKV_OK);
+  assert_int_equal(tl_u64(again, 14), 1);
+  assert_int_equal(tl_fixed64(again, 4), tl_fixed64(first, 4));
+  assert_true(rk_slice_eq(tl_bytes_field(again, 3), tl_bytes_field(first, 3)));
+  assert_int_equal(tl_u64(again, 6), 1);
+  assert_int_equal(tl_bytes_field(again, 2).len, 0);   /* no new row */
+  /* The counter did not move: the next write takes the next dot. */
+  assert_int_equal(write_id_key(n, "k", meta, "id-2", "v2", &other), RINGKV_OK);
+  assert_int_equal(tl_u64(tl_bytes_field(other, 3), 2), tl_u64(tl_bytes_field(first, 3), 2) + 1);
+  drop(other);
+  /* The same id with another value, or as a delete: refused. */
+  assert_int_equal(write_id_key(n, "k", meta, "id-1", "v2", NULL), RINGKV_E_WRITE_ID);
+  assert_int_equal(write_id_key(n, "k", meta, "id-1", NULL, NULL), RINGKV_E_WRITE_ID);
+  /* Ids a client cannot send. */
+  char long_id[RINGKV_WRITE_ID_BYTES_MAX + 2];
+  memset(long_id, 'a', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = 0;
+  assert_int_equal(write_id_key(n, "k", meta, long_id, "v", NULL), RINGKV_E_VALUE);
+  long_id[RINGKV_WRITE_ID_BYTES_MAX] = 0;
+  assert_int_equal(write_id_key(n, "k", meta, long_id, "v", NULL), RINGKV_OK);
+  assert_int_equal(write_id_key(n, "k", meta, "a b", "v", NULL), RINGKV_E_VALUE);
+  assert_int_equal(write_id_key(n, "k", meta, "a/b", "v", NULL), RINGKV_E_VALUE);
+  /* The id is part of the stored version: its metadata decodes with it, and a register
+   * naming an invalid one does not decode. */
+  rk_reg r;
+  assert_int_equal(rk_reg_decode(tl_arena(), meta, &r), RINGKV_OK);
+  assert_int_equal(r.sibs_len, 1);
+  assert_true(rk_slice_eq(r.sibs[0].write_id, tl_str("id-1")));
+  r.sibs[0].write_id = tl_str("bad id");
+  pb_enc e = tl_enc();
+  rk_reg_encode(&e, &r, false);
+  rk_reg back;
+  assert_int_equal(rk_reg_decode(tl_arena(), tl_done(&e), &back), RINGKV_E_DECODE);
+  tl_reset();
+  drop(first);
+  drop(again);
+  drop(meta);
+  ringkv_node_destroy(n);
+}
+
+/* Two copies of one dot that disagree (a broken peer's) merge to the same copy in either
+ * order, so replicas cannot be split for good by them. */
+static void test_contradictory_copies(void **state) {
+  (void)state;
+  rk_arena *a = tl_arena();
+  rk_dot d = {1, 7};
+  rk_ctx none = {NULL, 0, NULL, 0}, ctx;
+  assert_int_equal(rk_ctx_add(a, &none, d, &ctx), RINGKV_OK);
+  rk_sib s1, s2;
+  memset(&s1, 0, sizeof s1);
+  s1.dot = d;
+  s1.hlc = 100;
+  s1.value_hash = 5;
+  s2 = s1;
+  const char *pairs[][2] = {{"hlc", ""}, {"id", "w1"}, {"type", "text/plain"}};
+  for (size_t i = 0; i < 3; i++) {
+    s2 = s1;
+    if (i == 0) s2.hlc = 101;
+    if (i == 1) s2.write_id = tl_str(pairs[i][1]);
+    if (i == 2) s2.content_type = tl_str(pairs[i][1]);
+    rk_reg x = {&s1, 1, ctx}, y = {&s2, 1, ctx}, xy, yx;
+    assert_int_equal(rk_reg_merge(a, &x, &y, &xy), RINGKV_OK);
+    assert_int_equal(rk_reg_merge(a, &y, &x, &yx), RINGKV_OK);
+    pb_enc e1 = tl_enc(), e2 = tl_enc();
+    rk_reg_encode(&e1, &xy, false);
+    rk_reg_encode(&e2, &yx, false);
+    assert_true(rk_slice_eq(pb_result(&e1), pb_result(&e2)));
+  }
+  tl_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_impossible_tokens),  cmocka_unit_test(test_future_hlc_waits),
       cmocka_unit_test(test_write_clock_bounded), cmocka_unit_test(test_dot_claims),
       cmocka_unit_test(test_no_version_refused), cmocka_unit_test(test_protocol_versions),
-      cmocka_unit_test(test_control_step),
+      cmocka_unit_test(test_control_step), cmocka_unit_test(test_write_ids),
+      cmocka_unit_test(test_contradictory_copies),
   };
   int failed = cmocka_run_group_tests_name("hardening", tests, NULL, NULL);
   tl_free();

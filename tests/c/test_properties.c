@@ -106,6 +106,9 @@ static void model_write(universe *u, uint32_t id, const observed *tok, bool dele
   fresh.dot = dot;
   fresh.hlc = hlc;
   fresh.deleted = deleted;
+  /* Some writes carry a write id (part of the version; merge ignores it). */
+  static const char *const write_ids[4] = {"w-a", "w_b", "W9", ""};
+  fresh.write_id = tl_str(write_ids[dot.counter % 4]);
   if (!deleted) {
     fresh.content_type = tl_str("text/plain");
     fresh.value_hash = rk_hash(&dot.counter, sizeof dot.counter) ^ dot.node;

@@ -281,6 +281,16 @@ static void test_live_count_and_restarts(void **state) {
   assert_false(s2.has_load);
   assert_int_equal(s2.reports, 0);
   ringkv_node_destroy(q);
+  /* The same, acknowledged by a report of an earlier release (its version not this
+   * build's): one report at start, so RingControl learns this release's version. */
+  assert_int_equal(tl_u64(done_state, 23), RINGKV_PROTOCOL_VERSION);
+  pb_enc older = tl_enc();
+  pb_put_raw(&older, done_state.ptr, done_state.len);
+  pb_put_uint(&older, 23, RINGKV_PROTOCOL_VERSION - 1);   /* a later field replaces it */
+  ringkv_node *u = reporting_node(3, tl_done(&older));
+  out s4 = step(u, now + 20, 8, (rk_slice){NULL, 0});
+  assert_true(s4.load_report);
+  ringkv_node_destroy(u);
   /* A node of an earlier build (StepState without the count): counted once. */
   pb_enc e = tl_enc();
   pb_put_uint(&e, 3, 9);

@@ -403,6 +403,10 @@ static void test_older_release_holds_resizes_back(void **unused) {
   assert_int_equal(c.status, 409);
   assert_ring(c.ring, 1, 4, 0, 0, 0);
   assert_false(c.state_changed);
+  /* Node 2 is sent the ring: that starts it, and a node of this release reports at its
+   * start (idle, it would not report, and the resize would wait on it). */
+  assert_int_equal(c.sends_len, 1);
+  assert_int_equal(c.sends[0], 2);
   /* The same size is still 200, and out of range still 400 (the 400 checks first). */
   assert_int_equal(ask(core, &o, 4, NOW).status, 200);
   assert_int_equal(ask(core, &o, 2, NOW).status, 400);
@@ -411,6 +415,8 @@ static void test_older_release_holds_resizes_back(void **unused) {
   c = control(core, &o, ev());
   assert_ring(c.ring, 1, 4, 0, 0, 0);
   assert_false(c.state_changed);
+  assert_int_equal(c.sends_len, 1);
+  assert_int_equal(c.sends[0], 2);
   /* Node 2 upgraded (nodes 4 and 5, outside the ring of 4, do not count): it applies. */
   versions[2] = RINGKV_PROTOCOL_VERSION;
   c = control(core, &o, ev());

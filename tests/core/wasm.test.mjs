@@ -213,12 +213,12 @@ test("interop: protobufjs reads the core's messages and the core reads protobufj
   // Unknown fields are skipped: the same Push with an extra field 15 still decodes.
   const extra = new Uint8Array([...push, (15 << 3) | 0, 42]);
   assert.deepEqual(other.call(Op.MessageKeys, { message: extra }).keys, [key]);
-  // Versions 1 to 4 are read; any other is refused.
-  for (const version of [1, 2, 3, 4]) {
+  // Versions 1 to 5 are read; any other is refused.
+  for (const version of [1, 2, 3, 4, 5]) {
     const ok = T("Push").encode({ version, from: 0, entries: [] }).finish();
     assert.deepEqual(other.call(Op.MessageKeys, { message: ok }).keys, []);
   }
-  for (const version of [0, 5]) {
+  for (const version of [0, 6]) {
     const bad = T("Push").encode({ version, from: 0, entries: [] }).finish();
     assert.throws(() => other.call(Op.MessageKeys, { message: bad }), (e) => e.code === CoreError.E_PROTOCOL);
   }

@@ -19,6 +19,7 @@
 //      nothing starts; once that node reports this release's version, the resize runs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { startCluster, waitFor, kvPath } from "./helpers.mjs";
 import { encode } from "../../worker/pb.ts";
 
@@ -279,7 +280,10 @@ test("a node of the previous release holds a resize back (409 with the reason) u
       });
       assert.equal(r.status, 200, await r.text());
     };
-    await report(3, 1n << 52n);
+    // This release's protocol version, as the core's header states it.
+    const header = readFileSync(new URL("../../wasm/include/ringkv.h", import.meta.url), "utf8");
+    const current = Number(/#define RINGKV_PROTOCOL_VERSION (\d+)u/.exec(header)[1]);
+    await report(current - 1, 1n << 52n);
     const refused = await post(c, 5);
     assert.equal(refused.status, 409, refused.text);
     assert.match(refused.json.error, /older release/);
@@ -290,7 +294,7 @@ test("a node of the previous release holds a resize back (409 with the reason) u
     assert.equal((await post(c, 0)).status, 400);
     assert.equal((await post(c, 4)).status, 200);
     // Node 3 upgraded: the same POST starts the resize, which ends.
-    await report(4, (1n << 52n) + 1n);
+    await report(current, (1n << 52n) + 1n);
     const started = await post(c, 5);
     assert.equal(started.status, 202, started.text);
     await resized(c, 5);

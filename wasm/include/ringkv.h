@@ -25,13 +25,14 @@
 
 /* Node-to-node protocol: a node speaks RINGKV_PROTOCOL_VERSION and accepts the version
  * before it too (an upgrade runs old and new nodes side by side). */
-#define RINGKV_PROTOCOL_VERSION 4u   /* 3: anti-entropy narrows below shards (KeyRange);
-                                        4: collection markers */
+#define RINGKV_PROTOCOL_VERSION 5u   /* 3: anti-entropy narrows below shards (KeyRange);
+                                        4: collection markers; 5: write ids */
 #define RINGKV_PROTOCOL_VERSION_MIN 1u
 
 /* Limits. Units last; every decoder enforces them. */
 #define RINGKV_KEY_BYTES_MAX 1024u
 #define RINGKV_CONTENT_TYPE_BYTES_MAX 256u
+#define RINGKV_WRITE_ID_BYTES_MAX 64u
 #define RINGKV_VALUE_BYTES_MAX (32u * 1024u * 1024u)   /* the shim's MAX_VALUE_BYTES is lower */
 #define RINGKV_CLUSTER_SIZE_MAX 1024u
 #define RINGKV_SHARDS_MAX 65536u
@@ -198,6 +199,8 @@ enum ringkv_code {
                                 key's shard in its ring's phase (SPEC: Resizing): the sender
                                 placed the key on an older ring; it takes the node's ring and
                                 places the key again */
+  RINGKV_E_WRITE_ID = 17,    /* the write id names a stored version with another value,
+                                content type or kind (409) */
 };
 
 typedef struct ringkv_node ringkv_node;

@@ -2,9 +2,9 @@
  *
  * mean = the ring's nodes' client request rates summed / N. Grow when mean > 1.25 x target;
  * shrink when mean < 0.5 x target has held for AUTOSCALE_SHRINK_SECONDS; the next size is
- * clamp(ceil(N x mean / target), MIN, MAX). One node above 1.25 x target while the mean is
- * not is a hot shard (its busiest shard and that shard's share are reported), never a
- * reason to grow: more nodes would not split one shard's keys. */
+ * clamp(ceil(N x mean / target), MIN, MAX). One node above 1.25 x target while the mean of
+ * the others is not is a hot shard (its busiest shard and that shard's share are
+ * reported), never a reason to grow: more nodes would not split one shard's keys. */
 #include "autoscale.h"
 
 #include "fields.h"
@@ -23,7 +23,7 @@ static uint32_t clamp_size(const rk_autoscale_cfg *cfg, uint32_t least, uint64_t
 /* ceil(n x mean / target), both rates in thousandths, saturating. */
 static uint64_t size_for(uint32_t n, uint64_t mean_milli, uint64_t target_rps) {
   uint64_t target_milli = RK_MAX(target_rps, 1u) * 1000u;
-  if (mean_milli > UINT64_MAX / RINGKV_CLUSTER_SIZE_MAX) return RINGKV_CLUSTER_SIZE_MAX;
+  if (mean_milli > (UINT64_MAX - target_milli) / RINGKV_CLUSTER_SIZE_MAX) return RINGKV_CLUSTER_SIZE_MAX;
   return ((uint64_t)n * mean_milli + target_milli - 1u) / target_milli;
 }
 
@@ -83,7 +83,11 @@ rk_autoscale_decision rk_autoscale_decide(const rk_autoscale_cfg *cfg, rk_autosc
   }
   /* target_milli is at most RK_AUTOSCALE_TARGET_RPS_MAX x 1000: no product overflows. */
   uint64_t grow_above = target_milli * GROW_PER_MILLE / 1000u, shrink_below = target_milli * SHRINK_PER_MILLE / 1000u;
-  if (d.mean_milli > grow_above) {
+  /* Growth is judged without the busiest node: one node's load alone (a hot key, or a
+   * client naming one node) must not grow the ring, since more nodes would not split one
+   * shard's keys. The size still comes from the whole mean. */
+  uint64_t others_milli = n > 1 ? (sum - RK_MIN(hot_rate, sum)) / (n - 1u) : d.mean_milli;
+  if (d.mean_milli > grow_above && others_milli > grow_above) {
     st->below_since_ms = 0;
     d.to = clamp_size(cfg, least, size_for(n, d.mean_milli, cfg->target_rps));
     d.action = d.to > n ? RK_AS_GROW : RK_AS_HOLD;
@@ -112,8 +116,10 @@ rk_autoscale_decision rk_autoscale_decide(const rk_autoscale_cfg *cfg, rk_autosc
 }
 
 bool rk_autoscale_news(const rk_autoscale_state *st, const rk_autoscale_decision *d) {
-  if (d->action == RK_AS_GROW || d->action == RK_AS_SHRINK || d->action == RK_AS_CLAMP) return true;
   if (!st->has_last || st->last.action != d->action) return true;
+  /* A resize the rule asks for again (one the step refused: a bound, an older node) is
+   * news only when its size changes; one that starts is always news (the caller's). */
+  if (d->action == RK_AS_GROW || d->action == RK_AS_SHRINK || d->action == RK_AS_CLAMP) return st->last.to != d->to;
   /* A hot node moving is news; its busiest shard changing with every report is not (small
    * counts rank shards at random). */
   return d->action == RK_AS_HOT && st->last.hot_node != d->hot_node;

@@ -248,6 +248,25 @@ static int lease_grant(rk_arena *a, control_state *st, rk_slice req, pb_enc *log
 }
 
 /* A log line of static text and up to two numbers ("%" marks where each goes). */
+/* The 409 of a resize held back by a node of an older release, naming it. */
+static const char *older_release_error(rk_arena *a, uint32_t node) {
+  static const char head[] = "node ", tail[] = " of the ring runs an older release (protocol version): resize once the deployment has reached every node";
+  char digits[12];
+  size_t nd = 0;
+  do {
+    digits[nd++] = (char)('0' + node % 10u);
+    node /= 10u;
+  } while (node > 0 && nd < sizeof digits);
+  char *s = rk_alloc(a, sizeof head + nd + sizeof tail);
+  if (s == NULL) return tail + 1;
+  size_t len = 0;
+  memcpy(s, head, sizeof head - 1);
+  len = sizeof head - 1;
+  while (nd > 0) s[len++] = digits[--nd];
+  memcpy(s + len, tail, sizeof tail);   /* with its terminator */
+  return s;
+}
+
 static void log_write(pb_enc *e, const char *text, uint64_t a, uint64_t b) {
   char buf[256];
   size_t len = 0;
@@ -388,9 +407,17 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   rk_resize_answer answer = {0, NULL, false, 0};
   rk_resize_limits limits = {replicas, stored_bytes, key_bytes_max, max_siblings, versions.v, versions.len,
                              as_cfg.on ? as_cfg.min : 0, as_cfg.on ? as_cfg.max : 0};
+  /* A node holding a resize back by an older version it last reported is sent the ring:
+   * that starts it, and a node of this release reports at its start (an idle one would
+   * not report, and the resize would wait for as long as it stays idle). */
+  uint32_t wake = UINT32_MAX;
   if (resize_asked && rk_resize_ask(&st.rz, resize_to, &limits, &answer)) {
     changed = true;
     log_write(&logs, "resize asked: from % to %, joining", g->from, g->to);
+  }
+  if (answer.later) {
+    wake = answer.node;
+    answer.error = older_release_error(a, answer.node);
   }
   if (rk_resize_advance(&st.rz)) {
     changed = true;
@@ -413,6 +440,7 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
       } else if (env.later) {
         /* Not applied yet: a later step (the next report) tries again. */
         log_write(&logs, "CLUSTER_SIZE=% waits: node % reports an older protocol version", cluster_size, env.node);
+        wake = env.node;
       } else if (env.status == 400 || env.status == 409) {
         log_write(&logs, "CLUSTER_SIZE=% cannot be applied (out of range for REPLICAS, keys stored, or a bound per node: see POST /v1/admin/cluster): the ring keeps size %",
                   cluster_size, g->size);
@@ -432,16 +460,19 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   if (as_cfg.on && resizing && stored_known) {
     rk_autoscale_state before = st.as;
     as_now = rk_autoscale_decide(&as_cfg, &st.as, g, loads, loads_len, replicas == 0 ? 1u : replicas, now);
+    bool as_started = false;
     if (as_now.action == RK_AS_GROW || as_now.action == RK_AS_SHRINK || as_now.action == RK_AS_CLAMP) {
       rk_resize_answer as_ans = {0, NULL, false, 0};
       if (rk_resize_ask(&st.rz, as_now.to, &limits, &as_ans)) {
+        as_started = true;
         st.as.in_transition = true;
         log_write(&logs, "autoscale: resize from % to %, joining", g->from, g->to);
       } else {
-        as_error = as_ans.error;
+        as_error = as_ans.later ? older_release_error(a, as_ans.node) : as_ans.error;
+        if (as_ans.later) wake = as_ans.node;
       }
     }
-    as_news = rk_autoscale_news(&st.as, &as_now);
+    as_news = as_started || rk_autoscale_news(&st.as, &as_now);
     if (as_news) {
       st.as.last = as_now;
       st.as.has_last = true;
@@ -455,6 +486,9 @@ int rk_control_step(rk_arena *a, rk_slice req, rk_slice *reply) {
   uint64_t alarm = 0;
   size_t sends = now != 0 ? rk_resize_due(&st.rz, now, send_to, &alarm) : 0;
   changed |= sends > 0;
+  bool listed = false;
+  for (size_t i = 0; i < sends; i++) listed |= send_to[i] == wake;
+  if (wake != UINT32_MAX && !listed && sends < RINGKV_CLUSTER_SIZE_MAX) send_to[sends++] = wake;
   size_t waiting_len = rk_resize_waiting(&st.rz, waiting);
 
   pb_enc e;

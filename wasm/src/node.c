@@ -24,6 +24,8 @@
 #define WORKER_WRITE_GENERATIONS_MAX 10000u /* cache keys tracked for write generations */
 #define WORKER_STALE_RING_RETRIES 3u   /* a request placed again on a newer ring (each 421 is
                                           an epoch on; a resize is four) */
+#define WORKER_WRITE_SAME_REPLICA_RETRIES 1u /* SPEC: after a 5xx, once more at the same replica */
+#define WORKER_WRITE_ID_RANDOM_BYTES 16u     /* 128 bits: 22 base64url characters */
 
 /* ---------------------------------------------------------------------------------------
  * Small helpers */
@@ -470,8 +472,17 @@ uint64_t rk_marker_keep_ms(const ringkv_node *n) {
 /* A stored row: versions, or a collection marker. */
 static bool reg_stored(const rk_reg *r) { return r->sibs_len > 0 || rk_reg_is_marker(r); }
 
-/* Markers exist from protocol version 4: none is sent in an older one. */
+/* Markers exist from protocol version 4, write ids from 5: an entry is never sent in a
+ * version that cannot carry it (it waits, unacknowledged, until the peer speaks one). */
 #define MARKER_VERSION_MIN 4u
+#define WRITE_ID_VERSION_MIN 5u
+
+static uint32_t reg_version_min(const rk_reg *r) {
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (r->sibs[i].write_id.len > 0) return WRITE_ID_VERSION_MIN;
+  }
+  return r->sibs_len == 0 ? MARKER_VERSION_MIN : RINGKV_PROTOCOL_VERSION_MIN;
+}
 
 static void dot_write(pb_enc *e, uint32_t field, rk_dot d) {
   size_t m = pb_begin(e, field);
@@ -641,6 +652,8 @@ static void worker_policy_write(pb_enc *e) {
   pb_put_uint(e, 3, WORKER_NODE_TIMEOUT_MS);
   pb_put_uint(e, 4, WORKER_WRITE_GENERATIONS_MAX);
   pb_put_uint(e, 5, WORKER_STALE_RING_RETRIES);
+  pb_put_uint(e, 6, WORKER_WRITE_SAME_REPLICA_RETRIES);
+  pb_put_uint(e, 7, WORKER_WRITE_ID_RANDOM_BYTES);
   pb_end(e, worker);
 }
 
@@ -877,7 +890,7 @@ static int op_place(ringkv_node *n, rk_slice req, rk_slice *reply) {
 
 typedef struct {
   uint64_t now_ms;
-  rk_slice key, meta, token, value, content_type;
+  rk_slice key, meta, token, value, content_type, write_id;
   bool has_token, deleted, expired;
   value_size *sizes;
   size_t sizes_len;
@@ -893,6 +906,36 @@ static bool token_possible(const ringkv_node *n, const rk_ctx *c) {
     if (d.node == n->self && d.counter > n->counter) return false;
   }
   return true;
+}
+
+/* The stored version carrying this write id, if any. */
+static const rk_sib *write_id_held(const rk_reg *r, rk_slice id) {
+  for (size_t i = 0; i < r->sibs_len; i++) {
+    if (rk_slice_eq(r->sibs[i].write_id, id)) return &r->sibs[i];
+  }
+  return NULL;
+}
+
+/* The answer to a replayed write id: the held version, a context covering it only, the
+ * key's current sibling count (SPEC: idempotent writes). */
+static int write_replay(ringkv_node *n, const rk_reg *local, const rk_sib *held, uint64_t key_hash, rk_slice *reply) {
+  rk_arena *a = &n->arena;
+  int err = 0;
+  rk_ctx only = {NULL, 0, NULL, 0}, answer;
+  RK_TRY(rk_ctx_add(a, &only, held->dot, &answer));
+  rk_slice token = token_bytes(a, key_hash, held->hlc, &answer, &err);
+  if (err != 0) return err;
+  pb_enc e;
+  pb_enc_init(&e, a);
+  node_state_write(&e, 1, n);
+  dot_write(&e, 3, held->dot);
+  pb_put_fixed64(&e, 4, held->hlc);
+  pb_put_bytes(&e, 5, token);
+  pb_put_uint(&e, 6, local->sibs_len);
+  pb_put_uint(&e, 10, shard_of(n, key_hash));
+  pb_put_bool(&e, 14, true);
+  *reply = finish(&e, &err);
+  return err;
 }
 
 static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
@@ -913,9 +956,11 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
     case 8: ok = pb_get_bool(R, WT, &w.deleted); break;
     case 9: ok = pb_get_bool(R, WT, &w.expired); break;
     case 10: ok = value_size_push(a, R, WT, &w.sizes, &w.sizes_len, &sizes_cap); break;
+    case 11: ok = pb_get_bytes(R, WT, &w.write_id); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  if (w.write_id.len > 0 && !rk_write_id_valid(w.write_id)) return RINGKV_E_VALUE;
   if (!key_valid(w.key) || w.value.len > RINGKV_VALUE_BYTES_MAX ||
       w.content_type.len > RINGKV_CONTENT_TYPE_BYTES_MAX ||
       (w.deleted && (w.value.len != 0 || w.content_type.len != 0))) {
@@ -929,6 +974,17 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
     RK_TRY(token_read(a, w.token, &tok));
     if (tok.key_hash != key_hash || !token_possible(n, &tok.ctx)) return RINGKV_E_TOKEN;
     if (tok.max_hlc > rk_hlc_bound(w.now_ms, n->cfg.max_clock_skew_ms)) return RINGKV_E_SKEW;
+  }
+  /* A replay of a write this node holds: answered with that version, changing nothing. */
+  if (w.write_id.len > 0) {
+    const rk_sib *held = write_id_held(&local, w.write_id);
+    if (held != NULL) {
+      if (held->deleted != w.deleted || held->value_hash != rk_hash_slice(w.value) ||
+          !rk_slice_eq(held->content_type, w.content_type)) {
+        return RINGKV_E_WRITE_ID;
+      }
+      return write_replay(n, &local, held, key_hash, reply);
+    }
   }
 
   /* Which local versions this write supersedes, and the HLC floor they set. */
@@ -985,6 +1041,7 @@ static int op_write(ringkv_node *n, rk_slice req, rk_slice *reply) {
   fresh.deleted = w.deleted;
   fresh.content_type = w.content_type;
   fresh.value_hash = rk_hash_slice(w.value);
+  fresh.write_id = w.write_id;
 
   /* The new register: kept versions plus the new one, in dot order. */
   rk_reg next;
@@ -1610,7 +1667,7 @@ static int op_merge(ringkv_node *n, rk_slice req, rk_slice *reply) {
       /* Tombstones and markers are sent too: a replica that missed the delete needs them
        * (markers only in a version that has them). */
       if (!answers[i] || !reg_stored(&current[i])) continue;
-      if (current[i].sibs_len == 0 && p.version < MARKER_VERSION_MIN) continue;
+      if (reg_version_min(&current[i]) > p.version) continue;
       bool same = false;
       for (size_t j = 0; j < p.entries_len; j++) {
         if (!malformed[j] && rk_slice_eq(p.entries[j].key, key)) {
@@ -1757,7 +1814,7 @@ static int op_build_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
     uint32_t nw = 0;
     for (uint32_t i = 0; i < nt; i++) {
       int32_t pi = peer_index[targets[i]];
-      if (reg.sibs_len == 0 && version_for(n, targets[i]) < MARKER_VERSION_MIN) continue;
+      if (reg_version_min(&reg) > version_for(n, targets[i])) continue;
       if (pi >= 0 && seq > peers[pi].acked) targets[nw++] = targets[i];
     }
     if (nw == 0) continue;
@@ -2308,7 +2365,7 @@ static int op_ae_repair(ringkv_node *n, rk_slice req, rk_slice *reply) {
     if (!repair_covers(n, &want, (uint32_t)want.ranges_len, locals[i].key)) continue;
     rk_reg reg;
     RK_TRY(local_reg(a, &locals[i], true, &reg));
-    if (reg.sibs_len == 0 && version < MARKER_VERSION_MIN) continue;
+    if (reg_version_min(&reg) > version) continue;
     entry_write(&m, 3, locals[i].key, &reg);
   }
   pb_put_packed_u32(&m, 4, want.shards, want.shards_len);

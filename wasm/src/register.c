@@ -171,6 +171,32 @@ int rk_ctx_decode(rk_arena *a, rk_slice bytes, rk_ctx *out) {
 /* ---------------------------------------------------------------------------------------
  * Registers */
 
+bool rk_write_id_valid(rk_slice id) {
+  if (id.len == 0 || id.len > RINGKV_WRITE_ID_BYTES_MAX) return false;
+  for (size_t i = 0; i < id.len; i++) {
+    uint8_t c = id.ptr[i];
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/* A total order on one dot's copies by their metadata: copies that disagree come only
+ * from a broken or hostile peer, and every replica must keep the same one. */
+static int slice_cmp(rk_slice a, rk_slice b) {
+  size_t n = RK_MIN(a.len, b.len);
+  int c = n == 0 ? 0 : memcmp(a.ptr, b.ptr, n);
+  if (c != 0) return c;
+  return a.len == b.len ? 0 : a.len < b.len ? -1 : 1;
+}
+static int sib_meta_cmp(const rk_sib *a, const rk_sib *b) {
+  if (a->hlc != b->hlc) return a->hlc < b->hlc ? -1 : 1;
+  if (a->deleted != b->deleted) return a->deleted ? 1 : -1;
+  if (a->value_hash != b->value_hash) return a->value_hash < b->value_hash ? -1 : 1;
+  int c = slice_cmp(a->content_type, b->content_type);
+  return c != 0 ? c : slice_cmp(a->write_id, b->write_id);
+}
+
 static void sib_encode(pb_enc *e, const rk_sib *s, bool with_values) {
   size_t m = pb_begin(e, 1);
   dot_encode(e, 1, s->dot);
@@ -179,6 +205,7 @@ static void sib_encode(pb_enc *e, const rk_sib *s, bool with_values) {
   pb_put_bytes(e, 4, s->content_type);
   pb_put_fixed64(e, 5, s->value_hash);
   if (with_values) pb_put_bytes(e, 6, s->value);
+  pb_put_bytes(e, 7, s->write_id);
   pb_end(e, m);
 }
 
@@ -208,6 +235,7 @@ static int sib_decode(rk_slice bytes, rk_sib *out) {
       case 4: ok = pb_get_bytes(&r, wt, &out->content_type); break;
       case 5: ok = pb_get_fixed64(&r, wt, &out->value_hash); break;
       case 6: ok = pb_get_bytes(&r, wt, &out->value); break;
+      case 7: ok = pb_get_bytes(&r, wt, &out->write_id) && rk_write_id_valid(out->write_id); break;
       default: ok = pb_skip(&r, wt); break;
     }
     if (!ok) return RINGKV_E_DECODE;
@@ -281,9 +309,12 @@ int rk_reg_merge(rk_arena *a, const rk_reg *x, const rk_reg *y, rk_reg *out) {
   while (i < x->sibs_len || j < y->sibs_len) {
     int cmp = i >= x->sibs_len ? 1 : j >= y->sibs_len ? -1 : rk_dot_cmp(x->sibs[i].dot, y->sibs[j].dot);
     if (cmp == 0) {
-      /* One dot is one version: both copies agree except that one may carry its value. */
-      const rk_sib *s = &x->sibs[i];
-      if (s->value.len == 0 && y->sibs[j].value.len != 0) s = &y->sibs[j];
+      /* One dot is one version: both copies agree except that one may carry its value.
+       * Copies that disagree (a broken peer's) are settled by their metadata, so that the
+       * merge stays commutative and the replicas keep the same one. */
+      const rk_sib *s = &x->sibs[i], *o = &y->sibs[j];
+      int c = sib_meta_cmp(s, o);
+      if (c < 0 || (c == 0 && s->value.len == 0 && o->value.len != 0)) s = o;
       sibs[n++] = *s;
       i++;
       j++;

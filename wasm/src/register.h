@@ -28,6 +28,7 @@ typedef struct {
   rk_slice content_type;
   uint64_t value_hash;
   rk_slice value;      /* empty when decoded from metadata */
+  rk_slice write_id;   /* the client's write id, empty when none (RINGKV_WRITE_ID_BYTES_MAX) */
 } rk_sib;
 
 /* Siblings sorted by dot, unique; the context covers every sibling's dot. */
@@ -48,6 +49,9 @@ static inline bool rk_sib_outranks(const rk_sib *a, const rk_sib *b) {
   if (a->hlc != b->hlc) return a->hlc > b->hlc;
   return a->dot.node > b->dot.node;
 }
+
+/* A write id: 1 to RINGKV_WRITE_ID_BYTES_MAX of [A-Za-z0-9_-]. */
+bool rk_write_id_valid(rk_slice id);
 
 bool rk_ctx_covers(const rk_ctx *c, rk_dot d);
 /* out = a ∪ b, normalised. */

@@ -26,7 +26,7 @@ void rk_report_start(rk_report *r) {
    * RingControl holds. (A state of this build always has report_state set.) */
   r->counted = r->state != RK_REPORT_NEVER;
   r->full = r->state != RK_REPORT_DONE;
-  r->changed = r->state != RK_REPORT_DONE;
+  r->changed = r->state != RK_REPORT_DONE || r->version != RINGKV_PROTOCOL_VERSION;
   r->quiet = true;
 }
 
@@ -54,6 +54,7 @@ void rk_report_state_write(pb_enc *e, const rk_report *r) {
   pb_put_uint(e, 20, r->live_keys);
   pb_put_uint(e, 21, r->state);
   pb_put_uint(e, 22, r->number);
+  pb_put_uint(e, 23, r->version);
 }
 
 /* The winner (highest (hlc, node)) of stored metadata, read without decoding the whole
@@ -151,6 +152,7 @@ void rk_report_outcome(rk_report *r, const ringkv_node *n, uint64_t now, bool an
     if (r->shard_requests != NULL) memset(r->shard_requests, 0, n->cfg.shards * sizeof *r->shard_requests);
     r->failures = 0;
     r->retry_ms = 0;
+    r->version = RINGKV_PROTOCOL_VERSION;
     if (!r->changed) r->state = RK_REPORT_DONE;
   } else {
     /* Lost: what it carried still differs from `reported`, so the next one carries it.

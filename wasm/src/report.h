@@ -14,10 +14,13 @@ struct ringkv_node;
 enum { RK_REPORT_NEVER = 0, RK_REPORT_DONE = 1, RK_REPORT_PENDING = 2 };
 
 typedef struct {
-  /* Persisted in StepState (fields 20..22). */
+  /* Persisted in StepState (fields 20..23). */
   uint64_t live_keys;
   uint32_t state;
   uint64_t number;
+  uint32_t version;       /* the protocol version of the last answered report: a node of a
+                             new release reports once at its start, even with nothing
+                             changed, so RingControl learns it (its resize gate waits on it) */
   uint64_t catching_up;   /* shards not caught up on (NodeReport.catching_up), set by the step */
   /* In memory: lost with the instance, which then reports in full if anything was
    * unacknowledged (state PENDING) and sends nothing if not (DONE). */

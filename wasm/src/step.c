@@ -406,6 +406,7 @@ rk_step *rk_step_new(const rk_config *cfg, uint32_t self, rk_slice state, const 
     case 20: ok = pb_get_u64(R, WT, &rep.live_keys); break;
     case 21: ok = pb_get_u32(R, WT, &rep.state); break;
     case 22: ok = pb_get_u64(R, WT, &rep.number); break;
+    case 23: ok = pb_get_u32(R, WT, &rep.version); break;
     case 30: ok = pb_get_u64(R, WT, &lease.end); break;
     case 31: ok = pb_get_bool(R, WT, &lease.fresh); break;
     case 32: ok = pb_get_bytes(R, WT, &cu_bits); break;
@@ -2052,9 +2053,11 @@ static int client_write(out_t *o, rk_slice wreq) {
   uint64_t digest_old = 0, digest_new = 0, shard_digest = 0, shard_keys = 0;
   uint32_t shard = 0;
   rk_slice dot = {NULL, 0};
+  bool replay = false;
   pb_enc drops;
   enc(o, &drops);
   FIELDS(rep) {
+    case 14: ok = pb_get_bool(R, WT, &replay); break;
     case 2: ok = pb_get_bytes(R, WT, &meta); break;
     case 3: ok = pb_get_bytes(R, WT, &dot); break;
     case 7: ok = pb_get_fixed64(R, WT, &digest_old); break;
@@ -2065,6 +2068,12 @@ static int client_write(out_t *o, rk_slice wreq) {
     case 12: ok = pb_get_bytes(R, WT, &info); break;
     case 13: ok = pb_get_u64(R, WT, &shard_keys); break;
     SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  /* A replayed write id: the held version answers, and nothing is written. */
+  if (replay) {
+    o->reply = rep;
+    return RINGKV_OK;
   }
   FIELDS(wreq) {
     case 2: ok = pb_get_bytes(R, WT, &key); break;
