@@ -13,6 +13,8 @@ export interface RingConfig {
   replicasAll: boolean;
   shards: number;
   gossipIntervalMs: number;
+  /** QUORUM_TIMEOUT_MS: a write above ?consistency=one waits this long for its replicas. */
+  quorumTimeoutMs: number;
   cacheTtlSeconds: number;
   maxValueBytes: number;
   maxKeyBytes: number;
@@ -66,6 +68,7 @@ const RULES: IntRule[] = [
   // The core refuses more than 4096 / (2 x REPLICAS) (RINGKV_SIBLINGS_MAX).
   { name: "MAX_SIBLINGS", fallback: 32, min: 1, max: 2048 }, // lint: config (max: RINGKV_SIBLINGS_MAX / 2)
   { name: "FANOUT", fallback: 8, min: 1, max: 1024 }, // lint: config
+  { name: "QUORUM_TIMEOUT_MS", fallback: 2000, min: 1, max: 60_000 }, // lint: config
   { name: "AUTOSCALE_TARGET_RPS", fallback: 300, min: 1, max: 1_000_000 }, // lint: config (max: RK_AUTOSCALE_TARGET_RPS_MAX)
   { name: "AUTOSCALE_WINDOW_SECONDS", fallback: 60, min: 1, max: 86_400 }, // lint: config
   { name: "AUTOSCALE_SHRINK_SECONDS", fallback: 600, min: 0, max: 30 * 86_400 }, // lint: config
@@ -142,6 +145,7 @@ export function parseConfig(env: Record<string, unknown>): { config?: RingConfig
       replicasAll,
       shards: v.SHARDS,
       gossipIntervalMs: v.GOSSIP_INTERVAL_MS,
+      quorumTimeoutMs: v.QUORUM_TIMEOUT_MS,
       cacheTtlSeconds: v.CACHE_TTL_SECONDS,
       maxValueBytes: v.MAX_VALUE_BYTES,
       maxKeyBytes: v.MAX_KEY_BYTES,
@@ -189,6 +193,7 @@ export function coreConfig(config: RingConfig, ring: Ring): Record<string, unkno
     keyBytesMax: BigInt(config.maxKeyBytes),
     valueBytesMax: BigInt(config.maxValueBytes),
     gossipIntervalMs: BigInt(config.gossipIntervalMs),
+    quorumTimeoutMs: BigInt(config.quorumTimeoutMs),
   };
 }
 

@@ -23,8 +23,9 @@ export interface ExecutorHost {
   readonly stats: Stats;
   /** The node's clock: wall time plus any injected skew. */
   nowMs(): number;
-  /** Sends one message; resolves with the answer, the peer's refusal, or neither. */
-  send(peer: number, kind: number, message: Uint8Array, timeoutMs: number): Promise<{ answer?: Uint8Array; refused?: string }>;
+  /** Sends one message; resolves with the answer, the peer's refusal, or neither.
+   *  `onPath`: made on a request's path (fault injection's "gossip": false keeps it). */
+  send(peer: number, kind: number, message: Uint8Array, timeoutMs: number, onPath: boolean): Promise<{ answer?: Uint8Array; refused?: string }>;
   /** A send is under way: `settled` resolves once its outcome has been through the core
    *  (a write that found no lease waits for the lease asked for). */
   sent(kind: number, settled: Promise<void>): void;
@@ -44,22 +45,35 @@ function random64(): bigint {
   return a[0];
 }
 
+/** How a write above ?consistency=one ended (QuorumOutcome); undefined: not known (the
+ *  core that held its wait was dropped). */
+export type QuorumOutcome = { replicas: number; reached: boolean } | undefined;
+
+const QUORUM_STASHED_MAX = 1024; // lint: platform-limit (outcomes kept for a handler about to ask)
+
 export class Executor {
   /** Reports whose facts were loaded, and the SQL rows those loads read (the benchmark's
    *  "one node's report"; the count of a node from an earlier build included). */
   readonly reportCost = { reports: 0, rows_read: 0 };
+  /** Writes waiting for their QuorumOutcome, by StepReply.quorum_wait, and outcomes that
+   *  came before their handler asked (in the write's own chain). */
+  private readonly quorumWaiting = new Map<number, (o: QuorumOutcome) => void>();
+  private readonly quorumStashed = new Map<number, QuorumOutcome>();
 
   constructor(private readonly host: ExecutorHost) {}
 
   /** One event through the core. `payload` holds the values the step's writes point into
    *  (the event's message or value). Returns the event's answer and a promise of every
    *  send it led to (their answers included) being done. */
-  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; progress: Msg | undefined; done: Promise<void> } {
+  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; progress: Msg | undefined; done: Promise<void>; quorumWait: number } {
     const pending: Promise<void>[] = [];
     let reply = this.step(event);
+    let quorumWait = 0;
     for (;;) {
       const performed = { rows: this.commit(reply, payload), sends: [] as number[][] };
       this.host.stats.addAll(reply.stats);
+      if (reply.quorumWait) quorumWait = reply.quorumWait;
+      for (const q of reply.quorum ?? []) this.quorumEnded(q.id, { replicas: q.replicas, reached: q.reached });
       for (const send of reply.sends) pending.push(...this.dispatch(send, performed.sends));
       this.arm(reply.alarmMs);
       this.host.record(performed);
@@ -77,7 +91,35 @@ export class Executor {
       }
       reply = this.step({ loaded });
     }
-    return { reply: reply.reply, progress: reply.progress, done: Promise.all(pending).then(() => undefined) };
+    return { reply: reply.reply, progress: reply.progress, done: Promise.all(pending).then(() => undefined), quorumWait };
+  }
+
+  /** The outcome of the write whose step said quorum_wait = id (the core decides when). */
+  quorum(id: number): Promise<QuorumOutcome> {
+    if (this.quorumStashed.has(id)) {
+      const stashed = this.quorumStashed.get(id);
+      this.quorumStashed.delete(id);
+      return Promise.resolve(stashed);
+    }
+    return new Promise((resolve) => this.quorumWaiting.set(id, resolve));
+  }
+
+  /** The core was dropped or rebuilt: the waits it held are gone. */
+  abandonQuorum(): void {
+    for (const resolve of this.quorumWaiting.values()) resolve(undefined);
+    this.quorumWaiting.clear();
+    this.quorumStashed.clear();
+  }
+
+  private quorumEnded(id: number, outcome: QuorumOutcome): void {
+    const resolve = this.quorumWaiting.get(id);
+    if (resolve !== undefined) {
+      this.quorumWaiting.delete(id);
+      resolve(outcome);
+      return;
+    }
+    if (this.quorumStashed.size >= QUORUM_STASHED_MAX) this.quorumStashed.clear();
+    this.quorumStashed.set(id, outcome);
   }
 
   private step(event: Msg): Msg {
@@ -88,7 +130,10 @@ export class Executor {
     } catch (err) {
       // A trap (anything but a return code) leaves the instance unusable: the next event
       // rebuilds it from storage, and what it had in flight counts as lost.
-      if (!(err instanceof CoreError)) this.host.dropCore();
+      if (!(err instanceof CoreError)) {
+        this.host.dropCore();
+        this.abandonQuorum();
+      }
       throw err;
     }
   }
@@ -98,6 +143,7 @@ export class Executor {
       return this.host.storage.apply(reply, payload);
     } catch (err) {
       this.host.dropCore();
+      this.abandonQuorum();
       throw err;
     }
   }
@@ -109,7 +155,7 @@ export class Executor {
       let settled!: () => void;
       this.host.sent(send.kind, new Promise<void>((resolve) => (settled = resolve)));
       return this.host
-        .send(t.peer, send.kind, send.message, Number(send.timeoutMs))
+        .send(t.peer, send.kind, send.message, Number(send.timeoutMs), send.onPath === true)
         .then((r) => {
           if (this.host.coreGeneration() !== generation) return undefined;
           const answer = { tag: t.tag, message: r.answer ?? EMPTY, answered: r.answer !== undefined, refused: r.refused ?? "" };

@@ -16,9 +16,11 @@ export interface Faults {
   /** Node ids that commit a new client write and then answer 500 (a replay of a write id
    *  they hold is answered normally). */
   failAfterCommit: number[];
+  /** false: gossip rounds and anti-entropy stop; calls on a request's path go on. */
+  gossip: boolean;
 }
 
-export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [], ringPhaseHeld: {}, failAfterCommit: [] };
+export const NO_FAULTS: Faults = { down: [], drop: 0, partitions: [], skewMs: {}, hold: [], ringPhaseHeld: {}, failAfterCommit: [], gossip: true };
 
 /** The phase number fault injection compares (done, phase 0 of a later epoch, is 4). */
 export function heldPhase(phase: number): number {
@@ -67,7 +69,9 @@ export function normalizeFaults(body: any, skewMsMax: number): Faults {
   if (!Array.isArray(failAfterCommit) || failAfterCommit.some((n: any) => !Number.isInteger(n) || n < 0)) {
     throw new HttpError(400, "faults: fail_after_commit must be an array of node ids");
   }
-  return { down, drop, partitions, skewMs, hold, ringPhaseHeld, failAfterCommit };
+  const gossip = body.gossip ?? true;
+  if (typeof gossip !== "boolean") throw new HttpError(400, "faults: gossip must be a boolean");
+  return { down, drop, partitions, skewMs, hold, ringPhaseHeld, failAfterCommit, gossip };
 }
 
 /** Whether `from` can reach `to` across the injected partitions. */

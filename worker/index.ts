@@ -9,7 +9,17 @@ import wasmModule from "../build/ringkv.wasm";
 import { Core, CoreError, Op } from "./core";
 import { parseConfig, warnOnce, warnOpenConfig, coreConfig, replicasAt, ringSpan, type RingConfig } from "./config";
 import { base64url, unbase64url, signToken, verifyToken, sameSecret, type Secret } from "./tokens";
-import { CATCHING_UP_HEADER, LOCAL_HEADER, NODE_ID_HEADER, REFUSED_HEADER, WRITE_ID_HEADER, prefixSuccessor } from "./node";
+import {
+  CATCHING_UP_HEADER,
+  CONSISTENCY_HEADER,
+  CONSISTENCY_LEVELS,
+  LOCAL_HEADER,
+  NODE_ID_HEADER,
+  QUORUM_FAILED_HEADER,
+  REFUSED_HEADER,
+  WRITE_ID_HEADER,
+  prefixSuccessor,
+} from "./node";
 import { HttpError } from "./errors";
 import { normalizeFaults } from "./faults";
 import { NEED_SECRET_HEADER, RING_HEADER, STALE_RING_HEADER, headerEpoch, hex as hexOf, ringHeader, viewFromJson, type RingView } from "./ring";
@@ -81,7 +91,7 @@ let setupCache: { env: Msg; envKey: string; setup: Setup } | undefined;
 
 const ENV_NAMES = [
   "CLUSTER_SIZE", "REPLICAS", "SHARDS", "GOSSIP_INTERVAL_MS", "CACHE_TTL_SECONDS", "MAX_VALUE_BYTES",
-  "MAX_CLOCK_SKEW_MS", "TOMBSTONE_GRACE_SECONDS", "MAX_SIBLINGS", "FANOUT", "MAX_KEY_BYTES", "API_TOKEN", "ADMIN_TOKEN",
+  "MAX_CLOCK_SKEW_MS", "TOMBSTONE_GRACE_SECONDS", "MAX_SIBLINGS", "FANOUT", "MAX_KEY_BYTES", "QUORUM_TIMEOUT_MS", "API_TOKEN", "ADMIN_TOKEN",
   "TOKEN_SECRET", "FAULTS", "ENVIRONMENT",
 ];
 
@@ -271,7 +281,8 @@ async function callReplicas(env: Msg, nodes: number[], path: string, init: () =>
     for (let attempt = 0; attempt <= (write?.sameReplicaRetries ?? 0); attempt++) {
       try {
         const response = await callNode(env, node, path, init());
-        if (response.status < 500) return response;
+        // A node's "not enough replicas" is final: the write is durable there (SPEC).
+        if (response.status < 500 || response.headers.get(QUORUM_FAILED_HEADER) !== null) return response;
         if (last !== undefined) await last.arrayBuffer().catch(() => undefined);
         last = response;
         // A replica that refused before committing (CATCHING_UP_HEADER) is not asked again.
@@ -544,6 +555,12 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     if (given !== null && !WRITE_ID_PATTERN.test(given)) fail(400, "bad write id: 1 to 64 characters of A-Z, a-z, 0-9, _ and -");
     writeId = given ?? base64url(crypto.getRandomValues(new Uint8Array(rs.policy.writeIdRandomBytes)));
   }
+  const consistencyParam = url.searchParams.get("consistency");
+  if (consistencyParam !== null && !CONSISTENCY_LEVELS.includes(consistencyParam)) fail(400, "bad query: consistency must be one, quorum or all");
+  const consistency = consistencyParam ?? "one";
+  // Merged reads across replicas are the next step of this release: said plainly, never
+  // answered as a read of one replica.
+  if (method === "GET" && consistency !== "one") fail(400, "consistency above one on reads is not available in this build");
   const nodeParam = parseNodeId(rs, url.searchParams.get("node"));
   let siblings = false;
   const siblingsParam = url.searchParams.get("siblings");
@@ -603,7 +620,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     }
     writeGeneration.set(cacheKey, ++generation);
     const response = await callPlaced("/internal/write", () => {
-      const headers: Record<string, string> = { "X-Ring-Key": keyHeader, [WRITE_ID_HEADER]: writeId! };
+      const headers: Record<string, string> = { "X-Ring-Key": keyHeader, [WRITE_ID_HEADER]: writeId!, [CONSISTENCY_HEADER]: consistency };
       if (tokenPayload !== undefined) headers["X-Ring-Token"] = base64url(tokenPayload);
       if (deleted) headers["X-Ring-Deleted"] = "1";
       else headers["X-Ring-Content-Type"] = contentType;
@@ -630,6 +647,7 @@ async function kv(request: Request, env: Msg, ctx: any, rs: RingState, url: URL)
     const context = await sign(rs, key.bytes, r.token);
     const body: Msg = { key: key.text, node: String(r.node), hlc: r.hlc, context };
     if (!deleted) body.siblings = r.siblings;
+    if (r.replicas !== undefined) body.replicas = r.replicas;
     return json(200, body);
   }
 
@@ -918,6 +936,7 @@ async function faults(request: Request, env: Msg, rs: RingState): Promise<Respon
       hold: settings.hold,
       ring_phase_held: settings.ringPhaseHeld,
       fail_after_commit: settings.failAfterCommit,
+      gossip: settings.gossip,
     },
     failed_nodes: failed.map(String),
     held,

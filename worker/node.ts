@@ -49,6 +49,13 @@ export const CATCHING_UP_HEADER = "X-Ring-Catching-Up";
 export const LOCAL_HEADER = "X-Ring-Local";
 /** A client write's id (X-Ring-Write-Id, checked by the Worker), on /internal/write. */
 export const WRITE_ID_HEADER = "X-Ring-Write-Id";
+/** ?consistency of a write or read: one, quorum or all. */
+export const CONSISTENCY_HEADER = "X-Ring-Consistency";
+export const CONSISTENCY_LEVELS = ["one", "quorum", "all"];
+/** On a node's 503 "not enough replicas": the write is durable there, not failed over. */
+export const QUORUM_FAILED_HEADER = "X-Ring-Quorum-Failed";
+/** The kinds gossip rounds and anti-entropy send (KIND_PUSH, KIND_DIGEST, KIND_GC). */
+const GOSSIP_KINDS = [1, 2, 3]; // lint: abi
 /** Header on a node's 400 to a peer: why it refused the whole message. */
 const REFUSED_REASON_HEADER = "X-Ring-Refused-Reason";
 
@@ -147,8 +154,10 @@ export class RingNode extends DurableObject {
       storage: this.storage,
       stats: this.stats,
       nowMs: () => this.nowMs(),
-      send: (peer, kind, message, timeoutMs) =>
-        kind === KIND_REPORT
+      send: (peer, kind, message, timeoutMs, onPath) =>
+        !onPath && this.gossipStopped(kind)
+          ? Promise.resolve({})   // fault injection: lost
+          : kind === KIND_REPORT
           ? this.toControl(REPORT_PATH, message, timeoutMs)
           : kind === KIND_LEASE
             ? this.toControl(LEASE_PATH, message, timeoutMs)
@@ -326,6 +335,7 @@ export class RingNode extends DurableObject {
       // (and answers to what its last core sent are dropped with it).
       this.coreInstance = undefined;
       this.coreGeneration++;
+      this.executor.abandonQuorum();
       this.setAlarm(undefined);
       return;
     }
@@ -348,6 +358,7 @@ export class RingNode extends DurableObject {
     }
     this.coreInstance = core;
     this.coreGeneration++;
+    this.executor.abandonQuorum();
     const filled = this.storage.backfillPositions((keys) => core.call(Op.Place, { keys, shards: [] }).placements.map((p: any) => p.position));
     if (filled > 0) console.log(`ringkv node ${this.nodeId}: gave ${filled} rows of an earlier build their key positions`);
   }
@@ -599,6 +610,8 @@ export class RingNode extends DurableObject {
     const contentType = utf8.encode(deleted ? "" : request.headers.get("X-Ring-Content-Type") ?? "");
     const value = deleted ? EMPTY : new Uint8Array(await request.arrayBuffer());
     const writeId = utf8.encode(request.headers.get(WRITE_ID_HEADER) ?? "");
+    const consistency = CONSISTENCY_LEVELS.indexOf(request.headers.get(CONSISTENCY_HEADER) ?? "one") + 1;
+    if (consistency === 0) throw new HttpError(400, "bad consistency");
     const attempt = () => {
       // From here to the transaction's end nothing is awaited.
       const row = this.storage.loadRow(key);
@@ -615,10 +628,22 @@ export class RingNode extends DurableObject {
         deleted,
         sizes,
         writeId,
+        consistency,
       };
-      return decode("WriteReply", this.executor.run({ write }, value).reply);
+      const ran = this.executor.run({ write }, value);
+      return { reply: decode("WriteReply", ran.reply), quorumWait: ran.quorumWait };
     };
-    const reply = await this.withLease(attempt);
+    const { reply, quorumWait } = await this.withLease(attempt);
+    // Above ?consistency=one the answer waits for the core's outcome (its pushes' limit is
+    // QUORUM_TIMEOUT_MS); short of W: 503, the write durable at `accepted_by` replicas.
+    let replicas: number | undefined;
+    if (quorumWait !== 0) {
+      const outcome = await this.executor.quorum(quorumWait);
+      if (outcome === undefined || !outcome.reached) {
+        return json(503, { error: "not enough replicas", accepted_by: outcome?.replicas ?? null }, { [QUORUM_FAILED_HEADER]: "1" });
+      }
+      replicas = outcome.replicas;
+    }
     // Fault injection: the write is committed, the answer is lost (a replay is answered).
     if (!reply.replay && this.config!.faultsEnabled && this.faults.failAfterCommit?.includes(this.nodeId!)) {
       return json(500, { error: `node ${this.nodeId}: injected failure after commit` });
@@ -628,7 +653,13 @@ export class RingNode extends DurableObject {
       hlc: BigInt.asUintN(64, reply.hlc).toString(), // lint: encoding
       token: base64url(reply.token),
       siblings: reply.siblings,
+      replicas,
     });
+  }
+
+  /** Fault injection's "gossip": false: rounds and anti-entropy send nothing. */
+  private gossipStopped(kind: number): boolean {
+    return this.config?.faultsEnabled === true && this.faults.gossip === false && GOSSIP_KINDS.includes(kind);
   }
 
   /** Runs `attempt`; when the core answers that the node has no dot lease yet, waits for
@@ -834,6 +865,7 @@ export class RingNode extends DurableObject {
       // The old core's sends in flight are dropped when they come back (a new generation).
       this.coreInstance = undefined;
       this.coreGeneration++;
+      this.executor.abandonQuorum();
       this.leaseSettled = undefined;
       this.alarmAtMs = undefined;
       await this.ctx.storage.deleteAlarm();

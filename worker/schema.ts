@@ -108,6 +108,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["ringPhase",14,"uint32",0],
     ["ringEpoch",15,"uint64",0],
     ["replicasAll",16,"bool",0],
+    ["quorumTimeoutMs",17,"uint64",0],
     ["reports",20,"bool",0],
     ["leases",30,"bool",0],
   ],
@@ -173,6 +174,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["expired",9,"bool",0],
     ["sizes",10,"ValueSize",1],
     ["writeId",11,"bytes",0],
+    ["consistency",12,"uint32",0],
   ],
   ValueSize: [
     ["dot",1,"Dot",0],
@@ -590,6 +592,12 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["message",2,"bytes",0],
     ["to",3,"Target",1],
     ["timeoutMs",4,"uint64",0],
+    ["onPath",5,"bool",0],
+  ],
+  QuorumOutcome: [
+    ["id",1,"uint32",0],
+    ["replicas",2,"uint32",0],
+    ["reached",3,"bool",0],
   ],
   Stat: [
     ["name",1,"string",0],
@@ -606,6 +614,8 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["stats",9,"Stat",1],
     ["wipe",10,"bool",0],
     ["progress",11,"NodeProgress",0],
+    ["quorumWait",12,"uint32",0],
+    ["quorum",13,"QuorumOutcome",1],
   ],
   StepState: [
     ["clock",1,"fixed64",0],
@@ -630,6 +640,7 @@ export const SCHEMA: Record<string, ReadonlyArray<readonly [string, number, stri
     ["liveKeys",20,"uint64",0],
     ["reportState",21,"uint32",0],
     ["reportNumber",22,"uint64",0],
+    ["reportVersion",23,"uint32",0],
     ["leaseEnd",30,"uint64",0],
     ["leaseFresh",31,"bool",0],
     ["catchup",32,"bytes",0],

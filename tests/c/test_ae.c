@@ -306,8 +306,8 @@ static void test_ranges_below_shards(void **state) {
   rk_range_write(&e, 3, &whole);
   rk_slice req_bytes = copy(tl_done(&e));
   rk_slice reply;
-  /* Not before a has heard b speak version 3. */
-  assert_int_equal(tl_call(a, RINGKV_OP_AE_START, req_bytes, &reply), RINGKV_E_STATE);
+  /* A peer not heard from yet is written this release's version, which has ranges. */
+  assert_int_equal(tl_call(a, RINGKV_OP_AE_START, req_bytes, &reply), RINGKV_OK);
   tl_reset();
   rk_slice req, ans;
   assert_int_equal(ae_start(a, 1, NULL, 0, &req), RINGKV_OK);

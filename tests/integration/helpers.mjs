@@ -2,7 +2,7 @@
 // uploads, which doubles as the bundling test), run in workerd through Miniflare on
 // 127.0.0.1 with SQLite-backed Durable Objects persisted to a temporary directory.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Miniflare } from "miniflare";
@@ -160,3 +160,7 @@ export async function dumpEntry(req, node, key) {
   }
   return undefined;
 }
+
+/** The core's protocol version, as its header states it (a peer message in a later one is
+ *  refused). */
+export const PROTOCOL_VERSION = Number(/#define RINGKV_PROTOCOL_VERSION (\d+)u/.exec(readFileSync(new URL("../../wasm/include/ringkv.h", import.meta.url), "utf8"))[1]);

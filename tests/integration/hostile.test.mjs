@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startCluster, kvPath, waitFor, root, dumpEntry } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, root, dumpEntry, PROTOCOL_VERSION } from "./helpers.mjs";
 import { encode, decode } from "../../worker/pb.ts";
 import { Core, Op } from "../../worker/core.ts";
 import { signToken, base64url, unbase64url } from "../../worker/tokens.ts";
@@ -284,11 +284,11 @@ test("a peer's unknown node ids, claims on the receiver's future dots, contradic
   assert.equal((after.no_version ?? 0) - (before.no_version ?? 0), 1);
   assert.equal((await req(kvPath(key, `?node=${x}`))).text, "from x");
 
-  // Version 1 (release 1) is read and answered in version 1; 5 (a future one) is refused.
+  // Version 1 (release 1) is read and answered in version 1; a future one is refused.
   const v1 = pushOf({ version: 1, from: y, key: "hostile/v1", siblings: [{ node: y, counter: 3, hlc: now, value: "old peer" }] });
   const [v1x] = await replicasOf("hostile/v1");
   assert.equal((await toNode(v1x, "/internal/push", v1)).status, 200);
-  const v5 = pushOf({ version: 5, from: y, key, siblings: [{ node: y, counter: 4, hlc: now, value: "new peer" }] });
+  const v5 = pushOf({ version: PROTOCOL_VERSION + 1, from: y, key, siblings: [{ node: y, counter: 4, hlc: now, value: "new peer" }] });
   assert.equal((await toNode(x, "/internal/push", v5)).status, 400);
   after = await refusedAt(x);
   assert.ok((after.protocol_version ?? 0) > (before.protocol_version ?? 0));

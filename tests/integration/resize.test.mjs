@@ -19,8 +19,7 @@
 //      nothing starts; once that node reports this release's version, the resize runs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { startCluster, waitFor, kvPath } from "./helpers.mjs";
+import { startCluster, waitFor, kvPath, PROTOCOL_VERSION } from "./helpers.mjs";
 import { encode } from "../../worker/pb.ts";
 
 async function post(c, size) {
@@ -280,9 +279,7 @@ test("a node of the previous release holds a resize back (409 with the reason) u
       });
       assert.equal(r.status, 200, await r.text());
     };
-    // This release's protocol version, as the core's header states it.
-    const header = readFileSync(new URL("../../wasm/include/ringkv.h", import.meta.url), "utf8");
-    const current = Number(/#define RINGKV_PROTOCOL_VERSION (\d+)u/.exec(header)[1]);
+    const current = PROTOCOL_VERSION;
     await report(current - 1, 1n << 52n);
     const refused = await post(c, 5);
     assert.equal(refused.status, 409, refused.text);

@@ -8,7 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { startCluster, kvPath, waitFor, root, dumpEntry } from "./helpers.mjs";
+import { startCluster, kvPath, waitFor, root, dumpEntry, PROTOCOL_VERSION } from "./helpers.mjs";
 import { encode, decode } from "../../worker/pb.ts";
 import { Core, Op } from "../../worker/core.ts";
 
@@ -84,11 +84,12 @@ test("malformed, oversized and foreign-version peer messages are refused (400, r
       assert.equal(r.reason, "malformed");
     }
   }
-  // Versions 0 and 5 are refused on every channel; version 1 is read.
+  // Version 0 and the one after this release's are refused on every channel; version 1 is read.
+  const future = PROTOCOL_VERSION + 1;
   const unknown = [
-    ["/internal/push", encode("Push", { version: 5, from: 1, speaks: 5 })],
-    ["/internal/digest", encode("DigestRequest", { version: 5, from: 1, root: 5n, speaks: 5 })],
-    ["/internal/gc", encode("GcQuery", { version: 5, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: 5 })],
+    ["/internal/push", encode("Push", { version: future, from: 1, speaks: future })],
+    ["/internal/digest", encode("DigestRequest", { version: future, from: 1, root: 5n, speaks: future })],
+    ["/internal/gc", encode("GcQuery", { version: future, from: 1, keys: [{ key: utf8("k"), digest: 1n }], speaks: future })],
     ["/internal/push", encode("Push", { version: 0, from: 1 })],
   ];
   for (const [path, body] of unknown) {

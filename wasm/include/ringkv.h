@@ -78,6 +78,7 @@
  * alone, in one message shared by its peers. */
 #define RINGKV_PUSH_ROUND_BYTES_MAX (16u * 1024u * 1024u)
 #define RINGKV_GOSSIP_INTERVAL_MS_DEFAULT 1000u  /* Config.gossip_interval_ms 0 */
+#define RINGKV_QUORUM_TIMEOUT_MS_DEFAULT 2000u   /* QUORUM_TIMEOUT_MS */
 #define RINGKV_CLUSTER_ID_BYTES 16u
 #define RINGKV_SECRET_BYTES 32u
 /* Node reports (NodeReport, RingControl's POST /control/report): the Target.peer of a

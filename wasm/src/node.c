@@ -603,6 +603,7 @@ static int config_read(rk_slice s, rk_config *c) {
     case 14: ok = pb_get_u32(R, WT, &c->phase); break;
     case 15: ok = pb_get_u64(R, WT, &c->epoch); break;
     case 16: ok = pb_get_bool(R, WT, &c->replicas_all); break;
+    case 17: ok = pb_get_u64(R, WT, &c->quorum_timeout_ms); break;
     case 20: ok = pb_get_bool(R, WT, &c->reports); break;
     case 30: ok = pb_get_bool(R, WT, &c->leases); break;
     SKIP;
@@ -610,6 +611,7 @@ static int config_read(rk_slice s, rk_config *c) {
   if (c->node_ids_max == 0) c->node_ids_max = c->cluster_size;
   if (c->phase == RK_PHASE_NONE) c->size_old = c->size_new = c->cluster_size;
   if (c->gossip_interval_ms == 0) c->gossip_interval_ms = RINGKV_GOSSIP_INTERVAL_MS_DEFAULT;
+  if (c->quorum_timeout_ms == 0) c->quorum_timeout_ms = RINGKV_QUORUM_TIMEOUT_MS_DEFAULT;
   if (c->key_bytes_max == 0) c->key_bytes_max = RINGKV_KEY_BYTES_DEFAULT;
   return ok && t_ >= 0 ? RINGKV_OK : RINGKV_E_DECODE;
 }
@@ -1198,14 +1200,16 @@ static void peer_heard(ringkv_node *n, uint32_t from, uint32_t version, uint32_t
   n->peer_version[from] = (uint8_t)RK_MIN(RK_MAX(version, speaks), RINGKV_PROTOCOL_VERSION);
 }
 
-/* The version to write to `peer`: the highest both speak once the peer was heard (a node
- * of the release before speaks 2 and never learns of key ranges), else the oldest one
- * read (which every node of this release and the ones before reads). */
+/* The version to write to `peer`: the highest both speak once the peer was heard (or the
+ * oldest one read after the peer refused this release's), else this release's. A peer of
+ * an older release refuses that once (counted) and is then written the oldest version
+ * until its own messages say what it speaks: waiting for every peer to be heard would hold
+ * back every entry that needs this release (write ids) after each restart. */
 static uint32_t version_for(const ringkv_node *n, uint32_t peer) {
   if (peer < n->cfg.cluster_size && n->peer_version[peer] >= RINGKV_PROTOCOL_VERSION_MIN) {
     return RK_MIN((uint32_t)n->peer_version[peer], RINGKV_PROTOCOL_VERSION);
   }
-  return RINGKV_PROTOCOL_VERSION_MIN;
+  return RINGKV_PROTOCOL_VERSION;
 }
 
 typedef struct {
@@ -2398,18 +2402,23 @@ static int op_page_push(ringkv_node *n, rk_slice req, rk_slice *reply) {
   RK_TRY(peer_id_read(n, peer));
   pb_enc m;
   pb_enc_init(&m, a);
-  push_header(&m, n, version_for(n, peer));
+  uint32_t version = version_for(n, peer);
+  push_header(&m, n, version);
+  uint64_t entries = 0;
   for (size_t i = 0; i < locals_len; i++) {
     if (locals[i].meta.len == 0) continue;
     rk_reg reg;
     RK_TRY(local_reg(a, &locals[i], true, &reg));
+    if (reg_version_min(&reg) > version) continue;
     entry_write(&m, 3, locals[i].key, &reg);
+    entries++;
   }
   speaks_write(&m);
   rk_slice msg = finish(&m, &err);
   pb_enc e;
   pb_enc_init(&e, a);
   pb_put_bytes(&e, 1, msg);
+  pb_put_uint(&e, 2, entries);
   *reply = finish(&e, &err);
   return err;
 }

@@ -23,6 +23,7 @@ typedef struct {
   uint64_t key_bytes_max;  /* value bytes a context write may leave in a key */
   uint64_t value_bytes_max;
   uint64_t gossip_interval_ms;  /* at most one gossip round per interval */
+  uint64_t quorum_timeout_ms;   /* a write above ?consistency=one waits this long at most */
   bool reports;                 /* the node reports to RingControl (Config.reports) */
   bool leases;                  /* dots are leased; lost storage is caught up (Config.leases) */
 } rk_config;

@@ -17,6 +17,7 @@
 #include "catchup.h"
 #include "cover.h"
 #include "lease.h"
+#include "quorum.h"
 #include "range.h"
 #include "report.h"
 #include "resize.h"
@@ -47,6 +48,8 @@
  * level would (16 parts x 12 bytes per range, and the round trip). */
 #define AE_LEAF_KEYS 64u
 #define AE_REPAIR_ROWS_MAX (AE_LEAF_KEYS * RINGKV_AE_RANGES_MAX)
+#define QUORUM_ROWS_MAX 16u           /* rows of one key position loaded for a quorum push */
+#define QUORUM_OVERFLOW_ID UINT32_MAX /* the wait of a write no slot was free for */
 /* A failed push is retried at the next round this many times before backing off (2, 4, 8,
  * ... intervals): most failures are lost messages, and at 10% loss per message a pair of
  * nodes among a thousand's million sees a few in a row; backing off after two made the
@@ -79,6 +82,7 @@ enum {
   WAIT_REPORT,
   WAIT_CATCHUP_PAGE,      /* a catch-up page a peer asked for */
   WAIT_COVER_PAGE,        /* this node's page of a shard it leaves: to send, or to drop */
+  WAIT_QUORUM_ROW,        /* a write above ?consistency=one: its row, to push at once */
 };
 enum { AE_IDLE, AE_ROOT, AE_NARROW, AE_RANGES };
 enum { FENCE_NONE, FENCE_DRAIN, FENCE_FORCE };
@@ -167,6 +171,9 @@ struct rk_step {
   bool msg_moves;              /* the chain merges a shard moving here (MergeRequest.moves) */
   bool msg_cover;              /* ... a covering page: its answer counts what changed */
   uint32_t cover_changed;      /* ... so far */
+  rk_quorum quorum;            /* writes above ?consistency=one waiting (quorum.c) */
+  int quorum_loading;          /* WAIT_QUORUM_ROW: the wait whose row is loaded */
+  buf_t quorum_reply;          /* ... and the write's answer, given back after the load */
 };
 
 #define STATS_MAX 32u
@@ -178,6 +185,10 @@ typedef struct {
   bool has_load;
   rk_slice reply;
   bool report_answer;          /* the event was the outcome of a report */
+  uint32_t quorum_wait;        /* StepReply.quorum_wait */
+  rk_quorum_outcome outcome[2];   /* StepReply.quorum: at most the event's write and one answer */
+  size_t outcomes;
+  int quorum_opened;           /* a wait this step opened (closed again if the step fails) */
   struct {
     rk_slice name;
     uint64_t delta;
@@ -532,6 +543,8 @@ void rk_step_free(rk_step *st) {
   buf_free(&st->saved);
   rk_report_free(&st->rep);
   rk_catchup_free(&st->cu);
+  rk_quorum_free(&st->quorum);
+  buf_free(&st->quorum_reply);
   free(st->peers);
   free(st);
 }
@@ -545,7 +558,7 @@ static void load_begin(out_t *o) {
 }
 
 /* A Send of `message` on `kind` to one peer; returns its tag. */
-static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t peer, uint64_t timeout_ms) {
+static uint32_t send_to(out_t *o, uint32_t kind, rk_slice message, uint32_t peer, uint64_t timeout_ms, bool on_path) {
   uint32_t tag = new_tag(o->st);
   size_t m = pb_begin(&o->sends, 6);
   pb_put_uint(&o->sends, 1, kind);
@@ -555,8 +568,13 @@ static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t pee
   pb_put_uint(&o->sends, 2, tag);
   pb_end(&o->sends, t);
   pb_put_uint(&o->sends, 4, timeout_ms);
+  pb_put_bool(&o->sends, 5, on_path);
   pb_end(&o->sends, m);
   return tag;
+}
+
+static uint32_t send_one(out_t *o, uint32_t kind, rk_slice message, uint32_t peer, uint64_t timeout_ms) {
+  return send_to(o, kind, message, peer, timeout_ms, false);
 }
 
 /* A send's time limit: one interval, or its transfer time, or four times what the peer's
@@ -2022,18 +2040,134 @@ static int ae_repair_loaded(out_t *o, rk_slice loaded) {
  * Events */
 
 /* A client write: OP_WRITE, and its row for the executor. */
+/* ---------------------------------------------------------------------------------------
+ * Writes above ?consistency=one (quorum.c keeps the waits): the write's row is loaded with
+ * its values once committed, pushed at once to the key's other replicas, and the answer
+ * goes back with a quorum_wait the executor holds until its outcome. */
+
+static void quorum_outcome(out_t *o, const rk_quorum_outcome *q) {
+  if (o->outcomes < sizeof o->outcome / sizeof o->outcome[0]) o->outcome[o->outcomes++] = *q;
+}
+
+static int quorum_begin(out_t *o, rk_slice key, uint32_t level) {
+  rk_step *st = o->st;
+  ringkv_node *n = o->n;
+  uint64_t h = rk_hash_slice(key);
+  uint32_t shard = (uint32_t)(h % n->cfg.shards);
+  uint32_t *peers = rk_alloc_array(&n->arena, n->cfg.cluster_size + 1u, sizeof *peers);
+  if (peers == NULL) return RINGKV_E_NOMEM;
+  uint32_t peers_len = 0;
+  bool done = false;
+  rk_quorum_outcome out;
+  int w = rk_quorum_open(&st->quorum, n, shard, level, peers, &peers_len, &done, &out);
+  if (w < 0) {
+    /* Too many waiting (or no memory): answered at once as held here only. */
+    out = (rk_quorum_outcome){QUORUM_OVERFLOW_ID, 1, false};
+    o->quorum_wait = out.id;
+    quorum_outcome(o, &out);
+    return RINGKV_OK;
+  }
+  if (done) {
+    o->quorum_wait = out.id;
+    quorum_outcome(o, &out);
+    return RINGKV_OK;
+  }
+  o->quorum_wait = rk_quorum_id(&st->quorum, w);
+  o->quorum_opened = w;
+  if (!buf_set(&st->quorum_reply, o->reply)) return RINGKV_E_NOMEM;
+  o->reply = (rk_slice){NULL, 0};
+  rk_range r = {shard, rk_key_position(h), 0};
+  load_begin(o);
+  rk_range_write(&o->load, 14, &r);
+  pb_put_uint(&o->load, 15, QUORUM_ROWS_MAX);
+  pb_put_uint(&o->load, 16, 1);   /* the first range whole whatever its bytes */
+  st->quorum_loading = w;
+  st->wait = WAIT_QUORUM_ROW;
+  return RINGKV_OK;
+}
+
+/* The written row (and any other of its key position) is in: one push per peer, in the
+ * version each speaks. */
+static int quorum_row_loaded(out_t *o, rk_slice loaded) {
+  rk_step *st = o->st;
+  st->wait = WAIT_NONE;
+  int w = st->quorum_loading;
+  o->quorum_opened = w;   /* closed again if this step fails */
+  o->reply = buf_slice(&st->quorum_reply);
+  const rk_quorum_wait *qw = &st->quorum.w[w];
+  uint32_t len = qw->len;
+  uint32_t *peers = rk_alloc_array(&o->n->arena, len + 1u, sizeof *peers);
+  if (peers == NULL) return RINGKV_E_NOMEM;
+  memcpy(peers, qw->peer, len * sizeof *peers);
+  for (uint32_t i = 0; i < len; i++) {
+    pb_enc req;
+    enc(o, &req);
+    pb_put_uint(&req, 1, peers[i]);
+    int t_;
+    bool ok = true;
+    rk_slice s;
+    FIELDS(loaded) {
+      case 9: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 3, s); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    rk_slice rep, push = {NULL, 0};
+    uint64_t entries = 0;
+    RK_TRY(inner(o, RINGKV_OP_PAGE_PUSH, &req, &rep));
+    FIELDS(rep) {
+      case 1: ok = pb_get_bytes(R, WT, &push); break;
+      case 2: ok = pb_get_u64(R, WT, &entries); break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) return RINGKV_E_STATE;
+    rk_quorum_outcome out;
+    /* Nothing to send (the row is gone, or the peer's version cannot carry it): that
+     * replica does not count. */
+    if (entries == 0) {
+      if (rk_quorum_ended(&st->quorum, w, i, false, &out)) quorum_outcome(o, &out);
+      continue;
+    }
+    uint32_t tag = send_to(o, KIND_PUSH, push, peers[i], o->n->cfg.quorum_timeout_ms, true);
+    rk_quorum_sent(&st->quorum, w, i, tag);
+  }
+  return RINGKV_OK;
+}
+
+/* A quorum push's answer: the peer holds the write unless it deferred it (a clock too far
+ * behind) or refused the message. */
+static void quorum_answered(out_t *o, int w, uint32_t i, const rk_slice *message) {
+  bool held = message != NULL;
+  if (held) {
+    int t_;
+    bool ok = true;
+    rk_slice s;
+    FIELDS(*message) {
+      case 5: ok = pb_get_bytes(R, WT, &s); held = false; break;
+      SKIP;
+    }
+    if (!ok || t_ < 0) held = false;
+  }
+  stat_named(o, "quorum_pushes", 1);
+  rk_quorum_outcome out;
+  if (rk_quorum_ended(&o->st->quorum, w, i, held, &out)) quorum_outcome(o, &out);
+}
+
 static int client_write(out_t *o, rk_slice wreq) {
   rk_step *st = o->st;
   int t_;
   bool ok = true, deleted = false;
   rk_slice value = {NULL, 0}, wkey = {NULL, 0};
+  uint32_t consistency = 0;
   FIELDS(wreq) {
     case 2: ok = pb_get_bytes(R, WT, &wkey); break;
     case 6: ok = pb_get_bytes(R, WT, &value); break;
     case 8: ok = pb_get_bool(R, WT, &deleted); break;
+    case 12: ok = pb_get_u32(R, WT, &consistency); break;
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  int level = rk_consistency_level(consistency);
+  if (level < 0) return RINGKV_E_DECODE;
   /* A node being fenced takes no new write: what it holds must drain to its peers. */
   if (st->s.fence != FENCE_NONE) return RINGKV_E_FENCING;
   if (o->n->cfg.leases) {
@@ -2070,10 +2204,11 @@ static int client_write(out_t *o, rk_slice wreq) {
     SKIP;
   }
   if (!ok || t_ < 0) return RINGKV_E_DECODE;
-  /* A replayed write id: the held version answers, and nothing is written. */
+  /* A replayed write id: the held version answers, and nothing is written (above
+   * ?consistency=one it is pushed again and waited for, as a new write). */
   if (replay) {
     o->reply = rep;
-    return RINGKV_OK;
+    return level > RK_CONSISTENCY_ONE ? quorum_begin(o, wkey, (uint32_t)level) : RINGKV_OK;
   }
   FIELDS(wreq) {
     case 2: ok = pb_get_bytes(R, WT, &key); break;
@@ -2113,7 +2248,7 @@ static int client_write(out_t *o, rk_slice wreq) {
   o->reply = rep;
   note_change(o);
   ae_reset(o);
-  return RINGKV_OK;
+  return level > RK_CONSISTENCY_ONE ? quorum_begin(o, wkey, (uint32_t)level) : RINGKV_OK;
 }
 
 /* A peer's DigestRequest: answered at once, or (ranges asked) once their parts are loaded. */
@@ -2567,6 +2702,12 @@ static int answer(out_t *o, rk_slice ans) {
   rk_slice r_malformed = {(const uint8_t *)malformed, sizeof malformed - 1};
   rk_slice r_protocol = {(const uint8_t *)protocol, sizeof protocol - 1};
   bool was_malformed = rk_slice_eq(refused, r_malformed);
+  int qw;
+  uint32_t qi;
+  if (rk_quorum_owner(&st->quorum, tag, &qw, &qi)) {
+    quorum_answered(o, qw, qi, answered ? &message : NULL);
+    return RINGKV_OK;
+  }
   if (rk_report_owns(&st->rep, tag)) {
     rk_report_outcome(&st->rep, o->n, o->now, answered, refused.len > 0);
     o->report_answer = true;
@@ -2594,7 +2735,7 @@ static int answer(out_t *o, rk_slice ans) {
     }
     /* A peer that does not read the version this node wrote (it went back a release):
      * forget what was learnt of its version, and write the previous one until it speaks. */
-    if (rk_slice_eq(refused, r_protocol)) o->n->peer_version[p] = 0;
+    if (rk_slice_eq(refused, r_protocol)) o->n->peer_version[p] = RINGKV_PROTOCOL_VERSION_MIN;
     /* A message the peer refuses as malformed is not sent again (it would be refused again,
      * and hold every later change back): anti-entropy repairs what it held. */
     if (was_malformed) stat_named(o, "refused_by_peer", 1);
@@ -2687,6 +2828,7 @@ static int loaded_event(out_t *o, rk_slice loaded) {
     case WAIT_REPORT: return report_loaded(o, loaded);
     case WAIT_CATCHUP_PAGE: return catchup_page_loaded(o, loaded);
     case WAIT_COVER_PAGE: return cover_page_loaded(o, loaded);
+    case WAIT_QUORUM_ROW: return quorum_row_loaded(o, loaded);
   }
   return RINGKV_E_STATE;
 }
@@ -2849,6 +2991,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   o.st = st;
   o.now = now;
   o.rnd = rnd;
+  o.quorum_opened = -1;
   enc(&o, &o.rows);
   enc(&o, &o.sends);
   clamp_to_clock(&o);
@@ -2888,6 +3031,15 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   }
   if (rc == RINGKV_OK) rc = cover_step(&o);
   if (rc != RINGKV_OK) {
+    /* A wait opened by the failed step is closed: its write's answer never goes back. */
+    if (o.quorum_opened >= 0) {
+      rk_quorum_wait *qw = &st->quorum.w[o.quorum_opened];
+      for (uint32_t i = 0; i < qw->len; i++) {
+        rk_quorum_outcome gone;
+        if (rk_quorum_ended(&st->quorum, o.quorum_opened, i, false, &gone)) break;
+      }
+      if (st->wait == WAIT_QUORUM_ROW) st->wait = WAIT_NONE;
+    }
     st->s = saved;
     /* The counter rolls back with the call (ringkv_call): so does the lease it lies in. */
     st->lease = saved_lease;
@@ -2943,6 +3095,14 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   /* Asked for with a start (RingControl's push is answered by one): counting what is left
    * to drop looks at every shard, too much for every step. */
   if (event == 8) rk_report_progress_write(&e, n, 11);
+  if (o.quorum_wait != 0) pb_put_uint(&e, 12, o.quorum_wait);
+  for (size_t i = 0; i < o.outcomes; i++) {
+    size_t m = pb_begin(&e, 13);
+    pb_put_uint(&e, 1, o.outcome[i].id);
+    pb_put_uint(&e, 2, o.outcome[i].replicas);
+    pb_put_bool(&e, 3, o.outcome[i].reached);
+    pb_end(&e, m);
+  }
   if (e.err) return e.err;
   *reply = pb_result(&e);
   return RINGKV_OK;
