@@ -8,7 +8,7 @@
 //                   [--reads 0.5] [--concurrency 64] [--token API_TOKEN]
 import { pathToFileURL } from "node:url";
 
-const LIMITS = { rps: 10_000, seconds: 3_600, concurrency: 1_024, timeoutMs: 10_000 };
+const LIMITS = { rps: 10_000, seconds: 3_600, concurrency: 1_024, keys: 1_000_000, timeoutMs: 10_000 };
 
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0;
