@@ -49,30 +49,31 @@ function random64(): bigint {
  *  core that held its wait was dropped). */
 export type QuorumOutcome = { replicas: number; reached: boolean } | undefined;
 
-const QUORUM_STASHED_MAX = 1024; // lint: platform-limit (outcomes kept for a handler about to ask)
-
 export class Executor {
   /** Reports whose facts were loaded, and the SQL rows those loads read (the benchmark's
    *  "one node's report"; the count of a node from an earlier build included). */
   readonly reportCost = { reports: 0, rows_read: 0 };
-  /** Writes waiting for their QuorumOutcome, by StepReply.quorum_wait, and outcomes that
-   *  came before their handler asked (in the write's own chain). */
+  /** Writes waiting for their QuorumOutcome, by StepReply.quorum_wait: registered in the
+   *  step that names the wait, before any outcome can come. */
   private readonly quorumWaiting = new Map<number, (o: QuorumOutcome) => void>();
-  private readonly quorumStashed = new Map<number, QuorumOutcome>();
 
   constructor(private readonly host: ExecutorHost) {}
 
   /** One event through the core. `payload` holds the values the step's writes point into
    *  (the event's message or value). Returns the event's answer and a promise of every
    *  send it led to (their answers included) being done. */
-  run(event: Msg, payload: Uint8Array): { reply: Uint8Array; progress: Msg | undefined; done: Promise<void>; quorumWait: number } {
+  run(
+    event: Msg,
+    payload: Uint8Array,
+  ): { reply: Uint8Array; progress: Msg | undefined; done: Promise<void>; quorum: Promise<QuorumOutcome> | undefined } {
     const pending: Promise<void>[] = [];
     let reply = this.step(event);
-    let quorumWait = 0;
+    let quorum: Promise<QuorumOutcome> | undefined;
     for (;;) {
       const performed = { rows: this.commit(reply, payload), sends: [] as number[][] };
       this.host.stats.addAll(reply.stats);
-      if (reply.quorumWait) quorumWait = reply.quorumWait;
+      const wait = reply.quorumWait;
+      if (wait) quorum = new Promise((resolve) => this.quorumWaiting.set(wait, resolve));
       for (const q of reply.quorum ?? []) this.quorumEnded(q.id, { replicas: q.replicas, reached: q.reached });
       for (const send of reply.sends) pending.push(...this.dispatch(send, performed.sends));
       this.arm(reply.alarmMs);
@@ -91,35 +92,18 @@ export class Executor {
       }
       reply = this.step({ loaded });
     }
-    return { reply: reply.reply, progress: reply.progress, done: Promise.all(pending).then(() => undefined), quorumWait };
-  }
-
-  /** The outcome of the write whose step said quorum_wait = id (the core decides when). */
-  quorum(id: number): Promise<QuorumOutcome> {
-    if (this.quorumStashed.has(id)) {
-      const stashed = this.quorumStashed.get(id);
-      this.quorumStashed.delete(id);
-      return Promise.resolve(stashed);
-    }
-    return new Promise((resolve) => this.quorumWaiting.set(id, resolve));
+    return { reply: reply.reply, progress: reply.progress, done: Promise.all(pending).then(() => undefined), quorum };
   }
 
   /** The core was dropped or rebuilt: the waits it held are gone. */
   abandonQuorum(): void {
     for (const resolve of this.quorumWaiting.values()) resolve(undefined);
     this.quorumWaiting.clear();
-    this.quorumStashed.clear();
   }
 
   private quorumEnded(id: number, outcome: QuorumOutcome): void {
-    const resolve = this.quorumWaiting.get(id);
-    if (resolve !== undefined) {
-      this.quorumWaiting.delete(id);
-      resolve(outcome);
-      return;
-    }
-    if (this.quorumStashed.size >= QUORUM_STASHED_MAX) this.quorumStashed.clear();
-    this.quorumStashed.set(id, outcome);
+    this.quorumWaiting.get(id)?.(outcome);
+    this.quorumWaiting.delete(id);
   }
 
   private step(event: Msg): Msg {

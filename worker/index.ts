@@ -338,7 +338,7 @@ export default {
       return await route(request, env, ctx);
     } catch (err) {
       await discardBody(request);
-      const writing = request.method === "PUT" || request.method === "DELETE";
+      const writing = isWrite(request);
       if (err instanceof HttpError) return json(err.status, err.status >= 500 && writing ? { error: err.message, accepted_by: null } : { error: err.message });
       console.error(`ringkv: ${(err as Error).stack ?? err}`);
       // Every 5xx to a write says how many replicas accepted it (here: not known).
@@ -346,6 +346,11 @@ export default {
     }
   },
 };
+
+/** A PUT or DELETE: every 5xx it gets says how many replicas accepted it. */
+function isWrite(request: Request): boolean {
+  return request.method === "PUT" || request.method === "DELETE";
+}
 
 // A body refused unread (a bad key, query or context; too large) is read and dropped
 // before the answer, up to this much, so that a client still sending it gets the 4xx
@@ -369,7 +374,7 @@ async function discardBody(request: Request): Promise<void> {
 
 async function route(request: Request, env: Msg, ctx: any): Promise<Response> {
   const s = setup(env);
-  if (s.error !== undefined) return json(503, (request.method === "PUT" || request.method === "DELETE") ? { error: s.error, accepted_by: 0 } : { error: s.error });
+  if (s.error !== undefined) return json(503, isWrite(request) ? { error: s.error, accepted_by: 0 } : { error: s.error });
   const config = s.config!;
   const url = new URL(request.url);
   const path = url.pathname;

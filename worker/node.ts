@@ -631,14 +631,14 @@ export class RingNode extends DurableObject {
         consistency,
       };
       const ran = this.executor.run({ write }, value);
-      return { reply: decode("WriteReply", ran.reply), quorumWait: ran.quorumWait };
+      return { reply: decode("WriteReply", ran.reply), quorum: ran.quorum };
     };
-    const { reply, quorumWait } = await this.withLease(attempt);
+    const { reply, quorum } = await this.withLease(attempt);
     // Above ?consistency=one the answer waits for the core's outcome (its pushes' limit is
     // QUORUM_TIMEOUT_MS); short of W: 503, the write durable at `accepted_by` replicas.
     let replicas: number | undefined;
-    if (quorumWait !== 0) {
-      const outcome = await this.executor.quorum(quorumWait);
+    if (quorum !== undefined) {
+      const outcome = await quorum;
       if (outcome === undefined || !outcome.reached) {
         return json(503, { error: "not enough replicas", accepted_by: outcome?.replicas ?? null }, { [QUORUM_FAILED_HEADER]: "1" });
       }

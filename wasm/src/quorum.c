@@ -20,7 +20,7 @@ static bool reached(const rk_quorum_wait *w) {
   return w->have_new >= w->need_new && (!w->both || w->have_old >= w->need_old);
 }
 
-static void close_wait(rk_quorum_wait *w, rk_quorum_outcome *out) {
+static void close_wait(rk_quorum *q, rk_quorum_wait *w, rk_quorum_outcome *out) {
   out->id = w->id;
   out->replicas = w->holding;
   out->reached = reached(w);
@@ -28,12 +28,12 @@ static void close_wait(rk_quorum_wait *w, rk_quorum_outcome *out) {
   free(w->tag);
   free(w->in);
   memset(w, 0, sizeof *w);
+  q->open--;
 }
 
-int rk_quorum_open(rk_quorum *q, const ringkv_node *n, uint32_t shard, uint32_t level, uint32_t *peers,
-                   uint32_t *peers_len, bool *done, rk_quorum_outcome *out) {
+int rk_quorum_open(rk_quorum *q, const ringkv_node *n, uint32_t shard, uint32_t level, bool *done,
+                   rk_quorum_outcome *out) {
   *done = false;
-  *peers_len = 0;
   int slot = -1;
   for (uint32_t i = 0; i < RK_QUORUM_WAITS_MAX && slot < 0; i++) {
     if (q->w[i].id == 0) slot = (int)i;
@@ -60,6 +60,7 @@ int rk_quorum_open(rk_quorum *q, const ringkv_node *n, uint32_t shard, uint32_t 
     return -1;
   }
   w->id = ++q->next_id == 0 ? ++q->next_id : q->next_id;
+  q->open++;
   w->shard = shard;
   w->both = n->cfg.phase == RK_PHASE_JOINING || n->cfg.phase == RK_PHASE_SWITCHING;
   w->need_old = need_of(level, old_len);
@@ -75,14 +76,12 @@ int rk_quorum_open(rk_quorum *q, const ringkv_node *n, uint32_t shard, uint32_t 
     if (!w->both && !(in & IN_NEW)) continue;
     w->peer[w->len] = all[i];
     w->in[w->len] = in;
-    peers[w->len] = all[i];
     w->len++;
   }
   w->pending = w->len;
-  *peers_len = w->len;
   if (reached(w) || w->len == 0) {
     *done = true;
-    close_wait(w, out);
+    close_wait(q, w, out);
   }
   return slot;
 }
@@ -93,7 +92,7 @@ void rk_quorum_sent(rk_quorum *q, int w, uint32_t i, uint32_t tag) {
 }
 
 bool rk_quorum_owner(const rk_quorum *q, uint32_t tag, int *w, uint32_t *i) {
-  if (tag == 0) return false;
+  if (tag == 0 || q->open == 0) return false;
   for (uint32_t k = 0; k < RK_QUORUM_WAITS_MAX; k++) {
     const rk_quorum_wait *x = &q->w[k];
     if (x->id == 0) continue;
@@ -120,8 +119,14 @@ bool rk_quorum_ended(rk_quorum *q, int wi, uint32_t i, bool held, rk_quorum_outc
     if (w->in[i] & IN_NEW) w->have_new++;
   }
   if (!reached(w) && w->pending > 0) return false;
-  close_wait(w, out);
+  close_wait(q, w, out);
   return true;
+}
+
+void rk_quorum_close(rk_quorum *q, int w) {
+  if (w < 0 || (uint32_t)w >= RK_QUORUM_WAITS_MAX || q->w[w].id == 0) return;
+  rk_quorum_outcome gone;
+  close_wait(q, &q->w[w], &gone);
 }
 
 uint32_t rk_quorum_id(const rk_quorum *q, int w) {

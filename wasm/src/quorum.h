@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
   rk_quorum_wait w[RK_QUORUM_WAITS_MAX];
   uint32_t next_id;
+  uint32_t open;         /* waits open: answers look up tags only while some are */
 } rk_quorum;
 
 typedef struct {
@@ -38,12 +39,12 @@ typedef struct {
   bool reached;
 } rk_quorum_outcome;
 
-/* Opens a wait for a write to `shard` at `level` (RK_CONSISTENCY_QUORUM or _ALL): the
- * peers to push to go in `peers` (*peers_len of them). Returns its index, or -1 when no
- * slot is free or memory ran out; *done is set when the write needs no peer (W reached
- * by this node alone): the wait is then already closed, with its outcome in *out. */
-int rk_quorum_open(rk_quorum *q, const struct ringkv_node *n, uint32_t shard, uint32_t level, uint32_t *peers,
-                   uint32_t *peers_len, bool *done, rk_quorum_outcome *out);
+/* Opens a wait for a write to `shard` at `level` (RK_CONSISTENCY_QUORUM or _ALL); the
+ * peers to push to are its `peer` [len]. Returns its index, or -1 when no slot is free or
+ * memory ran out; *done is set when the write needs no peer (W reached by this node
+ * alone, or no peer counts): the wait is then already closed, with its outcome in *out. */
+int rk_quorum_open(rk_quorum *q, const struct ringkv_node *n, uint32_t shard, uint32_t level, bool *done,
+                   rk_quorum_outcome *out);
 /* The push to peers[i] of wait `w` went out with this tag (0: it could not be sent). */
 void rk_quorum_sent(rk_quorum *q, int w, uint32_t i, uint32_t tag);
 /* Whether an answer's tag is a quorum push's: *w and *i say which. */
@@ -51,6 +52,8 @@ bool rk_quorum_owner(const rk_quorum *q, uint32_t tag, int *w, uint32_t *i);
 /* The push ended: `held` when the peer answered holding the write durably. Returns true
  * when the wait closed (W reached, or every push ended first): *out says how. */
 bool rk_quorum_ended(rk_quorum *q, int w, uint32_t i, bool held, rk_quorum_outcome *out);
+/* Closes wait w unanswered (the step that opened or fed it failed). */
+void rk_quorum_close(rk_quorum *q, int w);
 /* The id of wait w (valid until it closes). */
 uint32_t rk_quorum_id(const rk_quorum *q, int w);
 void rk_quorum_free(rk_quorum *q);

@@ -2054,12 +2054,9 @@ static int quorum_begin(out_t *o, rk_slice key, uint32_t level) {
   ringkv_node *n = o->n;
   uint64_t h = rk_hash_slice(key);
   uint32_t shard = (uint32_t)(h % n->cfg.shards);
-  uint32_t *peers = rk_alloc_array(&n->arena, n->cfg.cluster_size + 1u, sizeof *peers);
-  if (peers == NULL) return RINGKV_E_NOMEM;
-  uint32_t peers_len = 0;
   bool done = false;
   rk_quorum_outcome out;
-  int w = rk_quorum_open(&st->quorum, n, shard, level, peers, &peers_len, &done, &out);
+  int w = rk_quorum_open(&st->quorum, n, shard, level, &done, &out);
   if (w < 0) {
     /* Too many waiting (or no memory): answered at once as held here only. */
     out = (rk_quorum_outcome){QUORUM_OVERFLOW_ID, 1, false};
@@ -2094,23 +2091,28 @@ static int quorum_row_loaded(out_t *o, rk_slice loaded) {
   int w = st->quorum_loading;
   o->quorum_opened = w;   /* closed again if this step fails */
   o->reply = buf_slice(&st->quorum_reply);
+  /* The rows as OP_PAGE_PUSH takes them, read once for every peer. */
+  pb_enc rows_enc;
+  enc(o, &rows_enc);
+  int t_;
+  bool ok = true;
+  rk_slice s;
+  FIELDS(loaded) {
+    case 9: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&rows_enc, 3, s); break;
+    SKIP;
+  }
+  if (!ok || t_ < 0) return RINGKV_E_DECODE;
+  rk_slice rows = pb_result(&rows_enc);
   const rk_quorum_wait *qw = &st->quorum.w[w];
   uint32_t len = qw->len;
   uint32_t *peers = rk_alloc_array(&o->n->arena, len + 1u, sizeof *peers);
   if (peers == NULL) return RINGKV_E_NOMEM;
-  memcpy(peers, qw->peer, len * sizeof *peers);
+  memcpy(peers, qw->peer, len * sizeof *peers);   /* the wait may close in the loop */
   for (uint32_t i = 0; i < len; i++) {
     pb_enc req;
     enc(o, &req);
     pb_put_uint(&req, 1, peers[i]);
-    int t_;
-    bool ok = true;
-    rk_slice s;
-    FIELDS(loaded) {
-      case 9: ok = pb_get_bytes(R, WT, &s); if (ok) pb_put_bytes_always(&req, 3, s); break;
-      SKIP;
-    }
-    if (!ok || t_ < 0) return RINGKV_E_DECODE;
+    pb_put_raw(&req, rows.ptr, rows.len);
     rk_slice rep, push = {NULL, 0};
     uint64_t entries = 0;
     RK_TRY(inner(o, RINGKV_OP_PAGE_PUSH, &req, &rep));
@@ -2147,7 +2149,6 @@ static void quorum_answered(out_t *o, int w, uint32_t i, const rk_slice *message
     }
     if (!ok || t_ < 0) held = false;
   }
-  stat_named(o, "quorum_pushes", 1);
   rk_quorum_outcome out;
   if (rk_quorum_ended(&o->st->quorum, w, i, held, &out)) quorum_outcome(o, &out);
 }
@@ -3033,11 +3034,7 @@ int rk_step_run(ringkv_node *n, rk_slice req, rk_slice *reply) {
   if (rc != RINGKV_OK) {
     /* A wait opened by the failed step is closed: its write's answer never goes back. */
     if (o.quorum_opened >= 0) {
-      rk_quorum_wait *qw = &st->quorum.w[o.quorum_opened];
-      for (uint32_t i = 0; i < qw->len; i++) {
-        rk_quorum_outcome gone;
-        if (rk_quorum_ended(&st->quorum, o.quorum_opened, i, false, &gone)) break;
-      }
+      rk_quorum_close(&st->quorum, o.quorum_opened);
       if (st->wait == WAIT_QUORUM_ROW) st->wait = WAIT_NONE;
     }
     st->s = saved;
